@@ -1,0 +1,234 @@
+// The replicated log as one node sees it: a snapshot, then the entries after it.
+//
+//   snapshot.index  <  stableIndex  <=  lastIndex
+//   ├ compacted ─────┼ on disk ────────┼ not yet persisted (handed out in the next Ready)
+//
+//   applied <= applying <= committed <= lastIndex
+//
+// The core keeps the uncompacted suffix in memory; the driver compacts regularly so it stays small.
+
+import { type Entry, type Snapshot, entryPayloadBytes, invariant } from "./types.js";
+
+export class RaftLog {
+  private snapshotValue: Snapshot;
+  /** entries[i].index === snapshot.metadata.index + 1 + i */
+  private entries: Entry[];
+  /** Highest index known to be durable on this node. */
+  stableIndex: number;
+  /** A snapshot received from the leader and not yet persisted. */
+  pendingSnapshot: Snapshot | undefined;
+  committed: number;
+  /** Highest index the state machine has acknowledged applying. */
+  applied: number;
+  /** Highest index handed to the state machine (applied <= applying). */
+  applying: number;
+
+  constructor(snapshot: Snapshot, entries: readonly Entry[], committed: number, applied: number) {
+    this.snapshotValue = snapshot;
+    this.entries = [...entries];
+    const first = snapshot.metadata.index + 1;
+    this.entries.forEach((e, i) =>
+      invariant(e.index === first + i, () => `log entry ${e.index} is out of place; expected ${first + i}`),
+    );
+    this.stableIndex = this.lastIndex();
+    this.pendingSnapshot = undefined;
+    invariant(
+      committed >= snapshot.metadata.index && committed <= this.lastIndex(),
+      () => `commit ${committed} outside the log [${snapshot.metadata.index}, ${this.lastIndex()}]`,
+    );
+    this.committed = committed;
+    this.applied = Math.max(applied, snapshot.metadata.index);
+    invariant(this.applied <= committed, () => `applied ${this.applied} beyond commit ${committed}`);
+    this.applying = this.applied;
+  }
+
+  get snapshot(): Snapshot {
+    return this.snapshotValue;
+  }
+
+  snapshotIndex(): number {
+    return this.snapshotValue.metadata.index;
+  }
+
+  firstIndex(): number {
+    return this.snapshotValue.metadata.index + 1;
+  }
+
+  lastIndex(): number {
+    return this.snapshotValue.metadata.index + this.entries.length;
+  }
+
+  lastTerm(): number {
+    return this.term(this.lastIndex()) as number;
+  }
+
+  /** The term of the entry at `index`, or undefined when it is compacted or beyond the log. */
+  term(index: number): number | undefined {
+    const snapIndex = this.snapshotValue.metadata.index;
+    if (index === snapIndex) return this.snapshotValue.metadata.term;
+    if (index < snapIndex || index > this.lastIndex()) return undefined;
+    return (this.entries[index - snapIndex - 1]).term;
+  }
+
+  entryAt(index: number): Entry | undefined {
+    const snapIndex = this.snapshotValue.metadata.index;
+    if (index <= snapIndex || index > this.lastIndex()) return undefined;
+    return this.entries[index - snapIndex - 1];
+  }
+
+  matchTerm(index: number, term: number): boolean {
+    return this.term(index) === term;
+  }
+
+  /** Raft §5.4.1: a candidate's log is at least as up to date as ours. */
+  isUpToDate(lastIndex: number, lastTerm: number): boolean {
+    const ourTerm = this.lastTerm();
+    return lastTerm > ourTerm || (lastTerm === ourTerm && lastIndex >= this.lastIndex());
+  }
+
+  /** The leader's append of its own new entries. */
+  append(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    invariant(
+      (entries[0]).index === this.lastIndex() + 1,
+      () => `append at ${(entries[0]).index} does not follow the last index ${this.lastIndex()}`,
+    );
+    for (const e of entries) this.entries.push(e);
+  }
+
+  /**
+   * A follower's append: if our log has `prevIndex` at `prevTerm`, reconcile `entries` into it
+   * (keeping what matches, truncating from the first conflict) and advance the commit index.
+   * Returns the index of the last new entry, or undefined when the logs do not match at prev.
+   */
+  maybeAppend(prevIndex: number, prevTerm: number, commit: number, entries: readonly Entry[]): number | undefined {
+    if (!this.matchTerm(prevIndex, prevTerm)) return undefined;
+    const lastNew = prevIndex + entries.length;
+    const conflict = this.findConflict(entries);
+    if (conflict !== 0) {
+      invariant(conflict > this.committed, () => `entry ${conflict} conflicts with committed ${this.committed}`);
+      const start = entries.length - (lastNew - conflict + 1);
+      this.truncateAndAppend(entries.slice(start));
+    }
+    this.commitTo(Math.min(commit, lastNew));
+    return lastNew;
+  }
+
+  /**
+   * The first index where `entries` disagree with our log, or where they run past it.
+   * 0 when every entry is already here (nothing to write).
+   */
+  private findConflict(entries: readonly Entry[]): number {
+    for (const e of entries) {
+      // Entries at or before the snapshot are committed, and so already match.
+      if (e.index <= this.snapshotIndex()) continue;
+      if (!this.matchTerm(e.index, e.term)) return e.index;
+    }
+    return 0;
+  }
+
+  private truncateAndAppend(entries: readonly Entry[]): void {
+    const from = (entries[0]).index;
+    invariant(from > this.snapshotIndex(), () => `truncate at ${from} inside the snapshot`);
+    invariant(from <= this.lastIndex() + 1, () => `append at ${from} leaves a gap after ${this.lastIndex()}`);
+    this.entries.length = from - this.firstIndex();
+    for (const e of entries) this.entries.push(e);
+    // The overwritten suffix may have been on disk; the new one is not yet.
+    this.stableIndex = Math.min(this.stableIndex, from - 1);
+  }
+
+  /**
+   * Fast backtracking: the largest index <= `index` whose term is <= `term`. A follower uses it to
+   * skip a whole conflicting term in one round trip instead of one index per round trip.
+   */
+  findConflictByTerm(index: number, term: number): number {
+    let i = Math.min(index, this.lastIndex());
+    for (; i > this.snapshotIndex(); i--) {
+      if ((this.term(i) as number) <= term) return i;
+    }
+    return this.snapshotIndex();
+  }
+
+  /**
+   * Entries [lo, hi), at most `bytesMax` of payload but always at least one entry.
+   * Undefined when `lo` has been compacted.
+   */
+  slice(lo: number, hi: number, bytesMax: number): Entry[] | undefined {
+    if (lo <= this.snapshotIndex()) return undefined;
+    invariant(hi <= this.lastIndex() + 1, () => `slice to ${hi} beyond the last index ${this.lastIndex()}`);
+    const out: Entry[] = [];
+    let bytes = 0;
+    for (let i = lo; i < hi; i++) {
+      const e = this.entries[i - this.firstIndex()];
+      bytes += entryPayloadBytes(e);
+      if (out.length > 0 && bytes > bytesMax) break;
+      out.push(e);
+    }
+    return out;
+  }
+
+  commitTo(index: number): void {
+    if (index <= this.committed) return;
+    invariant(index <= this.lastIndex(), () => `commit ${index} beyond the last index ${this.lastIndex()}`);
+    this.committed = index;
+  }
+
+  /** Entries not yet handed to the driver for persisting. */
+  unstableEntries(): Entry[] {
+    return this.entries.slice(this.stableIndex - this.snapshotIndex());
+  }
+
+  /** The driver persisted entries through `index`, which had `term`. */
+  stableTo(index: number, term: number): void {
+    // If the entry was overwritten while the write was in flight, the new one is not yet durable.
+    if (index > this.stableIndex && this.matchTerm(index, term)) this.stableIndex = index;
+  }
+
+  /** Committed entries to hand to the state machine next. */
+  nextCommitted(bytesMax: number): Entry[] {
+    const lo = Math.max(this.applying + 1, this.firstIndex());
+    if (lo > this.committed) return [];
+    return this.slice(lo, this.committed + 1, bytesMax) ?? [];
+  }
+
+  /** Whether a committed but unapplied entry is a membership change. */
+  hasUnappliedConfChange(): boolean {
+    for (let i = Math.max(this.applied + 1, this.firstIndex()); i <= this.committed; i++) {
+      if ((this.entryAt(i) as Entry).type === "confChange") return true;
+    }
+    return false;
+  }
+
+  /** Replaces the log with a snapshot received from the leader. */
+  restore(snapshot: Snapshot): void {
+    const index = snapshot.metadata.index;
+    invariant(index > this.committed, () => `restore of snapshot ${index} at or below commit ${this.committed}`);
+    this.snapshotValue = snapshot;
+    this.entries = [];
+    this.pendingSnapshot = snapshot;
+    this.stableIndex = index;
+    this.committed = index;
+    this.applying = Math.max(this.applying, index);
+  }
+
+  /** The driver persisted the received snapshot at `index`. */
+  snapshotPersisted(index: number): void {
+    if (this.pendingSnapshot?.metadata.index === index) this.pendingSnapshot = undefined;
+  }
+
+  /** Replaces the applied prefix with the state machine's snapshot of it. */
+  compact(snapshot: Snapshot): void {
+    const index = snapshot.metadata.index;
+    invariant(index <= this.applied, () => `compaction at ${index} beyond applied ${this.applied}`);
+    if (index <= this.snapshotIndex()) return;
+    invariant(this.term(index) === snapshot.metadata.term, () => `compaction at ${index} names the wrong term`);
+    this.entries = this.entries.slice(index - this.snapshotIndex());
+    this.snapshotValue = snapshot;
+  }
+
+  appliedTo(index: number): void {
+    invariant(index <= this.committed, () => `applied ${index} beyond commit ${this.committed}`);
+    this.applied = Math.max(this.applied, index);
+    this.applying = Math.max(this.applying, this.applied);
+  }
+}
