@@ -177,9 +177,11 @@ export class RaftNode {
 
   private tickElection(): void {
     this.electionElapsed++;
-    if (this.electionElapsed >= this.randomizedElectionTimeout) {
+    // A node that may not campaign keeps counting, so that its lease on a silent leader lapses
+    // and it can vote for a newcomer (a learner that missed its own promotion, say).
+    if (this.electionElapsed >= this.randomizedElectionTimeout && this.mayCampaign()) {
       this.electionElapsed = 0;
-      if (this.mayCampaign()) this.campaign(this.cfg.preVote ? "preVote" : "vote", false);
+      this.campaign(this.cfg.preVote ? "preVote" : "vote", false);
     }
   }
 

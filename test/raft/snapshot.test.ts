@@ -1,0 +1,128 @@
+// Log compaction and InstallSnapshot (§7): the log before a snapshot is dropped, and a follower
+// that needs dropped entries is sent the snapshot instead, then continues from the log.
+
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { RaftNode } from "../../src/raft/raft.js";
+import { RaftInvariantError, type Snapshot } from "../../src/raft/types.js";
+import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
+
+const ELECTION_TIMEOUT_TICKS = 10;
+
+function electedCluster(): Network {
+  const net = Network.bootstrap(["a", "b", "c"], 37);
+  net.elect("a");
+  return net;
+}
+
+void describe("compaction", () => {
+  void test("compact() drops the log prefix up to the snapshot index and keeps the rest", () => {
+    const net = electedCluster();
+    net.propose("a", "p1", "p2", "p3", "p4");
+    const a = net.node("a");
+    const last = a.log.lastIndex();
+    const at = last - 2;
+    const termAt = a.log.term(at);
+
+    const snapshot = net.compact("a", at);
+    assert.equal(snapshot.metadata.index, at);
+    assert.equal(snapshot.metadata.term, termAt);
+    assert.deepEqual(snapshot.metadata.conf.voters, ["a", "b", "c"]);
+    assert.equal(a.log.firstIndex(), at + 1);
+    assert.equal(a.log.term(at), termAt, "the snapshot still answers for its own index");
+    assert.equal(a.log.term(at - 1), undefined, "entries before the snapshot are gone");
+    assert.equal(a.log.entryAt(at), undefined);
+    assert.equal(a.log.lastIndex(), last);
+    assert.ok(a.log.entryAt(at + 1) !== undefined);
+  });
+
+  void test("compacting beyond what the state machine applied is an invariant failure", () => {
+    const net = electedCluster();
+    net.propose("a", "p1");
+    const a = net.node("a");
+    assert.throws(() => a.compact(a.log.lastIndex() + 1, new Uint8Array(0)), RaftInvariantError);
+  });
+
+  void test("a restarted node recovers from its compacted storage", () => {
+    const net = electedCluster();
+    net.propose("a", "p1", "p2");
+    net.compact("b");
+    net.propose("a", "p3");
+    net.tick(1, ["a"]);
+    net.restart("b");
+    net.stabilize();
+    assert.deepEqual(net.peer("b").appliedTexts(), ["p1", "p2", "p3"]);
+  });
+});
+
+void describe("InstallSnapshot", () => {
+  void test("a follower too far behind receives a snapshot and catches up", () => {
+    const net = electedCluster();
+    net.isolate("c");
+    for (let i = 0; i < 10; i++) net.propose("a", `p${i}`);
+    net.compact("a");
+    net.compact("b");
+    const compactedTo = net.node("a").log.snapshotIndex();
+    net.heal();
+    net.tickUntil(() => net.peer("c").appliedIndex >= compactedTo, 2 * ELECTION_TIMEOUT_TICKS, ["a"]);
+
+    const snapshots = messagesOf(net.sent, "snapshot", "a", "c");
+    assert.equal(snapshots.length, 1);
+    assert.equal(snapshots[0]?.snapshot.metadata.index, compactedTo);
+    const c = net.node("c");
+    assert.equal(c.log.snapshotIndex(), compactedTo);
+    assert.deepEqual(net.peer("c").appliedTexts(), Array.from({ length: 10 }, (_, i) => `p${i}`));
+    assert.equal(net.peer("c").storage.snapshot.metadata.index, compactedTo, "the snapshot was persisted");
+
+    // Afterwards c is an ordinary follower fed by appends.
+    assert.equal(net.node("a").progressOf("c")?.state, "replicate");
+    net.propose("a", "after");
+    net.tick(1, ["a"]);
+    assert.deepEqual(logTerms(c), logTerms(net.node("a")));
+    assert.equal(net.peer("c").appliedTexts().at(-1), "after");
+  });
+
+  void test("a snapshot whose transfer failed is sent again", () => {
+    const net = electedCluster();
+    net.isolate("c");
+    for (let i = 0; i < 5; i++) net.propose("a", `p${i}`);
+    net.compact("a");
+    net.heal();
+    let snapshotsLost = 0;
+    net.drop((m) => m.type === "snapshot" && snapshotsLost++ === 0);
+    net.tickUntil(() => net.peer("c").appliedTexts().length === 5, 2 * ELECTION_TIMEOUT_TICKS, ["a"]);
+
+    assert.equal(messagesOf(net.sent, "snapshot", "a", "c").length, 2, "one lost, one delivered");
+  });
+
+  void test("a follower that already holds the snapshot's last entry keeps the log after it and just commits", () => {
+    // A snapshot can arrive after the follower got the same entries by append: it must not throw
+    // away entries past the snapshot that it already holds.
+    const voters = ["a", "b", "c"];
+    const b = new RaftNode(nodeConfig("b", 1), paperState(voters, [1, 1, 1, 1], 1));
+    const snapshot: Snapshot = { metadata: { index: 3, term: 1, conf: { voters, learners: [] } }, data: new Uint8Array(0) };
+    b.step({ type: "snapshot", from: "a", to: "b", term: 1, snapshot });
+
+    assert.equal(b.log.snapshotIndex(), 0, "no restore");
+    assert.equal(b.log.lastIndex(), 4, "entry 4 survives");
+    assert.equal(b.log.committed, 3);
+    const resp = messagesOf(b.ready().messages, "appendResp", "b", "a")[0];
+    assert.ok(resp !== undefined && !resp.reject);
+    assert.equal(resp.index, 4);
+  });
+
+  void test("a follower that already committed past a snapshot ignores it and reports its commit index", () => {
+    const net = electedCluster();
+    net.propose("a", "p1", "p2", "p3");
+    net.tick(1, ["a"]);
+    const a = net.node("a");
+    const snapshot = net.compact("a", a.log.committed - 1);
+    const b = net.node("b");
+    const before = net.sent.length;
+    net.send({ type: "snapshot", from: "a", to: "b", term: a.term, snapshot });
+
+    assert.equal(b.log.snapshotIndex(), 1, "b kept its log");
+    const resp = messagesOf(net.sent.slice(before), "appendResp", "b", "a")[0];
+    assert.equal(resp?.index, b.log.committed);
+  });
+});
