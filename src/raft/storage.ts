@@ -1,0 +1,493 @@
+// The durable state of one Raft node: its hard state, its latest snapshot and the log after it,
+// plus a few metadata records the server keeps across restarts. One LevelDB per node.
+//
+// Layout. Keys are UTF-8 strings, so LevelDB's byte order is index order for the entries:
+//   "hs"                            the hard state
+//   "snap"                          the latest snapshot, as one value (megabytes are fine for now)
+//   "e/" + index as 16 decimals     one log entry; 16 digits hold Number.MAX_SAFE_INTEGER
+//   "m/" + key                      server metadata (cluster id, member addresses)
+// Every value is a record: a CRC32 (4 bytes, big-endian) over the rest of the record, a format
+// byte, then the codec's encoding. The checksum catches bit rot and foreign writes; the format byte
+// lets a later version change the encoding; and an entry's own index is checked against its key,
+// so a value that landed under the wrong key cannot pass for another entry.
+//
+// Every write is one LevelDB batch with { sync: true }. The Ready contract lets messages leave once
+// step 1 is durable, and a batch is atomic: after a crash the disk holds all of a Ready or none.
+//
+// Corruption is never skipped or truncated away: a node that silently lost a committed entry, or
+// applied a damaged one, would diverge from its peers. It refuses to start instead, and says how
+// to recover.
+
+import { mkdir } from "node:fs/promises";
+import { resolve } from "node:path";
+import { crc32 } from "node:zlib";
+import { Level } from "level";
+import { CodecError, decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, encodeSnapshot } from "./codec.js";
+import { type Entry, type HardState, type Snapshot, invariant } from "./types.js";
+
+export interface PersistedState {
+  readonly hardState: HardState | undefined;
+  readonly snapshot: Snapshot | undefined;
+  /** The entries after the snapshot's index, consecutive, starting at that index + 1. */
+  readonly entries: readonly Entry[];
+}
+
+export interface StorageStats {
+  /** Entries on disk after the snapshot; always lastIndex - firstIndex + 1. */
+  readonly entries: number;
+  /** snapshotIndex + 1, also when the log is empty (then lastIndex is firstIndex - 1). */
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  /** Approximate bytes of the log on disk before LevelDB's own compression: keys plus records. */
+  readonly bytes: number;
+  /** The index of the persisted snapshot, or 0 when there is none. */
+  readonly snapshotIndex: number;
+}
+
+/** Which kind of record was found damaged. */
+export type StorageRecordKind = "entry" | "hardState" | "snapshot" | "meta";
+
+const RECOVERY_ADVICE = "Restore this node from a peer (remove its data directory and re-join).";
+
+/** Something on disk is damaged or inconsistent. Restarting will not help; the node must be restored. */
+export class StorageCorruptionError extends Error {
+  constructor(
+    /** The storage directory. */
+    readonly path: string,
+    /** The log index the damage was found at, when it concerns the log. */
+    readonly index: number | undefined,
+    readonly record: StorageRecordKind,
+    /** What exactly is wrong, without the advice. */
+    readonly reason: string,
+  ) {
+    const where = record === "entry"
+      ? `corrupt Raft log in ${path}${index === undefined ? "" : ` at index ${index}`}`
+      : record === "hardState"
+        ? `corrupt Raft hard state in ${path}`
+        : record === "snapshot"
+          ? `corrupt Raft snapshot in ${path}`
+          : `corrupt metadata in ${path}`;
+    const verb = record === "entry" ? "apply" : "use";
+    super(`${where}: ${reason}; the node refuses to start rather than ${verb} it. ${RECOVERY_ADVICE}`);
+    this.name = "StorageCorruptionError";
+  }
+}
+
+/** Bounds on the metadata records: they are small by design, so anything large is a bug upstream. */
+export const metaKeyBytesMax = 256;
+export const metaValueBytesMax = 1024 * 1024;
+
+const HARD_STATE_KEY = "hs";
+const SNAPSHOT_KEY = "snap";
+const ENTRY_PREFIX = "e/";
+/** "0" follows "/" in ASCII, so every "e/..." key sorts below this bound and nothing else does. */
+const ENTRY_RANGE_END = "e0";
+const META_PREFIX = "m/";
+const INDEX_DIGITS = 16;
+const ENTRY_KEY_PATTERN = /^e\/[0-9]{16}$/;
+
+const RECORD_FORMAT = 1;
+const CHECKSUM_BYTES = 4;
+const RECORD_HEADER_BYTES = CHECKSUM_BYTES + 1;
+
+/** The LevelDB key of the entry at `index`. Exported so tests can reach the on-disk format. */
+export function entryKey(index: number): string {
+  invariant(Number.isSafeInteger(index) && index >= 1, () => `cannot store an entry at index ${index}`);
+  return ENTRY_PREFIX + index.toString().padStart(INDEX_DIGITS, "0");
+}
+
+function parseEntryKey(key: string): number | undefined {
+  if (!ENTRY_KEY_PATTERN.test(key)) return undefined;
+  const index = Number(key.slice(ENTRY_PREFIX.length));
+  return Number.isSafeInteger(index) && index >= 1 ? index : undefined;
+}
+
+/** Frames an encoded value as a record: checksum, format byte, payload. */
+function seal(payload: Uint8Array): Uint8Array {
+  const record = new Uint8Array(RECORD_HEADER_BYTES + payload.byteLength);
+  record[CHECKSUM_BYTES] = RECORD_FORMAT;
+  record.set(payload, RECORD_HEADER_BYTES);
+  new DataView(record.buffer, record.byteOffset, record.byteLength).setUint32(0, crc32(record.subarray(CHECKSUM_BYTES)));
+  return record;
+}
+
+type Unsealed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
+
+/** Checks a record and decodes its payload, or says why it cannot be trusted. Never throws CodecError. */
+function unseal<T>(stored: Uint8Array, decode: (payload: Uint8Array) => T): Unsealed<T> {
+  // LevelDB hands back Buffers; callers get plain Uint8Arrays (same memory), as they were written.
+  const record = new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength);
+  if (record.byteLength < RECORD_HEADER_BYTES) {
+    return { ok: false, reason: `the record is ${record.byteLength} bytes, shorter than its ${RECORD_HEADER_BYTES}-byte header` };
+  }
+  const expected = new DataView(record.buffer, record.byteOffset, record.byteLength).getUint32(0);
+  const computed = crc32(record.subarray(CHECKSUM_BYTES));
+  if (expected !== computed) {
+    return { ok: false, reason: `checksum mismatch (stored ${hex32(expected)}, computed ${hex32(computed)})` };
+  }
+  const format = record[CHECKSUM_BYTES];
+  if (format !== RECORD_FORMAT) return { ok: false, reason: `unknown record format ${format} (this version reads ${RECORD_FORMAT})` };
+  try {
+    return { ok: true, value: decode(record.subarray(RECORD_HEADER_BYTES)) };
+  } catch (err) {
+    if (err instanceof CodecError) return { ok: false, reason: `the record does not decode (${err.message})` };
+    throw err;
+  }
+}
+
+function hex32(n: number): string {
+  return "0x" + n.toString(16).padStart(8, "0");
+}
+
+function utf8Bytes(s: string): number {
+  return Buffer.byteLength(s, "utf8");
+}
+
+type BatchOp =
+  | { readonly type: "put"; readonly key: string; readonly value: Uint8Array }
+  | { readonly type: "del"; readonly key: string };
+
+/**
+ * What one Ready does to the log, worked out before anything is written so that the in-memory
+ * index changes only once the batch is durable.
+ */
+interface LogChange {
+  readonly ops: BatchOp[];
+  /** The snapshot index after the change. */
+  readonly snapshotIndex: number;
+  /** Entries that survive, counted from the (new) snapshot index + 1. */
+  readonly keptEntries: number;
+  /** Stored sizes of the entries appended after the kept ones. */
+  readonly appendedBytes: readonly number[];
+}
+
+export class RaftStorage {
+  /** Absolute path of the data directory, as named in every error. */
+  readonly dir: string;
+  private readonly db: Level<string, Uint8Array>;
+
+  // The in-memory index of the log, built by the one scan in load(). The log on disk is exactly
+  // the entries snapshotIndex + 1 .. lastIndex; entryBytes[i] is the size of entry snapshotIndex + 1 + i.
+  private loaded = false;
+  private snapshotIndex = 0;
+  private lastIndex = 0;
+  private entryBytes: number[] = [];
+  private entryBytesTotal = 0;
+
+  /** Operations run one at a time, in call order, so the index always matches the disk. */
+  private tail: Promise<unknown> = Promise.resolve();
+  /** After a failed write the disk's state is uncertain; refusing later writes keeps it from getting worse. */
+  private writeFailure: Error | undefined;
+  private closed = false;
+
+  private constructor(dir: string, db: Level<string, Uint8Array>) {
+    this.dir = dir;
+    this.db = db;
+  }
+
+  /** Opens (creating if needed) the storage in `dir`. Call load() before saving anything. */
+  static async open(dir: string): Promise<RaftStorage> {
+    const path = resolve(dir);
+    try {
+      await mkdir(path, { recursive: true });
+    } catch (err) {
+      throw new Error(`cannot create the Raft data directory ${path}: ${messageOf(err)}; check the path and its permissions`, { cause: err });
+    }
+    const db = new Level<string, Uint8Array>(path, { keyEncoding: "utf8", valueEncoding: "view" });
+    try {
+      await db.open();
+    } catch (err) {
+      if (causeCode(err) === "LEVEL_LOCKED") {
+        throw new Error(`the Raft data directory ${path} is locked by another process; is another Cairn node running with it? Stop that node or choose another data directory`, { cause: err });
+      }
+      throw new Error(`cannot open the Raft data directory ${path}: ${messageOf(err)}`, { cause: err });
+    }
+    return new RaftStorage(path, db);
+  }
+
+  /**
+   * Reads everything the core needs to restart, checking every record. Throws
+   * StorageCorruptionError rather than return a log with a damaged, missing or misplaced entry.
+   * Entries at or below the snapshot index are ignored and then deleted: the core ignores them too,
+   * and a compaction interrupted by a crash may leave them (this code writes a compaction as one
+   * atomic batch, but a later one may delete a large prefix in the background).
+   */
+  async load(): Promise<PersistedState> {
+    this.assertOpen();
+    return await this.serially(async () => {
+      const hardState = await this.readSingle(HARD_STATE_KEY, "hardState", decodeHardState);
+      const snapshot = await this.readSingle(SNAPSHOT_KEY, "snapshot", decodeSnapshot);
+      const snapshotIndex = snapshot?.metadata.index ?? 0;
+
+      const entries: Entry[] = [];
+      const entryBytes: number[] = [];
+      const leftovers: string[] = [];
+      let prevTerm = snapshot?.metadata.term ?? 0;
+      for await (const [key, record] of this.db.iterator({ gte: ENTRY_PREFIX, lt: ENTRY_RANGE_END })) {
+        const index = parseEntryKey(key);
+        if (index === undefined) throw this.corrupt("entry", undefined, `unexpected key ${JSON.stringify(key)} among the entries`);
+        if (index <= snapshotIndex) {
+          leftovers.push(key);
+          continue;
+        }
+        const expected = snapshotIndex + 1 + entries.length;
+        if (index !== expected) {
+          throw this.corrupt("entry", expected, `the entry is missing (the next stored entry is ${index}; ${snapshot === undefined ? "there is no snapshot" : `the snapshot is at ${snapshotIndex}`})`);
+        }
+        const result = unseal(record, decodeEntry);
+        if (!result.ok) throw this.corrupt("entry", index, result.reason);
+        const entry = result.value;
+        if (entry.index !== index) throw this.corrupt("entry", index, `the value stored under this index is entry ${entry.index}`);
+        if (entry.term < prevTerm) {
+          throw this.corrupt("entry", index, `term ${entry.term} follows term ${prevTerm}, but terms in a Raft log never decrease`);
+        }
+        prevTerm = entry.term;
+        entries.push(entry);
+        entryBytes.push(key.length + record.byteLength);
+      }
+
+      const lastIndex = snapshotIndex + entries.length;
+      // A missing tail is invisible to the gap check; the hard state's commit index still reveals it
+      // when what is missing was committed. (The core would also refuse, but as an invariant failure.)
+      if (hardState !== undefined && hardState.commit > lastIndex) {
+        throw this.corrupt("entry", lastIndex + 1,
+          `the entry is missing: the hard state says entries through ${hardState.commit} are committed, but the log ends at ${lastIndex}`);
+      }
+
+      if (leftovers.length > 0) await this.write(leftovers.map((key) => ({ type: "del", key })));
+
+      this.snapshotIndex = snapshotIndex;
+      this.lastIndex = lastIndex;
+      this.entryBytes = entryBytes;
+      this.entryBytesTotal = sum(entryBytes);
+      this.loaded = true;
+      return { hardState, snapshot, entries };
+    });
+  }
+
+  /**
+   * One Ready's durable part, in ONE LevelDB batch with { sync: true }: snapshot (replaces the log:
+   * delete all entries), then entries (overwrite from entries[0].index: delete any persisted
+   * entries with index >= entries[0].index first, then put), then hardState.
+   */
+  async saveReady(part: { hardState: HardState | undefined; entries: readonly Entry[]; snapshot: Snapshot | undefined }): Promise<void> {
+    this.assertOpen();
+    await this.serially(async () => {
+      this.assertLoaded("saveReady");
+      const change = this.planReady(part);
+      if (change.ops.length === 0) return;
+      await this.write(change.ops);
+      this.applyChange(change);
+    });
+  }
+
+  /**
+   * Local compaction: write `snapshot` and delete entries with index <= snapshot.metadata.index, in
+   * one synced batch. A snapshot at or below the one already stored is stale (a newer snapshot from
+   * the leader was saved while this one was being taken) and is dropped: storing it would resurrect
+   * a log prefix that no longer exists.
+   */
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    this.assertOpen();
+    await this.serially(async () => {
+      this.assertLoaded("saveSnapshot");
+      const { index, term } = snapshot.metadata;
+      if (index <= this.snapshotIndex) return;
+      if (index <= this.lastIndex) {
+        // The core names the term of the entry it compacted through; a mismatch means the
+        // snapshot and the log disagree about history, and one of them would be wrong on restart.
+        const stored = await this.readEntry(index);
+        invariant(stored.term === term, () => `snapshot at index ${index} has term ${term}, but the stored entry there has term ${stored.term}`);
+      }
+      const dropThrough = Math.min(index, this.lastIndex);
+      const ops: BatchOp[] = [{ type: "put", key: SNAPSHOT_KEY, value: seal(encodeSnapshot(snapshot)) }];
+      for (let i = this.snapshotIndex + 1; i <= dropThrough; i++) ops.push({ type: "del", key: entryKey(i) });
+      await this.write(ops);
+      this.applyChange({ ops, snapshotIndex: index, keptEntries: this.lastIndex - dropThrough, appendedBytes: [] });
+    });
+  }
+
+  /** Small metadata records the server needs to survive restarts (cluster id, member addresses). */
+  async getMeta(key: string): Promise<Uint8Array | undefined> {
+    this.assertOpen();
+    assertMetaKey(key);
+    return await this.serially(async () => {
+      const record = await this.db.get(META_PREFIX + key);
+      if (record === undefined) return undefined;
+      const result = unseal(record, (payload) => payload);
+      if (!result.ok) throw this.corrupt("meta", undefined, `record ${JSON.stringify(key)}: ${result.reason}`);
+      return result.value;
+    });
+  }
+
+  /** Writes one metadata record, synced. */
+  async putMeta(key: string, value: Uint8Array): Promise<void> {
+    this.assertOpen();
+    assertMetaKey(key);
+    if (value.byteLength > metaValueBytesMax) {
+      throw new RangeError(`metadata record ${JSON.stringify(key)} is ${value.byteLength} bytes; the limit is ${metaValueBytesMax}`);
+    }
+    await this.serially(async () => {
+      await this.write([{ type: "put", key: META_PREFIX + key, value: seal(value) }]);
+    });
+  }
+
+  /** Size of the entry log, for metrics. Needs load() first. */
+  stats(): StorageStats {
+    invariant(this.loaded, "stats() called before load()");
+    return {
+      entries: this.lastIndex - this.snapshotIndex,
+      firstIndex: this.snapshotIndex + 1,
+      lastIndex: this.lastIndex,
+      bytes: this.entryBytesTotal,
+      snapshotIndex: this.snapshotIndex,
+    };
+  }
+
+  /** Waits for queued operations, then closes LevelDB. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.tail;
+    await this.db.close();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private planReady(part: { hardState: HardState | undefined; entries: readonly Entry[]; snapshot: Snapshot | undefined }): LogChange {
+    const ops: BatchOp[] = [];
+    let snapshotIndex = this.snapshotIndex;
+    let lastIndex = this.lastIndex;
+
+    if (part.snapshot !== undefined) {
+      const s = part.snapshot.metadata;
+      // Replacing the log with a snapshot at or below the stored one would delete entries the
+      // stored snapshot does not cover; the core only restores snapshots beyond its commit index.
+      invariant(s.index > snapshotIndex, () => `saveReady with a snapshot at ${s.index}, not beyond the stored snapshot at ${snapshotIndex}`);
+      ops.push({ type: "put", key: SNAPSHOT_KEY, value: seal(encodeSnapshot(part.snapshot)) });
+      for (let i = snapshotIndex + 1; i <= lastIndex; i++) ops.push({ type: "del", key: entryKey(i) });
+      snapshotIndex = s.index;
+      lastIndex = s.index;
+    }
+
+    let keptEntries = lastIndex - snapshotIndex;
+    const appendedBytes: number[] = [];
+    const first = part.entries[0];
+    if (first !== undefined) {
+      invariant(first.index > snapshotIndex, () => `saveReady with entries from ${first.index}, inside the snapshot at ${snapshotIndex}`);
+      invariant(first.index <= lastIndex + 1, () => `saveReady with entries from ${first.index} would leave a gap after the last stored entry ${lastIndex}`);
+      let prev: Entry | undefined;
+      for (const e of part.entries) {
+        invariant(prev === undefined || (e.index === prev.index + 1 && e.term >= prev.term),
+          () => `saveReady with entries out of order: ${prev?.index}@${prev?.term} then ${e.index}@${e.term}`);
+        const key = entryKey(e.index);
+        const value = seal(encodeEntry(e));
+        ops.push({ type: "put", key, value });
+        appendedBytes.push(key.length + value.byteLength);
+        prev = e;
+      }
+      const newLast = (prev as Entry).index;
+      // Entries from first.index on are replaced. Keys up to newLast are overwritten by the puts
+      // above, so only the stale tail beyond newLast needs deleting.
+      for (let i = newLast + 1; i <= lastIndex; i++) ops.push({ type: "del", key: entryKey(i) });
+      keptEntries = first.index - 1 - snapshotIndex;
+      lastIndex = newLast;
+    }
+
+    if (part.hardState !== undefined) {
+      const commit = part.hardState.commit;
+      // load() refuses such a state, so refuse to write it.
+      invariant(commit <= lastIndex, () => `saveReady with commit ${commit} beyond the last index ${lastIndex}`);
+      ops.push({ type: "put", key: HARD_STATE_KEY, value: seal(encodeHardState(part.hardState)) });
+    }
+    return { ops, snapshotIndex, keptEntries, appendedBytes };
+  }
+
+  private applyChange(change: LogChange): void {
+    // Entries at or below the new snapshot index go from the front (rare: compaction or a received
+    // snapshot), then a replaced suffix from the back, then the appended ones; no full rescans.
+    const dropped = Math.min(change.snapshotIndex - this.snapshotIndex, this.entryBytes.length);
+    if (dropped > 0) this.entryBytesTotal -= sum(this.entryBytes.splice(0, dropped));
+    if (change.keptEntries < this.entryBytes.length) this.entryBytesTotal -= sum(this.entryBytes.splice(change.keptEntries));
+    for (const bytes of change.appendedBytes) {
+      this.entryBytes.push(bytes);
+      this.entryBytesTotal += bytes;
+    }
+    this.snapshotIndex = change.snapshotIndex;
+    this.lastIndex = change.snapshotIndex + this.entryBytes.length;
+  }
+
+  private async readSingle<T>(key: string, kind: "hardState" | "snapshot", decode: (payload: Uint8Array) => T): Promise<T | undefined> {
+    const record = await this.db.get(key);
+    if (record === undefined) return undefined;
+    const result = unseal(record, decode);
+    if (!result.ok) throw this.corrupt(kind, undefined, result.reason);
+    return result.value;
+  }
+
+  private async readEntry(index: number): Promise<Entry> {
+    const record = await this.db.get(entryKey(index));
+    if (record === undefined) throw this.corrupt("entry", index, "the entry is missing");
+    const result = unseal(record, decodeEntry);
+    if (!result.ok) throw this.corrupt("entry", index, result.reason);
+    if (result.value.index !== index) throw this.corrupt("entry", index, `the value stored under this index is entry ${result.value.index}`);
+    return result.value;
+  }
+
+  private async write(ops: BatchOp[]): Promise<void> {
+    if (this.writeFailure !== undefined) {
+      throw new Error(`Raft storage in ${this.dir} refuses writes after an earlier write failed (${this.writeFailure.message}); restart the node`,
+        { cause: this.writeFailure });
+    }
+    try {
+      await this.db.batch(ops, { sync: true });
+    } catch (err) {
+      this.writeFailure = err instanceof Error ? err : new Error(String(err));
+      throw new Error(`Raft storage in ${this.dir} failed to write: ${messageOf(err)}; what reached the disk is uncertain, so restart the node`,
+        { cause: err });
+    }
+  }
+
+  private serially<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(op);
+    // The queue continues after a failure; each operation reports its own.
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private assertOpen(): void {
+    invariant(!this.closed, () => `Raft storage in ${this.dir} used after close()`);
+  }
+
+  private assertLoaded(what: string): void {
+    invariant(this.loaded, () => `${what}() called before load(): the log index is not built yet`);
+  }
+
+  private corrupt(record: StorageRecordKind, index: number | undefined, reason: string): StorageCorruptionError {
+    return new StorageCorruptionError(this.dir, index, record, reason);
+  }
+}
+
+function assertMetaKey(key: string): void {
+  const bytes = utf8Bytes(key);
+  if (bytes === 0 || bytes > metaKeyBytesMax) {
+    throw new RangeError(`metadata key ${JSON.stringify(key.slice(0, 64))} is ${bytes} bytes; it must be 1 to ${metaKeyBytesMax}`);
+  }
+}
+
+function sum(values: readonly number[]): number {
+  let total = 0;
+  for (const v of values) total += v;
+  return total;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function causeCode(err: unknown): unknown {
+  if (!(err instanceof Error)) return undefined;
+  const cause: unknown = err.cause;
+  if (typeof cause !== "object" || cause === null || !("code" in cause)) return undefined;
+  return cause.code;
+}
