@@ -1,0 +1,189 @@
+// Real cairn server processes on loopback ports, for integration tests, fault injection and
+// benchmarks. Every process started here is killed when the cluster is closed, even on failure.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { driverDefaults } from "../src/raft/driver.js";
+
+const mainPath = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+
+/** The server's default election timeout: what failover is measured against. */
+export const ELECTION_TIMEOUT_MS = driverDefaults.tickMs * driverDefaults.electionTimeoutTicks;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface NodeInfo {
+  readonly id: string;
+  readonly http: string;
+  readonly grpc: string;
+  readonly peer: string;
+  readonly dataDir: string;
+}
+
+export interface ClusterView {
+  readonly id: string;
+  readonly role: string;
+  readonly leader: string;
+  readonly term: number;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly members: { id: string; peerAddress: string; role: string; match: number | null }[];
+}
+
+export class ProcessNode {
+  process: ChildProcess | undefined;
+  stdout = "";
+  stderr = "";
+  exit: Promise<number | null> = Promise.resolve(null);
+
+  constructor(readonly info: NodeInfo, private readonly args: string[]) {}
+
+  start(extraArgs: string[] = []): void {
+    this.stdout = "";
+    this.stderr = "";
+    const child = spawn(process.execPath, [mainPath, "server", ...this.args, ...extraArgs], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.on("data", (c: Buffer) => { this.stdout += c.toString(); });
+    child.stderr.on("data", (c: Buffer) => { this.stderr += c.toString(); });
+    this.exit = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+    this.process = child;
+  }
+
+  get running(): boolean {
+    return this.process !== undefined && this.process.exitCode === null && this.process.signalCode === null;
+  }
+
+  /** kill -9: no chance to flush or hand over anything. */
+  async kill9(): Promise<void> {
+    if (!this.running) return;
+    this.process?.kill("SIGKILL");
+    await this.exit;
+  }
+
+  async stop(): Promise<number | null> {
+    if (!this.running) return this.process?.exitCode ?? null;
+    this.process?.kill("SIGTERM");
+    return this.exit;
+  }
+
+  url(path: string): string {
+    return `http://${this.info.http}${path}`;
+  }
+
+  async cluster(): Promise<ClusterView> {
+    const res = await fetch(this.url("/v1/cluster"));
+    return (await res.json()) as ClusterView;
+  }
+
+  async put(key: string, value: string): Promise<Response> {
+    return fetch(this.url(`/v1/kv/${encodeURIComponent(key)}`), {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ value }),
+    });
+  }
+
+  async get(key: string, stale = false): Promise<Response> {
+    return fetch(this.url(`/v1/kv/${encodeURIComponent(key)}${stale ? "?stale" : ""}`));
+  }
+}
+
+export class ProcessCluster {
+  readonly nodes: ProcessNode[] = [];
+  readonly root: string;
+
+  private constructor() {
+    this.root = mkdtempSync(join(tmpdir(), "cairn-test-"));
+  }
+
+  /** Starts `size` founding members with small timeouts. */
+  static async start(size: number, extraArgs: string[] = []): Promise<ProcessCluster> {
+    const cluster = new ProcessCluster();
+    const infos: NodeInfo[] = [];
+    for (let i = 1; i <= size; i++) infos.push(await cluster.allocate(`n${i}`));
+    const initial = infos.map((n) => `${n.id}=${n.peer}`).join(",");
+    for (const info of infos) {
+      const node = new ProcessNode(info, [...baseArgs(info), "--initial-cluster", initial, ...extraArgs]);
+      cluster.nodes.push(node);
+      node.start();
+    }
+    return cluster;
+  }
+
+  async allocate(id: string): Promise<NodeInfo> {
+    return {
+      id,
+      http: `127.0.0.1:${await freePort()}`,
+      grpc: `127.0.0.1:${await freePort()}`,
+      peer: `127.0.0.1:${await freePort()}`,
+      dataDir: join(this.root, id),
+    };
+  }
+
+  /** Starts a node that joins through `via`'s HTTP address. */
+  async join(id: string, via: ProcessNode, extraArgs: string[] = []): Promise<ProcessNode> {
+    const info = await this.allocate(id);
+    const node = new ProcessNode(info, [...baseArgs(info), "--join", `http://${via.info.http}`, ...extraArgs]);
+    this.nodes.push(node);
+    node.start();
+    return node;
+  }
+
+  node(id: string): ProcessNode {
+    const n = this.nodes.find((x) => x.info.id === id);
+    if (n === undefined) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  running(): ProcessNode[] {
+    return this.nodes.filter((n) => n.running);
+  }
+
+  /** Waits until every running node names the same leader, and returns it. */
+  async agreedLeader(timeoutMs = 15_000, among: ProcessNode[] = this.running()): Promise<ProcessNode> {
+    let last = "";
+    const found = await waitFor(async () => {
+      const views = await Promise.all(among.map((n) => n.cluster().catch(() => undefined)));
+      const leaders = new Set(views.map((v) => v?.leader ?? ""));
+      last = JSON.stringify(views.map((v) => v === undefined ? "down" : `${v.id}:${v.role}:${v.leader}:t${v.term}`));
+      if (leaders.size !== 1 || leaders.has("")) return undefined;
+      const leaderId = [...leaders][0];
+      return this.nodes.find((n) => n.info.id === leaderId && n.running);
+    }, timeoutMs, () => `no agreed leader: ${last}`);
+    return found;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.kill9()));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+function baseArgs(info: NodeInfo): string[] {
+  return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info"];
+}
+
+/** Polls `probe` until it returns a value, or fails after `timeoutMs` with `describe()`. */
+export async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, describe: () => string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${describe()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,0 +1,24 @@
+// How failures reach an HTTP client: a status code and a JSON body naming what went wrong.
+
+import type { FastifyReply } from "fastify";
+import { NotAvailableError } from "../raft/driver.js";
+import { RaftRefusal } from "../raft/types.js";
+
+export interface ErrorBody {
+  readonly error: string;
+  /** The leader to retry against, when known. */
+  readonly leader?: string;
+}
+
+export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id: string) => string | undefined): FastifyReply {
+  if (err instanceof NotAvailableError) {
+    const leader = err.leaderHint === "" ? undefined : leaderAddress(err.leaderHint);
+    return reply.code(503).header("retry-after", "1").send({ error: err.message, ...(leader === undefined ? {} : { leader }) });
+  }
+  if (err instanceof RaftRefusal) {
+    const code = err.reason === "invalidConfChange" || err.reason === "notVoter" ? 400 : err.reason === "confChangePending" ? 409 : 503;
+    return reply.code(code).send({ error: err.message });
+  }
+  reply.log.error({ err }, "request failed");
+  return reply.code(500).send({ error: "internal error; see the server log" });
+}

@@ -1,0 +1,178 @@
+// Server configuration from flags, environment variables (CAIRN_*) and a JSON config file, in
+// that order of precedence. Every problem is reported with the setting, the value and the fix.
+
+import { readFileSync } from "node:fs";
+
+export interface ServerConfig {
+  readonly id: string;
+  readonly dataDir: string;
+  readonly http: HostPort;
+  readonly grpc: HostPort;
+  readonly peer: HostPort;
+  /** The peer address other nodes use to reach this one. */
+  readonly advertisePeer: string;
+  readonly initialCluster: ReadonlyMap<string, string> | undefined;
+  readonly join: string | undefined;
+  readonly clusterId: string | undefined;
+  readonly logLevel: string;
+  readonly tickMs: number | undefined;
+  readonly snapshotEntries: number | undefined;
+}
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+interface Setting {
+  readonly flag: string;
+  readonly env: string;
+  readonly key: string;
+  readonly help: string;
+}
+
+const SETTINGS: readonly Setting[] = [
+  { flag: "--id", env: "CAIRN_ID", key: "id", help: "node id (letters, digits, . _ -)" },
+  { flag: "--data", env: "CAIRN_DATA", key: "data", help: "data directory" },
+  { flag: "--http", env: "CAIRN_HTTP", key: "http", help: "HTTP API address HOST:PORT" },
+  { flag: "--grpc", env: "CAIRN_GRPC", key: "grpc", help: "public gRPC address HOST:PORT" },
+  { flag: "--peer", env: "CAIRN_PEER", key: "peer", help: "Raft peer address HOST:PORT to listen on" },
+  { flag: "--advertise-peer", env: "CAIRN_ADVERTISE_PEER", key: "advertisePeer", help: "peer address others reach this node at (default: --peer)" },
+  { flag: "--initial-cluster", env: "CAIRN_INITIAL_CLUSTER", key: "initialCluster", help: "founding members id=HOST:PORT,... (new cluster)" },
+  { flag: "--join", env: "CAIRN_JOIN", key: "join", help: "HTTP address of a member of an existing cluster to join" },
+  { flag: "--cluster-id", env: "CAIRN_CLUSTER_ID", key: "clusterId", help: "cluster id (default: derived from --initial-cluster)" },
+  { flag: "--log-level", env: "CAIRN_LOG_LEVEL", key: "logLevel", help: "trace, debug, info, warn, error (default info)" },
+  { flag: "--tick-ms", env: "CAIRN_TICK_MS", key: "tickMs", help: "Raft tick in ms; heartbeats every tick, election timeout 12 ticks (default 50)" },
+  { flag: "--snapshot-entries", env: "CAIRN_SNAPSHOT_ENTRIES", key: "snapshotEntries", help: "compact the log every N applied entries (default 10000)" },
+  { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
+];
+
+export function usage(): string {
+  const lines = SETTINGS.map((s) => `  ${`${s.flag} VALUE`.padEnd(28)} ${s.help} [env ${s.env}]`);
+  return `usage: cairn server [flags]\n${lines.join("\n")}\n`;
+}
+
+const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+const LOG_LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
+
+export function parseHostPort(setting: string, value: string): HostPort {
+  const at = value.lastIndexOf(":");
+  const host = value.slice(0, at).replace(/^\[(.*)\]$/, "$1");
+  const port = Number(value.slice(at + 1));
+  if (at <= 0 || host === "" || !Number.isInteger(port) || port < 0 || port > 65535 || value.slice(at + 1) === "") {
+    throw new ConfigError(`${setting} must be HOST:PORT with a port from 0 to 65535, not "${value}"`);
+  }
+  return { host, port };
+}
+
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+function parseInitialCluster(value: string): Map<string, string> {
+  const members = new Map<string, string>();
+  for (const part of value.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+    const eq = part.indexOf("=");
+    const id = part.slice(0, eq);
+    if (eq <= 0 || !ID_PATTERN.test(id)) throw new ConfigError(`--initial-cluster entry "${part}" must be ID=HOST:PORT with a valid node id`);
+    if (members.has(id)) throw new ConfigError(`--initial-cluster names node ${id} twice`);
+    members.set(id, formatHostPort(parseHostPort(`--initial-cluster entry for ${id}`, part.slice(eq + 1))));
+  }
+  if (members.size === 0) throw new ConfigError("--initial-cluster must name at least one member");
+  return members;
+}
+
+function positiveInt(setting: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${setting} must be a positive whole number, not "${value}"`);
+  return n;
+}
+
+/** Reads the settings; `env` and `readFile` are injectable for tests. */
+export function parseServerConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  readFile: (path: string) => string = (p) => readFileSync(p, "utf8"),
+): ServerConfig {
+  const fromFlags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const [flag, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const setting = SETTINGS.find((s) => s.flag === flag);
+    if (setting === undefined) throw new ConfigError(`unknown flag ${flag}\n${usage()}`);
+    const value = inline ?? argv[++i];
+    if (value === undefined || value.startsWith("--")) throw new ConfigError(`${flag} needs a value`);
+    fromFlags.set(setting.key, value);
+  }
+  const fromEnv = new Map<string, string>();
+  for (const s of SETTINGS) {
+    const v = env[s.env];
+    if (v !== undefined && v !== "") fromEnv.set(s.key, v);
+  }
+  const configPath = fromFlags.get("config") ?? fromEnv.get("config");
+  const fromFile = new Map<string, string>();
+  if (configPath !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFile(configPath));
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${configPath}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${configPath} must hold a JSON object`);
+    for (const [k, v] of Object.entries(parsed)) {
+      if (!SETTINGS.some((s) => s.key === k) || k === "config") throw new ConfigError(`config file ${configPath}: unknown setting "${k}"`);
+      if (typeof v !== "string" && typeof v !== "number") throw new ConfigError(`config file ${configPath}: "${k}" must be a string or number`);
+      fromFile.set(k, String(v));
+    }
+  }
+  const get = (key: string): string | undefined => fromFlags.get(key) ?? fromEnv.get(key) ?? fromFile.get(key);
+  const required = (key: string): string => {
+    const v = get(key);
+    const s = SETTINGS.find((x) => x.key === key) as Setting;
+    if (v === undefined) throw new ConfigError(`${s.flag} is required (or set ${s.env}): ${s.help}`);
+    return v;
+  };
+
+  const id = required("id");
+  if (!ID_PATTERN.test(id)) throw new ConfigError(`--id "${id}" must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  const peer = parseHostPort("--peer", required("peer"));
+  const initialClusterText = get("initialCluster");
+  const join = get("join");
+  if (initialClusterText !== undefined && join !== undefined) {
+    throw new ConfigError("give either --initial-cluster (to form a new cluster) or --join (to join one), not both");
+  }
+  const initialCluster = initialClusterText === undefined ? undefined : parseInitialCluster(initialClusterText);
+  if (initialCluster !== undefined && !initialCluster.has(id)) {
+    throw new ConfigError(`--initial-cluster must include this node (${id}) with the peer address others reach it at`);
+  }
+  const advertiseText = get("advertisePeer");
+  const advertisePeer = advertiseText !== undefined
+    ? formatHostPort(parseHostPort("--advertise-peer", advertiseText))
+    : initialCluster?.get(id) ?? formatHostPort(peer);
+  const logLevel = get("logLevel") ?? "info";
+  if (!LOG_LEVELS.has(logLevel)) throw new ConfigError(`--log-level must be one of ${[...LOG_LEVELS].join(", ")}, not "${logLevel}"`);
+  if (join !== undefined && !/^https?:\/\/[^\s/]+/.test(join)) throw new ConfigError(`--join must be an HTTP address like http://127.0.0.1:8501, not "${join}"`);
+  const tickMs = get("tickMs");
+  const snapshotEntries = get("snapshotEntries");
+  return {
+    id,
+    dataDir: required("data"),
+    http: parseHostPort("--http", required("http")),
+    grpc: parseHostPort("--grpc", required("grpc")),
+    peer,
+    advertisePeer,
+    initialCluster,
+    join,
+    clusterId: get("clusterId"),
+    logLevel,
+    tickMs: tickMs === undefined ? undefined : positiveInt("--tick-ms", tickMs),
+    snapshotEntries: snapshotEntries === undefined ? undefined : positiveInt("--snapshot-entries", snapshotEntries),
+  };
+}

@@ -1,0 +1,94 @@
+// `cairn dev` (what `npm start` runs): a three-node cluster on loopback, data under ./data.
+// Each node is a real `cairn server` process; Ctrl-C stops all three cleanly, and running the
+// command again resumes from their data.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+interface DevNode {
+  readonly id: string;
+  readonly http: string;
+  readonly grpc: string;
+  readonly peer: string;
+  readonly data: string;
+}
+
+const NODES: readonly DevNode[] = [1, 2, 3].map((n) => ({
+  id: `node${n}`,
+  http: `127.0.0.1:${8500 + n}`,
+  grpc: `127.0.0.1:${8600 + n}`,
+  peer: `127.0.0.1:${8700 + n}`,
+  data: join("data", `node${n}`),
+}));
+
+const LEADER_WAIT_MS = 30_000;
+
+export async function runDev(args: readonly string[]): Promise<void> {
+  if (args.length > 0) {
+    process.stderr.write(`cairn dev takes no arguments (got ${args.join(" ")}); it always runs the three nodes in the README\n`);
+    process.exit(2);
+  }
+  const mainPath = fileURLToPath(new URL("./main.js", import.meta.url));
+  const initialCluster = NODES.map((n) => `${n.id}=${n.peer}`).join(",");
+  const children: ChildProcess[] = [];
+  for (const node of NODES) {
+    mkdirSync(node.data, { recursive: true });
+    const logPath = join(node.data, "cairn.log");
+    const log = createWriteStream(logPath, { flags: "a" });
+    const child = spawn(process.execPath, [mainPath, "server",
+      "--id", node.id, "--data", node.data, "--http", node.http, "--grpc", node.grpc, "--peer", node.peer,
+      "--initial-cluster", initialCluster], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout?.pipe(log);
+    child.stderr?.on("data", (chunk: Buffer) => process.stderr.write(`[${node.id}] ${chunk.toString()}`));
+    child.on("exit", (code, signal) => {
+      if (!stopping) process.stderr.write(`[${node.id}] exited unexpectedly (code ${code ?? "none"}, signal ${signal ?? "none"}); its log is ${resolve(logPath)}\n`);
+    });
+    children.push(child);
+    process.stdout.write(`${node.id}: http ${node.http}  grpc ${node.grpc}  peer ${node.peer}  data ${resolve(node.data)}  log ${resolve(logPath)}\n`);
+  }
+
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write("stopping the cluster...\n");
+    let alive = children.filter((c) => c.exitCode === null && c.signalCode === null).length;
+    if (alive === 0) process.exit(0);
+    for (const c of children) {
+      c.once("exit", () => {
+        if (--alive === 0) process.exit(0);
+      });
+      c.kill("SIGTERM");
+    }
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+
+  const leader = await waitForLeader();
+  if (leader === undefined) {
+    process.stdout.write(`no leader after ${LEADER_WAIT_MS / 1000}s; check the logs above\n`);
+  } else {
+    const node = NODES.find((n) => n.peer === leader);
+    process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -d '{"value":"hi"}' -H 'content-type: application/json' http://${NODES[0]?.http}/v1/kv/greeting\n`);
+  }
+  process.stdout.write("Ctrl-C stops all three nodes.\n");
+}
+
+async function waitForLeader(): Promise<string | undefined> {
+  const deadline = Date.now() + LEADER_WAIT_MS;
+  while (Date.now() < deadline) {
+    for (const node of NODES) {
+      try {
+        const res = await fetch(`http://${node.http}/v1/status/leader`);
+        const leader = (await res.json()) as string;
+        if (leader !== "") return leader;
+      } catch {
+        // not listening yet
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return undefined;
+}

@@ -1,0 +1,33 @@
+// The `cairn` command.
+
+import { ConfigError, parseServerConfig, usage } from "./config.js";
+import { runDev } from "./dev.js";
+import { runServer } from "./server.js";
+
+const [command, ...rest] = process.argv.slice(2);
+
+try {
+  switch (command) {
+    case "server":
+      await runServer(parseServerConfig(rest));
+      break;
+    case "dev":
+      await runDev(rest);
+      break;
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(`cairn: a service registry and workload CA\n\ncommands:\n  server   run one node\n  dev      run a local three-node cluster\n\n${usage()}`);
+      break;
+    default:
+      process.stderr.write(`cairn: unknown command "${command}"; try "cairn server" or "cairn dev"\n`);
+      process.exit(2);
+  }
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`cairn: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+}

@@ -1,0 +1,120 @@
+// `cairn server`: one node of a cluster.
+
+import { createHash } from "node:crypto";
+import { join as joinPath } from "node:path";
+import { pino, type Logger } from "pino";
+import { buildHttpServer } from "../api/http.js";
+import { type JoinReply } from "../api/cluster.js";
+import { startPublicGrpc } from "../api/grpc.js";
+import { KvStateMachine } from "../kv/kv.js";
+import { RaftDriver } from "../raft/driver.js";
+import { RaftStorage, StorageCorruptionError } from "../raft/storage.js";
+import { formatHostPort, type ServerConfig } from "./config.js";
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+const CLUSTER_ID_META = "clusterId";
+
+export async function runServer(cfg: ServerConfig): Promise<void> {
+  const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
+  let storage: RaftStorage;
+  let clusterId: string;
+  let joinPeers: Map<string, string> | undefined;
+  try {
+    storage = await RaftStorage.open(joinPath(cfg.dataDir, "raft"));
+    const known = await storage.getMeta(CLUSTER_ID_META);
+    if (known !== undefined) {
+      clusterId = textDecoder.decode(known);
+    } else if (cfg.join !== undefined) {
+      const reply = await requestJoin(cfg, logger);
+      clusterId = reply.clusterId;
+      joinPeers = new Map(Object.entries(reply.members));
+    } else if (cfg.initialCluster !== undefined) {
+      clusterId = cfg.clusterId ?? deriveClusterId(cfg.initialCluster);
+    } else {
+      throw new Error(`${cfg.dataDir} holds no cluster yet: give --initial-cluster to form one or --join to join one`);
+    }
+    await storage.putMeta(CLUSTER_ID_META, textEncoder.encode(clusterId));
+  } catch (err) {
+    if (err instanceof StorageCorruptionError) {
+      logger.fatal({ path: err.path, index: err.index }, err.message);
+      process.stderr.write(`cairn: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+
+  const kv = new KvStateMachine();
+  const driver = new RaftDriver({
+    id: cfg.id,
+    clusterId,
+    peerListen: formatHostPort(cfg.peer),
+    peerAdvertise: cfg.advertisePeer,
+    ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
+    ...(joinPeers === undefined ? {} : { joinPeers }),
+    storage,
+    stateMachine: kv,
+    logger: logger.child({ component: "raft" }),
+    ...(cfg.tickMs === undefined ? {} : { tickMs: cfg.tickMs }),
+    ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
+  });
+  try {
+    await driver.start();
+  } catch (err) {
+    if (err instanceof StorageCorruptionError) {
+      logger.fatal({ path: err.path, index: err.index }, err.message);
+      process.stderr.write(`cairn: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  driver.onFatal(() => process.exit(1));
+
+  const http = buildHttpServer({ driver, kv, clusterId, logger: logger.child({ component: "http" }) });
+  await http.listen({ host: cfg.http.host, port: cfg.http.port });
+  const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }));
+  logger.info({ http: formatHostPort(cfg.http), grpc: formatHostPort(cfg.grpc), peer: cfg.advertisePeer, clusterId }, "cairn node ready");
+
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    void (async () => {
+      await http.close();
+      await grpcServer.stop();
+      await driver.stop();
+      process.exit(0);
+    })();
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+/** Members of one initial cluster derive the same id; a node of another cluster is refused. */
+function deriveClusterId(initialCluster: ReadonlyMap<string, string>): string {
+  const canonical = [...initialCluster].sort(([a], [b]) => a.localeCompare(b)).map(([id, addr]) => `${id}=${addr}`).join(",");
+  return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
+}
+
+async function requestJoin(cfg: ServerConfig, logger: Logger): Promise<JoinReply> {
+  const url = new URL("/v1/cluster/members", cfg.join);
+  const deadline = Date.now() + 30_000;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ id: cfg.id, peerAddress: cfg.advertisePeer }),
+      });
+      const body = (await res.json()) as JoinReply & { error?: string };
+      if (res.ok) return body;
+      if (res.status < 500 || Date.now() > deadline) throw new Error(`joining via ${cfg.join} failed: ${res.status} ${body.error ?? ""}`);
+      logger.warn({ status: res.status, error: body.error, attempt }, "join not accepted yet; retrying");
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      logger.warn({ err: err instanceof Error ? err.message : String(err), attempt }, "join request failed; retrying");
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 200 * attempt)));
+  }
+}

@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { describe, test } from "node:test";
+import { ConfigError, parseServerConfig } from "../../src/cli/config.js";
+
+const run = promisify(execFile);
+const cairn = fileURLToPath(new URL("../../../bin/cairn", import.meta.url));
+const base = ["--id", "n1", "--data", "/tmp/x", "--http", "127.0.0.1:8501", "--grpc", "127.0.0.1:8601", "--peer", "127.0.0.1:8701"];
+
+void describe("server configuration", () => {
+  void test("flags are read, and the advertised peer address comes from --initial-cluster", () => {
+    const cfg = parseServerConfig([...base, "--initial-cluster", "n1=10.0.0.1:8701,n2=10.0.0.2:8701"], {});
+    assert.equal(cfg.id, "n1");
+    assert.equal(cfg.http.port, 8501);
+    assert.equal(cfg.advertisePeer, "10.0.0.1:8701");
+    assert.equal(cfg.initialCluster?.size, 2);
+  });
+
+  void test("environment variables fill in, and flags win over them", () => {
+    const cfg = parseServerConfig(["--id", "n9"], {
+      CAIRN_ID: "ignored", CAIRN_DATA: "/d", CAIRN_HTTP: "h:1", CAIRN_GRPC: "h:2", CAIRN_PEER: "h:3", CAIRN_JOIN: "http://h:1",
+    });
+    assert.equal(cfg.id, "n9");
+    assert.equal(cfg.dataDir, "/d");
+    assert.equal(cfg.join, "http://h:1");
+  });
+
+  void test("a JSON config file is the last source", () => {
+    const file = JSON.stringify({ id: "f1", data: "/f", http: "h:1", grpc: "h:2", peer: "h:3", initialCluster: "f1=h:3", tickMs: 20 });
+    const cfg = parseServerConfig(["--config", "c.json"], {}, () => file);
+    assert.equal(cfg.id, "f1");
+    assert.equal(cfg.tickMs, 20);
+  });
+
+  for (const [name, args, message] of [
+    ["an unknown flag", [...base, "--bogus", "1"], /unknown flag --bogus/],
+    ["a missing id", base.slice(2), /--id is required/],
+    ["a bad port", [...base.slice(0, 4), "--http", "127.0.0.1:99999", ...base.slice(6)], /--http must be HOST:PORT/],
+    ["both initial cluster and join", [...base, "--initial-cluster", "n1=h:1", "--join", "http://h:1"], /either --initial-cluster .* or --join/],
+    ["an initial cluster without this node", [...base, "--initial-cluster", "n2=h:1"], /must include this node \(n1\)/],
+    ["a duplicate member", [...base, "--initial-cluster", "n1=h:1,n1=h:2"], /names node n1 twice/],
+    ["a bad join address", [...base, "--join", "h:1"], /--join must be an HTTP address/],
+    ["an invalid id", ["--id", "-bad", ...base.slice(2)], /--id "-bad" must be/],
+  ] as const) {
+    void test(`${name} is refused with a message that says what is wrong`, () => {
+      assert.throws(() => parseServerConfig(args, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message));
+    });
+  }
+
+  void test("the executable exits 2 with a usage error for bad flags", async () => {
+    await assert.rejects(run(cairn, ["server", "--id", "n1", "--bogus"]), (err: { code?: number; stderr?: string }) => {
+      assert.equal(err.code, 2);
+      assert.match(err.stderr ?? "", /unknown flag --bogus/);
+      return true;
+    });
+  });
+});
