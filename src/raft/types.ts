@@ -10,7 +10,8 @@ export type EntryData = Uint8Array;
 
 /** A membership change. One change is in flight at a time (see confchange.ts for why that is safe). */
 export type ConfChange =
-  | { readonly type: "addLearner"; readonly node: NodeId }
+  // `context` is opaque to the core; the server uses it for the new node's peer address.
+  | { readonly type: "addLearner"; readonly node: NodeId; readonly context?: string }
   | { readonly type: "promote"; readonly node: NodeId }
   | { readonly type: "remove"; readonly node: NodeId };
 
