@@ -34,7 +34,7 @@ export interface PeerTransportLimits {
   readonly frameBytesMax?: number;
   /** Per peer: messages waiting for the stream. Past it the oldest are dropped. */
   readonly queueMessagesMax?: number;
-  /** Per peer: bytes waiting for the stream, so a few huge appends cannot exhaust memory either. */
+  /** Per peer: encoded bytes waiting for the stream, so a few huge appends cannot exhaust memory either. */
   readonly queueBytesMax?: number;
   readonly snapshotChunkBytes?: number;
   /** The largest snapshot this node accepts. */
@@ -379,7 +379,6 @@ class EncodedQueue {
 // ---------------------------------------------------------------- one peer, outbound
 
 interface LinkContext {
-  readonly selfId: NodeId;
   readonly limits: ResolvedLimits;
   readonly log: Logger;
   readonly random: () => number;
@@ -547,6 +546,7 @@ class PeerLink {
       if (!stream.write(frame)) {
         // gRPC buffered it, but wants no more until 'drain'; the rest stays in our bounded queue.
         this.drainPending = true;
+        this.ctx.log.debug({ peer: this.id, queuedMessages: this.queue.length }, "peer stream is full; waiting for it to drain");
         return;
       }
     }
@@ -723,7 +723,6 @@ export class PeerTransport {
     this.log = opts.logger;
     const random = opts.random ?? Math.random;
     this.linkContext = {
-      selfId: opts.selfId,
       limits: this.limits,
       log: this.log,
       random,

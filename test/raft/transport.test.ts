@@ -1,7 +1,7 @@
 // The peer transport over real gRPC on loopback: framing and batching, cluster isolation,
 // reconnects, bounded queues, chunked InstallSnapshot and request forwarding.
 
-import { describe, test } from "node:test";
+import { type TestContext, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
@@ -10,6 +10,7 @@ import {
   CLUSTER_ID_METADATA_KEY,
   ForwardError,
   PeerTransport,
+  backoffDelayMs,
   type PeerTransportLimits,
   peerServiceDefinition,
 } from "../../src/raft/transport.js";
@@ -30,6 +31,7 @@ interface LogLine {
   readonly [field: string]: unknown;
 }
 
+const DEBUG = 20;
 const WARN = 40;
 
 function captureLogger(): { logger: Logger; lines: LogLine[] } {
@@ -108,11 +110,19 @@ class Harness {
   }
 }
 
-async function withHarness(body: (h: Harness) => Promise<void>): Promise<void> {
+/**
+ * Runs a test body with a fresh harness and stops its nodes afterwards, pass or fail. If the test
+ * times out, its nodes are stopped too: that settles whatever it awaits (stopping cancels calls)
+ * and frees the ports, so a hung transport fails the test instead of hanging the run.
+ */
+async function withHarness(t: TestContext, body: (h: Harness) => Promise<void>): Promise<void> {
   const h = new Harness();
+  const onAbort = (): void => void h.stop();
+  t.signal.addEventListener("abort", onAbort, { once: true });
   try {
     await body(h);
   } finally {
+    t.signal.removeEventListener("abort", onAbort);
     await h.stop();
   }
 }
@@ -160,8 +170,8 @@ function range(from: number, to: number): number[] {
 }
 
 void describe("peer stream", () => {
-  void test("messages sent in one tick reach the peer in one frame, in order, and replies flow back", T, () =>
-    withHarness(async (h) => {
+  void test("messages sent in one tick reach the peer in one frame, in order, and replies flow back", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a");
       const b = await h.start("b");
       a.transport.setPeer("b", b.address);
@@ -186,9 +196,9 @@ void describe("peer stream", () => {
       assert.deepEqual(b.unreachable, []);
     }));
 
-  void test("a batch larger than one frame is split into frames within frameBytesMax and arrives in order", T, () =>
-    withHarness(async (h) => {
-      const limits = { frameBytesMax: 16 * 1024, snapshotChunkBytes: 4096 };
+  void test("a batch larger than one frame is split into frames within frameBytesMax and arrives in order", T, (t) =>
+    withHarness(t, async (h) => {
+      const limits = { frameBytesMax: 4096, snapshotChunkBytes: 1024 };
       const a = await h.start("a", { limits });
       const b = await h.start("b", { limits });
       a.transport.setPeer("b", b.address);
@@ -197,15 +207,17 @@ void describe("peer stream", () => {
       a.transport.send(sent);
       await waitFor(() => b.received.length >= sent.length, "600 appends at b");
       assert.deepEqual(b.received, sent);
-      // Had any frame been larger than 16 KiB, gRPC would have refused it and its appends would
+      // Had any frame been larger than 4 KiB, gRPC would have refused it and its appends would
       // be missing above; so the batch must have been split into at least this many frames.
       const framesMin = Math.ceil(encodeMessages(sent).byteLength / limits.frameBytesMax);
-      assert.ok(framesMin >= 8 && b.batches.length >= framesMin, `expected at least ${framesMin} frames, got ${b.batches.length}`);
+      assert.ok(framesMin >= 30 && b.batches.length >= framesMin, `expected at least ${framesMin} frames, got ${b.batches.length}`);
+      // That many frames at once is more than gRPC buffers: the sender waited for 'drain'.
+      assert.ok(a.logged("peer stream is full; waiting for it to drain", DEBUG).length > 0, "the backpressure path was taken");
       assert.deepEqual(a.unreachable, []);
     }));
 
-  void test("a peer that is down gets the queued messages once it comes up, after one unreachable report", T, () =>
-    withHarness(async (h) => {
+  void test("a peer that is down gets the queued messages once it comes up, after one unreachable report", T, (t) =>
+    withHarness(t, async (h) => {
       const port = await freePort();
       const a = await h.start("a");
       a.transport.setPeer("b", `127.0.0.1:${port}`);
@@ -228,8 +240,8 @@ void describe("peer stream", () => {
       assert.equal(a.transport.peerStats("b")?.connected, true);
     }));
 
-  void test("a peer that restarts breaks the stream, is reported unreachable, and is reconnected to", T, () =>
-    withHarness(async (h) => {
+  void test("a peer that restarts breaks the stream, is reported unreachable, and is reconnected to", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a");
       const b1 = await h.start("b");
       const bAddress = b1.address;
@@ -246,8 +258,8 @@ void describe("peer stream", () => {
       assert.deepEqual(commits(b2.received), [2]);
     }));
 
-  void test("a peer of another cluster is refused: nothing is delivered, it logs both ids, the sender reports unreachable", T, () =>
-    withHarness(async (h) => {
+  void test("a peer of another cluster is refused: nothing is delivered, it logs both ids, the sender reports unreachable", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a", { clusterId: "alpha" });
       const b = await h.start("b", { clusterId: "beta", onForward: (req) => Promise.resolve(req) });
       a.transport.setPeer("b", b.address);
@@ -270,8 +282,8 @@ void describe("peer stream", () => {
       });
     }));
 
-  void test("an undecodable frame ends that stream with INVALID_ARGUMENT and the node keeps serving", T, () =>
-    withHarness(async (h) => {
+  void test("an undecodable frame ends that stream with INVALID_ARGUMENT and the node keeps serving", T, (t) =>
+    withHarness(t, async (h) => {
       const b = await h.start("b");
       const client = new grpc.Client(b.address, grpc.credentials.createInsecure());
       try {
@@ -302,8 +314,8 @@ void describe("peer stream", () => {
       await waitFor(() => b.received.length === 1, "a valid heartbeat after the bad frame");
     }));
 
-  void test("a message addressed to another node is dropped and logged by the receiver", T, () =>
-    withHarness(async (h) => {
+  void test("a message addressed to another node is dropped and logged by the receiver", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a");
       const b = await h.start("b");
       // A stale address book: a believes node c lives where b does.
@@ -317,8 +329,8 @@ void describe("peer stream", () => {
       assert.equal(dropped()[0]?.["to"], "c");
     }));
 
-  void test("an unreachable peer's queue stays bounded: the oldest are dropped, the newest arrive when it returns", T, () =>
-    withHarness(async (h) => {
+  void test("an unreachable peer's queue stays bounded: the oldest are dropped, the newest arrive when it returns", T, (t) =>
+    withHarness(t, async (h) => {
       const port = await freePort();
       const a = await h.start("a", { limits: { queueMessagesMax: 8 } });
       a.transport.setPeer("b", `127.0.0.1:${port}`);
@@ -337,8 +349,8 @@ void describe("peer stream", () => {
       assert.equal(a.transport.peerStats("b")?.queuedMessages, 0);
     }));
 
-  void test("messages to a peer with no known address are dropped and reported, without throwing", T, () =>
-    withHarness(async (h) => {
+  void test("messages to a peer with no known address are dropped and reported, without throwing", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a");
       a.transport.send([heartbeat("a", "x", 1), heartbeat("a", "x", 2), snapshot("a", "x", 10)]);
       await waitFor(() => a.snapshotStatuses.length === 1, "the snapshot to be reported failed");
@@ -352,8 +364,8 @@ void describe("InstallSnapshot", () => {
   // 64 KiB frames and 16 KiB chunks: a 300 KB snapshot cannot travel as one message.
   const limits = { frameBytesMax: 64 * 1024, snapshotChunkBytes: 16 * 1024 };
 
-  void test("a snapshot larger than several chunks arrives intact and reports success", T, () =>
-    withHarness(async (h) => {
+  void test("a snapshot larger than several chunks arrives intact and reports success", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a", { limits });
       const b = await h.start("b", { limits });
       a.transport.setPeer("b", b.address);
@@ -368,8 +380,8 @@ void describe("InstallSnapshot", () => {
       await waitFor(() => b.received.some((m) => m.type === "heartbeat"), "the heartbeat sent alongside");
     }));
 
-  void test("a snapshot to a dead peer reports failure", T, () =>
-    withHarness(async (h) => {
+  void test("a snapshot to a dead peer reports failure", T, (t) =>
+    withHarness(t, async (h) => {
       const port = await freePort();
       const a = await h.start("a", { limits });
       a.transport.setPeer("b", `127.0.0.1:${port}`);
@@ -378,8 +390,8 @@ void describe("InstallSnapshot", () => {
       assert.deepEqual(a.snapshotStatuses, [{ peer: "b", ok: false }]);
     }));
 
-  void test("a snapshot over the receiver's snapshotBytesMax is refused and reports failure", T, () =>
-    withHarness(async (h) => {
+  void test("a snapshot over the receiver's snapshotBytesMax is refused and reports failure", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a", { limits });
       const b = await h.start("b", { limits: { ...limits, snapshotBytesMax: 100_000 } });
       a.transport.setPeer("b", b.address);
@@ -390,8 +402,8 @@ void describe("InstallSnapshot", () => {
       assert.match(String(b.logged("refused a snapshot transfer")[0]?.["details"]), /exceeds snapshotBytesMax/);
     }));
 
-  void test("one snapshot transfer per peer at a time; the next may start once it finishes", T, () =>
-    withHarness(async (h) => {
+  void test("one snapshot transfer per peer at a time; the next may start once it finishes", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a", { limits });
       const b = await h.start("b", { limits });
       a.transport.setPeer("b", b.address);
@@ -411,8 +423,8 @@ void describe("InstallSnapshot", () => {
 });
 
 void describe("Forward", () => {
-  void test("forward() returns the leader's reply bytes", T, () =>
-    withHarness(async (h) => {
+  void test("forward() returns the leader's reply bytes", T, (t) =>
+    withHarness(t, async (h) => {
       const b = await h.start("b", { onForward: (req) => Promise.resolve(Uint8Array.from([...req].reverse())) });
       const a = await h.start("a");
       a.transport.setPeer("b", b.address);
@@ -420,8 +432,8 @@ void describe("Forward", () => {
       assert.deepEqual(reply, Uint8Array.from([4, 3, 2, 1]));
     }));
 
-  void test("forward() rejects with the remote handler's error message", T, () =>
-    withHarness(async (h) => {
+  void test("forward() rejects with the remote handler's error message", T, (t) =>
+    withHarness(t, async (h) => {
       const b = await h.start("b", { onForward: () => Promise.reject(new Error("node b is no longer the leader; try node c")) });
       const a = await h.start("a");
       a.transport.setPeer("b", b.address);
@@ -434,8 +446,8 @@ void describe("Forward", () => {
       });
     }));
 
-  void test("forward() times out with a clear message when the leader does not answer", T, () =>
-    withHarness(async (h) => {
+  void test("forward() times out with a clear message when the leader does not answer", T, (t) =>
+    withHarness(t, async (h) => {
       const b = await h.start("b", { onForward: () => new Promise<Uint8Array>(() => undefined) });
       const a = await h.start("a");
       a.transport.setPeer("b", b.address);
@@ -450,8 +462,8 @@ void describe("Forward", () => {
       assert.ok(elapsedMs >= 140 && elapsedMs < 2000, `timed out after ${elapsedMs} ms`);
     }));
 
-  void test("forward() to an unknown or dead peer rejects at once", T, () =>
-    withHarness(async (h) => {
+  void test("forward() to an unknown or dead peer rejects at once", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a");
       await assert.rejects(a.transport.forward("zz", new Uint8Array([1]), 1000), (err: unknown) => {
         assert.ok(err instanceof ForwardError);
@@ -470,8 +482,8 @@ void describe("Forward", () => {
 });
 
 void describe("lifecycle", () => {
-  void test("stop() ends inbound and outbound streams promptly, and later sends are ignored", T, () =>
-    withHarness(async (h) => {
+  void test("stop() ends inbound and outbound streams promptly, and later sends are ignored", T, (t) =>
+    withHarness(t, async (h) => {
       const a = await h.start("a");
       const b = await h.start("b");
       a.transport.setPeer("b", b.address);
@@ -487,6 +499,14 @@ void describe("lifecycle", () => {
       await assert.rejects(b.transport.forward("a", new Uint8Array([1]), 100), /stopped/);
       assert.deepEqual(b.unreachable, [], "no callback after stop()");
     }));
+
+  void test("reconnect delays grow exponentially from backoffMinMs, jittered, and stay within backoffMaxMs", T, () => {
+    const low = range(0, 12).map((attempt) => backoffDelayMs(attempt, 50, 2000, () => 0));
+    const high = range(0, 12).map((attempt) => backoffDelayMs(attempt, 50, 2000, () => 0.999999));
+    assert.deepEqual(low, [50, 50, 100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000]);
+    assert.deepEqual(high, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000, 2000]);
+    assert.equal(backoffDelayMs(1_000_000, 50, 2000, () => 0.5), 1500, "a long outage does not overflow the ceiling");
+  });
 
   void test("limits are validated when the transport is created", T, () => {
     const { logger } = captureLogger();
