@@ -155,6 +155,9 @@ export class RaftDriver {
       onUnreachable: (peer) => this.stepLocal({ type: "unreachable", from: peer, to: this.id, term: 0 }),
       onSnapshotStatus: (peer, ok) => this.stepLocal({ type: "snapshotStatus", from: peer, to: this.id, term: 0, reject: !ok }),
       onForward: (request) => this.onForward(request),
+      // Links between followers are idle until an election needs them; a link still backing off
+      // from an earlier outage would drop the vote requests that end this one. So retry often.
+      limits: { backoffMaxMs: Math.max(100, 4 * (opts.tickMs ?? driverDefaults.tickMs)) },
     });
   }
 
