@@ -199,3 +199,27 @@ void describe("a corrupt log on disk", () => {
     assert.doesNotMatch(victim.stdout, /cairn node ready/);
   });
 });
+
+void describe("graceful shutdown", () => {
+  let cluster: ProcessCluster;
+
+  before(async () => {
+    cluster = await ProcessCluster.start(3);
+  });
+
+  after(async () => {
+    await cluster.close();
+  });
+
+  void test("SIGTERM on the leader hands leadership over first, so no election timeout is waited out", async () => {
+    const leader = await cluster.agreedLeader();
+    await putOk(leader, "before-sigterm", "kept");
+    const started = Date.now();
+    assert.equal(await leader.stop(), 0, leader.stderr);
+    const next = await cluster.agreedLeader(10_000, cluster.running());
+    const handoverMs = Date.now() - started;
+    assert.ok(handoverMs < ELECTION_TIMEOUT_MS, `a new leader took ${handoverMs} ms; an election alone would take at least ${ELECTION_TIMEOUT_MS} ms`);
+    assert.match(leader.stdout, /transferring leadership before shutdown/);
+    assert.equal(await valueOf(next, "before-sigterm"), "kept");
+  });
+});
