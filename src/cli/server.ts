@@ -36,11 +36,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     }
     await storage.putMeta(CLUSTER_ID_META, textEncoder.encode(clusterId));
   } catch (err) {
-    if (err instanceof StorageCorruptionError) {
-      logger.fatal({ path: err.path, index: err.index }, err.message);
-      process.stderr.write(`cairn: ${err.message}\n`);
-      process.exit(2);
-    }
+    exitIfCorrupt(err, logger);
     throw err;
   }
 
@@ -61,11 +57,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   try {
     await driver.start();
   } catch (err) {
-    if (err instanceof StorageCorruptionError) {
-      logger.fatal({ path: err.path, index: err.index }, err.message);
-      process.stderr.write(`cairn: ${err.message}\n`);
-      process.exit(2);
-    }
+    exitIfCorrupt(err, logger);
     throw err;
   }
   driver.onFatal(() => process.exit(1));
@@ -89,6 +81,14 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+/** A corrupt log is an operator's problem to fix, not a crash: say where, and exit with 2. */
+function exitIfCorrupt(err: unknown, logger: Logger): void {
+  if (!(err instanceof StorageCorruptionError)) return;
+  logger.fatal({ path: err.path, index: err.index }, err.message);
+  process.stderr.write(`cairn: ${err.message}\n`);
+  process.exit(2);
 }
 
 /** Members of one initial cluster derive the same id; a node of another cluster is refused. */
