@@ -3,9 +3,13 @@
 import type { FastifyReply } from "fastify";
 import { NotAvailableError } from "../raft/driver.js";
 import { RaftRefusal } from "../raft/types.js";
+import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
+import { TooManyWatchersError } from "../registry/watch.js";
 
 export interface ErrorBody {
   readonly error: string;
+  /** The request field at fault, for a 400. */
+  readonly field?: string;
   /** The leader to retry against, when known. */
   readonly leader?: string;
 }
@@ -15,6 +19,9 @@ export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id:
     const leader = err.leaderHint === "" ? undefined : leaderAddress(err.leaderHint);
     return reply.code(503).header("retry-after", "1").send({ error: err.message, ...(leader === undefined ? {} : { leader }) });
   }
+  if (err instanceof RegistryInputError) return reply.code(400).send({ error: err.message, field: err.field });
+  if (err instanceof RegistryNotFoundError) return reply.code(404).send({ error: err.message });
+  if (err instanceof TooManyWatchersError) return reply.code(429).header("retry-after", "1").send({ error: err.message });
   if (err instanceof RaftRefusal) {
     const code = err.reason === "invalidConfChange" || err.reason === "notVoter" ? 400 : err.reason === "confChangePending" ? 409 : 503;
     return reply.code(code).send({ error: err.message });

@@ -4,13 +4,24 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from "pino";
 import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/driver.js";
+import type { Registry } from "../registry/registry.js";
 import { clusterRoutes } from "./cluster.js";
 import { kvRoutes } from "./kv.js";
+import { registryRoutes } from "./registry.js";
 import { statusRoutes } from "./status.js";
+
+interface HttpError {
+  readonly statusCode?: number;
+  readonly message: string;
+  readonly validationContext?: string;
+  readonly validation?: readonly { instancePath: string; message?: string; params?: Record<string, unknown> }[];
+}
 
 export interface HttpServerOptions {
   readonly driver: RaftDriver;
   readonly kv: KvStateMachine;
+  readonly registry: Registry;
+  readonly datacenter: string;
   readonly clusterId: string;
   readonly logger: Logger;
 }
@@ -23,19 +34,31 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: opts.logger as unknown as FastifyBaseLogger,
     bodyLimit: BODY_BYTES_MAX,
+    // A schema's additionalProperties: false rejects unknown fields, rather than quietly dropping them.
+    ajv: { customOptions: { removeAdditional: false } },
     // Per-request logs would dominate under load; failures are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
   });
-  app.setErrorHandler((err: { statusCode?: number; message: string; validation?: unknown }, req, reply) => {
+  app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
       req.log.error({ err }, "request failed");
       return reply.code(500).send({ error: "internal error; see the server log" });
+    }
+    const first = err.validation?.[0];
+    if (first !== undefined) {
+      // Name the field: "body.checks/0/ttl must be string", or the unknown field itself.
+      const extra = first.params?.additionalProperty;
+      const where = `${err.validationContext ?? "request"}${first.instancePath.replaceAll("/", ".")}`;
+      const field = typeof extra === "string" ? `${where}.${extra}` : where;
+      const message = typeof extra === "string" ? `unknown field "${extra}"` : (first.message ?? "is invalid");
+      return reply.code(400).send({ error: `${field}: ${message}`, field });
     }
     return reply.code(status).send({ error: err.message });
   });
   statusRoutes(app, opts.driver);
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
+  registryRoutes(app, opts.registry, opts.driver);
   return app;
 }

@@ -4,6 +4,7 @@ import type { FastifyInstance } from "fastify";
 import type { RaftDriver } from "../raft/driver.js";
 import { type KvStateMachine, encodeKvCommand } from "../kv/kv.js";
 import { sendError } from "./errors.js";
+import { STATE_TAG_KV, withTag } from "../state/tags.js";
 
 const KEY_SCHEMA = { type: "object", properties: { key: { type: "string", minLength: 1, maxLength: 512 } } } as const;
 const VALUE_BYTES_MAX = 64 * 1024;
@@ -19,7 +20,7 @@ export function kvRoutes(app: FastifyInstance, driver: RaftDriver, kv: KvStateMa
     },
   }, async (req, reply) => {
     try {
-      const index = await driver.propose(encodeKvCommand({ op: "put", key: req.params.key, value: req.body.value }));
+      const index = await driver.propose(withTag(STATE_TAG_KV, encodeKvCommand({ op: "put", key: req.params.key, value: req.body.value })));
       return reply.header("x-cairn-index", String(index)).send({ index });
     } catch (err) {
       return sendError(reply, err, leaderAddress);
@@ -28,7 +29,7 @@ export function kvRoutes(app: FastifyInstance, driver: RaftDriver, kv: KvStateMa
 
   app.delete<{ Params: { key: string } }>("/v1/kv/:key", { schema: { params: KEY_SCHEMA } }, async (req, reply) => {
     try {
-      const index = await driver.propose(encodeKvCommand({ op: "delete", key: req.params.key }));
+      const index = await driver.propose(withTag(STATE_TAG_KV, encodeKvCommand({ op: "delete", key: req.params.key })));
       return reply.header("x-cairn-index", String(index)).send({ index });
     } catch (err) {
       return sendError(reply, err, leaderAddress);

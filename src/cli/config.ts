@@ -2,6 +2,7 @@
 // that order of precedence. Every problem is reported with the setting, the value and the fix.
 
 import { readFileSync } from "node:fs";
+import { parseGoDuration } from "../registry/duration.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -17,6 +18,9 @@ export interface ServerConfig {
   readonly logLevel: string;
   readonly tickMs: number | undefined;
   readonly snapshotEntries: number | undefined;
+  /** Consul's "datacenter": reported by /v1/agent/self and in catalog answers. */
+  readonly datacenter: string;
+  readonly deregisterCriticalMinMs: number | undefined;
 }
 
 export interface HostPort {
@@ -51,6 +55,8 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--log-level", env: "CAIRN_LOG_LEVEL", key: "logLevel", help: "trace, debug, info, warn, error (default info)" },
   { flag: "--tick-ms", env: "CAIRN_TICK_MS", key: "tickMs", help: "Raft tick in ms; heartbeats every tick, election timeout 12 ticks (default 50)" },
   { flag: "--snapshot-entries", env: "CAIRN_SNAPSHOT_ENTRIES", key: "snapshotEntries", help: "compact the log every N applied entries (default 10000)" },
+  { flag: "--datacenter", env: "CAIRN_DATACENTER", key: "datacenter", help: "datacenter name reported to Consul clients (default dc1)" },
+  { flag: "--deregister-critical-min", env: "CAIRN_DEREGISTER_CRITICAL_MIN", key: "deregisterCriticalMin", help: "floor for DeregisterCriticalServiceAfter (Go duration, default 1m)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -159,6 +165,13 @@ export function parseServerConfig(
   const logLevel = get("logLevel") ?? "info";
   if (!LOG_LEVELS.has(logLevel)) throw new ConfigError(`--log-level must be one of ${[...LOG_LEVELS].join(", ")}, not "${logLevel}"`);
   if (join !== undefined && !/^https?:\/\/[^\s/]+/.test(join)) throw new ConfigError(`--join must be an HTTP address like http://127.0.0.1:8501, not "${join}"`);
+  const datacenter = get("datacenter") ?? "dc1";
+  if (!/^[a-zA-Z0-9_-]{1,64}$/.test(datacenter)) throw new ConfigError(`--datacenter "${datacenter}" must be 1-64 letters, digits, '_' or '-'`);
+  const deregisterMinText = get("deregisterCriticalMin");
+  const deregisterCriticalMinMs = deregisterMinText === undefined ? undefined : parseGoDuration(deregisterMinText);
+  if (deregisterMinText !== undefined && deregisterCriticalMinMs === undefined) {
+    throw new ConfigError(`--deregister-critical-min must be a duration like "1m" or "500ms", not "${deregisterMinText}"`);
+  }
   const tickMs = get("tickMs");
   const snapshotEntries = get("snapshotEntries");
   return {
@@ -174,5 +187,7 @@ export function parseServerConfig(
     logLevel,
     tickMs: tickMs === undefined ? undefined : positiveInt("--tick-ms", tickMs),
     snapshotEntries: snapshotEntries === undefined ? undefined : positiveInt("--snapshot-entries", snapshotEntries),
+    datacenter,
+    deregisterCriticalMinMs,
   };
 }

@@ -7,6 +7,9 @@ import { buildHttpServer } from "../api/http.js";
 import { type JoinReply } from "../api/cluster.js";
 import { startPublicGrpc } from "../api/grpc.js";
 import { KvStateMachine } from "../kv/kv.js";
+import { Registry } from "../registry/registry.js";
+import { RegistryState } from "../registry/state.js";
+import { ClusterStateMachine } from "../state/cluster.js";
 import { RaftDriver } from "../raft/driver.js";
 import { RaftStorage, StorageCorruptionError } from "../raft/storage.js";
 import { formatHostPort, type ServerConfig } from "./config.js";
@@ -41,6 +44,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   }
 
   const kv = new KvStateMachine();
+  const registryState = new RegistryState();
   const driver = new RaftDriver({
     id: cfg.id,
     clusterId,
@@ -49,7 +53,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
     ...(joinPeers === undefined ? {} : { joinPeers }),
     storage,
-    stateMachine: kv,
+    stateMachine: new ClusterStateMachine({ kv, registry: registryState }),
     logger: logger.child({ component: "raft" }),
     ...(cfg.tickMs === undefined ? {} : { tickMs: cfg.tickMs }),
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
@@ -61,8 +65,17 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     throw err;
   }
   driver.onFatal(() => process.exit(1));
+  const registry = new Registry({
+    driver,
+    state: registryState,
+    nodeName: cfg.id,
+    nodeAddress: cfg.http.host,
+    logger: logger.child({ component: "registry" }),
+    ...(cfg.deregisterCriticalMinMs === undefined ? {} : { deregisterCriticalMinMs: cfg.deregisterCriticalMinMs }),
+  });
+  registry.start();
 
-  const http = buildHttpServer({ driver, kv, clusterId, logger: logger.child({ component: "http" }) });
+  const http = buildHttpServer({ driver, kv, registry, clusterId, datacenter: cfg.datacenter, logger: logger.child({ component: "http" }) });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }));
   logger.info({ http: formatHostPort(cfg.http), grpc: formatHostPort(cfg.grpc), peer: cfg.advertisePeer, clusterId }, "cairn node ready");
@@ -74,6 +87,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.info({ signal }, "shutting down");
     void (async () => {
       await http.close();
+      registry.stop();
       await grpcServer.stop();
       await driver.stop();
       process.exit(0);

@@ -112,7 +112,14 @@ interface IndexWaiter {
   readonly resolve: () => void;
 }
 
-type ForwardRequest = { kind: "propose"; data: Uint8Array } | { kind: "confChange"; change: ConfChange };
+type ForwardRequest =
+  | { kind: "propose"; data: Uint8Array }
+  | { kind: "confChange"; change: ConfChange }
+  /** Application requests only the leader can answer, such as a TTL heartbeat: opaque here. */
+  | { kind: "app"; data: Uint8Array };
+
+/** Handles an application request forwarded to the leader; its answer goes back to the caller. */
+export type LeaderRequestHandler = (request: Uint8Array) => Promise<Uint8Array>;
 
 /** Messages a leader may send before its own write is durable: they promise nothing about it. */
 const SENDABLE_BEFORE_PERSIST = new Set<Message["type"]>(["append", "heartbeat", "snapshot", "timeoutNow"]);
@@ -141,6 +148,7 @@ export class RaftDriver {
   private readonly roleListeners: ((role: Role, leader: NodeId) => void)[] = [];
   private fatalError: Error | undefined;
   private readonly fatalListeners: ((err: Error) => void)[] = [];
+  private leaderRequestHandler: LeaderRequestHandler | undefined;
 
   constructor(opts: RaftDriverOptions) {
     this.id = opts.id;
@@ -243,6 +251,29 @@ export class RaftDriver {
 
   onRoleChange(listener: (role: Role, leader: NodeId) => void): void {
     this.roleListeners.push(listener);
+  }
+
+  /** Sets who answers application requests sent to the leader with askLeader(). */
+  handleLeaderRequests(handler: LeaderRequestHandler): void {
+    this.leaderRequestHandler = handler;
+  }
+
+  /** Sends an application request to the leader's handler (locally when this node leads). */
+  async askLeader(request: Uint8Array): Promise<Uint8Array> {
+    this.assertRunning();
+    const handler = this.leaderRequestHandler;
+    if (handler === undefined) throw new Error("no leader request handler is set");
+    if (this.raft.role === "leader") return handler(request);
+    const leader = this.raft.leader;
+    if (leader === NONE) throw new NotAvailableError("no leader is known; retry after the election");
+    const reply = await this.transport.forward(leader, encodeForwardRequest({ kind: "app", data: request }), this.requestTimeoutMs())
+      .catch((err: unknown) => {
+        throw new NotAvailableError(`forwarding to leader ${leader} failed: ${err instanceof Error ? err.message : String(err)}`, leader);
+      });
+    const r = new Reader(reply);
+    if (r.u8() === 1) return r.bytes();
+    const message = r.string();
+    throw new NotAvailableError(`leader ${leader} refused: ${message}`, r.string());
   }
 
   // ---------------------------------------------------------------- client API
@@ -389,6 +420,13 @@ export class RaftDriver {
     try {
       const req = decodeForwardRequest(request);
       if (this.raft.role !== "leader") throw new NotAvailableError(`node ${this.id} is no longer the leader`, this.raft.leader);
+      if (req.kind === "app") {
+        if (this.leaderRequestHandler === undefined) throw new Error("this node does not handle leader requests");
+        const w = new Writer(64);
+        w.u8(1);
+        w.bytes(await this.leaderRequestHandler(req.data));
+        return w.finish();
+      }
       let index: number;
       if (req.kind === "propose") {
         index = await this.proposeLocally(req.data);
@@ -661,8 +699,8 @@ export function decodeSnapshotEnvelope(data: Uint8Array): { members: [NodeId, st
 
 function encodeForwardRequest(req: ForwardRequest): Uint8Array {
   const w = new Writer(32);
-  if (req.kind === "propose") {
-    w.u8(0);
+  if (req.kind === "propose" || req.kind === "app") {
+    w.u8(req.kind === "propose" ? 0 : 2);
     w.bytes(req.data);
   } else {
     w.u8(1);
@@ -677,6 +715,7 @@ function decodeForwardRequest(buf: Uint8Array): ForwardRequest {
   const r = new Reader(buf);
   const kind = r.u8();
   if (kind === 0) return { kind: "propose", data: r.bytes() };
+  if (kind === 2) return { kind: "app", data: r.bytes() };
   const type = r.string();
   const node = r.string();
   const context = r.string();

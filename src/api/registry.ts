@@ -1,0 +1,200 @@
+// Cairn's native registry API: register, deregister, heartbeat, list services, list a service's
+// instances by health, get one instance. Reads are linearizable unless ?stale; ?index=N&wait=30s
+// makes a read block until the service's index passes N.
+
+import type { FastifyInstance, FastifyReply } from "fastify";
+import type { RaftDriver } from "../raft/driver.js";
+import { parseGoDuration } from "../registry/duration.js";
+import { type Instance, aggregateStatus } from "../registry/model.js";
+import type { RegisterInput, Registry } from "../registry/registry.js";
+import type { WatchKey } from "../registry/watch.js";
+import { sendError } from "./errors.js";
+
+const WAIT_DEFAULT_MS = 5 * 60_000;
+const WAIT_MAX_MS = 10 * 60_000;
+
+const checkSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    id: { type: "string", maxLength: 256 },
+    name: { type: "string", maxLength: 256 },
+    ttl: { type: "string", maxLength: 32 },
+    http: { type: "string", maxLength: 2048 },
+    tcp: { type: "string", maxLength: 300 },
+    grpc: { type: "string", maxLength: 600 },
+    interval: { type: "string", maxLength: 32 },
+    timeout: { type: "string", maxLength: 32 },
+    deregisterCriticalAfter: { type: "string", maxLength: 32 },
+    status: { type: "string", enum: ["passing", "warning", "critical"] },
+    notes: { type: "string", maxLength: 1024 },
+  },
+} as const;
+
+const registerSchema = {
+  type: "object",
+  required: ["name"],
+  additionalProperties: false,
+  properties: {
+    id: { type: "string", maxLength: 128 },
+    name: { type: "string", maxLength: 63 },
+    address: { type: "string", maxLength: 255 },
+    port: { type: "integer", minimum: 0, maximum: 65535 },
+    tags: { type: "array", maxItems: 64, items: { type: "string", maxLength: 255 } },
+    meta: { type: "object", maxProperties: 64, additionalProperties: { type: "string", maxLength: 512 } },
+    weights: {
+      type: "object", additionalProperties: false, required: ["passing", "warning"],
+      properties: { passing: { type: "integer", minimum: 1 }, warning: { type: "integer", minimum: 0 } },
+    },
+    zone: { type: "string", maxLength: 128 },
+    checks: { type: "array", maxItems: 32, items: checkSchema },
+  },
+} as const;
+
+const readQuerySchema = {
+  type: "object",
+  properties: {
+    stale: { type: "string" },
+    index: { type: "string", pattern: "^[0-9]{1,20}$" },
+    wait: { type: "string", maxLength: 32 },
+  },
+} as const;
+
+type Health = "passing" | "notCritical" | "all";
+
+interface ReadQuery {
+  stale?: string;
+  index?: string;
+  wait?: string;
+}
+
+export function registryRoutes(app: FastifyInstance, registry: Registry, driver: RaftDriver): void {
+  const leaderAddress = (id: string): string | undefined => driver.peerAddressOf(id);
+
+  app.post<{ Body: RegisterInput }>("/v1/registry/instances", { schema: { body: registerSchema } }, async (req, reply) => {
+    try {
+      const index = await registry.register(req.body);
+      return reply.header("x-cairn-index", String(index)).send({ index, id: req.body.id ?? req.body.name });
+    } catch (err) {
+      return sendError(reply, err, leaderAddress);
+    }
+  });
+
+  app.delete<{ Params: { id: string } }>("/v1/registry/instances/:id", async (req, reply) => {
+    try {
+      const index = await registry.deregister(req.params.id);
+      return reply.header("x-cairn-index", String(index)).send({ index });
+    } catch (err) {
+      return sendError(reply, err, leaderAddress);
+    }
+  });
+
+  app.put<{ Params: { checkId: string }; Body: { status: "passing" | "warning" | "critical"; output?: string } }>("/v1/registry/checks/:checkId", {
+    schema: {
+      body: {
+        type: "object", required: ["status"], additionalProperties: false,
+        properties: { status: { type: "string", enum: ["passing", "warning", "critical"] }, output: { type: "string", maxLength: 4096 } },
+      },
+    },
+  }, async (req, reply) => {
+    try {
+      await registry.updateCheck(req.params.checkId, req.body.status, req.body.output ?? "");
+      return reply.send({});
+    } catch (err) {
+      return sendError(reply, err, leaderAddress);
+    }
+  });
+
+  app.get<{ Querystring: ReadQuery }>("/v1/registry/services", { schema: { querystring: readQuerySchema } }, async (req, reply) => {
+    const read = await blockingRead(registry, reply, req.query, { catalog: true }, leaderAddress);
+    if (read === undefined) return reply;
+    const services = [...registry.state.services()].map(([name, tags]) => ({ name, tags, instances: registry.state.instancesOf(name).length }));
+    return reply.send({ index: read, services });
+  });
+
+  app.get<{ Params: { name: string }; Querystring: ReadQuery & { health?: Health } }>("/v1/registry/services/:name/instances", {
+    schema: {
+      querystring: { ...readQuerySchema, properties: { ...readQuerySchema.properties, health: { type: "string", enum: ["passing", "notCritical", "all"] } } },
+    },
+  }, async (req, reply) => {
+    const read = await blockingRead(registry, reply, req.query, { service: req.params.name }, leaderAddress);
+    if (read === undefined) return reply;
+    const health = req.query.health ?? "all";
+    const instances = registry.state.instancesOf(req.params.name).filter((i) => keep(i, health)).map(present);
+    return reply.send({ index: read, instances });
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { stale?: string } }>("/v1/registry/instances/:id", async (req, reply) => {
+    try {
+      await registry.consistentRead(req.query.stale !== undefined);
+    } catch (err) {
+      return sendError(reply, err, leaderAddress);
+    }
+    const inst = registry.state.instance(req.params.id);
+    if (inst === undefined) return reply.code(404).send({ error: `instance ${req.params.id} is not registered` });
+    return reply.header("x-cairn-index", String(Math.max(1, inst.modifyIndex))).send(present(inst));
+  });
+}
+
+/**
+ * A read at the consistency asked for, blocking when ?index is given. Returns the index to
+ * report, or undefined when an error answer was already sent.
+ */
+async function blockingRead(registry: Registry, reply: FastifyReply, query: ReadQuery, key: WatchKey,
+  leaderAddress: (id: string) => string | undefined): Promise<number | undefined> {
+  const since = query.index === undefined ? 0 : Number(query.index);
+  if (!Number.isSafeInteger(since)) {
+    await reply.code(400).send({ error: `index ${query.index} is not a valid index`, field: "index" });
+    return undefined;
+  }
+  let waitMs = WAIT_DEFAULT_MS;
+  if (query.wait !== undefined) {
+    const parsed = parseGoDuration(query.wait);
+    if (parsed === undefined) {
+      await reply.code(400).send({ error: `wait "${query.wait}" is not a duration like "30s"`, field: "wait" });
+      return undefined;
+    }
+    waitMs = Math.min(parsed, WAIT_MAX_MS);
+  }
+  try {
+    await registry.consistentRead(query.stale !== undefined);
+    if (since > 0) {
+      // Jitter (under wait/16) spreads the wake-ups of many watchers that started together.
+      await registry.waiters.wait(key, since, waitMs + Math.floor(Math.random() * (waitMs / 16)));
+    }
+  } catch (err) {
+    await sendError(reply, err, leaderAddress);
+    return undefined;
+  }
+  const index = Math.max(1, registry.waiters.indexOf(key));
+  void reply.header("x-cairn-index", String(index));
+  return index;
+}
+
+function keep(inst: Instance, health: Health): boolean {
+  if (health === "all") return true;
+  const status = aggregateStatus(inst.checks);
+  return health === "passing" ? status === "passing" : status !== "critical";
+}
+
+function present(inst: Instance): object {
+  return {
+    id: inst.id,
+    service: inst.service,
+    address: inst.address === "" ? inst.nodeAddress : inst.address,
+    port: inst.port,
+    tags: inst.tags,
+    meta: inst.meta,
+    weights: inst.weights,
+    zone: inst.zone,
+    node: inst.node,
+    status: aggregateStatus(inst.checks),
+    checks: inst.checks.map((c) => ({
+      id: c.checkId, name: c.name, kind: c.kind, status: c.status, output: c.output, notes: c.notes,
+      ...(c.kind === "ttl" ? { ttlMs: c.ttlMs } : { target: c.target, intervalMs: c.intervalMs, timeoutMs: c.timeoutMs }),
+      deregisterCriticalAfterMs: c.deregisterCriticalAfterMs,
+    })),
+    createIndex: inst.createIndex,
+    modifyIndex: inst.modifyIndex,
+  };
+}

@@ -1,0 +1,191 @@
+// Health, decided by the leader. TTL heartbeats are kept in the leader's memory, never written to
+// the log (like etcd's lease keep-alives); HTTP, TCP and gRPC checks are probed by the leader on
+// their interval. Only a change of status (or of output) becomes a Raft command, and so does
+// removing an instance that has been critical longer than its deregister-after.
+
+import { connect } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Check, HealthStatus } from "./model.js";
+import type { RegistryCommand, RegistryState } from "./state.js";
+
+export interface HealthManagerDeps {
+  readonly state: RegistryState;
+  readonly isLeader: () => boolean;
+  readonly propose: (cmd: RegistryCommand) => Promise<number>;
+  readonly logger: Logger;
+  /** Wall clock in ms; injectable for tests. */
+  readonly now?: () => number;
+  readonly scanIntervalMs?: number;
+  /** Probes running at once, at most: a bound on sockets and memory. */
+  readonly probesInFlightMax?: number;
+}
+
+export class UnknownCheckError extends Error {
+  constructor(readonly checkId: string) {
+    super(`check ${checkId} is not registered`);
+    this.name = "UnknownCheckError";
+  }
+}
+
+export class HealthManager {
+  private readonly lastHeartbeatMs = new Map<string, number>();
+  private readonly nextProbeMs = new Map<string, number>();
+  /** Transitions proposed and not yet applied, so a scan does not propose them twice. */
+  private readonly pending = new Set<string>();
+  private probesInFlight = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private leaderSinceMs: number | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: HealthManagerDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.scan(), this.deps.scanIntervalMs ?? 250);
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /**
+   * A TTL check's heartbeat, on the leader. Resets the TTL clock in memory; proposes a command
+   * only when the status or output changes.
+   */
+  async heartbeat(checkId: string, status: HealthStatus, output: string): Promise<void> {
+    const found = this.deps.state.checkById(checkId);
+    if (found === undefined) throw new UnknownCheckError(checkId);
+    this.lastHeartbeatMs.set(checkId, this.now());
+    if (found.check.status === status && found.check.output === output) return;
+    await this.deps.propose({ op: "setCheckStatus", checkId, status, output, atMs: this.now() });
+  }
+
+  /** Called on every scan; public so tests can drive it with an injected clock. */
+  scan(): void {
+    if (!this.deps.isLeader()) {
+      this.leaderSinceMs = undefined;
+      return;
+    }
+    const now = this.now();
+    if (this.leaderSinceMs === undefined) {
+      // A new leader never saw the heartbeats the old one did: give every TTL a full grace period.
+      this.leaderSinceMs = now;
+      this.lastHeartbeatMs.clear();
+      this.nextProbeMs.clear();
+    }
+    for (const inst of this.deps.state.allInstances()) {
+      for (const check of inst.checks) {
+        if (check.kind === "ttl") this.checkTtl(check, now);
+        else this.maybeProbe(check, now);
+        if (check.status === "critical" && check.deregisterCriticalAfterMs > 0 &&
+            now - Math.max(check.statusSinceMs, this.leaderSinceMs) > check.deregisterCriticalAfterMs) {
+          this.proposeOnce(`deregister:${inst.id}`, { op: "deregister", id: inst.id });
+        }
+      }
+    }
+  }
+
+  private checkTtl(check: Check, now: number): void {
+    const last = this.lastHeartbeatMs.get(check.checkId) ?? this.leaderSinceMs ?? now;
+    if (check.status === "critical" || now - last <= check.ttlMs) return;
+    this.proposeOnce(`status:${check.checkId}`, {
+      op: "setCheckStatus", checkId: check.checkId, status: "critical",
+      output: `TTL expired (last heartbeat ${now - last} ms ago, TTL ${check.ttlMs} ms)`, atMs: now,
+    });
+  }
+
+  private maybeProbe(check: Check, now: number): void {
+    const due = this.nextProbeMs.get(check.checkId) ?? now;
+    if (now < due || this.probesInFlight >= (this.deps.probesInFlightMax ?? 256)) return;
+    this.nextProbeMs.set(check.checkId, now + check.intervalMs);
+    this.probesInFlight++;
+    void probe(check).then((result) => {
+      this.probesInFlight--;
+      const current = this.deps.state.checkById(check.checkId)?.check;
+      if (current === undefined || !this.deps.isLeader()) return;
+      if (current.status === result.status && current.output === result.output) return;
+      this.proposeOnce(`status:${check.checkId}`, { op: "setCheckStatus", checkId: check.checkId, ...result, atMs: this.now() });
+    });
+  }
+
+  private proposeOnce(key: string, cmd: RegistryCommand): void {
+    if (this.pending.has(key)) return;
+    this.pending.add(key);
+    this.deps.propose(cmd).then(
+      () => this.pending.delete(key),
+      (err: unknown) => {
+        this.pending.delete(key);
+        this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err), key }, "health transition not committed; will retry");
+      },
+    );
+  }
+}
+
+interface ProbeResult {
+  readonly status: HealthStatus;
+  readonly output: string;
+}
+
+/** Runs one probe. HTTP: 2xx passing, 429 warning, else critical. TCP: connects. gRPC: SERVING. */
+export async function probe(check: Check): Promise<ProbeResult> {
+  try {
+    switch (check.kind) {
+      case "http": {
+        const res = await fetch(check.target, { signal: AbortSignal.timeout(check.timeoutMs), redirect: "manual" });
+        await res.body?.cancel();
+        const status: HealthStatus = res.status >= 200 && res.status < 300 ? "passing" : res.status === 429 ? "warning" : "critical";
+        return { status, output: `HTTP GET ${check.target}: ${res.status} ${res.statusText}` };
+      }
+      case "tcp":
+        await tcpConnect(check.target, check.timeoutMs);
+        return { status: "passing", output: `TCP connect ${check.target}: Success` };
+      case "grpc": {
+        const serving = await grpcHealth(check.target, check.timeoutMs);
+        return serving
+          ? { status: "passing", output: `gRPC check ${check.target}: success` }
+          : { status: "critical", output: `gRPC check ${check.target}: not serving` };
+      }
+      case "ttl":
+        return { status: check.status, output: check.output };
+    }
+  } catch (err) {
+    return { status: "critical", output: `${check.kind.toUpperCase()} check ${check.target} failed: ${err instanceof Error ? err.message : String(err)}` };
+  }
+}
+
+function tcpConnect(target: string, timeoutMs: number): Promise<void> {
+  const at = target.lastIndexOf(":");
+  const host = target.slice(0, at).replace(/^\[(.*)\]$/, "$1");
+  const port = Number(target.slice(at + 1));
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port, timeout: timeoutMs });
+    socket.once("connect", () => { socket.destroy(); resolve(); });
+    socket.once("timeout", () => { socket.destroy(); reject(new Error(`timed out after ${timeoutMs} ms`)); });
+    socket.once("error", (err) => { socket.destroy(); reject(err); });
+  });
+}
+
+const identity = (b: Buffer): Buffer => b;
+
+/** grpc.health.v1.Health/Check against "host:port" or "host:port/service". */
+function grpcHealth(target: string, timeoutMs: number): Promise<boolean> {
+  const slash = target.indexOf("/");
+  const address = slash < 0 ? target : target.slice(0, slash);
+  const service = slash < 0 ? "" : target.slice(slash + 1);
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  // HealthCheckRequest { string service = 1; }
+  const serviceBytes = Buffer.from(service);
+  const request = service === "" ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a, serviceBytes.length]), serviceBytes]);
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest("/grpc.health.v1.Health/Check", identity, identity, request, { deadline: Date.now() + timeoutMs },
+      (err, response) => {
+        client.close();
+        if (err !== null) reject(new Error(err.details || err.message));
+        // HealthCheckResponse { ServingStatus status = 1; } with SERVING = 1.
+        else resolve(response !== undefined && response.length >= 2 && response[0] === 0x08 && response[1] === 0x01);
+      });
+  });
+}

@@ -1,0 +1,12 @@
+// One Raft log carries the commands of several state machines; the first byte of every normal
+// entry names the one it belongs to.
+
+export const STATE_TAG_KV = 1;
+export const STATE_TAG_REGISTRY = 2;
+
+export function withTag(tag: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(data.byteLength + 1);
+  out[0] = tag;
+  out.set(data, 1);
+  return out;
+}

@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { parseGoDuration } from "../../src/registry/duration.js";
+import type { InstanceDefinition } from "../../src/registry/model.js";
+import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
+
+function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {
+  return { id, service, address: "10.0.0.1", port: 80, tags, meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" };
+}
+
+const ttlCheck = (checkId: string) => ({
+  checkId, name: checkId, kind: "ttl" as const, notes: "", ttlMs: 1000, target: "", intervalMs: 0, timeoutMs: 0,
+  deregisterCriticalAfterMs: 0, status: "critical" as const, output: "",
+});
+
+function apply(state: RegistryState, index: number, cmd: RegistryCommand): void {
+  state.apply(index, encodeRegistryCommand(cmd));
+}
+
+void describe("registry state machine", () => {
+  void test("register, re-register and deregister keep create and modify revisions and per-service indexes", () => {
+    const s = new RegistryState();
+    apply(s, 5, { op: "register", instance: inst("web-1", "web"), checks: [ttlCheck("service:web-1")], atMs: 1 });
+    apply(s, 6, { op: "register", instance: inst("db-1", "db"), checks: [], atMs: 2 });
+    apply(s, 7, { op: "register", instance: inst("web-1", "web", ["v2"]), checks: [ttlCheck("service:web-1")], atMs: 3 });
+    const web = s.instance("web-1");
+    assert.equal(web?.createIndex, 5);
+    assert.equal(web?.modifyIndex, 7);
+    assert.equal(s.serviceIndex("web"), 7);
+    assert.equal(s.serviceIndex("db"), 6, "a write to web does not move db's index");
+    assert.deepEqual(s.services(), new Map([["db", []], ["web", ["v2"]]]));
+    apply(s, 8, { op: "deregister", id: "web-1" });
+    assert.equal(s.instance("web-1"), undefined);
+    assert.equal(s.checkById("service:web-1"), undefined, "deregistering removes the instance's checks");
+    assert.equal(s.serviceIndex("web"), 8, "a deleted service keeps an index that moved forward");
+    assert.deepEqual(s.instancesOf("web"), []);
+  });
+
+  void test("a health change moves the service's index but not the catalog's", () => {
+    const s = new RegistryState();
+    apply(s, 3, { op: "register", instance: inst("web-1", "web"), checks: [ttlCheck("c1")], atMs: 1 });
+    apply(s, 4, { op: "setCheckStatus", checkId: "c1", status: "passing", output: "ok", atMs: 50 });
+    assert.equal(s.catalogIndex, 3);
+    assert.equal(s.serviceIndex("web"), 4);
+    const check = s.checkById("c1")?.check;
+    assert.equal(check?.status, "passing");
+    assert.equal(check?.statusSinceMs, 50);
+    apply(s, 5, { op: "setCheckStatus", checkId: "c1", status: "passing", output: "still ok", atMs: 90 });
+    assert.equal(s.checkById("c1")?.check.statusSinceMs, 50, "statusSince only moves when the status changes");
+  });
+
+  void test("a status change for an instance deregistered in the meantime is a no-op on every node", () => {
+    const s = new RegistryState();
+    apply(s, 3, { op: "setCheckStatus", checkId: "gone", status: "critical", output: "", atMs: 1 });
+    assert.equal(s.revision, 3);
+    assert.equal(s.instanceCount, 0);
+  });
+
+  void test("a check id claimed by a later registration moves to it", () => {
+    const s = new RegistryState();
+    apply(s, 3, { op: "register", instance: inst("a", "web"), checks: [ttlCheck("shared")], atMs: 1 });
+    apply(s, 4, { op: "register", instance: inst("b", "web"), checks: [ttlCheck("shared")], atMs: 1 });
+    assert.equal(s.checkById("shared")?.instance.id, "b");
+    assert.deepEqual(s.instance("a")?.checks, []);
+  });
+
+  void test("snapshot and restore reproduce the state and its indexes exactly", () => {
+    const s = new RegistryState();
+    apply(s, 3, { op: "register", instance: inst("web-1", "web", ["x"]), checks: [ttlCheck("c1")], atMs: 1 });
+    apply(s, 4, { op: "register", instance: inst("db-1", "db"), checks: [], atMs: 1 });
+    apply(s, 5, { op: "setCheckStatus", checkId: "c1", status: "warning", output: "slow", atMs: 9 });
+    const copy = new RegistryState();
+    let woken = 0;
+    copy.onChange(() => woken++);
+    copy.restore(s.snapshot());
+    assert.deepEqual(copy.snapshot(), s.snapshot());
+    assert.equal(copy.serviceIndex("web"), 5);
+    assert.equal(copy.checkById("c1")?.check.output, "slow");
+    assert.equal(woken, 1, "a restore wakes watchers, since indexes may move");
+  });
+
+  void test("two replicas applying the same commands end identical (deterministic apply)", () => {
+    const cmds: RegistryCommand[] = [];
+    for (let i = 0; i < 50; i++) {
+      cmds.push({ op: "register", instance: inst(`i${i % 7}`, `s${i % 3}`, [`t${i % 4}`]), checks: [ttlCheck(`c${i % 7}`)], atMs: i });
+      if (i % 5 === 0) cmds.push({ op: "setCheckStatus", checkId: `c${i % 7}`, status: "passing", output: String(i), atMs: i });
+      if (i % 11 === 0) cmds.push({ op: "deregister", id: `i${i % 7}` });
+    }
+    const a = new RegistryState();
+    const b = new RegistryState();
+    cmds.forEach((c, i) => { apply(a, i + 2, c); apply(b, i + 2, c); });
+    assert.deepEqual(a.snapshot(), b.snapshot());
+  });
+});
+
+void describe("Go durations", () => {
+  for (const [text, ms] of [["10s", 10_000], ["1m30s", 90_000], ["500ms", 500], ["1.5h", 5_400_000], ["0", 0], ["120000ms", 120_000]] as const) {
+    void test(`"${text}" is ${ms} ms`, () => assert.equal(parseGoDuration(text), ms));
+  }
+  for (const bad of ["", "10", "s", "10x", "1m 30s", "-5s", "abc"]) {
+    void test(`"${bad}" is refused`, () => assert.equal(parseGoDuration(bad), undefined));
+  }
+});
