@@ -56,7 +56,9 @@ export class ProcessNode {
   start(extraArgs: string[] = []): void {
     this.stdout = "";
     this.stderr = "";
-    const child = spawn(process.execPath, [mainPath, "server", ...this.args, ...extraArgs], { stdio: ["ignore", "pipe", "pipe"] });
+    // CAIRN_NODE_ARGS passes flags to each server's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a run.
+    const nodeArgs = (process.env.CAIRN_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+    const child = spawn(process.execPath, [...nodeArgs, mainPath, "server", ...this.args, ...extraArgs], { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout.on("data", (c: Buffer) => { this.stdout += c.toString(); });
     child.stderr.on("data", (c: Buffer) => { this.stderr += c.toString(); });
     this.exit = new Promise((resolve) => child.on("exit", (code) => resolve(code)));

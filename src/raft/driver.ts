@@ -149,6 +149,8 @@ export class RaftDriver {
   private fatalError: Error | undefined;
   private readonly fatalListeners: ((err: Error) => void)[] = [];
   private leaderRequestHandler: LeaderRequestHandler | undefined;
+  private persistedTerm = -1;
+  private persistedVote: NodeId = NONE;
 
   constructor(opts: RaftDriverOptions) {
     this.id = opts.id;
@@ -200,6 +202,8 @@ export class RaftDriver {
         applied: snapshot?.metadata.index ?? 0,
       },
     );
+    this.persistedTerm = hardState?.term ?? 0;
+    this.persistedVote = hardState?.vote ?? NONE;
     this.restoreSnapshot(snapshot);
     for (const [id, address] of this.opts.joinPeers ?? []) if (!this.members.has(id)) this.members.set(id, address);
     const port = await this.transport.start();
@@ -550,7 +554,15 @@ export class RaftDriver {
     for (const m of rd.messages) (isLeader && SENDABLE_BEFORE_PERSIST.has(m.type) ? early : late).push(m);
     if (early.length > 0) this.transport.send(early);
     if (rd.hardState !== undefined || rd.entries.length > 0 || rd.snapshot !== undefined) {
-      await this.opts.storage.saveReady({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
+      // Like etcd's MustSync: only entries, a snapshot, a term or a vote need fsync before the
+      // messages go out. A commit index alone is rewritten without waiting for the disk.
+      const sync = rd.entries.length > 0 || rd.snapshot !== undefined ||
+        (rd.hardState !== undefined && (rd.hardState.term !== this.persistedTerm || rd.hardState.vote !== this.persistedVote));
+      await this.opts.storage.saveReady({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, { sync });
+      if (rd.hardState !== undefined) {
+        this.persistedTerm = rd.hardState.term;
+        this.persistedVote = rd.hardState.vote;
+      }
     }
     if (late.length > 0) this.transport.send(late);
     if (rd.snapshot !== undefined) {

@@ -266,17 +266,23 @@ export class RaftStorage {
   }
 
   /**
-   * One Ready's durable part, in ONE LevelDB batch with { sync: true }: snapshot (replaces the log:
+   * One Ready's durable part, in ONE LevelDB batch, synced unless the caller says the batch holds
+   * nothing that must survive a crash (a commit index alone: it is learned again from the
+   * leader). LevelDB's log is ordered, so an unsynced batch that survives implies every earlier
+   * one did. Snapshot (replaces the log:
    * delete all entries), then entries (overwrite from entries[0].index: delete any persisted
    * entries with index >= entries[0].index first, then put), then hardState.
    */
-  async saveReady(part: { hardState: HardState | undefined; entries: readonly Entry[]; snapshot: Snapshot | undefined }): Promise<void> {
+  async saveReady(
+    part: { hardState: HardState | undefined; entries: readonly Entry[]; snapshot: Snapshot | undefined },
+    options: { readonly sync: boolean } = { sync: true },
+  ): Promise<void> {
     this.assertOpen();
     await this.serially(async () => {
       this.assertLoaded("saveReady");
       const change = this.planReady(part);
       if (change.ops.length === 0) return;
-      await this.write(change.ops);
+      await this.write(change.ops, options.sync);
       this.applyChange(change);
     });
   }
@@ -434,13 +440,14 @@ export class RaftStorage {
     return result.value;
   }
 
-  private async write(ops: BatchOp[]): Promise<void> {
+  /** Writes one batch; `sync` false only where losing it in a crash is harmless (see saveReady). */
+  private async write(ops: BatchOp[], sync = true): Promise<void> {
     if (this.writeFailure !== undefined) {
       throw new Error(`Raft storage in ${this.dir} refuses writes after an earlier write failed (${this.writeFailure.message}); restart the node`,
         { cause: this.writeFailure });
     }
     try {
-      await this.db.batch(ops, { sync: true });
+      await this.db.batch(ops, { sync });
     } catch (err) {
       this.writeFailure = err instanceof Error ? err : new Error(String(err));
       throw new Error(`Raft storage in ${this.dir} failed to write: ${messageOf(err)}; what reached the disk is uncertain, so restart the node`,
