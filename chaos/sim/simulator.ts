@@ -355,6 +355,9 @@ class Simulation {
       node.checkedLeaderTerm = raft.term;
       this.checkNewLeader(node, raft);
     }
+    // Half the time, a leader sends what it may send at once, as the real driver does, so that
+    // replication overlapping the leader's own write is proven too.
+    if (raft.role === "leader" && this.rng.chance(0.5)) for (const m of raft.takeLeaderMessages()) this.send(m);
     if (node.inflightReady !== undefined || !raft.hasReady()) return;
     node.inflightReady = raft.ready();
     // The write to disk takes time; a crash before it finishes loses the whole batch.

@@ -10,7 +10,7 @@
 import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import { Reader, Writer } from "./codec.js";
-import { type Proposed, RaftNode, bootstrapSnapshot, defaultRaftConfig } from "./raft.js";
+import { type Proposed, RaftNode, SENDABLE_BEFORE_PERSIST, bootstrapSnapshot, defaultRaftConfig } from "./raft.js";
 import type { RandomSource } from "./random.js";
 import type { RaftStorage } from "./storage.js";
 import { PeerTransport } from "./transport.js";
@@ -121,8 +121,6 @@ type ForwardRequest =
 /** Handles an application request forwarded to the leader; its answer goes back to the caller. */
 export type LeaderRequestHandler = (request: Uint8Array) => Promise<Uint8Array>;
 
-/** Messages a leader may send before its own write is durable: they promise nothing about it. */
-const SENDABLE_BEFORE_PERSIST = new Set<Message["type"]>(["append", "heartbeat", "snapshot", "timeoutNow"]);
 
 const MEMBERS_SNAPSHOT_VERSION = 1;
 
@@ -149,6 +147,7 @@ export class RaftDriver {
   private fatalError: Error | undefined;
   private readonly fatalListeners: ((err: Error) => void)[] = [];
   private leaderRequestHandler: LeaderRequestHandler | undefined;
+  private proposalFlushScheduled = false;
   private persistedTerm = -1;
   private persistedVote: NodeId = NONE;
 
@@ -400,8 +399,29 @@ export class RaftDriver {
     }
     return new Promise<number>((resolve, reject) => {
       this.proposals.push({ data, resolve, reject });
+      this.scheduleProposalFlush();
+    });
+  }
+
+  /**
+   * Proposals that arrive in one turn of the event loop enter the log as one batch, at once:
+   * their appends leave for the followers while the leader's previous fsync may still be running.
+   */
+  private scheduleProposalFlush(): void {
+    if (this.proposalFlushScheduled) return;
+    this.proposalFlushScheduled = true;
+    setImmediate(() => {
+      this.proposalFlushScheduled = false;
+      if (this.stopped || this.fatalError !== undefined) return;
+      this.drainProposals();
+      this.sendLeaderMessagesNow();
       this.schedulePump();
     });
+  }
+
+  private sendLeaderMessagesNow(): void {
+    const now = this.raft.takeLeaderMessages();
+    if (now.length > 0) this.transport.send(now);
   }
 
   private awaitCommit(proposed: Proposed): Promise<number> {
@@ -472,6 +492,8 @@ export class RaftDriver {
       }
       this.guard(() => this.raft.step(m));
     }
+    // An acknowledgement that moved the commit index produces appends carrying it: send them now.
+    this.sendLeaderMessagesNow();
     this.schedulePump();
   }
 

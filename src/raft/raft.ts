@@ -421,6 +421,21 @@ export class RaftNode {
     }
   }
 
+  /**
+   * Leader only: takes the queued messages that promise nothing about this node's own durable
+   * state (appends, heartbeats, snapshots, timeoutNow), so the driver can send them now instead
+   * of at the next Ready. Replication then overlaps the leader's own fsync (thesis §10.2.1):
+   * the leader counts its own copy toward a commit only after advance() says it is durable.
+   */
+  takeLeaderMessages(): Message[] {
+    if (this.role !== "leader" || this.msgs.length === 0) return [];
+    const now: Message[] = [];
+    const later: Message[] = [];
+    for (const m of this.msgs) (SENDABLE_BEFORE_PERSIST.has(m.type) ? now : later).push(m);
+    this.msgs = later;
+    return now;
+  }
+
   softState(): SoftState {
     return { leader: this.leader, role: this.role };
   }
@@ -889,6 +904,9 @@ export class RaftNode {
     this.msgs.push(m);
   }
 }
+
+/** Messages a leader may send before its own pending writes are durable. */
+export const SENDABLE_BEFORE_PERSIST: ReadonlySet<Message["type"]> = new Set(["append", "heartbeat", "snapshot", "timeoutNow"]);
 
 function sameHardState(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
