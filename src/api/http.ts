@@ -6,7 +6,9 @@ import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/driver.js";
 import type { Registry } from "../registry/registry.js";
 import { clusterRoutes } from "./cluster.js";
+import { consulRoutes } from "./consul.js";
 import { kvRoutes } from "./kv.js";
+import { OpenApiCollector } from "./openapi.js";
 import { registryRoutes } from "./registry.js";
 import { statusRoutes } from "./status.js";
 
@@ -22,9 +24,17 @@ export interface HttpServerOptions {
   readonly kv: KvStateMachine;
   readonly registry: Registry;
   readonly datacenter: string;
+  /**
+   * The address Consul clients see as this node's Address (Consul's Node is the node id). The
+   * default is the host of this node's peer address.
+   */
+  readonly nodeAddress?: string;
   readonly clusterId: string;
   readonly logger: Logger;
 }
+
+/** The version of the API the OpenAPI document describes: the /v1 routes. */
+const OPENAPI_VERSION = "1";
 
 /** Request bodies larger than this are refused with 413 before they are parsed. */
 export const BODY_BYTES_MAX = 1024 * 1024;
@@ -39,6 +49,9 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     // Per-request logs would dominate under load; failures are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
   });
+  // Before any route: every route's schema goes into the OpenAPI document.
+  const openApi = new OpenApiCollector();
+  app.addHook("onRoute", openApi.onRoute);
   app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
@@ -60,5 +73,21 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
+  consulRoutes(app, {
+    registry: opts.registry,
+    driver: opts.driver,
+    datacenter: opts.datacenter,
+    nodeName: opts.driver.id,
+    nodeAddress: opts.nodeAddress ?? hostOf(opts.driver.peerAddressOf(opts.driver.id) ?? "127.0.0.1"),
+  });
+  app.get("/v1/openapi.json", { schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
+    () => openApi.document({ title: "Cairn HTTP API", version: OPENAPI_VERSION }));
   return app;
+}
+
+/** "host:port" or "[v6]:port" to the bare host. */
+function hostOf(address: string): string {
+  const at = address.lastIndexOf(":");
+  const host = at < 0 ? address : address.slice(0, at);
+  return host.replace(/^\[(.*)\]$/, "$1");
 }

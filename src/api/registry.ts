@@ -8,10 +8,9 @@ import { parseGoDuration } from "../registry/duration.js";
 import { type Instance, aggregateStatus } from "../registry/model.js";
 import type { RegisterInput, Registry } from "../registry/registry.js";
 import type { WatchKey } from "../registry/watch.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, clientGoneSignal, withJitterMs } from "./blocking.js";
 import { sendError } from "./errors.js";
 
-const WAIT_DEFAULT_MS = 5 * 60_000;
-const WAIT_MAX_MS = 10 * 60_000;
 
 const checkSchema = {
   type: "object",
@@ -159,8 +158,7 @@ async function blockingRead(registry: Registry, reply: FastifyReply, query: Read
   try {
     await registry.consistentRead(query.stale !== undefined);
     if (since > 0) {
-      // Jitter (under wait/16) spreads the wake-ups of many watchers that started together.
-      await registry.waiters.wait(key, since, waitMs + Math.floor(Math.random() * (waitMs / 16)));
+      await registry.waiters.wait(key, since, withJitterMs(waitMs, Math.random()), clientGoneSignal(reply));
     }
   } catch (err) {
     await sendError(reply, err, leaderAddress);

@@ -12,7 +12,7 @@ import { RegistryState } from "../registry/state.js";
 import { ClusterStateMachine } from "../state/cluster.js";
 import { RaftDriver } from "../raft/driver.js";
 import { RaftStorage, StorageCorruptionError } from "../raft/storage.js";
-import { formatHostPort, type ServerConfig } from "./config.js";
+import { formatHostPort, parseHostPort, type ServerConfig } from "./config.js";
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
@@ -65,17 +65,19 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     throw err;
   }
   driver.onFatal(() => process.exit(1));
+  // Consul's node address: where others reach this node (never a wildcard like 0.0.0.0).
+  const nodeAddress = parseHostPort("--advertise-peer", cfg.advertisePeer).host;
   const registry = new Registry({
     driver,
     state: registryState,
     nodeName: cfg.id,
-    nodeAddress: cfg.http.host,
+    nodeAddress,
     logger: logger.child({ component: "registry" }),
     ...(cfg.deregisterCriticalMinMs === undefined ? {} : { deregisterCriticalMinMs: cfg.deregisterCriticalMinMs }),
   });
   registry.start();
 
-  const http = buildHttpServer({ driver, kv, registry, clusterId, datacenter: cfg.datacenter, logger: logger.child({ component: "http" }) });
+  const http = buildHttpServer({ driver, kv, registry, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }));
   logger.info({ http: formatHostPort(cfg.http), grpc: formatHostPort(cfg.grpc), peer: cfg.advertisePeer, clusterId }, "cairn node ready");

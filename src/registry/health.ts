@@ -89,7 +89,9 @@ export class HealthManager {
   }
 
   private checkTtl(check: Check, now: number): void {
-    const last = this.lastHeartbeatMs.get(check.checkId) ?? this.leaderSinceMs ?? now;
+    // The TTL runs from the latest of: the last heartbeat, the last status change (a registration
+    // counts), and this node becoming leader.
+    const last = Math.max(this.lastHeartbeatMs.get(check.checkId) ?? 0, check.statusSinceMs, this.leaderSinceMs ?? now);
     if (check.status === "critical" || now - last <= check.ttlMs) return;
     this.proposeOnce(`status:${check.checkId}`, {
       op: "setCheckStatus", checkId: check.checkId, status: "critical",
@@ -134,7 +136,7 @@ export async function probe(check: Check): Promise<ProbeResult> {
   try {
     switch (check.kind) {
       case "http": {
-        const res = await fetch(check.target, { signal: AbortSignal.timeout(check.timeoutMs), redirect: "manual" });
+        const res = await fetch(check.target, { signal: AbortSignal.timeout(check.timeoutMs) });
         await res.body?.cancel();
         const status: HealthStatus = res.status >= 200 && res.status < 300 ? "passing" : res.status === 429 ? "warning" : "critical";
         return { status, output: `HTTP GET ${check.target}: ${res.status} ${res.statusText}` };

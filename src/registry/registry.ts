@@ -116,7 +116,7 @@ export class Registry {
   /** Registers (or replaces) an instance; resolves with the revision once applied here. */
   register(input: RegisterInput): Promise<number> {
     const instance = this.instanceDefinition(input);
-    const checks = (input.checks ?? []).map((c, i, all) => this.checkDefinition(instance.id, c, i, all.length));
+    const checks = (input.checks ?? []).map((c, i, all) => this.checkDefinition(instance.id, instance.service, c, i, all.length));
     const ids = new Set<string>();
     for (const c of checks) {
       if (ids.has(c.checkId)) throw new RegistryInputError("Checks", `check id ${c.checkId} appears twice`);
@@ -198,7 +198,7 @@ export class Registry {
     };
   }
 
-  private checkDefinition(instanceId: string, c: CheckInput, i: number, count: number): CheckDefinition & { status: HealthStatus; output: string } {
+  private checkDefinition(instanceId: string, serviceName: string, c: CheckInput, i: number, count: number): CheckDefinition & { status: HealthStatus; output: string } {
     const field = count > 1 ? `Checks[${i}]` : "Check";
     const targets: [CheckKind, string | undefined][] = [["ttl", c.ttl], ["http", c.http], ["tcp", c.tcp], ["grpc", c.grpc]];
     const given = targets.filter(([, v]) => v !== undefined && v !== "");
@@ -225,7 +225,7 @@ export class Registry {
     const checkId = c.id !== undefined && c.id !== "" ? c.id : count > 1 ? `service:${instanceId}:${i + 1}` : `service:${instanceId}`;
     return {
       checkId,
-      name: c.name !== undefined && c.name !== "" ? c.name : `Service '${instanceId}' check`,
+      name: c.name !== undefined && c.name !== "" ? c.name : `Service '${serviceName}' check`,
       kind,
       notes: c.notes ?? "",
       ttlMs,

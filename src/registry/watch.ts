@@ -31,9 +31,12 @@ export class ChangeWaiters {
     return "catalog" in key ? this.state.catalogIndex : this.state.serviceIndex(key.service);
   }
 
-  /** Resolves once indexOf(key) > sinceIndex, or after timeoutMs; never rejects once waiting. */
-  wait(key: WatchKey, sinceIndex: number, timeoutMs: number): Promise<void> {
-    if (this.indexOf(key) > sinceIndex || timeoutMs <= 0) return Promise.resolve();
+  /**
+   * Resolves once indexOf(key) > sinceIndex, after timeoutMs, or when `signal` aborts (the
+   * client went away, so its place is freed at once); never rejects once waiting.
+   */
+  wait(key: WatchKey, sinceIndex: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.indexOf(key) > sinceIndex || timeoutMs <= 0 || signal?.aborted === true) return Promise.resolve();
     if (this.count >= this.waitersMax) return Promise.reject(new TooManyWatchersError(this.waitersMax));
     return new Promise((resolve) => {
       let set: Set<() => void>;
@@ -45,11 +48,13 @@ export class ChangeWaiters {
       }
       const done = (): void => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
         if (set.delete(done)) this.count--;
         if (!("catalog" in key) && set.size === 0) this.byService.delete(key.service);
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
       set.add(done);
       this.count++;
     });

@@ -3,6 +3,7 @@ import { describe, test } from "node:test";
 import { parseGoDuration } from "../../src/registry/duration.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
+import { ChangeWaiters, TooManyWatchersError } from "../../src/registry/watch.js";
 
 function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {
   return { id, service, address: "10.0.0.1", port: 80, tags, meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" };
@@ -100,4 +101,22 @@ void describe("Go durations", () => {
   for (const bad of ["", "10", "s", "10x", "1m 30s", "-5s", "abc"]) {
     void test(`"${bad}" is refused`, () => assert.equal(parseGoDuration(bad), undefined));
   }
+});
+
+void describe("blocking waits", () => {
+  void test("a waiter is woken by its own service, freed when its client goes away, and bounded in number", async () => {
+    const s = new RegistryState();
+    const waiters = new ChangeWaiters(s, 2);
+    const woken = waiters.wait({ service: "web" }, 0, 60_000);
+    const gone = new AbortController();
+    const abandoned = waiters.wait({ service: "db" }, 0, 60_000, gone.signal);
+    assert.equal(waiters.waiting, 2);
+    await assert.rejects(waiters.wait({ catalog: true }, 0, 60_000), TooManyWatchersError);
+    gone.abort();
+    await abandoned;
+    assert.equal(waiters.waiting, 1, "the abandoned waiter's place is freed at once");
+    apply(s, 2, { op: "register", instance: inst("web-1", "web"), checks: [], atMs: 1 });
+    await woken;
+    assert.equal(waiters.waiting, 0);
+  });
 });
