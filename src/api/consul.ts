@@ -1,0 +1,459 @@
+// Consul's HTTP API over Cairn's registry, so that Consul's own clients (the Go api package, the
+// npm consul client, Prometheus' consul_sd_configs) work unchanged: the agent endpoints that
+// register services and heartbeat their TTL checks, and the catalog and health reads with
+// Consul's blocking queries.
+//
+// The whole cluster plays the part of one Consul datacenter and every Cairn node that of an agent:
+// an instance's Node is the Cairn node that accepted its registration. Writes are acknowledged
+// once applied on the node asked, so a read on that node sees them at once. Catalog and health
+// reads are linearizable unless ?stale; agent reads describe this node and are answered from its
+// own state, as Consul's are.
+//
+// Errors answer as Consul's do, with a text/plain reason, which both the Go client and the npm
+// client (papi, under 80 bytes) put into the error they raise.
+
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, clientGoneSignal, withJitterMs } from "./blocking.js";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { NotAvailableError, type RaftDriver } from "../raft/driver.js";
+import { parseGoDuration } from "../registry/duration.js";
+import { type HealthStatus, type Instance, aggregateStatus } from "../registry/model.js";
+import { type Registry, RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
+import { TooManyWatchersError, type WatchKey } from "../registry/watch.js";
+import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./consul-decode.js";
+import {
+  type ConsulContext, agentSelfSchema, agentService, agentServiceSchema, catalogService, catalogServiceSchema,
+  catalogServicesSchema, nodeId, serviceEntry, serviceEntrySchema,
+} from "./consul-shapes.js";
+
+export interface ConsulDeps {
+  readonly registry: Registry;
+  readonly driver: RaftDriver;
+  readonly datacenter: string;
+  /** This node's name as Consul's Node, and its address as the Node's Address. */
+  readonly nodeName: string;
+  readonly nodeAddress: string;
+  /** Source of jitter for blocking queries; injectable so tests can pin it. */
+  readonly random?: () => number;
+}
+
+/** Consul's blocking-query bounds: wait defaults to 5 minutes and is capped at 10. */
+export { WAIT_DEFAULT_MS, WAIT_MAX_MS, withJitterMs };
+/** A registration with every limit in registryLimits at its maximum fits well within this. */
+const REGISTER_BODY_BYTES_MAX = 256 * 1024;
+/** {Status, Output}, with Output at most registryLimits.outputBytesMax. */
+const CHECK_UPDATE_BODY_BYTES_MAX = 16 * 1024;
+/** The Consul release whose agent, catalog and health API these routes follow; clients gate features on it. */
+const CONSUL_API_VERSION = "1.17.0";
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/** An answer Consul gives as 404, such as an unknown service or check id. */
+class ConsulNotFound extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConsulNotFound";
+  }
+}
+
+interface ReadQuery {
+  readonly index?: string;
+  readonly wait?: string;
+  readonly stale?: string;
+  readonly consistent?: string;
+  readonly dc?: string;
+  readonly filter?: string;
+}
+
+interface ServiceQuery extends ReadQuery {
+  readonly tag?: string[];
+  readonly passing?: string;
+}
+
+interface ReadOptions {
+  readonly stale: boolean;
+  /** 0: answer at once. Otherwise block until the index passes this. */
+  readonly sinceIndex: number;
+  readonly waitMs: number;
+}
+
+const readQueryProperties = {
+  index: { type: "string", description: "block until the index passes this one (uint64; 0 or absent: do not block)" },
+  wait: { type: "string", description: "how long to block, a Go duration (default 5m, at most 10m)" },
+  stale: { type: "string", description: "present: answer from this node's state without asking the leader" },
+  consistent: { type: "string", description: "present: linearizable read (the default here)" },
+  dc: { type: "string", description: "datacenter; only this cluster's own" },
+  filter: { type: "string", description: "not supported: a filter is refused rather than ignored" },
+} as const;
+
+const readQuerySchema = { type: "object", properties: readQueryProperties } as const;
+
+const serviceQuerySchema = {
+  type: "object",
+  properties: {
+    ...readQueryProperties,
+    tag: { type: "array", items: { type: "string" }, description: "keep instances carrying every tag given" },
+    passing: { type: "string", description: "present or a true Go boolean: keep instances whose checks all pass" },
+  },
+} as const;
+
+const serviceNameParams = { type: "object", required: ["service"], properties: { service: { type: "string", minLength: 1 } } } as const;
+const idParams = { type: "object", required: ["id"], properties: { id: { type: "string", minLength: 1 } } } as const;
+const noteQuery = { type: "object", properties: { note: { type: "string", description: "becomes the check's Output" } } } as const;
+
+const checkSchemaDoc = {
+  type: "object",
+  description: "Consul's CheckType: exactly one of TTL, HTTP, TCP or GRPC",
+  properties: {
+    CheckID: { type: "string" }, Name: { type: "string" }, TTL: { type: "string" }, HTTP: { type: "string" },
+    TCP: { type: "string" }, GRPC: { type: "string" }, Interval: { type: "string" }, Timeout: { type: "string" },
+    DeregisterCriticalServiceAfter: { type: "string" },
+    Status: { type: "string", enum: ["passing", "warning", "critical"] }, Notes: { type: "string" },
+  },
+} as const;
+
+/**
+ * Documents the body. Decoding is done by decodeServiceRegistration, because Consul matches keys
+ * case-insensitively, which a JSON schema cannot express.
+ */
+const registerBodyDoc = {
+  type: "object",
+  description: "Consul's service definition; keys match case-insensitively and unknown keys are refused",
+  properties: {
+    ID: { type: "string" }, Name: { type: "string" }, Tags: { type: "array", items: { type: "string" } },
+    Address: { type: "string" }, Port: { type: "integer" },
+    Meta: { type: "object", additionalProperties: { type: "string" } },
+    Weights: { type: "object", properties: { Passing: { type: "integer" }, Warning: { type: "integer" } } },
+    Locality: { type: "object", properties: { Region: { type: "string" }, Zone: { type: "string" } } },
+    Check: checkSchemaDoc, Checks: { type: "array", items: checkSchemaDoc },
+  },
+} as const;
+
+const checkUpdateBodyDoc = {
+  type: "object",
+  properties: { Status: { type: "string", enum: ["passing", "warning", "critical"] }, Output: { type: "string" } },
+} as const;
+
+const CONSUL_TAGS = ["consul"];
+
+export function consulRoutes(app: FastifyInstance, deps: ConsulDeps): void {
+  // A plugin scope of its own: Consul's error shape and body parsing apply to these routes only.
+  void app.register((scope, _opts, done) => {
+    installConsulErrors(scope, deps.driver);
+    installJsonBodies(scope);
+    agentRoutes(scope, deps);
+    readRoutes(scope, deps);
+    done();
+  });
+}
+
+// ---------------------------------------------------------------- agent: writes
+
+function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
+  const { registry } = deps;
+  const ctx: ConsulContext = { datacenter: deps.datacenter };
+
+  app.put("/v1/agent/service/register", {
+    bodyLimit: REGISTER_BODY_BYTES_MAX,
+    schema: { summary: "Register a service instance (ID defaults to Name)", tags: CONSUL_TAGS, body: registerBodyDoc },
+    // The schema documents; decodeServiceRegistration validates, with Go's case-insensitive keys.
+    validatorCompiler: () => () => true,
+  }, async (req, reply) => {
+    await registry.register(decodeServiceRegistration(req.body));
+    return emptyOk(reply);
+  });
+
+  app.put<{ Params: { id: string } }>("/v1/agent/service/deregister/:id", {
+    schema: { summary: "Deregister a service instance and its checks", tags: CONSUL_TAGS, params: idParams },
+  }, async (req, reply) => {
+    const id = req.params.id;
+    // A registration acknowledged by another node may not have reached this one yet: only a
+    // linearizable look can tell "unknown" from "not here yet".
+    if (registry.state.instance(id) === undefined) await registry.consistentRead(false);
+    try {
+      await registry.deregister(id);
+    } catch (err) {
+      if (!(err instanceof RegistryNotFoundError)) throw err;
+      throw new ConsulNotFound(`Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`);
+    }
+    return emptyOk(reply);
+  });
+
+  const heartbeat = async (checkId: string, status: HealthStatus, output: string): Promise<void> => {
+    if (registry.state.checkById(checkId) === undefined) await registry.consistentRead(false);
+    const found = registry.state.checkById(checkId);
+    // Clients match on Consul's wording ("does not have associated TTL") to decide to re-register.
+    if (found !== undefined && found.check.kind !== "ttl") {
+      throw new ConsulBadRequest(`CheckID "${checkId}" does not have associated TTL: it is a ${found.check.kind} check, which Cairn probes itself`);
+    }
+    try {
+      await registry.updateCheck(checkId, status, output);
+    } catch (err) {
+      if (!(err instanceof RegistryNotFoundError)) throw err;
+      throw new ConsulNotFound(`CheckID "${checkId}" does not have associated TTL: no check with this ID is registered`);
+    }
+  };
+
+  for (const [verb, status] of [["pass", "passing"], ["warn", "warning"], ["fail", "critical"]] as const) {
+    app.put<{ Params: { id: string }; Querystring: { note?: string } }>(`/v1/agent/check/${verb}/:id`, {
+      schema: { summary: `Set a TTL check to ${status} and reset its TTL`, tags: CONSUL_TAGS, params: idParams, querystring: noteQuery },
+    }, async (req, reply) => {
+      await heartbeat(req.params.id, status, req.query.note ?? "");
+      return emptyOk(reply);
+    });
+  }
+
+  app.put<{ Params: { id: string } }>("/v1/agent/check/update/:id", {
+    bodyLimit: CHECK_UPDATE_BODY_BYTES_MAX,
+    schema: { summary: "Set a TTL check's status and output and reset its TTL", tags: CONSUL_TAGS, params: idParams, body: checkUpdateBodyDoc },
+    validatorCompiler: () => () => true,
+  }, async (req, reply) => {
+    const { status, output } = decodeCheckUpdate(req.body);
+    await heartbeat(req.params.id, status, output);
+    return emptyOk(reply);
+  });
+
+  // ---------------------------------------------------------------- agent: reads
+
+  app.get<{ Querystring: ReadQuery }>("/v1/agent/services", {
+    schema: {
+      summary: "The service instances registered through this node, by ID", tags: CONSUL_TAGS, querystring: readQuerySchema,
+      response: { 200: { type: "object", additionalProperties: agentServiceSchema } },
+    },
+  }, (req, reply) => {
+    readOptions(req.query, deps.datacenter);
+    const out: Record<string, object> = {};
+    for (const inst of sortInstances([...registry.state.allInstances()].filter((i) => i.node === deps.nodeName))) {
+      out[inst.id] = agentService(inst, ctx);
+    }
+    readHeaders(reply, deps.driver, registry.state.revision);
+    return reply.send(out);
+  });
+
+  app.get("/v1/agent/self", {
+    schema: { summary: "This node's configuration and membership (Config.Datacenter)", tags: CONSUL_TAGS, response: { 200: agentSelfSchema } },
+  }, (_req, reply) => {
+    const status = deps.driver.status();
+    const peer = deps.driver.peerAddressOf(deps.driver.id) ?? "";
+    readHeaders(reply, deps.driver, registry.state.revision);
+    return reply.send({
+      Config: {
+        Datacenter: deps.datacenter,
+        PrimaryDatacenter: deps.datacenter,
+        NodeName: deps.nodeName,
+        NodeID: nodeId(deps.nodeName),
+        Server: true,
+        Version: CONSUL_API_VERSION,
+        Revision: "cairn",
+      },
+      Member: {
+        Name: deps.nodeName,
+        Addr: deps.nodeAddress,
+        Port: Number(peer.slice(peer.lastIndexOf(":") + 1)) || 0,
+        Tags: { dc: deps.datacenter, role: "consul", id: nodeId(deps.nodeName), vsn: "2" },
+        // Serf's StatusAlive.
+        Status: 1,
+      },
+      Stats: {
+        consul: {
+          server: "true",
+          leader: String(status.role === "leader"),
+          known_datacenters: "1",
+          known_servers: String(status.members.filter((m) => m.role !== "learner").length),
+        },
+        raft: {
+          state: status.role,
+          term: String(status.term),
+          commit_index: String(status.commitIndex),
+          applied_index: String(status.appliedIndex),
+        },
+      },
+      Meta: {},
+    });
+  });
+}
+
+// ---------------------------------------------------------------- catalog and health reads
+
+function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
+  const { registry } = deps;
+  const ctx: ConsulContext = { datacenter: deps.datacenter };
+  const random = deps.random ?? Math.random;
+
+  /** Waits as the query asks, then returns the index of what is about to be answered. */
+  const blockingRead = async (query: ReadQuery, key: WatchKey, signal: AbortSignal): Promise<number> => {
+    const opts = readOptions(query, deps.datacenter);
+    // The barrier comes first: a blocking query then waits from a state at least as new as
+    // every write acknowledged before it was asked.
+    await registry.consistentRead(opts.stale);
+    if (opts.sinceIndex > 0) await registry.waiters.wait(key, opts.sinceIndex, withJitterMs(opts.waitMs, random()), signal);
+    return registry.waiters.indexOf(key);
+  };
+
+  app.get<{ Querystring: ReadQuery }>("/v1/catalog/services", {
+    schema: {
+      summary: "Service names and their tags; blocks on the catalog's index", tags: CONSUL_TAGS, querystring: readQuerySchema,
+      response: { 200: catalogServicesSchema },
+    },
+  }, async (req, reply) => {
+    const index = await blockingRead(req.query, { catalog: true }, clientGoneSignal(reply));
+    readHeaders(reply, deps.driver, index);
+    return reply.send(Object.fromEntries(registry.state.services()));
+  });
+
+  app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/catalog/service/:service", {
+    schema: {
+      summary: "A service's instances, one flat entry each; blocks on the service's own index", tags: CONSUL_TAGS,
+      params: serviceNameParams, querystring: serviceQuerySchema,
+      response: { 200: { type: "array", items: catalogServiceSchema } },
+    },
+  }, async (req, reply) => {
+    const service = req.params.service;
+    const index = await blockingRead(req.query, { service }, clientGoneSignal(reply));
+    const tags = req.query.tag ?? [];
+    readHeaders(reply, deps.driver, index);
+    return reply.send(sortInstances(registry.state.instancesOf(service)).filter((i) => hasTags(i, tags)).map((i) => catalogService(i, ctx)));
+  });
+
+  app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/health/service/:service", {
+    schema: {
+      summary: "A service's instances with their node and checks; blocks on the service's own index", tags: CONSUL_TAGS,
+      params: serviceNameParams, querystring: serviceQuerySchema,
+      response: { 200: { type: "array", items: serviceEntrySchema } },
+    },
+  }, async (req, reply) => {
+    const service = req.params.service;
+    const passing = goBool("passing", req.query.passing);
+    const index = await blockingRead(req.query, { service }, clientGoneSignal(reply));
+    const tags = req.query.tag ?? [];
+    const entries = sortInstances(registry.state.instancesOf(service))
+      .filter((i) => hasTags(i, tags) && (!passing || aggregateStatus(i.checks) === "passing"))
+      .map((i) => serviceEntry(i, ctx));
+    readHeaders(reply, deps.driver, index);
+    return reply.send(entries);
+  });
+}
+
+// ---------------------------------------------------------------- query parsing
+
+/** Consul's query options: consistency, datacenter, and a blocking query's index and wait. */
+export function readOptions(query: ReadQuery, datacenter: string): ReadOptions {
+  if (query.stale !== undefined && query.consistent !== undefined) {
+    throw new ConsulBadRequest("Cannot specify ?stale with ?consistent, conflicting semantics.");
+  }
+  if (query.dc !== undefined && query.dc !== "" && query.dc !== datacenter) {
+    throw new ConsulBadRequest(`No path to datacenter "${query.dc}": this cluster serves datacenter "${datacenter}" only`);
+  }
+  if (query.filter !== undefined && query.filter !== "") {
+    throw new ConsulBadRequest("filter expressions are not supported; filter on the client instead");
+  }
+  return { stale: query.stale !== undefined, sinceIndex: parseIndex(query.index), waitMs: parseWait(query.wait) };
+}
+
+/** A uint64, as Consul's ParseUint reads it. Indexes beyond 2^53 can never be passed, so they wait the full wait. */
+export function parseIndex(text: string | undefined): number {
+  if (text === undefined || text === "") return 0;
+  if (!/^\d{1,20}$/.test(text) || BigInt(text) > UINT64_MAX) {
+    throw new ConsulBadRequest(`Invalid index "${text}": want a uint64`);
+  }
+  const n = BigInt(text);
+  return n > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(n);
+}
+
+export function parseWait(text: string | undefined): number {
+  if (text === undefined || text === "") return WAIT_DEFAULT_MS;
+  const ms = parseGoDuration(text);
+  if (ms === undefined) throw new ConsulBadRequest(`Invalid wait time "${text}": want a Go duration like 30s`);
+  return ms === 0 ? WAIT_DEFAULT_MS : Math.min(ms, WAIT_MAX_MS);
+}
+
+/** A flag as Consul reads it: present without a value is true, else one of Go's ParseBool spellings. */
+export function goBool(name: string, text: string | undefined): boolean {
+  if (text === undefined) return false;
+  if (text === "" || ["1", "t", "T", "TRUE", "true", "True"].includes(text)) return true;
+  if (["0", "f", "F", "FALSE", "false", "False"].includes(text)) return false;
+  throw new ConsulBadRequest(`Invalid value for ?${name}: "${text}" must be true or false`);
+}
+
+// ---------------------------------------------------------------- answers
+
+function hasTags(inst: Instance, tags: readonly string[]): boolean {
+  return tags.every((t) => inst.tags.includes(t));
+}
+
+/** Consul answers in node order, then by service ID; a stable order also keeps answers comparable. */
+function sortInstances(instances: Instance[]): Instance[] {
+  return instances.sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+/**
+ * The headers every Consul read carries. An index of 0 would make the npm client's watch give up
+ * for good, so a never-touched service reports 1, which its first write passes.
+ */
+function readHeaders(reply: FastifyReply, driver: RaftDriver, index: number): void {
+  const lastContactMs = driver.status().lastContactMs;
+  void reply
+    .header("X-Consul-Index", String(Math.max(1, index)))
+    .header("X-Consul-KnownLeader", String(driver.leader !== ""))
+    // Never having heard from a leader is at least as stale as the process is old.
+    .header("X-Consul-LastContact", String(lastContactMs ?? Math.round(process.uptime() * 1000)));
+}
+
+/** Consul's writes answer 200 with an empty body; its Go client accepts nothing else. */
+function emptyOk(reply: FastifyReply): FastifyReply {
+  return reply.code(200).send();
+}
+
+// ---------------------------------------------------------------- errors and bodies
+
+interface RouteError extends Error {
+  readonly statusCode?: number;
+  readonly validation?: readonly { readonly instancePath: string; readonly message?: string }[];
+  readonly validationContext?: string;
+}
+
+function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
+  scope.setErrorHandler((err: RouteError, req: FastifyRequest, reply: FastifyReply) => {
+    const text = (code: number, message: string): FastifyReply => reply.code(code).type("text/plain; charset=utf-8").send(message);
+    if (err instanceof ConsulBadRequest) return text(400, err.message);
+    if (err instanceof RegistryInputError) return text(400, err.message);
+    if (err instanceof ConsulNotFound) return text(404, err.message);
+    if (err instanceof RegistryNotFoundError) return text(404, err.message);
+    if (err instanceof TooManyWatchersError) {
+      void reply.header("retry-after", "1");
+      return text(429, err.message);
+    }
+    if (err instanceof NotAvailableError) {
+      const leader = err.leaderHint === "" ? undefined : driver.peerAddressOf(err.leaderHint);
+      void reply.header("retry-after", "1");
+      return text(503, leader === undefined ? err.message : `${err.message}; the leader is ${err.leaderHint} (peer address ${leader})`);
+    }
+    const first = err.validation?.[0];
+    if (first !== undefined) {
+      const field = `${err.validationContext ?? "request"}${first.instancePath.replaceAll("/", ".")}`;
+      return text(400, `${field}: ${first.message ?? "is invalid"}`);
+    }
+    const status = err.statusCode ?? 500;
+    if (status < 500) return text(status, err.message);
+    req.log.error({ err, url: req.url }, "Consul API request failed");
+    return text(500, "internal error; see the server log");
+  });
+}
+
+/**
+ * Consul reads every body as JSON whatever its Content-Type: `curl --data @file`, as Consul's
+ * documentation shows, sends application/x-www-form-urlencoded. An empty body is no body.
+ */
+function installJsonBodies(scope: FastifyInstance): void {
+  scope.removeAllContentTypeParsers();
+  scope.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
+    const text = typeof body === "string" ? body.trim() : body.toString("utf8").trim();
+    if (text === "") {
+      done(null, undefined);
+      return;
+    }
+    try {
+      done(null, JSON.parse(text) as unknown);
+    } catch (err) {
+      done(new ConsulBadRequest(`Request decode failed: ${err instanceof Error ? err.message : String(err)}`), undefined);
+    }
+  });
+}
