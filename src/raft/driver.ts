@@ -55,6 +55,9 @@ export interface RaftDriverOptions {
   readonly requestTimeoutMs?: number;
 }
 
+/** Proposals in one forwarded call, at most: bounds the message and the leader's burst. */
+const FORWARD_BATCH_MAX = 1024;
+
 export const driverDefaults = {
   // 50 ms ticks: heartbeats every 50 ms and an election timeout of 600 ms, randomized to
   // [600, 1200) ms. Failover then takes at most ~1.2 s plus an election round trip (p99 <= 1.5 s),
@@ -113,7 +116,8 @@ interface IndexWaiter {
 }
 
 type ForwardRequest =
-  | { kind: "propose"; data: Uint8Array }
+  /** Proposals a follower's clients made in one turn of its event loop, forwarded as one call. */
+  | { kind: "propose"; data: Uint8Array[] }
   | { kind: "confChange"; change: ConfChange }
   /** Application requests only the leader can answer, such as a TTL heartbeat: opaque here. */
   | { kind: "app"; data: Uint8Array };
@@ -148,6 +152,8 @@ export class RaftDriver {
   private readonly fatalListeners: ((err: Error) => void)[] = [];
   private leaderRequestHandler: LeaderRequestHandler | undefined;
   private proposalFlushScheduled = false;
+  private readonly forwardQueue: PendingProposal[] = [];
+  private forwardFlushScheduled = false;
   private persistedTerm = -1;
   private persistedVote: NodeId = NONE;
 
@@ -289,9 +295,49 @@ export class RaftDriver {
   async propose(data: Uint8Array): Promise<number> {
     this.assertRunning();
     if (this.raft.role === "leader") return this.proposeLocally(data);
-    const index = await this.forwardToLeader({ kind: "propose", data });
+    const index = await new Promise<number>((resolve, reject) => {
+      if (this.forwardQueue.length >= (this.opts.proposalQueueMax ?? driverDefaults.proposalQueueMax)) {
+        reject(new NotAvailableError("too many proposals are waiting to be forwarded to the leader; retry shortly", this.raft.leader));
+        return;
+      }
+      this.forwardQueue.push({ data, resolve, reject });
+      this.scheduleForwardFlush();
+    });
     await this.waitApplied(index);
     return index;
+  }
+
+  private scheduleForwardFlush(): void {
+    if (this.forwardFlushScheduled) return;
+    this.forwardFlushScheduled = true;
+    setImmediate(() => {
+      this.forwardFlushScheduled = false;
+      void this.flushForwards();
+    });
+  }
+
+  /** Sends every proposal queued on this follower to the leader in one call. */
+  private async flushForwards(): Promise<void> {
+    const batch = this.forwardQueue.splice(0, FORWARD_BATCH_MAX);
+    if (this.forwardQueue.length > 0) this.scheduleForwardFlush();
+    if (batch.length === 0) return;
+    const leader = this.raft.leader;
+    try {
+      if (leader === NONE) throw new NotAvailableError("no leader is known; retry after the election");
+      const reply = await this.transport.forward(leader, encodeForwardRequest({ kind: "propose", data: batch.map((p) => p.data) }), this.requestTimeoutMs())
+        .catch((err: unknown) => {
+          throw new NotAvailableError(`forwarding to leader ${leader} failed: ${err instanceof Error ? err.message : String(err)}`, leader);
+        });
+      const results = decodeProposeBatchReply(reply, leader, batch.length);
+      results.forEach((r, i) => {
+        const p = batch[i];
+        if (typeof r === "number") p.resolve(r);
+        else p.reject(r);
+      });
+    } catch (err) {
+      const e = toAvailabilityError(err);
+      for (const p of batch) p.reject(e);
+    }
   }
 
   /** Proposes a membership change, wherever the leader is. Resolves once applied here. */
@@ -451,15 +497,13 @@ export class RaftDriver {
         w.bytes(await this.leaderRequestHandler(req.data));
         return w.finish();
       }
-      let index: number;
       if (req.kind === "propose") {
-        index = await this.proposeLocally(req.data);
-      } else {
-        const proposed = this.raft.proposeConfChange(req.change);
-        this.schedulePump();
-        index = await this.awaitCommit(proposed);
+        const settled = await Promise.allSettled(req.data.map((d) => this.proposeLocally(d)));
+        return encodeProposeBatchReply(settled.map((r) => (r.status === "fulfilled" ? r.value : toAvailabilityError(r.reason).message)));
       }
-      return encodeForwardReply({ ok: true, index });
+      const proposed = this.raft.proposeConfChange(req.change);
+      this.schedulePump();
+      return encodeForwardReply({ ok: true, index: await this.awaitCommit(proposed) });
     } catch (err) {
       const e = toAvailabilityError(err);
       return encodeForwardReply({ ok: false, message: e.message, leaderHint: e instanceof NotAvailableError ? e.leaderHint : NONE });
@@ -733,8 +777,12 @@ export function decodeSnapshotEnvelope(data: Uint8Array): { members: [NodeId, st
 
 function encodeForwardRequest(req: ForwardRequest): Uint8Array {
   const w = new Writer(32);
-  if (req.kind === "propose" || req.kind === "app") {
-    w.u8(req.kind === "propose" ? 0 : 2);
+  if (req.kind === "propose") {
+    w.u8(0);
+    w.uint(req.data.length);
+    for (const d of req.data) w.bytes(d);
+  } else if (req.kind === "app") {
+    w.u8(2);
     w.bytes(req.data);
   } else {
     w.u8(1);
@@ -748,7 +796,13 @@ function encodeForwardRequest(req: ForwardRequest): Uint8Array {
 function decodeForwardRequest(buf: Uint8Array): ForwardRequest {
   const r = new Reader(buf);
   const kind = r.u8();
-  if (kind === 0) return { kind: "propose", data: r.bytes() };
+  if (kind === 0) {
+    const count = r.uint();
+    if (count > FORWARD_BATCH_MAX) throw new Error(`a forwarded batch of ${count} proposals exceeds ${FORWARD_BATCH_MAX}`);
+    const data: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) data.push(r.bytes());
+    return { kind: "propose", data };
+  }
   if (kind === 2) return { kind: "app", data: r.bytes() };
   const type = r.string();
   const node = r.string();
@@ -759,6 +813,38 @@ function decodeForwardRequest(buf: Uint8Array): ForwardRequest {
 }
 
 type ForwardReply = { ok: true; index: number } | { ok: false; message: string; leaderHint: NodeId };
+
+/** Per proposal: its index, or why the leader refused it. Tagged 3 to tell it from a whole-call refusal. */
+function encodeProposeBatchReply(results: readonly (number | string)[]): Uint8Array {
+  const w = new Writer(16 + 8 * results.length);
+  w.u8(3);
+  w.uint(results.length);
+  for (const r of results) {
+    if (typeof r === "number") {
+      w.u8(1);
+      w.uint(r);
+    } else {
+      w.u8(0);
+      w.string(r);
+    }
+  }
+  return w.finish();
+}
+
+function decodeProposeBatchReply(buf: Uint8Array, leader: NodeId, expected: number): (number | Error)[] {
+  const r = new Reader(buf);
+  const tag = r.u8();
+  if (tag === 0) {
+    const message = r.string();
+    throw new NotAvailableError(`leader ${leader} refused: ${message}`, r.string());
+  }
+  if (tag !== 3) throw new Error(`unexpected reply to forwarded proposals (tag ${tag})`);
+  const count = r.uint();
+  if (count !== expected) throw new Error(`leader ${leader} answered ${count} of ${expected} forwarded proposals`);
+  const out: (number | Error)[] = [];
+  for (let i = 0; i < count; i++) out.push(r.u8() === 1 ? r.uint() : new NotAvailableError(`leader ${leader} refused: ${r.string()}`, leader));
+  return out;
+}
 
 function encodeForwardReply(reply: ForwardReply): Uint8Array {
   const w = new Writer(32);
