@@ -76,7 +76,7 @@ export class HealthManager {
       this.lastHeartbeatMs.clear();
       this.nextProbeMs.clear();
     }
-    for (const inst of this.deps.state.allInstances()) {
+    for (const inst of this.deps.state.instancesWithChecks()) {
       for (const check of inst.checks) {
         if (check.kind === "ttl") this.checkTtl(check, now);
         else this.maybeProbe(check, now);

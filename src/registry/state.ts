@@ -225,6 +225,17 @@ export class RegistryState implements StateMachine {
     return this.instances.values();
   }
 
+  /** Every instance that has checks, once: what the health scan walks (instances without checks cost nothing). */
+  *instancesWithChecks(): Generator<Instance> {
+    const seen = new Set<string>();
+    for (const ownerId of this.checkOwner.values()) {
+      if (seen.has(ownerId)) continue;
+      seen.add(ownerId);
+      const inst = this.instances.get(ownerId);
+      if (inst !== undefined) yield inst;
+    }
+  }
+
   checkById(checkId: string): { instance: Instance; check: Check } | undefined {
     const ownerId = this.checkOwner.get(checkId);
     const instance = ownerId === undefined ? undefined : this.instances.get(ownerId);
