@@ -29,7 +29,12 @@ import {
 /** What the driver applies committed entries to. Must be deterministic: same entries, same state. */
 export interface StateMachine {
   apply(index: number, data: Uint8Array): void;
-  snapshot(): Uint8Array;
+  /**
+   * The state as of the last apply. It must be captured before the call returns (later applies
+   * must not leak in), but may be encoded asynchronously, so a large state does not stall the
+   * event loop while it is written out.
+   */
+  snapshot(): Uint8Array | Promise<Uint8Array>;
   restore(data: Uint8Array): void;
 }
 
@@ -65,7 +70,7 @@ export const driverDefaults = {
   tickMs: 50,
   electionTimeoutTicks: 12,
   heartbeatIntervalTicks: 1,
-  snapshotEntries: 10_000,
+  snapshotEntries: 50_000,
   proposalQueueMax: 65_536,
   requestTimeoutMs: 5_000,
 } as const;
@@ -152,6 +157,7 @@ export class RaftDriver {
   private readonly fatalListeners: ((err: Error) => void)[] = [];
   private leaderRequestHandler: LeaderRequestHandler | undefined;
   private proposalFlushScheduled = false;
+  private compacting = false;
   private readonly forwardQueue: PendingProposal[] = [];
   private forwardFlushScheduled = false;
   private persistedTerm = -1;
@@ -651,7 +657,7 @@ export class RaftDriver {
       waiter.reject(new NotAvailableError("leadership changed before the read was confirmed; retry", this.raft.leader));
     }
     this.releaseIndexWaiters();
-    await this.maybeCompact();
+    this.maybeCompact();
   }
 
   private applyEntry(e: Entry): void {
@@ -710,13 +716,31 @@ export class RaftDriver {
     this.appliedIndex = snapshot.metadata.index;
   }
 
-  private async maybeCompact(): Promise<void> {
+  /**
+   * Starts a compaction once enough entries have been applied. It runs beside the Ready loop: the
+   * state is captured at once, encoded without blocking, then handed to the core and the disk.
+   */
+  private maybeCompact(): void {
     const every = this.opts.snapshotEntries ?? driverDefaults.snapshotEntries;
-    if (this.appliedIndex - this.raft.log.snapshotIndex() < every) return;
-    const data = encodeSnapshotEnvelope(this.members, this.opts.stateMachine.snapshot());
-    const snapshot = this.raft.compact(this.appliedIndex, data);
-    await this.opts.storage.saveSnapshot(snapshot);
-    this.log.info({ index: snapshot.metadata.index, bytes: data.byteLength }, "compacted the log into a snapshot");
+    if (this.compacting || this.appliedIndex - this.raft.log.snapshotIndex() < every) return;
+    this.compacting = true;
+    const index = this.appliedIndex;
+    const members = new Map(this.members);
+    const appData = this.opts.stateMachine.snapshot();
+    void (async () => {
+      try {
+        const data = encodeSnapshotEnvelope(members, await appData);
+        // A snapshot from the leader may have replaced the log past this point meanwhile.
+        if (this.stopped || this.fatalError !== undefined || index <= this.raft.log.snapshotIndex()) return;
+        const snapshot = this.raft.compact(index, data);
+        await this.opts.storage.saveSnapshot(snapshot);
+        this.log.info({ index, bytes: data.byteLength }, "compacted the log into a snapshot");
+      } catch (err) {
+        this.fail(err instanceof Error ? err : new Error(String(err)));
+      } finally {
+        this.compacting = false;
+      }
+    })();
   }
 
   private guard(fn: () => void): void {

@@ -19,14 +19,18 @@ export class ClusterStateMachine implements StateMachine {
     machine.apply(index, data.subarray(1));
   }
 
-  snapshot(): Uint8Array {
-    const w = new Writer(1024);
-    w.uint(this.machines.size);
-    for (const [tag, m] of this.machines) {
-      w.uint(tag);
-      w.bytes(m.snapshot());
-    }
-    return w.finish();
+  snapshot(): Promise<Uint8Array> {
+    // Capture every machine now, in one go, so they all describe the same revision.
+    const parts = [...this.machines].map(([tag, m]) => [tag, m.snapshot()] as const);
+    return (async () => {
+      const w = new Writer(1024);
+      w.uint(parts.length);
+      for (const [tag, data] of parts) {
+        w.uint(tag);
+        w.bytes(await data);
+      }
+      return w.finish();
+    })();
   }
 
   restore(data: Uint8Array): void {

@@ -65,7 +65,7 @@ void describe("registry state machine", () => {
     assert.deepEqual(s.instance("a")?.checks, []);
   });
 
-  void test("snapshot and restore reproduce the state and its indexes exactly", () => {
+  void test("snapshot and restore reproduce the state and its indexes exactly", async () => {
     const s = new RegistryState();
     apply(s, 3, { op: "register", instance: inst("web-1", "web", ["x"]), checks: [ttlCheck("c1")], atMs: 1 });
     apply(s, 4, { op: "register", instance: inst("db-1", "db"), checks: [], atMs: 1 });
@@ -73,14 +73,28 @@ void describe("registry state machine", () => {
     const copy = new RegistryState();
     let woken = 0;
     copy.onChange(() => woken++);
-    copy.restore(s.snapshot());
-    assert.deepEqual(copy.snapshot(), s.snapshot());
+    copy.restore(await s.snapshot());
+    assert.deepEqual(await copy.snapshot(), await s.snapshot());
     assert.equal(copy.serviceIndex("web"), 5);
     assert.equal(copy.checkById("c1")?.check.output, "slow");
     assert.equal(woken, 1, "a restore wakes watchers, since indexes may move");
   });
 
-  void test("two replicas applying the same commands end identical (deterministic apply)", () => {
+  void test("a snapshot describes the revision it was taken at, even if commands apply while it is written", async () => {
+    const s = new RegistryState();
+    for (let i = 0; i < 5000; i++) apply(s, i + 2, { op: "register", instance: inst(`i${i}`, "big"), checks: [], atMs: 1 });
+    const pending = s.snapshot();
+    apply(s, 6000, { op: "deregister", id: "i0" });
+    apply(s, 6001, { op: "register", instance: inst("late", "big"), checks: [], atMs: 1 });
+    const copy = new RegistryState();
+    copy.restore(await pending);
+    assert.equal(copy.instanceCount, 5000);
+    assert.ok(copy.instance("i0") !== undefined);
+    assert.equal(copy.instance("late"), undefined);
+    assert.equal(copy.revision, 5001);
+  });
+
+  void test("two replicas applying the same commands end identical (deterministic apply)", async () => {
     const cmds: RegistryCommand[] = [];
     for (let i = 0; i < 50; i++) {
       cmds.push({ op: "register", instance: inst(`i${i % 7}`, `s${i % 3}`, [`t${i % 4}`]), checks: [ttlCheck(`c${i % 7}`)], atMs: i });
@@ -90,7 +104,7 @@ void describe("registry state machine", () => {
     const a = new RegistryState();
     const b = new RegistryState();
     cmds.forEach((c, i) => { apply(a, i + 2, c); apply(b, i + 2, c); });
-    assert.deepEqual(a.snapshot(), b.snapshot());
+    assert.deepEqual(await a.snapshot(), await b.snapshot());
   });
 });
 
