@@ -1,0 +1,237 @@
+// CairnClient: the library a service embeds to register itself, keep its TTL checks passing,
+// and discover other services. It speaks Cairn's native API to any node of the cluster and
+// fails over between them; see transport.ts for what is retried and registration.ts for how
+// heartbeats are paced.
+//
+// Shutdown: close() deregisters every instance this client registered and stops its heartbeats
+// and watches. deregisterAllOnShutdown() wires close() to SIGTERM and SIGINT for services that
+// have no shutdown path of their own.
+
+import type { Logger } from "pino";
+import type { CheckInput, RegisterInput } from "../registry/registry.js";
+import type { Instance } from "./types.js";
+import { parseGoDuration } from "../registry/duration.js";
+import { Registration, checkIdsOf } from "./registration.js";
+import { Transport } from "./transport.js";
+import { type HealthFilter, ServiceWatch, type WatchOptions, instancesAnswer, instancesPath } from "./watch.js";
+
+export { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
+export { Registration, heartbeatIntervalMs, heartbeatLimits } from "./registration.js";
+export { type HealthFilter, type WatchOptions, watchLimits } from "./watch.js";
+export type { CheckInput, RegisterInput } from "../registry/registry.js";
+export type { CheckKind, HealthStatus, Instance, InstanceCheck, Weights } from "./types.js";
+
+export interface CairnClientOptions {
+  /** HTTP base URLs of the cluster's nodes, such as http://127.0.0.1:8501. */
+  readonly endpoints: readonly string[];
+  /** Per attempt; a request is retried on the next node when it runs out. Default 5000. */
+  readonly requestTimeoutMs?: number;
+  readonly logger?: Logger;
+  /** Attempts per request across all nodes, the first included. Default 7 (about 1.5 s of backoff: longer than an election). */
+  readonly attemptsMax?: number;
+  /** Backoff before retry n is in [d/2, d) with d = min(backoffMaxMs, backoffBaseMs * 2^(n-1)). Defaults 50 and 1000. */
+  readonly backoffBaseMs?: number;
+  readonly backoffMaxMs?: number;
+  /** Larger answers are refused. Default 64 MiB. */
+  readonly responseBytesMax?: number;
+  /** Jitter source in [0, 1); tests fix it. Default Math.random. */
+  readonly random?: () => number;
+}
+
+export type RegisterOptions = RegisterInput & {
+  /** Shorthand for one more check, { ttl }, heartbeated automatically. A Go duration: "10s". */
+  readonly ttl?: string;
+};
+
+export interface InstancesOptions {
+  /** passing (the default): every check passing. notCritical: passing or warning. all: everything. */
+  readonly health?: HealthFilter;
+}
+
+export interface ShutdownOptions {
+  /** Give up deregistering after this long, so a stuck cluster cannot hold the process. Default 5000. */
+  readonly timeoutMs?: number;
+}
+
+export const clientDefaults = {
+  requestTimeoutMs: 5_000,
+  attemptsMax: 7,
+  backoffBaseMs: 50,
+  backoffMaxMs: 1_000,
+  responseBytesMax: 64 * 1024 * 1024,
+  shutdownTimeoutMs: 5_000,
+} as const;
+
+const SHUTDOWN_SIGNALS: readonly NodeJS.Signals[] = ["SIGTERM", "SIGINT"];
+
+export class CairnClient {
+  private readonly transport: Transport;
+  private readonly requestTimeoutMs: number;
+  private readonly backoffBaseMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly random: () => number;
+  private readonly logger: Logger | undefined;
+  private readonly registrations = new Map<string, Registration>();
+  private readonly watches = new Set<ServiceWatch>();
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private signalHandlers: ((signal: NodeJS.Signals) => void) | undefined;
+
+  constructor(opts: CairnClientOptions) {
+    this.requestTimeoutMs = positive("requestTimeoutMs", opts.requestTimeoutMs ?? clientDefaults.requestTimeoutMs);
+    this.backoffBaseMs = positive("backoffBaseMs", opts.backoffBaseMs ?? clientDefaults.backoffBaseMs);
+    this.backoffMaxMs = positive("backoffMaxMs", opts.backoffMaxMs ?? clientDefaults.backoffMaxMs);
+    this.random = opts.random ?? Math.random;
+    this.logger = opts.logger;
+    this.transport = new Transport({
+      endpoints: opts.endpoints,
+      requestTimeoutMs: this.requestTimeoutMs,
+      attemptsMax: positive("attemptsMax", opts.attemptsMax ?? clientDefaults.attemptsMax),
+      backoffBaseMs: this.backoffBaseMs,
+      backoffMaxMs: this.backoffMaxMs,
+      responseBytesMax: positive("responseBytesMax", opts.responseBytesMax ?? clientDefaults.responseBytesMax),
+      random: this.random,
+      logger: this.logger,
+    });
+  }
+
+  /** The node requests currently go to first (it changes on failover). */
+  get currentEndpoint(): string {
+    return this.transport.currentEndpoint;
+  }
+
+  /** Instances this client registered and has not deregistered. */
+  get registered(): readonly Registration[] {
+    return [...this.registrations.values()];
+  }
+
+  /**
+   * Registers (or replaces) an instance. With a TTL check (or `ttl`), the client heartbeats it:
+   * the first heartbeat is sent before this resolves, so the instance is passing once it does
+   * (unless that heartbeat failed; it is then logged and retried).
+   */
+  async register(input: RegisterOptions): Promise<Registration> {
+    if (this.closed) throw new Error("the client is closed; create a new CairnClient to register");
+    const { ttl, ...rest } = input;
+    const checks: CheckInput[] = [...(rest.checks ?? []), ...(ttl === undefined ? [] : [{ ttl }])];
+    const body: RegisterInput = { ...rest, checks };
+    const answer = await this.transport.request("POST", "/v1/registry/instances", body);
+    const answered = answer.body as { id?: unknown } | undefined;
+    const instanceId = typeof answered?.id === "string" && answered.id !== "" ? answered.id : rest.id !== undefined && rest.id !== "" ? rest.id : rest.name;
+    const checkIds = checkIdsOf(instanceId, checks);
+    const ttlChecks = checks.map((c, i) => ({ id: checkIds[i], ttl: c.ttl })).filter((c) => c.ttl !== undefined && c.ttl !== "");
+    const ttlMs = ttlChecks.map((c) => {
+      const ms = parseGoDuration(c.ttl as string);
+      // The cluster accepted the registration, so it parsed this TTL; the client uses the same parser.
+      if (ms === undefined || ms <= 0) throw new Error(`check ${c.id}: the cluster accepted TTL "${c.ttl}" that the client cannot parse`);
+      return ms;
+    });
+    const registration = new Registration({
+      transport: this.transport,
+      input: body,
+      instanceId,
+      checkIds,
+      ttlCheckIds: ttlChecks.map((c) => c.id),
+      ttlMsMin: Math.min(...ttlMs),
+      requestTimeoutMs: this.requestTimeoutMs,
+      random: this.random,
+      logger: this.logger,
+      onDeregistered: (r) => {
+        if (this.registrations.get(r.id) === r) this.registrations.delete(r.id);
+      },
+    });
+    // Registering an id again replaces the instance: the old heartbeats would use stale check ids.
+    this.registrations.get(instanceId)?.stopHeartbeats();
+    this.registrations.set(instanceId, registration);
+    await registration.startHeartbeats();
+    return registration;
+  }
+
+  /** A linearizable read of a service's instances. */
+  async instances(service: string, opts: InstancesOptions = {}): Promise<Instance[]> {
+    const path = instancesPath(service, opts.health ?? "passing");
+    return instancesAnswer((await this.transport.request("GET", path)).body, path).instances;
+  }
+
+  /**
+   * Calls onChange with the service's instances now, then whenever they change, until the
+   * returned function is called (or close()). Failures are retried with backoff and reported to
+   * opts.onError; a refused query (4xx other than 429) ends the watch.
+   */
+  watch(service: string, onChange: (instances: Instance[], index: number) => void | Promise<void>, opts: WatchOptions = {}): () => void {
+    if (this.closed) throw new Error("the client is closed; create a new CairnClient to watch");
+    const w = new ServiceWatch({
+      transport: this.transport,
+      requestTimeoutMs: this.requestTimeoutMs,
+      backoffBaseMs: this.backoffBaseMs,
+      backoffMaxMs: this.backoffMaxMs,
+      random: this.random,
+      logger: this.logger,
+    }, service, onChange, opts);
+    this.watches.add(w);
+    void w.done.finally(() => this.watches.delete(w));
+    return () => w.stop();
+  }
+
+  /**
+   * Stops every watch and heartbeat and deregisters every instance this client registered.
+   * Idempotent. Rejects, after trying them all, if some deregistration failed.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closed = true;
+    for (const w of this.watches) w.stop();
+    const regs = [...this.registrations.values()];
+    const results = await Promise.allSettled(regs.map((r) => r.deregister()));
+    await Promise.all([...this.watches].map((w) => w.done));
+    this.uninstallSignalHandlers();
+    const failed = results.flatMap((r, i) => r.status === "rejected" ? [`${regs[i]?.id}: ${errorMessage(r.reason)}`] : []);
+    if (failed.length > 0) throw new Error(`close: ${failed.length} of ${regs.length} instance(s) could not be deregistered: ${failed.join("; ")}`);
+  }
+
+  /**
+   * On the first SIGTERM or SIGINT, close() (bounded by timeoutMs), then raise the signal again
+   * so the process ends as it would have. If the process has other handlers for that signal,
+   * they own the exit and the signal is not raised again. Installing twice does nothing.
+   */
+  deregisterAllOnShutdown(opts: ShutdownOptions = {}): void {
+    if (this.signalHandlers !== undefined) return;
+    const timeoutMs = opts.timeoutMs ?? clientDefaults.shutdownTimeoutMs;
+    const handler = (signal: NodeJS.Signals): void => {
+      this.uninstallSignalHandlers();
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.logger?.warn({ signal, timeoutMs }, "deregistration on shutdown timed out");
+          resolve();
+        }, timeoutMs);
+      });
+      void Promise.race([this.close(), deadline])
+        .catch((err: unknown) => this.logger?.error({ signal, err: errorMessage(err) }, "deregistration on shutdown failed"))
+        .finally(() => {
+          clearTimeout(timer);
+          if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+        });
+    };
+    this.signalHandlers = handler;
+    for (const s of SHUTDOWN_SIGNALS) process.once(s, handler);
+  }
+
+  private uninstallSignalHandlers(): void {
+    if (this.signalHandlers === undefined) return;
+    for (const s of SHUTDOWN_SIGNALS) process.removeListener(s, this.signalHandlers);
+  }
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name}: ${value} must be a positive number`);
+  return value;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
