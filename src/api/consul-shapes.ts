@@ -69,6 +69,21 @@ export const catalogServiceSchema = {
   },
 } as const;
 
+/** A service as the agent and health endpoints show it (the catalog flattens it with a Service prefix). */
+const agentServiceFields = {
+  ID: { type: "string" },
+  Service: { type: "string" },
+  Tags: stringList,
+  Address: { type: "string" },
+  Meta: stringMap,
+  Port: { type: "integer" },
+  Weights: weights,
+  EnableTagOverride: { type: "boolean" },
+  Locality: locality,
+  CreateIndex: { type: "integer" },
+  ModifyIndex: { type: "integer" },
+} as const;
+
 export const serviceEntrySchema = {
   type: "object",
   properties: {
@@ -83,42 +98,14 @@ export const serviceEntrySchema = {
         Meta: stringMap,
       },
     },
-    Service: {
-      type: "object",
-      properties: {
-        ID: { type: "string" },
-        Service: { type: "string" },
-        Tags: stringList,
-        Address: { type: "string" },
-        Meta: stringMap,
-        Port: { type: "integer" },
-        Weights: weights,
-        EnableTagOverride: { type: "boolean" },
-        Locality: locality,
-        CreateIndex: { type: "integer" },
-        ModifyIndex: { type: "integer" },
-      },
-    },
+    Service: { type: "object", properties: agentServiceFields },
     Checks: { type: "array", items: healthCheckSchema },
   },
 } as const;
 
 export const agentServiceSchema = {
   type: "object",
-  properties: {
-    ID: { type: "string" },
-    Service: { type: "string" },
-    Tags: stringList,
-    Meta: stringMap,
-    Port: { type: "integer" },
-    Address: { type: "string" },
-    Weights: weights,
-    EnableTagOverride: { type: "boolean" },
-    Locality: locality,
-    Datacenter: { type: "string" },
-    CreateIndex: { type: "integer" },
-    ModifyIndex: { type: "integer" },
-  },
+  properties: { ...agentServiceFields, Datacenter: { type: "string" } },
 } as const;
 
 export const agentSelfSchema = {
