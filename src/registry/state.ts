@@ -21,6 +21,12 @@ export type RegistryCommand =
   | { readonly op: "setCheckStatus"; readonly checkId: string; readonly status: HealthStatus; readonly output: string; readonly atMs: number };
 
 const textEncoder = new TextEncoder();
+/** Strings shared between instances, at most: beyond it new ones are simply not shared. */
+const INTERNED_STRINGS_MAX = 100_000;
+const EMPTY_META: Readonly<Record<string, string>> = Object.freeze({});
+const DEFAULT_WEIGHTS = Object.freeze({ passing: 1, warning: 1 });
+const EMPTY_LIST: readonly string[] = Object.freeze([]);
+const EMPTY_CHECKS: readonly Check[] = Object.freeze([]);
 /** Instances encoded between two yields to the event loop while a snapshot is written. */
 const SNAPSHOT_SLICE_INSTANCES = 2000;
 const textDecoder = new TextDecoder();
@@ -52,6 +58,7 @@ export class RegistryState implements StateMachine {
   private catalogIndexValue = 0;
   private revisionValue = 0;
   private readonly listeners: ChangeListener[] = [];
+  private readonly strings = new Map<string, string>();
 
   onChange(listener: ChangeListener): void {
     this.listeners.push(listener);
@@ -103,7 +110,7 @@ export class RegistryState implements StateMachine {
     });
     for (const old of oldChecks.keys()) if (!checks.some((c) => c.checkId === old)) this.checkOwner.delete(old);
     for (const c of checks) this.checkOwner.set(c.checkId, def.id);
-    this.instances.set(def.id, { ...def, checks, createIndex: previous?.service === def.service ? previous.createIndex : index, modifyIndex: index });
+    this.instances.set(def.id, this.compact({ ...def, checks, createIndex: previous?.service === def.service ? previous.createIndex : index, modifyIndex: index }));
     let ids = this.byService.get(def.service);
     if (ids === undefined) this.byService.set(def.service, (ids = new Set()));
     ids.add(def.id);
@@ -145,6 +152,34 @@ export class RegistryState implements StateMachine {
     touched.add(inst.service);
   }
 
+  /**
+   * Shares what 100,000 instances of a few services repeat: their service, node, zone and tag
+   * strings, and empty or default meta, weights, tags and checks. Memory per instance is what
+   * decides how large a registry a node can hold.
+   */
+  private compact(inst: Instance): Instance {
+    const meta = Object.keys(inst.meta).length === 0 ? EMPTY_META : inst.meta;
+    const weights = inst.weights.passing === 1 && inst.weights.warning === 1 ? DEFAULT_WEIGHTS : inst.weights;
+    return {
+      ...inst,
+      service: this.intern(inst.service),
+      node: this.intern(inst.node),
+      nodeAddress: this.intern(inst.nodeAddress),
+      zone: this.intern(inst.zone),
+      tags: inst.tags.length === 0 ? EMPTY_LIST : inst.tags.map((t) => this.intern(t)),
+      meta,
+      weights,
+      checks: inst.checks.length === 0 ? EMPTY_CHECKS : inst.checks,
+    };
+  }
+
+  private intern(s: string): string {
+    const known = this.strings.get(s);
+    if (known !== undefined) return known;
+    if (this.strings.size < INTERNED_STRINGS_MAX) this.strings.set(s, s);
+    return s;
+  }
+
   // ---------------------------------------------------------------- snapshots
 
   /**
@@ -157,16 +192,23 @@ export class RegistryState implements StateMachine {
     const instances = [...this.instances.values()];
     const head = { version: 1, revision: this.revisionValue, catalogIndex: this.catalogIndexValue, serviceIndex: [...this.serviceIndexes] };
     return (async () => {
-      const pieces: string[] = [JSON.stringify(head).slice(0, -1), ',"instances":['];
+      // Each slice is encoded to bytes at once, so the whole snapshot never also exists as one string.
+      const pieces: Uint8Array[] = [textEncoder.encode(`${JSON.stringify(head).slice(0, -1)},"instances":[`)];
       for (let i = 0; i < instances.length; i += SNAPSHOT_SLICE_INSTANCES) {
-        if (i > 0) {
-          pieces.push(",");
-          await new Promise<void>((resolve) => setImmediate(resolve));
-        }
-        pieces.push(instances.slice(i, i + SNAPSHOT_SLICE_INSTANCES).map((x) => JSON.stringify(x)).join(","));
+        if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+        const slice = instances.slice(i, i + SNAPSHOT_SLICE_INSTANCES).map((x) => JSON.stringify(x)).join(",");
+        pieces.push(textEncoder.encode(i === 0 ? slice : `,${slice}`));
       }
-      pieces.push("]}");
-      return textEncoder.encode(pieces.join(""));
+      pieces.push(textEncoder.encode("]}"));
+      let total = 0;
+      for (const p of pieces) total += p.byteLength;
+      const out = new Uint8Array(total);
+      let at = 0;
+      for (const p of pieces) {
+        out.set(p, at);
+        at += p.byteLength;
+      }
+      return out;
     })();
   }
 
@@ -183,7 +225,8 @@ export class RegistryState implements StateMachine {
       this.revisionValue = shape.revision;
       this.catalogIndexValue = shape.catalogIndex;
       this.serviceIndexes = new Map(shape.serviceIndex);
-      for (const inst of shape.instances) {
+      for (const decoded of shape.instances) {
+        const inst = this.compact(decoded);
         this.instances.set(inst.id, inst);
         let ids = this.byService.get(inst.service);
         if (ids === undefined) this.byService.set(inst.service, (ids = new Set()));

@@ -23,11 +23,17 @@ export class ClusterStateMachine implements StateMachine {
     // Capture every machine now, in one go, so they all describe the same revision.
     const parts = [...this.machines].map(([tag, m]) => [tag, m.snapshot()] as const);
     return (async () => {
-      const w = new Writer(1024);
-      w.uint(parts.length);
-      for (const [tag, data] of parts) {
+      const encoded: [number, Uint8Array][] = [];
+      for (const [tag, data] of parts) encoded.push([tag, await data]);
+      // Sized once: a snapshot can be tens of megabytes, and growing by doubling would briefly
+      // hold several copies of it.
+      let total = 16;
+      for (const [, data] of encoded) total += 20 + data.byteLength;
+      const w = new Writer(total);
+      w.uint(encoded.length);
+      for (const [tag, data] of encoded) {
         w.uint(tag);
-        w.bytes(await data);
+        w.bytes(data);
       }
       return w.finish();
     })();
