@@ -1,6 +1,7 @@
 // A small replicated key/value state machine. It lets the server, its tests and its benchmark
 // exercise the whole write and read path before the registry (which will replace it) exists.
 
+import type { Chunks } from "../raft/codec.js";
 import type { StateMachine } from "../raft/driver.js";
 
 export interface KvRecord {
@@ -40,8 +41,8 @@ export class KvStateMachine implements StateMachine {
     return this.records.size;
   }
 
-  snapshot(): Uint8Array {
-    return textEncoder.encode(JSON.stringify([...this.records]));
+  snapshot(): Chunks {
+    return [textEncoder.encode(JSON.stringify([...this.records]))];
   }
 
   restore(data: Uint8Array): void {

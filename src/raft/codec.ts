@@ -53,6 +53,13 @@ export class Writer {
     this.pos += v.byteLength;
   }
 
+  /** Bytes with no length in front: for a payload whose length was already written. */
+  raw(v: Uint8Array): void {
+    this.reserve(v.byteLength);
+    this.buf.set(v, this.pos);
+    this.pos += v.byteLength;
+  }
+
   string(v: string): void {
     this.bytes(textEncoder.encode(v));
   }
@@ -65,6 +72,35 @@ export class Writer {
   finish(): Uint8Array {
     return this.buf.subarray(0, this.pos);
   }
+}
+
+/**
+ * A state machine's snapshot as a list of chunks, in order. Large states are produced in slices;
+ * keeping them apart until the one final copy saves holding the whole state several times over.
+ */
+export type Chunks = readonly Uint8Array[];
+
+export function chunksLength(chunks: Chunks): number {
+  let total = 0;
+  for (const c of chunks) total += c.byteLength;
+  return total;
+}
+
+/** Writes `chunks` as one length-prefixed byte string, as Writer.bytes would write their concatenation. */
+export function writeChunks(w: Writer, chunks: Chunks): void {
+  w.uint(chunksLength(chunks));
+  for (const c of chunks) w.raw(c);
+}
+
+export function concatChunks(chunks: Chunks): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(chunksLength(chunks));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
 }
 
 export class Reader {

@@ -9,7 +9,7 @@
 
 import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
-import { Reader, Writer } from "./codec.js";
+import { type Chunks, Reader, Writer, chunksLength, writeChunks } from "./codec.js";
 import { type Proposed, RaftNode, SENDABLE_BEFORE_PERSIST, bootstrapSnapshot, defaultRaftConfig } from "./raft.js";
 import type { RandomSource } from "./random.js";
 import type { RaftStorage } from "./storage.js";
@@ -34,7 +34,7 @@ export interface StateMachine {
    * must not leak in), but may be encoded asynchronously, so a large state does not stall the
    * event loop while it is written out.
    */
-  snapshot(): Uint8Array | Promise<Uint8Array>;
+  snapshot(): Chunks | Promise<Chunks>;
   restore(data: Uint8Array): void;
 }
 
@@ -192,7 +192,7 @@ export class RaftDriver {
       // A founding member of a new cluster: every founder writes the identical bootstrap snapshot.
       const founders = [...this.opts.initialCluster.keys()];
       const boot = bootstrapSnapshot(founders);
-      snapshot = { metadata: boot.metadata, data: encodeSnapshotEnvelope(this.opts.initialCluster, new Uint8Array(0)) };
+      snapshot = { metadata: boot.metadata, data: encodeSnapshotEnvelope(this.opts.initialCluster, []) };
       hardState = { term: 1, vote: NONE, commit: 1 };
       await this.opts.storage.saveReady({ hardState, entries: [], snapshot });
       this.log.info({ founders }, "bootstrapped a new cluster");
@@ -773,8 +773,11 @@ function sleep(ms: number): Promise<void> {
 // ---------------------------------------------------------------- encodings private to the driver
 
 /** The snapshot the core carries: the member address book, then the state machine's own bytes. */
-export function encodeSnapshotEnvelope(members: ReadonlyMap<NodeId, string>, app: Uint8Array): Uint8Array {
-  const w = new Writer(64 + app.byteLength);
+export function encodeSnapshotEnvelope(members: ReadonlyMap<NodeId, string>, app: Chunks): Uint8Array {
+  let membersBytes = 0;
+  for (const [id, address] of members) membersBytes += 16 + 3 * (id.length + address.length);
+  // The one copy of the whole state: sized exactly once.
+  const w = new Writer(32 + membersBytes + chunksLength(app));
   w.u8(MEMBERS_SNAPSHOT_VERSION);
   const ids = [...members.keys()].sort();
   w.uint(ids.length);
@@ -782,7 +785,7 @@ export function encodeSnapshotEnvelope(members: ReadonlyMap<NodeId, string>, app
     w.string(id);
     w.string(members.get(id) as string);
   }
-  w.bytes(app);
+  writeChunks(w, app);
   return w.finish();
 }
 

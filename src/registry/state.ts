@@ -7,6 +7,7 @@
 // revision that touched it), so a blocking query on one service is not woken by writes to
 // another (Consul's #1244).
 
+import type { Chunks } from "../raft/codec.js";
 import type { StateMachine } from "../raft/driver.js";
 import { type Check, type CheckDefinition, type HealthStatus, type Instance, type InstanceDefinition } from "./model.js";
 
@@ -188,11 +189,12 @@ export class RegistryState implements StateMachine {
    * are never mutated in place (every change makes a new object), so the captured array stays
    * exactly the state at this revision.
    */
-  snapshot(): Promise<Uint8Array> {
+  snapshot(): Promise<Chunks> {
     const instances = [...this.instances.values()];
     const head = { version: 1, revision: this.revisionValue, catalogIndex: this.catalogIndexValue, serviceIndex: [...this.serviceIndexes] };
     return (async () => {
-      // Each slice is encoded to bytes at once, so the whole snapshot never also exists as one string.
+      // Each slice is encoded to bytes at once, so the whole snapshot never exists as one string,
+      // and the slices stay apart until the driver's one final copy.
       const pieces: Uint8Array[] = [textEncoder.encode(`${JSON.stringify(head).slice(0, -1)},"instances":[`)];
       for (let i = 0; i < instances.length; i += SNAPSHOT_SLICE_INSTANCES) {
         if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -200,15 +202,7 @@ export class RegistryState implements StateMachine {
         pieces.push(textEncoder.encode(i === 0 ? slice : `,${slice}`));
       }
       pieces.push(textEncoder.encode("]}"));
-      let total = 0;
-      for (const p of pieces) total += p.byteLength;
-      const out = new Uint8Array(total);
-      let at = 0;
-      for (const p of pieces) {
-        out.set(p, at);
-        at += p.byteLength;
-      }
-      return out;
+      return pieces;
     })();
   }
 

@@ -1,7 +1,7 @@
 // The state machine the driver applies: it routes each command to the registry or the key/value
 // store by its tag, and snapshots them together.
 
-import { Reader, Writer } from "../raft/codec.js";
+import { type Chunks, Reader, Writer, chunksLength } from "../raft/codec.js";
 import type { StateMachine } from "../raft/driver.js";
 import { STATE_TAG_KV, STATE_TAG_REGISTRY } from "./tags.js";
 
@@ -19,23 +19,22 @@ export class ClusterStateMachine implements StateMachine {
     machine.apply(index, data.subarray(1));
   }
 
-  snapshot(): Promise<Uint8Array> {
+  snapshot(): Promise<Chunks> {
     // Capture every machine now, in one go, so they all describe the same revision.
     const parts = [...this.machines].map(([tag, m]) => [tag, m.snapshot()] as const);
     return (async () => {
-      const encoded: [number, Uint8Array][] = [];
-      for (const [tag, data] of parts) encoded.push([tag, await data]);
-      // Sized once: a snapshot can be tens of megabytes, and growing by doubling would briefly
-      // hold several copies of it.
-      let total = 16;
-      for (const [, data] of encoded) total += 20 + data.byteLength;
-      const w = new Writer(total);
-      w.uint(encoded.length);
-      for (const [tag, data] of encoded) {
-        w.uint(tag);
-        w.bytes(data);
+      // Only small headers are written here; the machines' chunks pass through uncopied.
+      const count = new Writer(16);
+      count.uint(parts.length);
+      const out: Uint8Array[] = [count.finish()];
+      for (const [tag, pending] of parts) {
+        const chunks = await pending;
+        const header = new Writer(32);
+        header.uint(tag);
+        header.uint(chunksLength(chunks));
+        out.push(header.finish(), ...chunks);
       }
-      return w.finish();
+      return out;
     })();
   }
 

@@ -4,6 +4,7 @@ import { parseGoDuration } from "../../src/registry/duration.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
 import { ChangeWaiters, TooManyWatchersError } from "../../src/registry/watch.js";
+import { concatChunks } from "../../src/raft/codec.js";
 
 function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {
   return { id, service, address: "10.0.0.1", port: 80, tags, meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" };
@@ -73,8 +74,8 @@ void describe("registry state machine", () => {
     const copy = new RegistryState();
     let woken = 0;
     copy.onChange(() => woken++);
-    copy.restore(await s.snapshot());
-    assert.deepEqual(await copy.snapshot(), await s.snapshot());
+    copy.restore(concatChunks(await s.snapshot()));
+    assert.deepEqual(concatChunks(await copy.snapshot()), concatChunks(await s.snapshot()));
     assert.equal(copy.serviceIndex("web"), 5);
     assert.equal(copy.checkById("c1")?.check.output, "slow");
     assert.equal(woken, 1, "a restore wakes watchers, since indexes may move");
@@ -87,7 +88,7 @@ void describe("registry state machine", () => {
     apply(s, 6000, { op: "deregister", id: "i0" });
     apply(s, 6001, { op: "register", instance: inst("late", "big"), checks: [], atMs: 1 });
     const copy = new RegistryState();
-    copy.restore(await pending);
+    copy.restore(concatChunks(await pending));
     assert.equal(copy.instanceCount, 5000);
     assert.ok(copy.instance("i0") !== undefined);
     assert.equal(copy.instance("late"), undefined);
@@ -104,7 +105,7 @@ void describe("registry state machine", () => {
     const a = new RegistryState();
     const b = new RegistryState();
     cmds.forEach((c, i) => { apply(a, i + 2, c); apply(b, i + 2, c); });
-    assert.deepEqual(await a.snapshot(), await b.snapshot());
+    assert.deepEqual(concatChunks(await a.snapshot()), concatChunks(await b.snapshot()));
   });
 });
 
