@@ -625,6 +625,13 @@ export class RaftDriver {
     const late: Message[] = [];
     for (const m of rd.messages) (isLeader && SENDABLE_BEFORE_PERSIST.has(m.type) ? early : late).push(m);
     if (early.length > 0) this.transport.send(early);
+    // Committed entries are already durable here (the core hands out no others), so apply them
+    // now and answer their clients while this batch's fsync runs, not after it.
+    const applyFirst = rd.snapshot === undefined;
+    if (applyFirst) {
+      for (const e of rd.committedEntries) this.applyEntry(e);
+      this.releaseIndexWaiters();
+    }
     if (rd.hardState !== undefined || rd.entries.length > 0 || rd.snapshot !== undefined) {
       // Like etcd's MustSync: only entries, a snapshot, a term or a vote need fsync before the
       // messages go out. A commit index alone is rewritten without waiting for the disk.
@@ -641,7 +648,7 @@ export class RaftDriver {
       this.restoreSnapshot(rd.snapshot);
       this.log.info({ index: rd.snapshot.metadata.index }, "installed snapshot from the leader");
     }
-    for (const e of rd.committedEntries) this.applyEntry(e);
+    if (!applyFirst) for (const e of rd.committedEntries) this.applyEntry(e);
     this.raft.advance();
     if (rd.softState !== undefined) this.onSoftState(rd.softState.role, rd.softState.leader);
     for (const rs of rd.readStates) {

@@ -184,11 +184,21 @@ export class RaftLog {
     if (index > this.stableIndex && this.matchTerm(index, term)) this.stableIndex = index;
   }
 
+  /**
+   * The highest index the state machine may apply: committed, and already durable here. Handing
+   * out only entries an earlier Ready persisted lets the driver apply them while it writes the
+   * next batch, instead of after (as etcd's raft does).
+   */
+  appliableIndex(): number {
+    return Math.min(this.committed, this.stableIndex);
+  }
+
   /** Committed entries to hand to the state machine next. */
   nextCommitted(bytesMax: number): Entry[] {
     const lo = Math.max(this.applying + 1, this.firstIndex());
-    if (lo > this.committed) return [];
-    return this.slice(lo, this.committed + 1, bytesMax) ?? [];
+    const hi = this.appliableIndex();
+    if (lo > hi) return [];
+    return this.slice(lo, hi + 1, bytesMax) ?? [];
   }
 
   /** Whether a committed but unapplied entry is a membership change. */

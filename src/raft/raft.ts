@@ -358,7 +358,7 @@ export class RaftNode {
     if (this.msgs.length > 0 || this.readStates.length > 0 || this.failedReads.length > 0) return true;
     if (this.log.pendingSnapshot !== undefined) return true;
     if (this.log.stableIndex < this.log.lastIndex()) return true;
-    if (this.log.committed > this.log.applying) return true;
+    if (this.log.appliableIndex() > this.log.applying) return true;
     const soft = this.softState();
     if (soft.leader !== this.prevSoft.leader || soft.role !== this.prevSoft.role) return true;
     return !sameHardState(this.hardState(), this.prevHard);

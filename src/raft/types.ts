@@ -168,6 +168,8 @@ export function isLocalMessage(m: Message): boolean {
  * 3. if `snapshot` is set, restore the state machine from it; then apply `committedEntries`;
  * 4. call `advance(ready)`.
  * Messages must not leave before step 1 is durable: they may promise a vote or an append.
+ * `committedEntries` were all persisted by earlier Readies, so when there is no `snapshot` the
+ * driver may apply them before or while it performs step 1.
  */
 export interface Ready {
   readonly softState: SoftState | undefined;
