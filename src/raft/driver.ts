@@ -1,10 +1,11 @@
 // The driver: the part of a Raft node that does I/O around the pure core.
 //
-// Timers become tick(); inbound messages become step(); each Ready is persisted in one synced
-// LevelDB batch, its messages sent, its committed entries applied to the state machine, and then
-// the core is advanced. Everything that arrives while a write is in flight waits for the next
-// Ready, so one fsync carries as many proposals as arrived meanwhile: that batching is where the
-// throughput comes from. As leader, appends go to followers while the leader's own fsync runs
+// Timers become tick(); inbound messages become step(); each Ready is persisted in one LevelDB
+// batch (fsynced when it holds entries, a snapshot, a term or a vote), its messages sent, its
+// committed entries (already durable here) applied while the write runs, and then the core is
+// advanced. Everything that arrives while a write is in flight waits for the next Ready, so one
+// fsync carries as many proposals as arrived meanwhile: that batching is where the throughput
+// comes from. As leader, appends go to followers while the leader's own fsync runs
 // (thesis §10.2.1): the core counts the leader's copy toward a commit only after it is durable.
 
 import { randomInt } from "node:crypto";

@@ -11,8 +11,9 @@
 // lets a later version change the encoding; and an entry's own index is checked against its key,
 // so a value that landed under the wrong key cannot pass for another entry.
 //
-// Every write is one LevelDB batch with { sync: true }. The Ready contract lets messages leave once
-// step 1 is durable, and a batch is atomic: after a crash the disk holds all of a Ready or none.
+// Every write is one LevelDB batch, synced unless it carries only a commit index (see saveReady).
+// The Ready contract lets messages leave once step 1 is durable, and a batch is atomic: after a
+// crash the disk holds all of a Ready or none.
 //
 // Corruption is never skipped or truncated away: a node that silently lost a committed entry, or
 // applied a damaged one, would diverge from its peers. It refuses to start instead, and says how
