@@ -412,9 +412,15 @@ export class RaftDriver {
       term: r.term,
       commitIndex: r.log.committed,
       appliedIndex: this.appliedIndex,
-      lastContactMs: r.role === "leader" ? 0 : this.lastLeaderContactAt === undefined ? undefined : Date.now() - this.lastLeaderContactAt,
+      lastContactMs: this.lastContactMs,
       members,
     };
+  }
+
+  /** Milliseconds since this node last heard from the leader: 0 on the leader, undefined if never. */
+  get lastContactMs(): number | undefined {
+    if (this.raft.role === "leader") return 0;
+    return this.lastLeaderContactAt === undefined ? undefined : Date.now() - this.lastLeaderContactAt;
   }
 
   peerAddressOf(id: NodeId): string | undefined {

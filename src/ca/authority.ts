@@ -1,0 +1,481 @@
+// The certificate authority as the API layer calls it: bootstrap, sign, rotate, import, and the
+// trust bundle. Signing is local to each node (no Raft round trip): every node holds the
+// replicated, sealed CA keys and unseals the active intermediate's key once per rotation.
+
+import { type KeyObject, X509Certificate, createPrivateKey, randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import type { RaftDriver } from "../raft/driver.js";
+import { parseGoDuration } from "../registry/duration.js";
+import { STATE_TAG_CA, withTag } from "../state/tags.js";
+import type { Authorizer, Caller } from "./authorizer.js";
+import {
+  certificateMatchesKey,
+  createIntermediateCertificate,
+  createRootCertificate,
+  crossSignCertificate,
+  inspectCertificate,
+} from "./certificates.js";
+import { CsrError, parseCsr } from "./csr.js";
+import { type CaKeyType, generateCaKey } from "./keys.js";
+import { LeafSigner } from "./leaf.js";
+import { KeySealer, SealError } from "./seal.js";
+import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand } from "./state.js";
+import { SpiffeIdError, type SpiffeId, parseSpiffeId, workloadOf } from "./spiffe.js";
+
+/** A request the caller must fix: names the field and what is wrong with it (HTTP 400). */
+export class CaInputError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "CaInputError";
+  }
+}
+
+/** The caller may not hold the identity it asked for (HTTP 403). */
+export class CaForbiddenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CaForbiddenError";
+  }
+}
+
+/** This node cannot sign right now; another node, or a later retry, may (HTTP 503). */
+export class CaUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CaUnavailableError";
+  }
+}
+
+export interface CaSettings {
+  /** Used when the cluster's CA is first created; afterwards the replicated one is authoritative. */
+  readonly trustDomain: string;
+  readonly keyType: CaKeyType;
+  readonly leafTtlDefaultMs: number;
+  readonly leafTtlMaxMs: number;
+}
+
+export const caDefaults = {
+  trustDomain: "cairn.local",
+  keyType: "ec-p256" as CaKeyType,
+  leafTtlDefaultMs: 60 * 60_000,
+  leafTtlMaxMs: 24 * 60 * 60_000,
+} as const;
+
+/** Leaves are valid from a minute before issue, for clocks that run behind (as Consul does). */
+export const LEAF_BACKDATE_MS = 60_000;
+/** The shortest leaf anyone may ask for: shorter ones would be renewed faster than they can be used. */
+export const LEAF_TTL_MIN_MS = 60_000;
+/** Roots (and their intermediates) live this long; rotation replaces them long before. */
+const ROOT_VALIDITY_MS = 10 * 365 * 24 * 60 * 60_000;
+/**
+ * A follower signs only while it has heard from a leader this recently, so a node cut off from
+ * the cluster cannot go on signing with a root that has since been replaced and retired.
+ */
+export const SIGNING_LEADER_CONTACT_MAX_MS = 60_000;
+/** How long past its last possible leaf a replaced root stays: covers backdating and lagging nodes. */
+const RETIRE_MARGIN_MS = LEAF_BACKDATE_MS + 2 * SIGNING_LEADER_CONTACT_MAX_MS;
+/** How often the leader checks for a missing CA or a root due to retire. */
+const MAINTENANCE_INTERVAL_MS = 1000;
+
+export interface IssuedCertificate {
+  readonly certificatePem: string;
+  /** Intermediates from the leaf's issuer up, excluding the trusted root itself. */
+  readonly chainPems: readonly string[];
+  readonly spiffeId: string;
+  readonly serialHex: string;
+  readonly notBeforeMs: number;
+  readonly notAfterMs: number;
+  readonly rootId: string;
+}
+
+export interface ImportInput {
+  /** A root (self-signed) or an intermediate CA certificate, PEM. */
+  readonly certificate: string;
+  readonly privateKey: string;
+  /** For an intermediate: its issuing root, PEM. */
+  readonly root?: string;
+}
+
+/** The active root's signing material, unsealed once per rotation. */
+interface ActiveSigner {
+  readonly revision: number;
+  readonly rootId: string;
+  readonly signer: LeafSigner;
+  readonly chainPems: readonly string[];
+}
+
+export interface CertificateAuthorityOptions {
+  readonly driver: RaftDriver;
+  readonly state: CaState;
+  readonly sealer: KeySealer;
+  readonly authorizer: Authorizer;
+  readonly settings: CaSettings;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+export class CertificateAuthority {
+  readonly state: CaState;
+  private readonly driver: RaftDriver;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private active: ActiveSigner | undefined;
+  /** Why the active root could not be unsealed, until the next change; logged once. */
+  private activeProblem: { revision: number; message: string } | undefined;
+  private readonly waiters = new Set<() => void>();
+  private maintenanceTimer: NodeJS.Timeout | undefined;
+  private maintaining = false;
+
+  constructor(private readonly opts: CertificateAuthorityOptions) {
+    this.state = opts.state;
+    this.driver = opts.driver;
+    this.log = opts.logger;
+    this.now = opts.now ?? Date.now;
+    this.state.onChange(() => {
+      for (const wake of [...this.waiters]) wake();
+    });
+  }
+
+  /** Who may hold which identity, for every path that issues certificates through this CA. */
+  get authorizer(): Authorizer {
+    return this.opts.authorizer;
+  }
+
+  get settings(): CaSettings {
+    return this.opts.settings;
+  }
+
+  /** The trust domain in force: the replicated one once the CA exists. */
+  get trustDomain(): string {
+    return this.state.trustDomain ?? this.opts.settings.trustDomain;
+  }
+
+  start(): void {
+    if (!this.opts.sealer.sealing) {
+      this.log.warn("NO KEY-ENCRYPTION KEY: CA private keys are stored UNSEALED in the Raft log, snapshots and LevelDB; set CAIRN_CA_KEK or --ca-kek-file on every node");
+    }
+    this.log.info({ authorizer: this.opts.authorizer.description }, "certificate authority authorizer");
+    if (this.state.trustDomain !== null && this.state.trustDomain !== this.opts.settings.trustDomain) {
+      this.log.warn({ replicated: this.state.trustDomain, configured: this.opts.settings.trustDomain }, "the cluster's CA already uses another trust domain; the configured one is ignored");
+    }
+    this.maintenanceTimer = setInterval(() => void this.maintain(), MAINTENANCE_INTERVAL_MS);
+    this.maintenanceTimer.unref();
+    this.driver.onRoleChange((role) => {
+      if (role === "leader") void this.maintain();
+    });
+  }
+
+  stop(): void {
+    clearInterval(this.maintenanceTimer);
+    for (const wake of [...this.waiters]) wake();
+  }
+
+  // ---------------------------------------------------------------- issuance
+
+  /** Signs a workload's CSR for the SPIFFE ID in it, if the caller may hold that ID. */
+  sign(input: { readonly csr: string; readonly ttl?: string }, caller: Caller): IssuedCertificate {
+    const ttlMs = this.leafTtlMs(input.ttl);
+    let csr;
+    try {
+      csr = parseCsr(input.csr);
+    } catch (err) {
+      if (err instanceof CsrError) throw new CaInputError("csr", err.message);
+      throw err;
+    }
+    if (csr.uris.length !== 1) {
+      throw new CaInputError("csr", `the CSR must carry exactly one URI SAN, the SPIFFE ID it asks for; it has ${csr.uris.length}`);
+    }
+    const id = this.workloadId(csr.uris[0]);
+    if (!this.opts.authorizer.mayHold(caller, id)) throw new CaForbiddenError(`${caller.origin} may not hold ${id.uri}`);
+    return this.issue(id.uri, csr.subjectPublicKeyInfoDer, ttlMs, csr.dnsNames);
+  }
+
+  /**
+   * Signs a certificate for a key the caller holds (Consul's leaf route and the Workload API
+   * generate keys server side). Authorization is the caller's: it has already checked the ID.
+   */
+  issue(spiffeId: string, subjectPublicKeyInfoDer: Uint8Array, ttlMs: number, dnsNames: readonly string[] = []): IssuedCertificate {
+    const active = this.signerNow();
+    const nowMs = this.now();
+    const leaf = active.signer.sign({
+      subjectPublicKeyInfoDer,
+      spiffeId,
+      dnsNames,
+      notBeforeMs: nowMs - LEAF_BACKDATE_MS,
+      notAfterMs: nowMs + ttlMs,
+    });
+    return {
+      certificatePem: leaf.pem,
+      chainPems: active.chainPems,
+      spiffeId,
+      serialHex: leaf.serialHex,
+      notBeforeMs: leaf.notBeforeMs,
+      notAfterMs: leaf.notAfterMs,
+      rootId: active.rootId,
+    };
+  }
+
+  /** Parses and bounds a requested TTL: the default when absent, refused (not shortened) above the maximum. */
+  leafTtlMs(ttl: string | undefined): number {
+    const { leafTtlDefaultMs, leafTtlMaxMs } = this.opts.settings;
+    if (ttl === undefined || ttl === "") return leafTtlDefaultMs;
+    const ms = parseGoDuration(ttl);
+    if (ms === undefined) throw new CaInputError("ttl", `"${ttl}" is not a duration like "1h" or "30m"`);
+    if (ms > leafTtlMaxMs) throw new CaInputError("ttl", `${ttl} is over the maximum of ${leafTtlMaxMs / 3_600_000}h; ask for less`);
+    if (ms < LEAF_TTL_MIN_MS) throw new CaInputError("ttl", `${ttl} is under the minimum of 1m`);
+    return ms;
+  }
+
+  /** A workload SPIFFE ID in this CA's trust domain, or a CaInputError saying what is wrong. */
+  workloadId(uri: string): SpiffeId {
+    let id: SpiffeId;
+    try {
+      id = parseSpiffeId(uri);
+    } catch (err) {
+      if (err instanceof SpiffeIdError) throw new CaInputError("csr", err.message);
+      throw err;
+    }
+    if (id.trustDomain !== this.trustDomain) {
+      // Nobody may hold an identity of another trust domain from this CA: a refusal, not a typo.
+      throw new CaForbiddenError(`${uri} is in trust domain ${id.trustDomain}, but this CA signs for ${this.trustDomain} only`);
+    }
+    if (workloadOf(id) === undefined) {
+      throw new CaInputError("csr", `${uri} must have the form spiffe://${this.trustDomain}/ns/<namespace>/svc/<service>`);
+    }
+    return id;
+  }
+
+  private signerNow(): ActiveSigner {
+    const contactMs = this.driver.lastContactMs;
+    if (contactMs === undefined || contactMs > SIGNING_LEADER_CONTACT_MAX_MS) {
+      throw new CaUnavailableError(`this node has not heard from a leader for over ${SIGNING_LEADER_CONTACT_MAX_MS / 1000}s and will not sign with possibly stale roots; ask another node`);
+    }
+    const revision = this.state.revision;
+    if (this.active?.revision === revision) return this.active;
+    if (this.activeProblem?.revision === revision) throw new CaUnavailableError(this.activeProblem.message);
+    const root = this.state.activeRoot;
+    if (root === undefined) throw new CaUnavailableError("the cluster's CA is not created yet; retry once a leader is elected");
+    try {
+      const signer = new LeafSigner({ certificatePem: root.intermediateCertificatePem, privateKey: this.opts.sealer.unseal(root.intermediateKeySealed) });
+      this.active = { revision, rootId: root.id, signer, chainPems: this.chainOf(root) };
+      this.activeProblem = undefined;
+      return this.active;
+    } catch (err) {
+      if (!(err instanceof SealError)) throw err;
+      this.activeProblem = { revision, message: `this node cannot sign: ${err.message}` };
+      this.log.error({ rootId: root.id }, this.activeProblem.message);
+      throw new CaUnavailableError(this.activeProblem.message);
+    }
+  }
+
+  /** The intermediates a leaf of `root` presents: its intermediate, then the cross-signed root while the old root is trusted. */
+  private chainOf(root: CaRoot): string[] {
+    const chain = [root.intermediateCertificatePem];
+    if (root.crossSignedCertificatePem !== null && this.state.roots.length > 1) chain.push(root.crossSignedCertificatePem);
+    return chain;
+  }
+
+  // ---------------------------------------------------------------- trust bundle
+
+  /** Resolves when the roots change past `sinceRevision`, after `timeoutMs`, or on abort. */
+  waitForChange(sinceRevision: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.state.revision > sinceRevision || timeoutMs <= 0 || signal?.aborted === true) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        this.waiters.delete(wake);
+        resolve();
+      };
+      const wake = (): void => {
+        if (this.state.revision > sinceRevision) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
+      this.waiters.add(wake);
+    });
+  }
+
+  /** Calls `listener` on every change to the roots; returns the function that stops it. */
+  subscribe(listener: (revision: number) => void): () => void {
+    const wake = (): void => listener(this.state.revision);
+    this.waiters.add(wake);
+    return () => this.waiters.delete(wake);
+  }
+
+  // ---------------------------------------------------------------- rotation and import
+
+  /**
+   * Creates a new root and intermediate, cross-signs the new root with the current one, and makes
+   * it active. Any node may rotate: the command names the root it replaces, so concurrent
+   * rotations cannot both win.
+   */
+  async rotate(keyType: CaKeyType = this.opts.settings.keyType): Promise<CaRoot> {
+    const current = this.state.activeRoot;
+    if (current === undefined) throw new CaUnavailableError("the cluster's CA is not created yet; retry once a leader is elected");
+    const root = this.createRoot(keyType);
+    return this.activate(current, { ...root, crossSignedCertificatePem: this.crossSign(current, root.rootCertificatePem) });
+  }
+
+  /**
+   * Replaces the active root with the operator's own CA: a root (Cairn then creates the
+   * intermediate) or an intermediate with its root (Cairn then signs with the intermediate).
+   */
+  async importCa(input: ImportInput): Promise<CaRoot> {
+    const current = this.state.activeRoot;
+    const key = parsePrivateKey(input.privateKey);
+    const cert = parseCaCertificate("certificate", input.certificate);
+    if (!certificateMatchesKey(input.certificate, key)) throw new CaInputError("privateKey", "does not match the certificate's public key");
+    const keyType = inspectCertificate(input.certificate).keyType;
+    if (keyType === "other") throw new CaInputError("certificate", "its key must be ECDSA P-256, RSA or Ed25519");
+    const nowMs = this.now();
+    if (Date.parse(cert.validTo) <= nowMs + this.opts.settings.leafTtlMaxMs) {
+      throw new CaInputError("certificate", `expires ${cert.validTo}, before a leaf signed now could expire; import a CA valid for longer`);
+    }
+    let material: NewCaRoot;
+    if (cert.checkIssued(cert) && cert.verify(cert.publicKey)) {
+      if (input.root !== undefined) throw new CaInputError("root", "give a root only with an intermediate; this certificate is itself a root");
+      const intermediate = generateCaKey(keyType);
+      const info = inspectCertificate(input.certificate);
+      const intermediatePem = createIntermediateCertificate(intermediate.publicKey, { certificatePem: input.certificate, privateKey: key }, {
+        trustDomain: this.trustDomain,
+        commonName: `Cairn Intermediate CA ${randomBytes(4).toString("hex")}`,
+        notBeforeMs: nowMs - LEAF_BACKDATE_MS,
+        notAfterMs: info.notAfterMs,
+      });
+      material = {
+        ...this.rootFields(input.certificate, keyType),
+        rootKeySealed: this.opts.sealer.seal(exportPkcs8(key)),
+        intermediateCertificatePem: intermediatePem,
+        intermediateKeySealed: this.opts.sealer.seal(intermediate.privateKeyPem),
+        crossSignedCertificatePem: null,
+      };
+    } else {
+      if (input.root === undefined) throw new CaInputError("root", "an intermediate needs the root that issued it");
+      const root = parseCaCertificate("root", input.root);
+      if (!root.checkIssued(root) || !root.verify(root.publicKey)) throw new CaInputError("root", "is not a self-signed root");
+      if (!cert.checkIssued(root) || !cert.verify(root.publicKey)) throw new CaInputError("certificate", "was not issued by the given root");
+      material = {
+        ...this.rootFields(input.root, keyType),
+        rootKeySealed: null,
+        intermediateCertificatePem: normalizePem(input.certificate),
+        intermediateKeySealed: this.opts.sealer.seal(exportPkcs8(key)),
+        crossSignedCertificatePem: null,
+      };
+    }
+    if (current !== undefined && material.id === current.id) throw new CaInputError("certificate", "this root is already the active root");
+    const crossSigned = current === undefined ? null : this.crossSign(current, material.rootCertificatePem);
+    return this.activate(current, { ...material, crossSignedCertificatePem: crossSigned });
+  }
+
+  private async activate(current: CaRoot | undefined, root: NewCaRoot): Promise<CaRoot> {
+    const cmd: CaCommand = {
+      op: "activateRoot",
+      replaces: current?.id ?? null,
+      trustDomain: this.trustDomain,
+      root,
+      atMs: this.now(),
+      oldLeavesValidForMs: this.opts.settings.leafTtlMaxMs + RETIRE_MARGIN_MS,
+    };
+    await this.driver.propose(withTag(STATE_TAG_CA, encodeCaCommand(cmd)));
+    const active = this.state.activeRoot;
+    if (active?.id !== root.id) throw new CaUnavailableError("another rotation of the CA committed first; look at the roots and retry if still needed");
+    this.log.info({ rootId: root.id, replaces: current?.id ?? null, keyType: root.keyType }, current === undefined ? "CA created" : "CA root rotated");
+    return active;
+  }
+
+  /** The old root's key certifies the new root, when Cairn holds it (not for an imported intermediate's external root). */
+  private crossSign(current: CaRoot, newRootPem: string): string | null {
+    if (current.rootKeySealed === null) return null;
+    return crossSignCertificate(newRootPem, { certificatePem: current.rootCertificatePem, privateKey: this.opts.sealer.unseal(current.rootKeySealed) });
+  }
+
+  private createRoot(keyType: CaKeyType): Omit<NewCaRoot, "crossSignedCertificatePem"> {
+    const nowMs = this.now();
+    const tag = randomBytes(4).toString("hex");
+    const validity = { trustDomain: this.trustDomain, notBeforeMs: nowMs - LEAF_BACKDATE_MS, notAfterMs: nowMs + ROOT_VALIDITY_MS };
+    const rootKey = generateCaKey(keyType);
+    const rootPem = createRootCertificate(rootKey, { ...validity, commonName: `Cairn Root CA ${tag}` });
+    const intermediateKey = generateCaKey(keyType);
+    const intermediatePem = createIntermediateCertificate(intermediateKey.publicKey, { certificatePem: rootPem, privateKey: rootKey.privateKey }, {
+      ...validity,
+      commonName: `Cairn Intermediate CA ${tag}`,
+    });
+    return {
+      ...this.rootFields(rootPem, keyType),
+      rootKeySealed: this.opts.sealer.seal(rootKey.privateKeyPem),
+      intermediateCertificatePem: intermediatePem,
+      intermediateKeySealed: this.opts.sealer.seal(intermediateKey.privateKeyPem),
+    };
+  }
+
+  private rootFields(rootPem: string, keyType: string): Pick<NewCaRoot, "id" | "name" | "keyType" | "rootCertificatePem" | "notBeforeMs" | "notAfterMs"> {
+    const info = inspectCertificate(rootPem);
+    return {
+      id: colonHex(info.subjectKeyIdHex),
+      name: info.subject,
+      keyType,
+      rootCertificatePem: normalizePem(rootPem),
+      notBeforeMs: info.notBeforeMs,
+      notAfterMs: info.notAfterMs,
+    };
+  }
+
+  // ---------------------------------------------------------------- leader maintenance
+
+  /** On the leader: creates the CA when the cluster has none, and retires replaced roots when due. */
+  private async maintain(): Promise<void> {
+    if (this.maintaining || this.driver.role !== "leader") return;
+    this.maintaining = true;
+    try {
+      if (this.state.activeRoot === undefined) {
+        const root = this.createRoot(this.opts.settings.keyType);
+        await this.activate(undefined, { ...root, crossSignedCertificatePem: null });
+        return;
+      }
+      const nowMs = this.now();
+      for (const r of this.state.roots) {
+        if (r.active || r.retireAfterMs === null || r.retireAfterMs > nowMs) continue;
+        await this.driver.propose(withTag(STATE_TAG_CA, encodeCaCommand({ op: "retireRoot", id: r.id })));
+        this.log.info({ rootId: r.id }, "replaced CA root retired: its last leaf has expired");
+      }
+    } catch (err) {
+      // Lost leadership or a race: the next round (or the next leader) tries again.
+      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, "CA maintenance did not finish; retrying");
+    } finally {
+      this.maintaining = false;
+    }
+  }
+}
+
+function parsePrivateKey(pem: string): KeyObject {
+  try {
+    return createPrivateKey(pem);
+  } catch {
+    // The key's text never goes into the message: it is a secret even when malformed.
+    throw new CaInputError("privateKey", "is not a PEM private key (PKCS#8, SEC1 or PKCS#1)");
+  }
+}
+
+function parseCaCertificate(field: string, pem: string): X509Certificate {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    throw new CaInputError(field, "is not a PEM certificate");
+  }
+  if (!cert.ca) throw new CaInputError(field, "is not a CA certificate (basicConstraints cA=true)");
+  return cert;
+}
+
+function exportPkcs8(key: KeyObject): string {
+  return key.export({ format: "pem", type: "pkcs8" }).toString();
+}
+
+function normalizePem(pem: string): string {
+  return new X509Certificate(pem).toString();
+}
+
+function colonHex(hex: string): string {
+  return (hex.match(/../g) ?? []).join(":");
+}

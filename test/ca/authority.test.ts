@@ -1,0 +1,107 @@
+// The authority on a real one-node Raft cluster in this process (real LevelDB, real peer
+// transport), with an injected clock and authorizer: what the HTTP tests cannot steer.
+
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { pino } from "pino";
+import { freePort, waitFor } from "../../chaos/cluster.js";
+import { CaForbiddenError, CaUnavailableError, CertificateAuthority, caDefaults } from "../../src/ca/authority.js";
+import type { Authorizer } from "../../src/ca/authorizer.js";
+import { KEK_BYTES, KeySealer } from "../../src/ca/seal.js";
+import { CaState } from "../../src/ca/state.js";
+import { KvStateMachine } from "../../src/kv/kv.js";
+import { RaftDriver } from "../../src/raft/driver.js";
+import { RaftStorage } from "../../src/raft/storage.js";
+import { RegistryState } from "../../src/registry/state.js";
+import { ClusterStateMachine } from "../../src/state/cluster.js";
+
+const logger = pino({ level: "silent" });
+
+function csr(uri: string): string {
+  const r = spawnSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null", "-subj", "/", "-addext", `subjectAltName=URI:${uri}`], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+/** Denies one identity, to prove every issuing path asks the authorizer. */
+const denySecret: Authorizer = {
+  mayHold: (_caller, id) => !id.uri.endsWith("/svc/secret"),
+  description: "test: everything but svc/secret",
+};
+
+void describe("the certificate authority on a one-node cluster", () => {
+  let dir: string;
+  let driver: RaftDriver;
+  let ca: CertificateAuthority;
+  let state: CaState;
+  const sealer = new KeySealer(randomBytes(KEK_BYTES));
+  let clockOffsetMs = 0;
+  const now = (): number => Date.now() + clockOffsetMs;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "cairn-authority-"));
+    const peer = `127.0.0.1:${await freePort()}`;
+    state = new CaState();
+    driver = new RaftDriver({
+      id: "n1",
+      clusterId: "test",
+      peerListen: peer,
+      initialCluster: new Map([["n1", peer]]),
+      storage: await RaftStorage.open(join(dir, "raft")),
+      stateMachine: new ClusterStateMachine({ kv: new KvStateMachine(), registry: new RegistryState(), ca: state }),
+      logger,
+    });
+    await driver.start();
+    ca = new CertificateAuthority({ driver, state, sealer, authorizer: denySecret, settings: { ...caDefaults }, logger, now });
+    ca.start();
+    await waitFor(async () => (state.activeRoot === undefined ? undefined : true), 10_000, () => "the leader did not create the CA");
+  });
+
+  after(async () => {
+    ca.stop();
+    await driver.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  void test("the authorizer decides: an identity it denies gets CaForbiddenError (HTTP 403)", () => {
+    const caller = { token: undefined, origin: "test" };
+    assert.equal(ca.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/web") }, caller).spiffeId, "spiffe://cairn.local/ns/default/svc/web");
+    assert.throws(() => ca.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/secret") }, caller), CaForbiddenError);
+  });
+
+  void test("a node given another KEK cannot sign, and says why", () => {
+    const stranger = new CertificateAuthority({ driver, state, sealer: new KeySealer(randomBytes(KEK_BYTES)), authorizer: denySecret, settings: { ...caDefaults }, logger });
+    assert.throws(
+      () => stranger.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/web") }, { token: undefined, origin: "test" }),
+      (err: Error) => err instanceof CaUnavailableError && /every node needs the same KEK/.test(err.message),
+    );
+  });
+
+  void test("a replaced root stays in the bundle until its last leaf could have expired, then the leader retires it", async () => {
+    const first = state.activeRoot!.id;
+    const rotated = await ca.rotate();
+    assert.notEqual(rotated.id, first);
+    const old = state.roots.find((r) => r.id === first)!;
+    assert.equal(old.active, false);
+    const retireAfterMs = old.retireAfterMs!;
+    assert.ok(retireAfterMs - now() >= caDefaults.leafTtlMaxMs, "kept at least as long as the longest leaf");
+    // A second of maintenance passes with the clock before the deadline: the old root stays.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(state.roots.length, 2);
+    clockOffsetMs = retireAfterMs - Date.now() + 1;
+    await waitFor(async () => (state.roots.length === 1 ? true : undefined), 5_000, () => "the old root was not retired");
+    assert.equal(state.roots[0].id, rotated.id);
+    clockOffsetMs = 0;
+  });
+
+  void test("two rotations racing from the same root: exactly one wins", async () => {
+    const results = await Promise.allSettled([ca.rotate(), ca.rotate()]);
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+    assert.equal(state.roots.filter((r) => r.active).length, 1);
+  });
+});
