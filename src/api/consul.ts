@@ -19,6 +19,9 @@ import { parseGoDuration } from "../registry/duration.js";
 import { type HealthStatus, type Instance, aggregateStatus } from "../registry/model.js";
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
 import { TooManyWatchersError, type WatchKey } from "../registry/watch.js";
+import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../ca/authority.js";
+import { LeafCache } from "../ca/leaves.js";
+import { connectRoutes } from "./consul-connect.js";
 import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./consul-decode.js";
 import {
   type ConsulContext, agentSelfSchema, agentService, agentServiceSchema, catalogService, catalogServiceSchema,
@@ -27,6 +30,7 @@ import {
 
 export interface ConsulDeps {
   readonly registry: Registry;
+  readonly ca: CertificateAuthority;
   readonly driver: RaftDriver;
   readonly datacenter: string;
   /** This node's name as Consul's Node, and its address as the Node's Address. */
@@ -141,6 +145,14 @@ export function consulRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     installJsonBodies(scope);
     agentRoutes(scope, deps);
     readRoutes(scope, deps);
+    connectRoutes(scope, {
+      ca: deps.ca,
+      leaves: new LeafCache(deps.ca, deps.datacenter),
+      random: deps.random ?? Math.random,
+      parseIndex,
+      parseWait,
+      readHeaders: (reply, index) => readHeaders(reply, deps.driver, index),
+    });
     done();
   });
 }
@@ -389,7 +401,7 @@ function sortInstances(instances: Instance[]): Instance[] {
  * for good, so a never-touched service reports 1, which its first write passes.
  */
 function readHeaders(reply: FastifyReply, driver: RaftDriver, index: number): void {
-  const lastContactMs = driver.status().lastContactMs;
+  const lastContactMs = driver.lastContactMs;
   void reply
     .header("X-Consul-Index", String(Math.max(1, index)))
     .header("X-Consul-KnownLeader", String(driver.leader !== ""))
@@ -414,7 +426,12 @@ function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
   scope.setErrorHandler((err: RouteError, req: FastifyRequest, reply: FastifyReply) => {
     const text = (code: number, message: string): FastifyReply => reply.code(code).type("text/plain; charset=utf-8").send(message);
     if (err instanceof ConsulBadRequest) return text(400, err.message);
-    if (err instanceof RegistryInputError) return text(400, err.message);
+    if (err instanceof RegistryInputError || err instanceof CaInputError) return text(400, err.message);
+    if (err instanceof CaForbiddenError) return text(403, err.message);
+    if (err instanceof CaUnavailableError) {
+      void reply.header("retry-after", "1");
+      return text(503, err.message);
+    }
     if (err instanceof ConsulNotFound) return text(404, err.message);
     if (err instanceof RegistryNotFoundError) return text(404, err.message);
     if (err instanceof TooManyWatchersError) {

@@ -1,6 +1,7 @@
 // How failures reach an HTTP client: a status code and a JSON body naming what went wrong.
 
 import type { FastifyReply } from "fastify";
+import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
 import { NotAvailableError } from "../raft/driver.js";
 import { RaftRefusal } from "../raft/types.js";
 import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
@@ -19,7 +20,9 @@ export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id:
     const leader = err.leaderHint === "" ? undefined : leaderAddress(err.leaderHint);
     return reply.code(503).header("retry-after", "1").send({ error: err.message, ...(leader === undefined ? {} : { leader }) });
   }
-  if (err instanceof RegistryInputError) return reply.code(400).send({ error: err.message, field: err.field });
+  if (err instanceof RegistryInputError || err instanceof CaInputError) return reply.code(400).send({ error: err.message, field: err.field });
+  if (err instanceof CaForbiddenError) return reply.code(403).send({ error: err.message });
+  if (err instanceof CaUnavailableError) return reply.code(503).header("retry-after", "1").send({ error: err.message });
   if (err instanceof RegistryNotFoundError) return reply.code(404).send({ error: err.message });
   if (err instanceof TooManyWatchersError) return reply.code(429).header("retry-after", "1").send({ error: err.message });
   if (err instanceof RaftRefusal) {

@@ -2,9 +2,11 @@
 
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import type { CertificateAuthority } from "../ca/authority.js";
 import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/driver.js";
 import type { Registry } from "../registry/registry.js";
+import { caRoutes } from "./ca.js";
 import { clusterRoutes } from "./cluster.js";
 import { consulRoutes } from "./consul.js";
 import { kvRoutes } from "./kv.js";
@@ -23,6 +25,7 @@ export interface HttpServerOptions {
   readonly driver: RaftDriver;
   readonly kv: KvStateMachine;
   readonly registry: Registry;
+  readonly ca: CertificateAuthority;
   readonly datacenter: string;
   /**
    * The address Consul clients see as this node's Address (Consul's Node is the node id). The
@@ -73,8 +76,10 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
+  caRoutes(app, { ca: opts.ca, driver: opts.driver });
   consulRoutes(app, {
     registry: opts.registry,
+    ca: opts.ca,
     driver: opts.driver,
     datacenter: opts.datacenter,
     nodeName: opts.driver.id,

@@ -2,7 +2,10 @@
 // that order of precedence. Every problem is reported with the setting, the value and the fix.
 
 import { readFileSync } from "node:fs";
-import { parseGoDuration } from "../registry/duration.js";
+import { caDefaults } from "../ca/authority.js";
+import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
+import { parseSpiffeId, validateTrustDomain } from "../ca/spiffe.js";
+import { formatGoDuration, parseGoDuration } from "../registry/duration.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -21,6 +24,19 @@ export interface ServerConfig {
   /** Consul's "datacenter": reported by /v1/agent/self and in catalog answers. */
   readonly datacenter: string;
   readonly deregisterCriticalMinMs: number | undefined;
+  readonly ca: CaConfig;
+}
+
+export interface CaConfig {
+  readonly trustDomain: string;
+  readonly keyType: CaKeyType;
+  readonly leafTtlMaxMs: number;
+  /** The key-encryption key as given (base64 or hex), from CAIRN_CA_KEK or the file; never logged. */
+  readonly kek: { readonly raw: Uint8Array; readonly source: string } | undefined;
+  /** Where the SPIFFE Workload API listens (a Unix socket path), if anywhere. */
+  readonly workloadSocket: string | undefined;
+  /** The SPIFFE IDs the Workload API socket hands out. */
+  readonly workloadIdentities: readonly string[];
 }
 
 export interface HostPort {
@@ -57,6 +73,12 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--snapshot-entries", env: "CAIRN_SNAPSHOT_ENTRIES", key: "snapshotEntries", help: "compact the log every N applied entries (default 50000)" },
   { flag: "--datacenter", env: "CAIRN_DATACENTER", key: "datacenter", help: "datacenter name reported to Consul clients (default dc1)" },
   { flag: "--deregister-critical-min", env: "CAIRN_DEREGISTER_CRITICAL_MIN", key: "deregisterCriticalMin", help: "floor for DeregisterCriticalServiceAfter (Go duration, default 1m)" },
+  { flag: "--trust-domain", env: "CAIRN_TRUST_DOMAIN", key: "trustDomain", help: `SPIFFE trust domain of a new cluster's CA (default ${caDefaults.trustDomain})` },
+  { flag: "--ca-key-type", env: "CAIRN_CA_KEY_TYPE", key: "caKeyType", help: "key type of CA roots: ec-p256 (default), rsa-2048 or ed25519" },
+  { flag: "--ca-leaf-ttl-max", env: "CAIRN_CA_LEAF_TTL_MAX", key: "caLeafTtlMax", help: "longest leaf certificate TTL a workload may ask for (Go duration, default 24h)" },
+  { flag: "--ca-kek-file", env: "CAIRN_CA_KEK_FILE", key: "caKekFile", help: "file holding the 32-byte key that seals CA private keys (base64 or hex); or put the key itself in CAIRN_CA_KEK" },
+  { flag: "--workload-socket", env: "CAIRN_WORKLOAD_SOCKET", key: "workloadSocket", help: "Unix socket path for the SPIFFE Workload API (off when unset)" },
+  { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out, comma-separated" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -106,6 +128,7 @@ export function parseServerConfig(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
   readFile: (path: string) => string = (p) => readFileSync(p, "utf8"),
+  readBytes: (path: string) => Uint8Array = (p) => readFileSync(p),
 ): ServerConfig {
   const fromFlags = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
@@ -174,6 +197,7 @@ export function parseServerConfig(
   }
   const tickMs = get("tickMs");
   const snapshotEntries = get("snapshotEntries");
+  const ca = parseCaConfig(get, env, readBytes);
   return {
     id,
     dataDir: required("data"),
@@ -189,5 +213,41 @@ export function parseServerConfig(
     snapshotEntries: snapshotEntries === undefined ? undefined : positiveInt("--snapshot-entries", snapshotEntries),
     datacenter,
     deregisterCriticalMinMs,
+    ca,
   };
+}
+
+function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.ProcessEnv, readBytes: (path: string) => Uint8Array): CaConfig {
+  const trustDomain = get("trustDomain") ?? caDefaults.trustDomain;
+  const tdProblem = validateTrustDomain(trustDomain);
+  if (tdProblem !== undefined) throw new ConfigError(`--trust-domain: ${tdProblem}`);
+  const keyType = get("caKeyType") ?? caDefaults.keyType;
+  if (!(CA_KEY_TYPES as readonly string[]).includes(keyType)) throw new ConfigError(`--ca-key-type must be one of ${CA_KEY_TYPES.join(", ")}, not "${keyType}"`);
+  const ttlText = get("caLeafTtlMax");
+  const leafTtlMaxMs = ttlText === undefined ? caDefaults.leafTtlMaxMs : parseGoDuration(ttlText);
+  if (leafTtlMaxMs === undefined || leafTtlMaxMs < caDefaults.leafTtlDefaultMs) {
+    throw new ConfigError(`--ca-leaf-ttl-max must be a duration of at least ${formatGoDuration(caDefaults.leafTtlDefaultMs)} (the default TTL), not "${ttlText}"`);
+  }
+  const kekFile = get("caKekFile");
+  const kekEnv = env.CAIRN_CA_KEK;
+  if (kekFile !== undefined && kekEnv !== undefined && kekEnv !== "") throw new ConfigError("give the CA key-encryption key either in CAIRN_CA_KEK or with --ca-kek-file, not both");
+  let kek: CaConfig["kek"];
+  if (kekFile !== undefined) {
+    try {
+      kek = { raw: readBytes(kekFile), source: `--ca-kek-file ${kekFile}` };
+    } catch (err) {
+      throw new ConfigError(`cannot read --ca-kek-file ${kekFile}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  } else if (kekEnv !== undefined && kekEnv !== "") {
+    kek = { raw: new TextEncoder().encode(kekEnv), source: "CAIRN_CA_KEK" };
+  }
+  const workloadIdentities = (get("workloadIdentities") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const id of workloadIdentities) {
+    try {
+      if (parseSpiffeId(id).trustDomain !== trustDomain) throw new Error(`it is not in trust domain ${trustDomain}`);
+    } catch (err) {
+      throw new ConfigError(`--workload-identities: "${id}": ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return { trustDomain, keyType: keyType as CaKeyType, leafTtlMaxMs, kek, workloadSocket: get("workloadSocket"), workloadIdentities };
 }

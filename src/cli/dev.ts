@@ -1,9 +1,11 @@
 // `cairn dev` (what `npm start` runs): a three-node cluster on loopback, data under ./data.
 // Each node is a real `cairn server` process; Ctrl-C stops all three cleanly, and running the
-// command again resumes from their data.
+// command again resumes from their data. The CA's keys are sealed with a KEK made once and kept
+// in ./data/ca-kek (owner-only), as an operator would provide one.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -24,6 +26,14 @@ const NODES: readonly DevNode[] = [1, 2, 3].map((n) => ({
 }));
 
 const LEADER_WAIT_MS = 30_000;
+const KEK_PATH = join("data", "ca-kek");
+
+/** The dev cluster's KEK: made on the first run, reused after, readable by its owner only. */
+function devKekPath(): string {
+  mkdirSync("data", { recursive: true });
+  if (!existsSync(KEK_PATH)) writeFileSync(KEK_PATH, `${randomBytes(32).toString("base64")}\n`, { mode: 0o600 });
+  return KEK_PATH;
+}
 
 export async function runDev(args: readonly string[]): Promise<void> {
   if (args.length > 0) {
@@ -33,13 +43,14 @@ export async function runDev(args: readonly string[]): Promise<void> {
   const mainPath = fileURLToPath(new URL("./main.js", import.meta.url));
   const initialCluster = NODES.map((n) => `${n.id}=${n.peer}`).join(",");
   const children: ChildProcess[] = [];
+  const kekPath = devKekPath();
   for (const node of NODES) {
     mkdirSync(node.data, { recursive: true });
     const logPath = join(node.data, "cairn.log");
     const log = createWriteStream(logPath, { flags: "a" });
     const child = spawn(process.execPath, [mainPath, "server",
       "--id", node.id, "--data", node.data, "--http", node.http, "--grpc", node.grpc, "--peer", node.peer,
-      "--initial-cluster", initialCluster], { stdio: ["ignore", "pipe", "pipe"] });
+      "--initial-cluster", initialCluster, "--ca-kek-file", kekPath], { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout?.pipe(log);
     child.stderr?.on("data", (chunk: Buffer) => process.stderr.write(`[${node.id}] ${chunk.toString()}`));
     child.on("exit", (code, signal) => {

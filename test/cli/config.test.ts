@@ -43,11 +43,29 @@ void describe("server configuration", () => {
     ["a duplicate member", [...base, "--initial-cluster", "n1=h:1,n1=h:2"], /names node n1 twice/],
     ["a bad join address", [...base, "--join", "h:1"], /--join must be an HTTP address/],
     ["an invalid id", ["--id", "-bad", ...base.slice(2)], /--id "-bad" must be/],
+    ["an invalid trust domain", [...base, "--trust-domain", "Bad Domain"], /--trust-domain: trust domain "Bad Domain" must be/],
+    ["an unknown CA key type", [...base, "--ca-key-type", "dsa"], /--ca-key-type must be one of ec-p256, rsa-2048, ed25519/],
+    ["a leaf TTL maximum under the default TTL", [...base, "--ca-leaf-ttl-max", "10m"], /--ca-leaf-ttl-max must be a duration of at least 1h/],
+    ["a workload identity of another trust domain", [...base, "--workload-identities", "spiffe://other/ns/a/svc/b"], /not in trust domain cairn.local/],
   ] as const) {
     void test(`${name} is refused with a message that says what is wrong`, () => {
       assert.throws(() => parseServerConfig(args, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message));
     });
   }
+
+  void test("CA settings: defaults, and the KEK from CAIRN_CA_KEK or a file but never both", () => {
+    const plain = parseServerConfig(base, {});
+    assert.deepEqual({ ...plain.ca, kek: plain.ca.kek === undefined }, {
+      trustDomain: "cairn.local", keyType: "ec-p256", leafTtlMaxMs: 86_400_000, kek: true, workloadSocket: undefined, workloadIdentities: [],
+    });
+    const fromEnv = parseServerConfig(base, { CAIRN_CA_KEK: "c2VjcmV0" });
+    assert.equal(fromEnv.ca.kek?.source, "CAIRN_CA_KEK");
+    const fromFile = parseServerConfig([...base, "--ca-kek-file", "/k"], {}, undefined, (p) => new TextEncoder().encode(`key at ${p}`));
+    assert.equal(new TextDecoder().decode(fromFile.ca.kek?.raw), "key at /k");
+    assert.throws(() => parseServerConfig([...base, "--ca-kek-file", "/k"], { CAIRN_CA_KEK: "x" }), /either in CAIRN_CA_KEK or with --ca-kek-file, not both/);
+    const workload = parseServerConfig([...base, "--workload-socket", "/run/w.sock", "--workload-identities", "spiffe://cairn.local/ns/a/svc/b, spiffe://cairn.local/ns/a/svc/c"], {});
+    assert.deepEqual(workload.ca.workloadIdentities, ["spiffe://cairn.local/ns/a/svc/b", "spiffe://cairn.local/ns/a/svc/c"]);
+  });
 
   void test("the executable exits 2 with a usage error for bad flags", async () => {
     await assert.rejects(run(cairn, ["server", "--id", "n1", "--bogus"]), (err: { code?: number; stderr?: string }) => {

@@ -1,0 +1,226 @@
+// The CA's native HTTP routes: sign a workload's CSR, read or stream the trust bundle (JSON, PEM,
+// or the SPIFFE bundle format; blocking with ?index&wait or as server-sent events), and the
+// operator's rotate and import.
+
+import { X509Certificate } from "node:crypto";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Caller } from "../ca/authorizer.js";
+import type { CertificateAuthority } from "../ca/authority.js";
+import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
+import type { CaRoot } from "../ca/state.js";
+import type { RaftDriver } from "../raft/driver.js";
+import { parseGoDuration } from "../registry/duration.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, clientGoneSignal, withJitterMs } from "./blocking.js";
+import { sendError } from "./errors.js";
+
+/** A CSR of the largest accepted key (RSA 4096) with a long SAN list fits well within this. */
+const SIGN_BODY_BYTES_MAX = 64 * 1024;
+/** Import bodies carry a certificate, a key and maybe a root. */
+const IMPORT_BODY_BYTES_MAX = 256 * 1024;
+/** Open bundle streams on one node, at most; past it a new stream is refused with 429. */
+export const BUNDLE_STREAMS_MAX = 10_000;
+/** A comment line keeps idle streams open through proxies that close silent connections. */
+const SSE_KEEPALIVE_MS = 25_000;
+
+const pemString = { type: "string", minLength: 1, maxLength: 32 * 1024 } as const;
+
+const signBody = {
+  type: "object",
+  required: ["csr"],
+  additionalProperties: false,
+  properties: {
+    csr: { ...pemString, description: "PKCS#10 CSR, PEM, whose one URI SAN is the SPIFFE ID asked for" },
+    ttl: { type: "string", maxLength: 32, description: "Go duration; default 1h; above the maximum (24h unless configured) is refused" },
+  },
+} as const;
+
+const signAnswer = {
+  type: "object",
+  properties: {
+    certificate: { type: "string" },
+    chain: { type: "array", items: { type: "string" } },
+    spiffeId: { type: "string" },
+    serial: { type: "string" },
+    notBefore: { type: "string" },
+    notAfter: { type: "string" },
+  },
+} as const;
+
+const bundleQuery = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    index: { type: "string", pattern: "^[0-9]{1,16}$", description: "block until the roots change past this revision" },
+    wait: { type: "string", description: "how long to block, a Go duration (default 5m, at most 10m)" },
+    format: { type: "string", enum: ["json", "pem", "spiffe"], description: "json (default), pem (the roots concatenated), or spiffe (the SPIFFE bundle, a JWK set)" },
+  },
+} as const;
+
+const rotateBody = {
+  type: ["object", "null"],
+  additionalProperties: false,
+  properties: { keyType: { type: "string", enum: [...CA_KEY_TYPES], description: "the new root's key type; default the configured one" } },
+} as const;
+
+const importBody = {
+  type: "object",
+  required: ["certificate", "privateKey"],
+  additionalProperties: false,
+  properties: {
+    certificate: { ...pemString, description: "the CA certificate, PEM: a root, or an intermediate (then give root too)" },
+    privateKey: { ...pemString, description: "its private key, PEM; sealed with the KEK before it is replicated" },
+    root: { ...pemString, description: "the root that issued an imported intermediate, PEM" },
+  },
+} as const;
+
+export interface CaRouteDeps {
+  readonly ca: CertificateAuthority;
+  readonly driver: RaftDriver;
+  readonly random?: () => number;
+}
+
+export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
+  const { ca, driver } = deps;
+  const random = deps.random ?? Math.random;
+  const fail = (reply: FastifyReply, err: unknown): FastifyReply => sendError(reply, err, (id) => driver.peerAddressOf(id));
+  let streams = 0;
+
+  app.post<{ Body: { csr: string; ttl?: string } }>("/v1/ca/sign", {
+    bodyLimit: SIGN_BODY_BYTES_MAX,
+    schema: { summary: "Sign a workload's CSR: an X.509-SVID for the SPIFFE ID in it, signed locally", body: signBody, response: { 200: signAnswer } },
+  }, (req, reply) => {
+    try {
+      const issued = ca.sign(req.body, callerOf(req));
+      return reply.send({
+        certificate: issued.certificatePem,
+        chain: issued.chainPems,
+        spiffeId: issued.spiffeId,
+        serial: issued.serialHex,
+        notBefore: new Date(issued.notBeforeMs).toISOString(),
+        notAfter: new Date(issued.notAfterMs).toISOString(),
+      });
+    } catch (err) {
+      return fail(reply, err);
+    }
+  });
+
+  app.get<{ Querystring: { index?: string; wait?: string; format?: "json" | "pem" | "spiffe" } }>("/v1/ca/bundle", {
+    schema: { summary: "The trust bundle: every trusted root; blocks with ?index=N&wait=30s until the roots change", querystring: bundleQuery },
+  }, async (req, reply) => {
+    const waitMs = waitOf(req.query.wait);
+    if (waitMs === undefined) return reply.code(400).send({ error: `wait "${req.query.wait}" is not a duration like "30s"`, field: "wait" });
+    if (req.query.index !== undefined) await ca.waitForChange(Number(req.query.index), withJitterMs(waitMs, random()), clientGoneSignal(reply));
+    void reply.header("x-cairn-index", String(Math.max(1, ca.state.revision)));
+    const format = req.query.format ?? "json";
+    if (format === "pem") return reply.type("application/x-pem-file").send(ca.state.roots.map((r) => r.rootCertificatePem).join(""));
+    if (format === "spiffe") return reply.type("application/json").send(spiffeBundle(ca));
+    return reply.send(bundleJson(ca));
+  });
+
+  app.get("/v1/ca/bundle/stream", {
+    schema: { summary: "The trust bundle as server-sent events: one `bundle` event at once, then one on every change" },
+  }, (req, reply) => {
+    if (streams >= BUNDLE_STREAMS_MAX) return reply.code(429).header("retry-after", "1").send({ error: `${BUNDLE_STREAMS_MAX} bundle streams are open on this node; retry shortly` });
+    streams++;
+    const res = reply.raw;
+    reply.hijack();
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
+    const push = (): void => {
+      res.write(`id: ${ca.state.revision}\nevent: bundle\ndata: ${JSON.stringify(bundleJson(ca))}\n\n`);
+    };
+    push();
+    const unsubscribe = ca.subscribe(push);
+    const keepalive = setInterval(() => res.write(": keepalive\n\n"), SSE_KEEPALIVE_MS);
+    req.raw.once("close", () => {
+      streams--;
+      clearInterval(keepalive);
+      unsubscribe();
+    });
+    return reply;
+  });
+
+  app.get("/v1/ca/roots", { schema: { summary: "The roots with their intermediates and cross-signed certificates" } }, (_req, reply) => {
+    void reply.header("x-cairn-index", String(Math.max(1, ca.state.revision)));
+    return reply.send({ trustDomain: ca.trustDomain, index: ca.state.revision, roots: ca.state.roots.map(publicRoot) });
+  });
+
+  app.post<{ Body: { keyType?: CaKeyType } | null }>("/v1/ca/rotate", {
+    schema: { summary: "Rotate the root: a new root, cross-signed by the current one, signs from now on; the old one stays trusted until its leaves expire", body: rotateBody },
+  }, async (req, reply) => {
+    try {
+      const root = await ca.rotate(req.body?.keyType ?? ca.settings.keyType);
+      return reply.send({ index: root.createIndex, root: publicRoot(root) });
+    } catch (err) {
+      return fail(reply, err);
+    }
+  });
+
+  app.post<{ Body: { certificate: string; privateKey: string; root?: string } }>("/v1/ca/import", {
+    bodyLimit: IMPORT_BODY_BYTES_MAX,
+    schema: { summary: "Replace the CA with the operator's own root, or intermediate and root; rotates like /v1/ca/rotate", body: importBody },
+  }, async (req, reply) => {
+    try {
+      const root = await ca.importCa(req.body);
+      return reply.send({ index: root.createIndex, root: publicRoot(root) });
+    } catch (err) {
+      return fail(reply, err);
+    }
+  });
+}
+
+/** Who is asking: the token the request carries (Consul's header or a bearer token) and where from. */
+export function callerOf(req: FastifyRequest): Caller {
+  const consulToken = req.headers["x-consul-token"];
+  const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1];
+  const token = typeof consulToken === "string" && consulToken !== "" ? consulToken : bearer;
+  return { token, origin: `http ${req.ip}` };
+}
+
+function waitOf(text: string | undefined): number | undefined {
+  if (text === undefined || text === "") return WAIT_DEFAULT_MS;
+  const ms = parseGoDuration(text);
+  return ms === undefined ? undefined : Math.min(ms === 0 ? WAIT_DEFAULT_MS : ms, WAIT_MAX_MS);
+}
+
+/** What anyone may see of a root: never its keys, sealed or not. */
+function publicRoot(r: CaRoot): Record<string, unknown> {
+  return {
+    id: r.id,
+    name: r.name,
+    keyType: r.keyType,
+    active: r.active,
+    certificate: r.rootCertificatePem,
+    intermediates: [r.intermediateCertificatePem, ...(r.crossSignedCertificatePem === null ? [] : [r.crossSignedCertificatePem])],
+    notBefore: new Date(r.notBeforeMs).toISOString(),
+    notAfter: new Date(r.notAfterMs).toISOString(),
+    retireAfter: r.retireAfterMs === null ? null : new Date(r.retireAfterMs).toISOString(),
+    createIndex: r.createIndex,
+    modifyIndex: r.modifyIndex,
+  };
+}
+
+function bundleJson(ca: CertificateAuthority): Record<string, unknown> {
+  return {
+    trustDomain: ca.trustDomain,
+    index: ca.state.revision,
+    roots: ca.state.roots.map((r) => ({
+      id: r.id,
+      name: r.name,
+      certificate: r.rootCertificatePem,
+      active: r.active,
+      notBefore: new Date(r.notBeforeMs).toISOString(),
+      notAfter: new Date(r.notAfterMs).toISOString(),
+    })),
+  };
+}
+
+/** The SPIFFE bundle format: a JWK set whose keys are the roots, each with its certificate in x5c. */
+function spiffeBundle(ca: CertificateAuthority): Record<string, unknown> {
+  return {
+    spiffe_sequence: ca.state.revision,
+    keys: ca.state.roots.map((r) => {
+      const cert = new X509Certificate(r.rootCertificatePem);
+      return { use: "x509-svid", ...cert.publicKey.export({ format: "jwk" }), x5c: [cert.raw.toString("base64")] };
+    }),
+  };
+}

@@ -1,0 +1,121 @@
+// Consul Connect's CA endpoints over Cairn's CA: the roots in Consul's IndexedCARoots shape, and
+// agent leaf certificates that the node keys and caches per service, both as blocking queries.
+
+import { X509Certificate } from "node:crypto";
+import type { FastifyInstance, FastifyReply } from "fastify";
+import { type CertificateAuthority } from "../ca/authority.js";
+import type { LeafCache } from "../ca/leaves.js";
+import type { CaRoot } from "../ca/state.js";
+import { trustDomainSpiffeId } from "../ca/spiffe.js";
+import { callerOf } from "./ca.js";
+import { clientGoneSignal, withJitterMs } from "./blocking.js";
+
+export interface ConnectDeps {
+  readonly ca: CertificateAuthority;
+  readonly leaves: LeafCache;
+  readonly random: () => number;
+  /** Consul's query parsing and read headers, shared with the rest of the Consul API. */
+  readonly parseIndex: (text: string | undefined) => number;
+  readonly parseWait: (text: string | undefined) => number;
+  readonly readHeaders: (reply: FastifyReply, index: number) => void;
+}
+
+const blockingQuery = {
+  type: "object",
+  properties: {
+    index: { type: "string", description: "block until the index passes this one" },
+    wait: { type: "string", description: "how long to block, a Go duration (default 5m, at most 10m)" },
+  },
+} as const;
+
+const KEY_BITS: Readonly<Record<string, { type: string; bits: number }>> = {
+  "ec-p256": { type: "ec", bits: 256 },
+  "rsa-2048": { type: "rsa", bits: 2048 },
+  ed25519: { type: "ed25519", bits: 256 },
+};
+
+export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
+  const { ca, leaves } = deps;
+  const roots = async (query: { index?: string; wait?: string }, reply: FastifyReply): Promise<unknown> => {
+    const since = deps.parseIndex(query.index);
+    if (since > 0) await ca.waitForChange(since, withJitterMs(deps.parseWait(query.wait), deps.random()), clientGoneSignal(reply));
+    deps.readHeaders(reply, ca.state.revision);
+    const active = ca.state.activeRoot;
+    return {
+      ActiveRootID: active?.id ?? "",
+      TrustDomain: ca.trustDomain,
+      Roots: ca.state.roots.map((r) => consulRoot(r, ca.trustDomain)),
+    };
+  };
+  const rootsSchema = { summary: "Consul's IndexedCARoots: the trusted roots and which one signs", querystring: blockingQuery };
+  app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/connect/ca/roots", { schema: rootsSchema }, (req, reply) => roots(req.query, reply));
+  app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/roots", { schema: rootsSchema }, (req, reply) => roots(req.query, reply));
+
+  app.get<{ Params: { service: string }; Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/leaf/:service", {
+    schema: {
+      summary: "A leaf certificate and key for a service, kept by this node; blocks until it nears expiry or the roots rotate",
+      params: { type: "object", required: ["service"], properties: { service: { type: "string", minLength: 1 } } },
+      querystring: blockingQuery,
+    },
+  }, async (req, reply) => {
+    const caller = callerOf(req);
+    const since = deps.parseIndex(req.query.index);
+    const leaf = since > 0
+      ? await leaves.wait(req.params.service, caller, since, withJitterMs(deps.parseWait(req.query.wait), deps.random()), clientGoneSignal(reply))
+      : leaves.get(req.params.service, caller);
+    deps.readHeaders(reply, leaf.index);
+    const issued = leaf.issued;
+    return {
+      SerialNumber: colonHex(issued.serialHex),
+      // Consul's CertPEM carries the intermediates after the leaf, so a proxy can present the chain as is.
+      CertPEM: [issued.certificatePem, ...issued.chainPems].join(""),
+      PrivateKeyPEM: leaf.privateKeyPem,
+      Service: leaf.service,
+      ServiceURI: leaf.serviceUri,
+      ValidAfter: new Date(issued.notBeforeMs).toISOString(),
+      ValidBefore: new Date(issued.notAfterMs).toISOString(),
+      CreateIndex: leaf.index,
+      ModifyIndex: leaf.index,
+    };
+  });
+}
+
+function consulRoot(r: CaRoot, trustDomain: string): Record<string, unknown> {
+  const key = KEY_BITS[r.keyType] ?? { type: r.keyType, bits: 0 };
+  return {
+    ID: r.id,
+    Name: r.name,
+    // Consul's root serial is a uint64; Cairn's are 128-bit random, so the low 48 bits stand in (exact in JSON).
+    SerialNumber: serialNumberOf(r.rootCertificatePem),
+    SigningKeyID: r.id,
+    ExternalTrustDomain: trustDomain,
+    NotBefore: new Date(r.notBeforeMs).toISOString(),
+    NotAfter: new Date(r.notAfterMs).toISOString(),
+    RootCert: r.rootCertificatePem,
+    IntermediateCerts: [r.intermediateCertificatePem, ...(r.crossSignedCertificatePem === null ? [] : [r.crossSignedCertificatePem])],
+    Active: r.active,
+    PrivateKeyType: key.type,
+    PrivateKeyBits: key.bits,
+    TrustDomainURI: trustDomainSpiffeId(trustDomain),
+    CreateIndex: r.createIndex,
+    ModifyIndex: r.modifyIndex,
+  };
+}
+
+/** Roots are few; the bound only guards against a pathological import history. */
+const SERIAL_CACHE_MAX = 64;
+const serialCache = new Map<string, number>();
+
+function serialNumberOf(pem: string): number {
+  let serial = serialCache.get(pem);
+  if (serial === undefined) {
+    serial = Number(BigInt(`0x${new X509Certificate(pem).serialNumber}`) & 0xffff_ffff_ffffn);
+    if (serialCache.size >= SERIAL_CACHE_MAX) serialCache.clear();
+    serialCache.set(pem, serial);
+  }
+  return serial;
+}
+
+function colonHex(hex: string): string {
+  return (hex.length % 2 === 1 ? `0${hex}` : hex).match(/../g)?.join(":") ?? "";
+}
