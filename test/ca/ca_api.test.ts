@@ -267,6 +267,54 @@ void describe("the certificate authority over HTTP", () => {
     assert.equal(verify({ certificate: newLeaf.certificate, chain: [newLeaf.chain[0]] }, oldRoot).ok, false);
   });
 
+  void test("an operator imports their own root, then their own intermediate; leaves chain to what was imported", async () => {
+    const ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+    const rootKey = join(dir, "op-root.key");
+    const rootPem = openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", rootKey, "-subj", "/CN=Operator Root", "-days", "3650", ...ext]);
+    const imported = await call(n1, "POST", "/v1/ca/import", { certificate: rootPem, privateKey: openssl(["pkey", "-in", rootKey]) });
+    assert.equal(imported.status, 200, imported.text);
+    const leafUnderRoot = await waitFor(async () => {
+      const s = await sign(n2, { csr: csrFor(WEB_ID).csr });
+      return verify({ certificate: s.certificate, chain: [s.chain[0]] }, rootPem).ok ? s : undefined;
+    }, 5_000, () => "leaves do not chain to the imported root");
+    assert.ok(leafUnderRoot.chain.length >= 1);
+
+    const again = await call(n1, "POST", "/v1/ca/import", { certificate: rootPem, privateKey: openssl(["pkey", "-in", rootKey]) });
+    assert.equal(again.status, 400);
+    assert.match(String(again.json.error), /already the active root/);
+
+    // An intermediate of the operator's under another root of theirs: Cairn then signs with it directly.
+    const root2Key = join(dir, "op-root2.key");
+    const root2Pem = openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", root2Key, "-subj", "/CN=Operator Root 2", "-days", "3650", ...ext]);
+    const intKey = join(dir, "op-int.key");
+    const intCsr = file("op-int.csr", openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", intKey, "-subj", "/CN=Operator Intermediate"]));
+    const extFile = file("op-int.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
+    const intPem = openssl(["x509", "-req", "-in", intCsr, "-CA", file("op-root2.pem", root2Pem), "-CAkey", root2Key, "-days", "365", "-extfile", extFile]);
+    const intKeyPem = openssl(["pkey", "-in", intKey]);
+    const mismatched = await call(n1, "POST", "/v1/ca/import", { certificate: intPem, privateKey: openssl(["pkey", "-in", root2Key]), root: root2Pem });
+    assert.equal(mismatched.status, 400);
+    assert.equal(mismatched.json.field, "privateKey");
+    const orphan = await call(n1, "POST", "/v1/ca/import", { certificate: intPem, privateKey: intKeyPem });
+    assert.equal(orphan.status, 400);
+    assert.equal(orphan.json.field, "root");
+    const wrongRoot = await call(n1, "POST", "/v1/ca/import", { certificate: intPem, privateKey: intKeyPem, root: rootPem });
+    assert.equal(wrongRoot.status, 400);
+    assert.match(String(wrongRoot.json.error), /not issued by the given root/);
+    const notCa = await call(n1, "POST", "/v1/ca/import", { certificate: leafUnderRoot.certificate, privateKey: intKeyPem });
+    assert.equal(notCa.status, 400);
+    assert.match(String(notCa.json.error), /not a CA certificate/);
+    assert.doesNotMatch(mismatched.text + orphan.text + notCa.text + wrongRoot.text, /PRIVATE KEY/);
+    const viaIntermediate = await call(n3, "POST", "/v1/ca/import", { certificate: intPem, privateKey: intKeyPem, root: root2Pem });
+    assert.equal(viaIntermediate.status, 200, viaIntermediate.text);
+    const leafUnderIntermediate = await waitFor(async () => {
+      const s = await sign(n2, { csr: csrFor(WEB_ID).csr });
+      return s.chain[0] === new X509Certificate(intPem).toString() ? s : undefined;
+    }, 5_000, () => "leaves are not signed by the imported intermediate");
+    assert.ok(verify(leafUnderIntermediate, root2Pem).ok, "a leaf verifies against the operator's root 2");
+    // Holders of the previous (operator) root still trust it: Cairn cross-signed root 2 with root 1's key.
+    assert.ok(verify(leafUnderIntermediate, rootPem).ok, "a leaf verifies against the previous root alone, through the cross-signed root");
+  });
+
   void test("no private key or sealed key appears in any API answer or log", async () => {
     const answers = await Promise.all([
       call(n1, "GET", "/v1/ca/roots"), call(n1, "GET", "/v1/ca/bundle"), call(n1, "GET", "/v1/connect/ca/roots"),
