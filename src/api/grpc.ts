@@ -1,5 +1,7 @@
-// The public gRPC server. Today it serves the standard health check (grpc.health.v1), which
-// load balancers and Kubernetes probes speak; the Workload API and xDS will join it here.
+// The public gRPC server. It serves the standard health check (grpc.health.v1), which load
+// balancers and Kubernetes probes speak, and whatever services the caller registers on it before
+// it binds (the CA's trust bundle watch today; xDS later). The SPIFFE Workload API has a server
+// of its own, on a Unix socket.
 
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -27,20 +29,41 @@ export interface PublicGrpcServer {
   stop(): Promise<void>;
 }
 
-/** `serving` says whether the node can answer right now (it knows a leader). */
-export async function startPublicGrpc(address: string, serving: () => boolean, logger: Logger): Promise<PublicGrpcServer> {
+/**
+ * Streams (watches) never end on their own, so stop() waits this long for calls to finish and
+ * then cancels the rest: their clients reconnect to another node.
+ */
+const STOP_GRACE_MS = 1000;
+
+/**
+ * `serving` says whether the node can answer right now (it knows a leader). `register` adds
+ * further services; it runs before the server binds, so no call can arrive for a service that
+ * is not there yet.
+ */
+export async function startPublicGrpc(address: string, serving: () => boolean, logger: Logger, register?: (server: grpc.Server) => void): Promise<PublicGrpcServer> {
   const server = new grpc.Server();
   server.addService(healthService, {
     Check: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       callback(null, serving() ? SERVING : NOT_SERVING);
     },
   });
+  register?.(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)));
   });
   logger.info({ address, port }, "public gRPC listening");
   return {
     port,
-    stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, STOP_GRACE_MS);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }),
   };
 }

@@ -1,0 +1,151 @@
+// cairn.ca.v1.TrustBundle on the public gRPC port: the CA's roots as a stream, for proxies and
+// control planes that verify workloads but hold no identity themselves. Also the two pieces the
+// Workload API shares with it: loading a service from Cairn's proto/ directory, and a server
+// stream that carries only the latest full state.
+
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import type { CertificateAuthority } from "../ca/authority.js";
+import type { CaRoot } from "../ca/state.js";
+
+/** How proto3 maps to JS objects on both sides of Cairn's proto services: field names as written, 64-bit integers as numbers. */
+export const PROTO_LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
+
+/**
+ * A service from Cairn's `proto/` directory. Compiled modules live in dist/src/api/, three levels
+ * below the package root where proto/ sits; the files are committed, not copied by the build.
+ */
+export function loadProtoService(file: string, serviceName: string): grpc.ServiceDefinition {
+  const path = fileURLToPath(new URL(`../../../proto/${file}`, import.meta.url));
+  if (!existsSync(path)) throw new Error(`the proto file ${path} is missing: Cairn's proto/ directory must sit in the package root, beside dist/`);
+  const definition = protoLoader.loadSync(path, PROTO_LOADER_OPTIONS)[serviceName];
+  // A message or enum definition carries `format`; a service is a map of methods.
+  if (definition === undefined || "format" in definition) throw new Error(`${path} defines no service ${serviceName}`);
+  return definition;
+}
+
+/**
+ * One server stream whose every message is the full current state, so a newer message makes an
+ * unsent older one worthless. While the client reads slowly, only the newest unsent message is
+ * kept: a slow reader costs one message of memory, never a growing queue (etcd #17529).
+ */
+export class LatestStateStream<T> {
+  private pending: T | undefined;
+  private blocked = false;
+  private ended = false;
+
+  constructor(
+    private readonly call: grpc.ServerWritableStream<unknown, T>,
+    private readonly onEnd: () => void,
+  ) {
+    call.on("drain", () => {
+      this.blocked = false;
+      const next = this.pending;
+      this.pending = undefined;
+      if (next !== undefined) this.send(next);
+    });
+    const end = (): void => this.finish();
+    call.on("cancelled", end);
+    call.on("finish", end);
+    call.on("close", end);
+    call.on("error", end);
+  }
+
+  send(message: T): void {
+    if (this.ended) return;
+    if (this.blocked) {
+      this.pending = message;
+      return;
+    }
+    this.blocked = !this.call.write(message);
+  }
+
+  /** Ends the stream with a status other than OK; `details` is what the client reads. */
+  fail(code: grpc.status, details: string): void {
+    if (this.ended) return;
+    this.finish();
+    this.call.emit("error", { code, details });
+  }
+
+  private finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.pending = undefined;
+    this.onEnd();
+  }
+}
+
+/** Open TrustBundle.Watch streams per node, at most; past it a new one is refused with RESOURCE_EXHAUSTED. */
+export const BUNDLE_WATCHES_MAX = 4096;
+
+export interface RootMessage {
+  readonly id: string;
+  readonly certificate_pem: string;
+  readonly active: boolean;
+  readonly not_before_unix_ms: number;
+  readonly not_after_unix_ms: number;
+}
+
+/** cairn.ca.v1.Bundle as proto-loader reads and writes it. */
+export interface BundleMessage {
+  readonly trust_domain: string;
+  readonly revision: number;
+  readonly roots: readonly RootMessage[];
+}
+
+export function bundleMessage(trustDomain: string, revision: number, roots: readonly CaRoot[]): BundleMessage {
+  return {
+    trust_domain: trustDomain,
+    revision,
+    roots: roots.map((r) => ({
+      id: r.id,
+      certificate_pem: r.rootCertificatePem,
+      active: r.active,
+      not_before_unix_ms: r.notBeforeMs,
+      not_after_unix_ms: r.notAfterMs,
+    })),
+  };
+}
+
+export function addTrustBundleService(server: grpc.Server, authority: CertificateAuthority): void {
+  const streams = new Set<LatestStateStream<BundleMessage>>();
+  let unsubscribe: (() => void) | undefined;
+  let flushScheduled = false;
+  // Several changes applied in one event-loop turn become one message per stream.
+  const flush = (): void => {
+    flushScheduled = false;
+    const roots = authority.state.roots;
+    if (roots.length === 0) return;
+    const message = bundleMessage(authority.trustDomain, authority.state.revision, roots);
+    for (const s of streams) s.send(message);
+  };
+  const onChange = (): void => {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(flush);
+  };
+
+  server.addService(loadProtoService("cairn/ca/v1/bundle.proto", "cairn.ca.v1.TrustBundle"), {
+    Watch: (call: grpc.ServerWritableStream<unknown, BundleMessage>) => {
+      const stream = new LatestStateStream(call, () => {
+        streams.delete(stream);
+        if (streams.size === 0) {
+          unsubscribe?.();
+          unsubscribe = undefined;
+        }
+      });
+      if (streams.size >= BUNDLE_WATCHES_MAX) {
+        stream.fail(grpc.status.RESOURCE_EXHAUSTED, `this node already serves ${BUNDLE_WATCHES_MAX} trust bundle watches; watch through another node`);
+        return;
+      }
+      streams.add(stream);
+      unsubscribe ??= authority.subscribe(onChange);
+      // Before the cluster has created its CA there is nothing to trust yet: the first message
+      // waits for the first root rather than announcing an empty bundle.
+      const roots = authority.state.roots;
+      if (roots.length > 0) stream.send(bundleMessage(authority.trustDomain, authority.state.revision, roots));
+    },
+  });
+}
