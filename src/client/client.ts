@@ -11,10 +11,22 @@ import type { Logger } from "pino";
 import type { CheckInput, RegisterInput } from "../registry/registry.js";
 import type { Instance } from "./types.js";
 import { parseGoDuration } from "../registry/duration.js";
+import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
 import { Registration, checkIdsOf } from "./registration.js";
 import { Transport } from "./transport.js";
 import { type HealthFilter, ServiceWatch, type WatchOptions, instancesAnswer, instancesPath } from "./watch.js";
 
+export {
+  type CertificateOptions,
+  type RotationReason,
+  type TlsMaterial,
+  WorkloadCertificate,
+  certificateDefaults,
+  createCsr,
+  peerSpiffeId,
+  tlsClientOptions,
+  tlsServerOptions,
+} from "./certificates.js";
 export { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
 export { Registration, heartbeatIntervalMs, heartbeatLimits } from "./registration.js";
 export { type HealthFilter, type WatchOptions, watchLimits } from "./watch.js";
@@ -73,6 +85,7 @@ export class CairnClient {
   private readonly logger: Logger | undefined;
   private readonly registrations = new Map<string, Registration>();
   private readonly watches = new Set<ServiceWatch>();
+  private readonly certificateSet = new Set<WorkloadCertificate>();
   private closed = false;
   private closing: Promise<void> | undefined;
   private signalHandlers: ((signal: NodeJS.Signals) => void) | undefined;
@@ -174,6 +187,25 @@ export class CairnClient {
   }
 
   /**
+   * A certificate for `opts.spiffeId`, signed by the cluster's CA for a key made here, renewed
+   * before it expires and after root rotations, with TLS options that follow it. Resolves once
+   * the first certificate is held. close() (its own, or the client's) stops it.
+   */
+  async certificates(opts: CertificateOptions): Promise<WorkloadCertificate> {
+    if (this.closed) throw new Error("the client is closed; create a new CairnClient for certificates");
+    const certificate = new WorkloadCertificate({ transport: this.transport, requestTimeoutMs: this.requestTimeoutMs, random: this.random, logger: this.logger }, opts);
+    this.certificateSet.add(certificate);
+    try {
+      await certificate.start();
+    } catch (err) {
+      this.certificateSet.delete(certificate);
+      await certificate.close();
+      throw err;
+    }
+    return certificate;
+  }
+
+  /**
    * Stops every watch and heartbeat and deregisters every instance this client registered.
    * Idempotent. Rejects, after trying them all, if some deregistration failed.
    */
@@ -185,6 +217,7 @@ export class CairnClient {
   private async doClose(): Promise<void> {
     this.closed = true;
     for (const w of this.watches) w.stop();
+    await Promise.all([...this.certificateSet].map((c) => c.close()));
     const regs = [...this.registrations.values()];
     const results = await Promise.allSettled(regs.map((r) => r.deregister()));
     await Promise.all([...this.watches].map((w) => w.done));
