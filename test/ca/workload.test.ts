@@ -238,8 +238,9 @@ void describe("the SPIFFE Workload API on a node's Unix socket", () => {
     await node.kill9();
     assert.ok(lstatSync(socket).isSocket(), "kill -9 leaves the socket file");
     node.start();
-    // A new channel: the old one may still hold the dead connection for its first call.
-    const client = new grpc.Client(`unix://${socket}`, grpc.credentials.createInsecure());
+    // A new channel with its own connections: grpc-js otherwise shares the old channel's, which
+    // may not have noticed yet that its peer died, and the first call would be dropped.
+    const client = new grpc.Client(`unix://${socket}`, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
     try {
       const first = await track(open<X509SvidResponse>(client, workloadService, "FetchX509SVID", workloadMetadata(true))).next(15_000);
       assert.equal(first.svids[0].spiffe_id, WEB_ID);
