@@ -6,6 +6,12 @@ import { pino, type Logger } from "pino";
 import { buildHttpServer } from "../api/http.js";
 import { type JoinReply } from "../api/cluster.js";
 import { startPublicGrpc } from "../api/grpc.js";
+import { addTrustBundleService } from "../api/bundle_grpc.js";
+import { startWorkloadApi, type WorkloadApi } from "../api/workload.js";
+import { CertificateAuthority, caDefaults } from "../ca/authority.js";
+import { listAuthorizer, openAuthorizer } from "../ca/authorizer.js";
+import { KeySealer, parseKek } from "../ca/seal.js";
+import { CaState } from "../ca/state.js";
 import { KvStateMachine } from "../kv/kv.js";
 import { Registry } from "../registry/registry.js";
 import { RegistryState } from "../registry/state.js";
@@ -45,6 +51,14 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
 
   const kv = new KvStateMachine();
   const registryState = new RegistryState();
+  const caState = new CaState();
+  let sealer: KeySealer;
+  try {
+    sealer = new KeySealer(cfg.ca.kek === undefined ? undefined : parseKek(cfg.ca.kek.raw, cfg.ca.kek.source));
+  } catch (err) {
+    logger.fatal(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
   const driver = new RaftDriver({
     id: cfg.id,
     clusterId,
@@ -53,7 +67,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
     ...(joinPeers === undefined ? {} : { joinPeers }),
     storage,
-    stateMachine: new ClusterStateMachine({ kv, registry: registryState }),
+    stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState }),
     logger: logger.child({ component: "raft" }),
     ...(cfg.tickMs === undefined ? {} : { tickMs: cfg.tickMs }),
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
@@ -76,10 +90,27 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.deregisterCriticalMinMs === undefined ? {} : { deregisterCriticalMinMs: cfg.deregisterCriticalMinMs }),
   });
   registry.start();
+  const ca = new CertificateAuthority({
+    driver,
+    state: caState,
+    sealer,
+    authorizer: openAuthorizer,
+    settings: { trustDomain: cfg.ca.trustDomain, keyType: cfg.ca.keyType, leafTtlDefaultMs: caDefaults.leafTtlDefaultMs, leafTtlMaxMs: cfg.ca.leafTtlMaxMs },
+    logger: logger.child({ component: "ca" }),
+  });
+  ca.start();
 
-  const http = buildHttpServer({ driver, kv, registry, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
+  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
-  const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }));
+  const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
+    addTrustBundleService(server, ca);
+  });
+  let workload: WorkloadApi | undefined;
+  if (cfg.ca.workloadSocket !== undefined) {
+    const authorizer = listAuthorizer(cfg.ca.workloadIdentities);
+    workload = await startWorkloadApi({ socketPath: cfg.ca.workloadSocket, authority: ca, authorizer, identities: cfg.ca.workloadIdentities, logger: logger.child({ component: "workload-api" }) });
+    logger.info({ socket: cfg.ca.workloadSocket, endpoint: `unix://${cfg.ca.workloadSocket}`, authorizer: authorizer.description }, "SPIFFE Workload API listening; point workloads at it with SPIFFE_ENDPOINT_SOCKET");
+  }
   logger.info({ http: formatHostPort(cfg.http), grpc: formatHostPort(cfg.grpc), peer: cfg.advertisePeer, clusterId }, "cairn node ready");
 
   let stopping = false;
@@ -89,6 +120,8 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.info({ signal }, "shutting down");
     void (async () => {
       await http.close();
+      await workload?.close();
+      ca.stop();
       registry.stop();
       await grpcServer.stop();
       await driver.stop();
