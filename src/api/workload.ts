@@ -351,7 +351,8 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     server.forceShutdown();
     throw new Error(`--workload-socket ${opts.socketPath}: cannot listen: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-  logger.info({ socket: socketPath, identities: opts.identities }, "Workload API bound");
+  // server.ts announces the socket to operators; this records what it hands out.
+  logger.debug({ socket: socketPath, identities: opts.identities }, "Workload API bound");
 
   let closing: Promise<void> | undefined;
   return {
