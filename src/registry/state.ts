@@ -7,7 +7,7 @@
 // revision that touched it), so a blocking query on one service is not woken by writes to
 // another (Consul's #1244).
 
-import { type Chunks, CodecError, Reader, Writer } from "../raft/codec.js";
+import { type Chunks, CodecError, Reader } from "../raft/codec.js";
 import type { StateMachine } from "../raft/driver.js";
 import {
   type Check, type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type Instance, type InstanceDefinition, type Weights,
@@ -23,7 +23,6 @@ export type RegistryCommand =
   | { readonly op: "deregister"; readonly id: string }
   | { readonly op: "setCheckStatus"; readonly checkId: string; readonly status: HealthStatus; readonly output: string; readonly atMs: number };
 
-const textEncoder = new TextEncoder();
 /** Strings shared between instances, at most: beyond it new ones are simply not shared. */
 const INTERNED_STRINGS_MAX = 100_000;
 /** Distinct tag lists shared between instances, at most; beyond it a list is kept per instance. */
@@ -34,24 +33,82 @@ const EMPTY_LIST: readonly string[] = Object.freeze([]);
 const EMPTY_CHECKS: readonly Check[] = Object.freeze([]);
 /** Instances encoded between two yields to the event loop while a snapshot is written. */
 const SNAPSHOT_SLICE_INSTANCES = 2000;
-/** Expected bytes of one encoded instance: sizes each slice's first buffer. */
+/** Expected bytes of one encoded instance: sizes the snapshot encoder's scratch buffer. */
 const SNAPSHOT_INSTANCE_BYTES = 48;
 /** Snapshot formats: 1 is JSON (it starts with "{"), 2 the binary encoding below. */
 const SNAPSHOT_FORMAT_BINARY = 2;
+/** Commands and snapshots in JSON, as earlier builds wrote them, start with "{". */
 const JSON_OPEN_BRACE = 0x7b;
+const COMMAND_FORMAT_BINARY = 1;
+/** The command encoder's scratch buffer: kept at this size, grown for a larger command only while it is encoded. */
+const COMMAND_SCRATCH_BYTES = 4096;
+const OP_REGISTER = 0;
+const OP_DEREGISTER = 1;
+const OP_SET_CHECK_STATUS = 2;
 /**
  * Distinct repeated strings (service, zone, node and tag names, meta keys) a binary snapshot
  * refers back to, at most: it bounds the table both sides build. Later ones are written in full.
  */
 const SNAPSHOT_TABLE_STRINGS_MAX = 65_536;
+const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
+/**
+ * Commands are binary (format 1): a register is ~60 bytes where its JSON took ~245, and every
+ * node keeps thousands of them in its in-memory log between compactions, writes them to disk and
+ * sends them to each follower. Commands logged as JSON by earlier builds still decode.
+ */
 export function encodeRegistryCommand(cmd: RegistryCommand): Uint8Array {
-  return textEncoder.encode(JSON.stringify(cmd));
+  const w = commandWriter;
+  w.u8(COMMAND_FORMAT_BINARY);
+  switch (cmd.op) {
+    case "register":
+      w.u8(OP_REGISTER);
+      writeDefinition(w, cmd.instance);
+      w.uint(cmd.checks.length);
+      for (const c of cmd.checks) {
+        writeCheckDefinition(w, c);
+        w.u8(statusNumber(c.status));
+        w.string(c.output);
+      }
+      writeNumber(w, cmd.atMs);
+      break;
+    case "deregister":
+      w.u8(OP_DEREGISTER);
+      w.string(cmd.id);
+      break;
+    case "setCheckStatus":
+      w.u8(OP_SET_CHECK_STATUS);
+      w.string(cmd.checkId);
+      w.u8(statusNumber(cmd.status));
+      w.string(cmd.output);
+      writeNumber(w, cmd.atMs);
+      break;
+  }
+  return w.take();
 }
 
 export function decodeRegistryCommand(data: Uint8Array): RegistryCommand {
-  return JSON.parse(textDecoder.decode(data)) as RegistryCommand;
+  if (data[0] === JSON_OPEN_BRACE) return JSON.parse(textDecoder.decode(data)) as RegistryCommand;
+  const r = new Reader(data);
+  const format = r.u8();
+  if (format !== COMMAND_FORMAT_BINARY) throw new CodecError(`registry command format ${format} is not understood by this build`);
+  let cmd: RegistryCommand;
+  const op = r.u8();
+  if (op === OP_REGISTER) {
+    const instance = readDefinition(r);
+    const checks: (CheckDefinition & { status: HealthStatus; output: string })[] = [];
+    for (let n = r.uint(), i = 0; i < n; i++) checks.push({ ...readCheckDefinition(r), status: readStatus(r), output: r.string() });
+    cmd = { op: "register", instance, checks, atMs: readNumber(r) };
+  } else if (op === OP_DEREGISTER) {
+    cmd = { op: "deregister", id: r.string() };
+  } else if (op === OP_SET_CHECK_STATUS) {
+    cmd = { op: "setCheckStatus", checkId: r.string(), status: readStatus(r), output: r.string(), atMs: readNumber(r) };
+  } else {
+    throw new CodecError(`unknown registry command ${op}`);
+  }
+  r.done();
+  return cmd;
 }
 
 /** Which services a revision touched; "" stands for the catalog (the set of services and tags). */
@@ -127,7 +184,7 @@ export class RegistryState implements StateMachine {
     });
     for (const old of oldChecks.keys()) if (!checks.some((c) => c.checkId === old)) this.checkOwner.delete(old);
     for (const c of checks) this.checkOwner.set(c.checkId, def.id);
-    this.instances.set(def.id, this.compact({ ...def, checks, createIndex: previous?.service === def.service ? previous.createIndex : index, modifyIndex: index }));
+    this.instances.set(def.id, this.compact(def, checks, previous?.service === def.service ? previous.createIndex : index, index));
     let ids = this.byService.get(def.service);
     if (ids === undefined) this.byService.set(def.service, (ids = new Set()));
     ids.add(def.id);
@@ -151,7 +208,7 @@ export class RegistryState implements StateMachine {
   private dropCheck(ownerId: string, checkId: string, touched: Set<string>): void {
     const inst = this.instances.get(ownerId);
     if (inst === undefined) return;
-    this.instances.set(ownerId, this.compact({ ...inst, checks: inst.checks.filter((c) => c.checkId !== checkId) }));
+    this.instances.set(ownerId, this.compact(inst, inst.checks.filter((c) => c.checkId !== checkId), inst.createIndex, inst.modifyIndex));
     this.checkOwner.delete(checkId);
     touched.add(inst.service);
   }
@@ -165,7 +222,7 @@ export class RegistryState implements StateMachine {
       if (c.checkId !== cmd.checkId) return c;
       return { ...c, status: cmd.status, output: cmd.output, statusSinceMs: c.status === cmd.status ? c.statusSinceMs : cmd.atMs };
     });
-    this.instances.set(inst.id, this.compact({ ...inst, checks, modifyIndex: index }));
+    this.instances.set(inst.id, this.compact(inst, checks, inst.createIndex, index));
     touched.add(inst.service);
   }
 
@@ -176,7 +233,7 @@ export class RegistryState implements StateMachine {
    * (a spread copy keeps some in a separate property array). Memory per instance is what decides
    * how large a registry a node can hold.
    */
-  private compact(inst: Instance): Instance {
+  private compact(inst: InstanceDefinition, checks: readonly Check[], createIndex: number, modifyIndex: number): Instance {
     const meta = Object.keys(inst.meta).length === 0 ? EMPTY_META : inst.meta;
     const weights = inst.weights.passing === 1 && inst.weights.warning === 1 ? DEFAULT_WEIGHTS : inst.weights;
     return {
@@ -190,9 +247,9 @@ export class RegistryState implements StateMachine {
       zone: this.intern(inst.zone),
       node: this.intern(inst.node),
       nodeAddress: this.intern(inst.nodeAddress),
-      checks: inst.checks.length === 0 ? EMPTY_CHECKS : inst.checks,
-      createIndex: inst.createIndex,
-      modifyIndex: inst.modifyIndex,
+      checks: checks.length === 0 ? EMPTY_CHECKS : checks,
+      createIndex,
+      modifyIndex,
     };
   }
 
@@ -206,7 +263,8 @@ export class RegistryState implements StateMachine {
   /** One frozen array per distinct tag list: instances never change their lists in place. */
   private internTags(tags: readonly string[]): readonly string[] {
     if (tags.length === 0) return EMPTY_LIST;
-    const key = JSON.stringify(tags);
+    // One tag is the usual case, and its key needs no encoding; longer lists' keys start with "[".
+    const key = tags.length === 1 && !tags[0].startsWith("[") ? tags[0] : JSON.stringify(tags);
     const known = this.tagLists.get(key);
     if (known !== undefined) return known;
     const shared = Object.freeze(tags.map((t) => this.intern(t)));
@@ -228,7 +286,7 @@ export class RegistryState implements StateMachine {
    */
   snapshot(): Promise<Chunks> {
     const instances = [...this.instances.values()];
-    const head = new Writer(64 + 16 * this.serviceIndexes.size);
+    const head = new ByteWriter(64 + 16 * this.serviceIndexes.size);
     head.u8(SNAPSHOT_FORMAT_BINARY);
     head.uint(this.revisionValue);
     head.uint(this.catalogIndexValue);
@@ -240,13 +298,13 @@ export class RegistryState implements StateMachine {
     head.uint(instances.length);
     return (async () => {
       const table = new SnapshotStringWriter();
-      const pieces: Uint8Array[] = [head.finish()];
+      const pieces: Uint8Array[] = [head.take()];
+      const w = new ByteWriter(SNAPSHOT_SLICE_INSTANCES * SNAPSHOT_INSTANCE_BYTES);
       for (let i = 0; i < instances.length; i += SNAPSHOT_SLICE_INSTANCES) {
         if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
         const end = Math.min(instances.length, i + SNAPSHOT_SLICE_INSTANCES);
-        const w = new Writer((end - i) * SNAPSHOT_INSTANCE_BYTES);
         for (let j = i; j < end; j++) writeInstance(w, table, instances[j]);
-        pieces.push(w.finish());
+        pieces.push(w.take());
       }
       return pieces;
     })();
@@ -275,7 +333,12 @@ export class RegistryState implements StateMachine {
     for (let i = 0; i < services; i++) this.serviceIndexes.set(r.string(), r.uint());
     const count = r.uint();
     const table = new SnapshotStringReader(r, (s) => this.intern(s));
-    for (let i = 0; i < count; i++) this.restoreInstance(this.compact(readInstance(r, table)));
+    for (let i = 0; i < count; i++) {
+      const def = readDefinition(r, table);
+      const createIndex = r.uint();
+      const modifyIndex = r.uint();
+      this.restoreInstance(this.compact(def, readChecks(r), createIndex, modifyIndex));
+    }
     r.done();
   }
 
@@ -286,7 +349,7 @@ export class RegistryState implements StateMachine {
     this.revisionValue = shape.revision;
     this.catalogIndexValue = shape.catalogIndex;
     this.serviceIndexes = new Map(shape.serviceIndex);
-    for (const decoded of shape.instances) this.restoreInstance(this.compact(decoded));
+    for (const decoded of shape.instances) this.restoreInstance(this.compact(decoded, decoded.checks, decoded.createIndex, decoded.modifyIndex));
   }
 
   private restoreInstance(inst: Instance): void {
@@ -368,25 +431,92 @@ function sameTags(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((t, i) => t === b[i]);
 }
 
-// ---------------------------------------------------------------- the binary snapshot format
+// ---------------------------------------------------------------- the binary encodings
 //
-// After the header (format, revision, catalog index, service indexes, instance count), each
-// instance is: id, service, address, port, create and modify revisions, a flags byte, zone, node,
-// node address, then its tags, meta, weights and checks where the flags say they differ from the
-// defaults. Strings that repeat across instances go through the string table.
+// Commands and snapshots share the encoding of an instance definition: id, service, address,
+// port, a flags byte, zone, node, node address, then its tags, meta and weights where the flags
+// say they differ from the defaults. In a snapshot, strings that repeat across instances go
+// through the string table, and the header (format, revision, catalog index, service indexes,
+// instance count) comes first.
+
+/**
+ * Writes into one reused buffer and copies out only the finished bytes. A command or a snapshot
+ * slice is mostly short strings, and the codec's Writer allocates a buffer for every string;
+ * here an ASCII string is copied in directly. Reads back with the codec's Reader: the same
+ * varints and length-prefixed UTF-8.
+ */
+class ByteWriter {
+  private buf: Uint8Array;
+  private pos = 0;
+
+  constructor(private readonly keepBytes: number) {
+    this.buf = new Uint8Array(keepBytes);
+  }
+
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+
+  u8(v: number): void {
+    this.reserve(1);
+    this.buf[this.pos++] = v;
+  }
+
+  uint(v: number): void {
+    if (!Number.isSafeInteger(v) || v < 0) throw new CodecError(`cannot encode ${v} as an unsigned integer`);
+    this.reserve(8);
+    while (v >= 0x80) {
+      this.buf[this.pos++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.pos++] = v;
+  }
+
+  string(s: string): void {
+    const n = s.length;
+    let ascii = true;
+    for (let i = 0; i < n && ascii; i++) ascii = s.charCodeAt(i) < 0x80;
+    if (!ascii) {
+      const bytes = textEncoder.encode(s);
+      this.uint(bytes.byteLength);
+      this.reserve(bytes.byteLength);
+      this.buf.set(bytes, this.pos);
+      this.pos += bytes.byteLength;
+      return;
+    }
+    this.uint(n);
+    this.reserve(n);
+    for (let i = 0; i < n; i++) this.buf[this.pos++] = s.charCodeAt(i);
+  }
+
+  /** The bytes written since the last take, in a buffer of their own; the scratch is reused. */
+  take(): Uint8Array {
+    const out = this.buf.slice(0, this.pos);
+    this.pos = 0;
+    if (this.buf.length > this.keepBytes) this.buf = new Uint8Array(this.keepBytes);
+    return out;
+  }
+}
+
+/** Commands are encoded one at a time, synchronously, so one scratch buffer serves them all. */
+const commandWriter = new ByteWriter(COMMAND_SCRATCH_BYTES);
 
 const INSTANCE_HAS_TAGS = 1;
 const INSTANCE_HAS_META = 2;
 const INSTANCE_HAS_WEIGHTS = 4;
-const INSTANCE_HAS_CHECKS = 8;
-const INSTANCE_FLAGS_ALL = 15;
+const INSTANCE_FLAGS_ALL = 7;
 const CHECK_KINDS: readonly CheckKind[] = ["ttl", "http", "tcp", "grpc"];
 
 /** The writing side of the string table: a repeated string after its first time is its number. */
 class SnapshotStringWriter {
   private readonly numbers = new Map<string, number>();
 
-  write(w: Writer, s: string): void {
+  write(w: ByteWriter, s: string): void {
     const known = this.numbers.get(s);
     if (known !== undefined) {
       w.uint(known + 1);
@@ -418,7 +548,7 @@ class SnapshotStringReader {
 }
 
 /** Durations and clock times are usually whole milliseconds; anything else is kept exactly as text. */
-function writeNumber(w: Writer, v: number): void {
+function writeNumber(w: ByteWriter, v: number): void {
   if (Number.isSafeInteger(v) && v >= 0) {
     w.u8(0);
     w.uint(v);
@@ -438,84 +568,93 @@ function readNumber(r: Reader): number {
   return v;
 }
 
-function writeInstance(w: Writer, table: SnapshotStringWriter, inst: Instance): void {
-  const hasWeights = inst.weights.passing !== 1 || inst.weights.warning !== 1;
-  const metaKeys = Object.keys(inst.meta);
-  w.string(inst.id);
-  table.write(w, inst.service);
-  w.string(inst.address);
-  w.uint(inst.port);
-  w.uint(inst.createIndex);
-  w.uint(inst.modifyIndex);
-  w.u8((inst.tags.length > 0 ? INSTANCE_HAS_TAGS : 0) | (metaKeys.length > 0 ? INSTANCE_HAS_META : 0) |
-    (hasWeights ? INSTANCE_HAS_WEIGHTS : 0) | (inst.checks.length > 0 ? INSTANCE_HAS_CHECKS : 0));
-  table.write(w, inst.zone);
-  table.write(w, inst.node);
-  table.write(w, inst.nodeAddress);
-  if (inst.tags.length > 0) {
-    w.uint(inst.tags.length);
-    for (const t of inst.tags) table.write(w, t);
+function writeDefinition(w: ByteWriter, def: InstanceDefinition, table?: SnapshotStringWriter): void {
+  const str = (s: string): void => {
+    if (table === undefined) w.string(s);
+    else table.write(w, s);
+  };
+  const hasWeights = def.weights.passing !== 1 || def.weights.warning !== 1;
+  const metaKeys = Object.keys(def.meta);
+  w.string(def.id);
+  str(def.service);
+  w.string(def.address);
+  w.uint(def.port);
+  w.u8((def.tags.length > 0 ? INSTANCE_HAS_TAGS : 0) | (metaKeys.length > 0 ? INSTANCE_HAS_META : 0) | (hasWeights ? INSTANCE_HAS_WEIGHTS : 0));
+  str(def.zone);
+  str(def.node);
+  str(def.nodeAddress);
+  if (def.tags.length > 0) {
+    w.uint(def.tags.length);
+    for (const t of def.tags) str(t);
   }
   if (metaKeys.length > 0) {
     w.uint(metaKeys.length);
     for (const k of metaKeys) {
-      table.write(w, k);
-      w.string(inst.meta[k]);
+      str(k);
+      w.string(def.meta[k]);
     }
   }
   if (hasWeights) {
-    writeNumber(w, inst.weights.passing);
-    writeNumber(w, inst.weights.warning);
-  }
-  if (inst.checks.length > 0) {
-    w.uint(inst.checks.length);
-    for (const c of inst.checks) writeCheck(w, c);
+    writeNumber(w, def.weights.passing);
+    writeNumber(w, def.weights.warning);
   }
 }
 
-function readInstance(r: Reader, table: SnapshotStringReader): Instance {
+function readDefinition(r: Reader, table?: SnapshotStringReader): InstanceDefinition {
+  const str = (): string => (table === undefined ? r.string() : table.read());
   const id = r.string();
-  const service = table.read();
+  const service = str();
   const address = r.string();
   const port = r.uint();
-  const createIndex = r.uint();
-  const modifyIndex = r.uint();
   const flags = r.u8();
   if ((flags & ~INSTANCE_FLAGS_ALL) !== 0) throw new CodecError(`instance ${id} has unknown flags ${flags}`);
-  const zone = table.read();
-  const node = table.read();
-  const nodeAddress = table.read();
+  const zone = str();
+  const node = str();
+  const nodeAddress = str();
   const tags: string[] = [];
-  if ((flags & INSTANCE_HAS_TAGS) !== 0) for (let n = r.uint(), i = 0; i < n; i++) tags.push(table.read());
+  if ((flags & INSTANCE_HAS_TAGS) !== 0) for (let n = r.uint(), i = 0; i < n; i++) tags.push(str());
   let meta: Readonly<Record<string, string>> = EMPTY_META;
   if ((flags & INSTANCE_HAS_META) !== 0) {
     const entries: [string, string][] = [];
-    for (let n = r.uint(), i = 0; i < n; i++) entries.push([table.read(), r.string()]);
+    for (let n = r.uint(), i = 0; i < n; i++) entries.push([str(), r.string()]);
     // fromEntries defines own properties, so a key such as "__proto__" stays a key, as JSON.parse left it.
     meta = Object.fromEntries(entries);
   }
   const weights = (flags & INSTANCE_HAS_WEIGHTS) === 0 ? DEFAULT_WEIGHTS : { passing: readNumber(r), warning: readNumber(r) };
-  const checks: Check[] = [];
-  if ((flags & INSTANCE_HAS_CHECKS) !== 0) for (let n = r.uint(), i = 0; i < n; i++) checks.push(readCheck(r));
-  return { id, service, address, port, tags, meta, weights, zone, node, nodeAddress, checks, createIndex, modifyIndex };
+  return { id, service, address, port, tags, meta, weights, zone, node, nodeAddress };
 }
 
-function writeCheck(w: Writer, c: Check): void {
+/** In a snapshot an instance is its definition, its revisions, then its checks. */
+function writeInstance(w: ByteWriter, table: SnapshotStringWriter, inst: Instance): void {
+  writeDefinition(w, inst, table);
+  w.uint(inst.createIndex);
+  w.uint(inst.modifyIndex);
+  w.uint(inst.checks.length);
+  for (const c of inst.checks) writeCheck(w, c);
+}
+
+/** The rest of an instance after its definition and revisions: RegistryState.compact builds it. */
+function readChecks(r: Reader): Check[] {
+  const checks: Check[] = [];
+  for (let n = r.uint(), i = 0; i < n; i++) checks.push(readCheck(r));
+  return checks;
+}
+
+function writeCheckDefinition(w: ByteWriter, c: CheckDefinition): void {
   w.string(c.checkId);
   w.string(c.name);
-  w.u8(CHECK_KINDS.indexOf(c.kind));
+  const kind = CHECK_KINDS.indexOf(c.kind);
+  if (kind < 0) throw new CodecError(`check ${c.checkId} has an unknown kind`);
+  w.u8(kind);
   w.string(c.notes);
   writeNumber(w, c.ttlMs);
   w.string(c.target);
   writeNumber(w, c.intervalMs);
   writeNumber(w, c.timeoutMs);
   writeNumber(w, c.deregisterCriticalAfterMs);
-  w.u8(HEALTH_STATUSES.indexOf(c.status));
-  w.string(c.output);
-  writeNumber(w, c.statusSinceMs);
 }
 
-function readCheck(r: Reader): Check {
+function readCheckDefinition(r: Reader): CheckDefinition {
   const checkId = r.string();
   const name = r.string();
   const kind = CHECK_KINDS[r.u8()];
@@ -526,9 +665,28 @@ function readCheck(r: Reader): Check {
   const intervalMs = readNumber(r);
   const timeoutMs = readNumber(r);
   const deregisterCriticalAfterMs = readNumber(r);
+  return { checkId, name, kind, notes, ttlMs, target, intervalMs, timeoutMs, deregisterCriticalAfterMs };
+}
+
+function statusNumber(status: HealthStatus): number {
+  const n = HEALTH_STATUSES.indexOf(status);
+  if (n < 0) throw new CodecError(`unknown health status ${String(status)}`);
+  return n;
+}
+
+function readStatus(r: Reader): HealthStatus {
   const status = HEALTH_STATUSES[r.u8()];
-  if (status === undefined) throw new CodecError(`check ${checkId} has an unknown status`);
-  const output = r.string();
-  const statusSinceMs = readNumber(r);
-  return { checkId, name, kind, notes, ttlMs, target, intervalMs, timeoutMs, deregisterCriticalAfterMs, status, output, statusSinceMs };
+  if (status === undefined) throw new CodecError("unknown health status");
+  return status;
+}
+
+function writeCheck(w: ByteWriter, c: Check): void {
+  writeCheckDefinition(w, c);
+  w.u8(statusNumber(c.status));
+  w.string(c.output);
+  writeNumber(w, c.statusSinceMs);
+}
+
+function readCheck(r: Reader): Check {
+  return { ...readCheckDefinition(r), status: readStatus(r), output: r.string(), statusSinceMs: readNumber(r) };
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parseGoDuration } from "../../src/registry/duration.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
-import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
+import { type RegistryCommand, RegistryState, decodeRegistryCommand, encodeRegistryCommand } from "../../src/registry/state.js";
 import { ChangeWaiters, TooManyWatchersError } from "../../src/registry/watch.js";
 import { concatChunks } from "../../src/raft/codec.js";
 
@@ -106,6 +106,51 @@ void describe("registry state machine", () => {
     const b = new RegistryState();
     cmds.forEach((c, i) => { apply(a, i + 2, c); apply(b, i + 2, c); });
     assert.deepEqual(concatChunks(await a.snapshot()), concatChunks(await b.snapshot()));
+  });
+});
+
+void describe("registry commands, binary format", () => {
+  const commands: RegistryCommand[] = [
+    { op: "register", instance: inst("web-1", "web"), checks: [], atMs: 1_764_000_000_123 },
+    {
+      op: "register",
+      instance: { ...inst("web-2", "web", ["a", "b"]), meta: { v: "1", "7": "seven", ["__proto__"]: "kept" }, weights: { passing: 5, warning: 2 }, zone: "z" },
+      checks: [ttlCheck("c1"), { ...ttlCheck("c2"), kind: "grpc" as const, ttlMs: 0, target: "10.0.0.1:9000/svc", intervalMs: 2.5, timeoutMs: 1e-6, status: "passing" as const, output: "ok \u6f22" }],
+      atMs: 0.5,
+    },
+    { op: "deregister", id: "web-1" },
+    { op: "setCheckStatus", checkId: "c1", status: "warning", output: "", atMs: 99 },
+  ];
+
+  void test("each command decodes to what was encoded", () => {
+    for (const cmd of commands) assert.deepEqual(decodeRegistryCommand(encodeRegistryCommand(cmd)), cmd);
+  });
+
+  void test("a JSON command logged by an earlier build applies as its binary form does", async () => {
+    const a = new RegistryState();
+    const b = new RegistryState();
+    commands.forEach((cmd, i) => {
+      a.apply(i + 2, new TextEncoder().encode(JSON.stringify(cmd)));
+      b.apply(i + 2, encodeRegistryCommand(cmd));
+    });
+    assert.deepEqual(concatChunks(await a.snapshot()), concatChunks(await b.snapshot()));
+  });
+
+  void test("a damaged command is refused, never applied as something else", () => {
+    const bytes = encodeRegistryCommand(commands[1]);
+    assert.throws(() => decodeRegistryCommand(bytes.subarray(0, bytes.byteLength - 1)), /truncated/);
+    const unknownOp = bytes.slice();
+    unknownOp[1] = 9;
+    assert.throws(() => decodeRegistryCommand(unknownOp), /unknown registry command 9/);
+    const unknownFormat = bytes.slice();
+    unknownFormat[0] = 7;
+    assert.throws(() => decodeRegistryCommand(unknownFormat), /format 7/);
+  });
+
+  void test("a registration like the benchmark's is a third of its JSON or less", () => {
+    const cmd: RegistryCommand = { op: "register", instance: { ...inst("bench-w1n0-0-12345", "bench", ["bench"]), address: "10.0.48.57", port: 13369 }, checks: [], atMs: Date.now() };
+    const bytes = encodeRegistryCommand(cmd).byteLength;
+    assert.ok(bytes * 3 <= JSON.stringify(cmd).length, `${bytes} bytes against ${JSON.stringify(cmd).length} as JSON`);
   });
 });
 
