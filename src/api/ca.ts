@@ -10,7 +10,7 @@ import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import type { CaRoot } from "../ca/state.js";
 import type { RaftDriver } from "../raft/driver.js";
 import { parseGoDuration } from "../registry/duration.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, clientGoneSignal, withJitterMs } from "./blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
 import { sendError } from "./errors.js";
 
 /** A CSR of the largest accepted key (RSA 4096) with a long SAN list fits well within this. */
@@ -109,7 +109,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
   }, async (req, reply) => {
     const waitMs = waitOf(req.query.wait);
     if (waitMs === undefined) return reply.code(400).send({ error: `wait "${req.query.wait}" is not a duration like "30s"`, field: "wait" });
-    if (req.query.index !== undefined) await ca.waitForChange(Number(req.query.index), withJitterMs(waitMs, random()), clientGoneSignal(reply));
+    if (req.query.index !== undefined) await ca.waitForChange(Number(req.query.index), withJitterMs(waitMs, random()), waitEndSignal(reply));
     void reply.header("x-cairn-index", String(Math.max(1, ca.state.revision)));
     const format = req.query.format ?? "json";
     if (format === "pem") return reply.type("application/x-pem-file").send(ca.state.roots.map((r) => r.rootCertificatePem).join(""));
@@ -119,7 +119,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
 
   app.get("/v1/ca/bundle/stream", {
     schema: { summary: "The trust bundle as server-sent events: one `bundle` event at once, then one on every change" },
-  }, (req, reply) => {
+  }, (_req, reply) => {
     if (streams >= BUNDLE_STREAMS_MAX) return reply.code(429).header("retry-after", "1").send({ error: `${BUNDLE_STREAMS_MAX} bundle streams are open on this node; retry shortly` });
     streams++;
     const res = reply.raw;
@@ -131,11 +131,13 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
     push();
     const unsubscribe = ca.subscribe(push);
     const keepalive = setInterval(() => res.write(": keepalive\n\n"), SSE_KEEPALIVE_MS);
-    req.raw.once("close", () => {
+    // The stream ends when the client goes or the server closes; EventSource clients reconnect.
+    waitEndSignal(reply).addEventListener("abort", () => {
       streams--;
       clearInterval(keepalive);
       unsubscribe();
-    });
+      res.end();
+    }, { once: true });
     return reply;
   });
 

@@ -8,7 +8,7 @@ import type { LeafCache } from "../ca/leaves.js";
 import type { CaRoot } from "../ca/state.js";
 import { trustDomainSpiffeId } from "../ca/spiffe.js";
 import { callerOf } from "./ca.js";
-import { clientGoneSignal, withJitterMs } from "./blocking.js";
+import { waitEndSignal, withJitterMs } from "./blocking.js";
 
 export interface ConnectDeps {
   readonly ca: CertificateAuthority;
@@ -38,7 +38,7 @@ export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
   const { ca, leaves } = deps;
   const roots = async (query: { index?: string; wait?: string }, reply: FastifyReply): Promise<unknown> => {
     const since = deps.parseIndex(query.index);
-    if (since > 0) await ca.waitForChange(since, withJitterMs(deps.parseWait(query.wait), deps.random()), clientGoneSignal(reply));
+    if (since > 0) await ca.waitForChange(since, withJitterMs(deps.parseWait(query.wait), deps.random()), waitEndSignal(reply));
     deps.readHeaders(reply, ca.state.revision);
     const active = ca.state.activeRoot;
     return {
@@ -61,7 +61,7 @@ export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
     const caller = callerOf(req);
     const since = deps.parseIndex(req.query.index);
     const leaf = since > 0
-      ? await leaves.wait(req.params.service, caller, since, withJitterMs(deps.parseWait(req.query.wait), deps.random()), clientGoneSignal(reply))
+      ? await leaves.wait(req.params.service, caller, since, withJitterMs(deps.parseWait(req.query.wait), deps.random()), waitEndSignal(reply))
       : leaves.get(req.params.service, caller);
     deps.readHeaders(reply, leaf.index);
     const issued = leaf.issued;

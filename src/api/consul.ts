@@ -12,7 +12,7 @@
 // Errors answer as Consul's do, with a text/plain reason, which both the Go client and the npm
 // client (papi, under 80 bytes) put into the error they raise.
 
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, clientGoneSignal, withJitterMs } from "./blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotAvailableError, type RaftDriver } from "../raft/driver.js";
 import { parseGoDuration } from "../registry/duration.js";
@@ -306,7 +306,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
       response: { 200: catalogServicesSchema },
     },
   }, async (req, reply) => {
-    const index = await blockingRead(req.query, { catalog: true }, clientGoneSignal(reply));
+    const index = await blockingRead(req.query, { catalog: true }, waitEndSignal(reply));
     readHeaders(reply, deps.driver, index);
     return reply.send(Object.fromEntries(registry.state.services()));
   });
@@ -319,7 +319,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     },
   }, async (req, reply) => {
     const service = req.params.service;
-    const index = await blockingRead(req.query, { service }, clientGoneSignal(reply));
+    const index = await blockingRead(req.query, { service }, waitEndSignal(reply));
     const tags = req.query.tag ?? [];
     readHeaders(reply, deps.driver, index);
     return reply.send(sortInstances(registry.state.instancesOf(service)).filter((i) => hasTags(i, tags)).map((i) => catalogService(i, ctx)));
@@ -334,7 +334,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   }, async (req, reply) => {
     const service = req.params.service;
     const passing = goBool("passing", req.query.passing);
-    const index = await blockingRead(req.query, { service }, clientGoneSignal(reply));
+    const index = await blockingRead(req.query, { service }, waitEndSignal(reply));
     const tags = req.query.tag ?? [];
     const entries = sortInstances(registry.state.instancesOf(service))
       .filter((i) => hasTags(i, tags) && (!passing || aggregateStatus(i.checks) === "passing"))

@@ -6,6 +6,7 @@ import type { CertificateAuthority } from "../ca/authority.js";
 import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/driver.js";
 import type { Registry } from "../registry/registry.js";
+import { endWaitsOnClose } from "./blocking.js";
 import { caRoutes } from "./ca.js";
 import { clusterRoutes } from "./cluster.js";
 import { consulRoutes } from "./consul.js";
@@ -54,6 +55,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   });
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
+  endWaitsOnClose(app);
   app.addHook("onRoute", openApi.onRoute);
   app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;

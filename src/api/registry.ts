@@ -8,7 +8,7 @@ import { parseGoDuration } from "../registry/duration.js";
 import { type Instance, aggregateStatus } from "../registry/model.js";
 import type { RegisterInput, Registry } from "../registry/registry.js";
 import type { WatchKey } from "../registry/watch.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, clientGoneSignal, withJitterMs } from "./blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
 import { sendError } from "./errors.js";
 
 
@@ -158,7 +158,7 @@ async function blockingRead(registry: Registry, reply: FastifyReply, query: Read
   try {
     await registry.consistentRead(query.stale !== undefined);
     if (since > 0) {
-      await registry.waiters.wait(key, since, withJitterMs(waitMs, Math.random()), clientGoneSignal(reply));
+      await registry.waiters.wait(key, since, withJitterMs(waitMs, Math.random()), waitEndSignal(reply));
     }
   } catch (err) {
     await sendError(reply, err, leaderAddress);

@@ -330,10 +330,24 @@ void describe("the certificate authority over HTTP", () => {
     }
   });
 
-  void test("a cluster restarted from disk keeps signing with the same CA", async () => {
+  void test("a node stops promptly with blocking reads and streams open, and a cluster restarted from disk keeps signing with the same CA", async () => {
     const before = await bundle(n1);
     const activeBefore = before.roots.find((r) => r.active)!;
     const intermediateBefore = (await sign(n1, { csr: csrFor(WEB_ID).csr })).chain[0];
+    // Open waits must not hold a shutdown up: blocking reads answer and streams end when a node stops.
+    const waits = Promise.all([
+      call(n1, "GET", `/v1/ca/bundle?index=${before.index}&wait=5m`),
+      call(n1, "GET", "/v1/health/service/nothing?index=100000&wait=5m"),
+      fetch(n1.url("/v1/ca/bundle/stream")).then(async (res) => res.text()),
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopStartedMs = Date.now();
+    assert.equal(await n1.stop(), 0);
+    assert.ok(Date.now() - stopStartedMs < 5_000, `stopping with open waits took ${Date.now() - stopStartedMs} ms`);
+    const [bundleWait, healthWait, streamed] = await waits;
+    assert.equal(bundleWait.status, 200);
+    assert.equal(healthWait.status, 200);
+    assert.match(streamed, /event: bundle/);
     for (const n of cluster.nodes) await n.stop();
     for (const n of cluster.nodes) n.start();
     await cluster.agreedLeader(20_000);
