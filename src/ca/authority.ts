@@ -247,7 +247,8 @@ export class CertificateAuthority {
 
   private signerNow(): ActiveSigner {
     const contactMs = this.driver.lastContactMs;
-    if (contactMs === undefined || contactMs > SIGNING_LEADER_CONTACT_MAX_MS) {
+    if (contactMs === undefined) throw new CaUnavailableError("this node has not heard from a leader yet and will not sign before it has; retry shortly or ask another node");
+    if (contactMs > SIGNING_LEADER_CONTACT_MAX_MS) {
       throw new CaUnavailableError(`this node has not heard from a leader for over ${SIGNING_LEADER_CONTACT_MAX_MS / 1000}s and will not sign with possibly stale roots; ask another node`);
     }
     const revision = this.state.revision;

@@ -108,7 +108,15 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {
     const authorizer = listAuthorizer(cfg.ca.workloadIdentities);
-    workload = await startWorkloadApi({ socketPath: cfg.ca.workloadSocket, authority: ca, authorizer, identities: cfg.ca.workloadIdentities, logger: logger.child({ component: "workload-api" }) });
+    try {
+      workload = await startWorkloadApi({ socketPath: cfg.ca.workloadSocket, authority: ca, authorizer, identities: cfg.ca.workloadIdentities, logger: logger.child({ component: "workload-api" }) });
+    } catch (err) {
+      // A misconfigured socket is the operator's to fix: say so and stop, without a stack trace.
+      const message = `cannot serve the Workload API on ${cfg.ca.workloadSocket}: ${err instanceof Error ? err.message : String(err)}`;
+      logger.fatal(message);
+      process.stderr.write(`cairn: ${message}\n`);
+      process.exit(2);
+    }
     logger.info({ socket: cfg.ca.workloadSocket, endpoint: `unix://${cfg.ca.workloadSocket}`, authorizer: authorizer.description }, "SPIFFE Workload API listening; point workloads at it with SPIFFE_ENDPOINT_SOCKET");
   }
   logger.info({ http: formatHostPort(cfg.http), grpc: formatHostPort(cfg.grpc), peer: cfg.advertisePeer, clusterId }, "cairn node ready");

@@ -260,8 +260,9 @@ void describe("the SPIFFE Workload API on a node's Unix socket", () => {
       assert.equal(err.code, grpc.status.PERMISSION_DENIED, err.details);
       assert.match(err.details, /--workload-identities/);
       const code = await missing.nodes[0].exit;
-      assert.notEqual(code, 0);
-      assert.match(missing.nodes[0].stderr, /no-such-dir does not exist; create it first/);
+      assert.equal(code, 2, "a misconfigured socket is a usage error");
+      assert.match(missing.nodes[0].stderr, /cairn: cannot serve the Workload API on .*no-such-dir does not exist; create it first/);
+      assert.doesNotMatch(missing.nodes[0].stderr, /\n\s+at /, "no stack trace for an operator's mistake");
     } finally {
       client.close();
       await Promise.all([bare.close(), missing.close()]);
