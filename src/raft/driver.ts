@@ -12,6 +12,7 @@ import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import { type Chunks, Reader, Writer, chunksLength, writeChunks } from "./codec.js";
 import { type Proposed, RaftNode, SENDABLE_BEFORE_PERSIST, bootstrapSnapshot, defaultRaftConfig } from "./raft.js";
+import { SNAPSHOT_DATA_ON_DISK } from "./log.js";
 import type { RandomSource } from "./random.js";
 import type { RaftStorage } from "./storage.js";
 import { PeerTransport } from "./transport.js";
@@ -25,6 +26,7 @@ import {
   type Ready,
   type Role,
   type Snapshot,
+  type SnapshotRequest,
 } from "./types.js";
 
 /** What the driver applies committed entries to. Must be deterministic: same entries, same state. */
@@ -217,6 +219,8 @@ export class RaftDriver {
     this.persistedTerm = hardState?.term ?? 0;
     this.persistedVote = hardState?.vote ?? NONE;
     this.restoreSnapshot(snapshot);
+    // The snapshot is on disk (loaded from it, or just bootstrapped into it): memory need not hold it too.
+    if (snapshot !== undefined) this.raft.log.releaseSnapshotData(snapshot.metadata.index);
     for (const [id, address] of this.opts.joinPeers ?? []) if (!this.members.has(id)) this.members.set(id, address);
     const port = await this.transport.start();
     for (const [id, address] of this.members) if (id !== this.id) this.transport.setPeer(id, address);
@@ -480,7 +484,42 @@ export class RaftDriver {
 
   private sendLeaderMessagesNow(): void {
     const now = this.raft.takeLeaderMessages();
+    if (now.length > 0) this.send(now);
+  }
+
+  /**
+   * Hands messages to the transport. The core keeps only the metadata of a snapshot that is on
+   * disk, so a snapshot message for it is sent once its bytes are read back, off the Ready loop.
+   */
+  private send(messages: Message[]): void {
+    const fromDisk = (m: Message): m is SnapshotRequest => m.type === "snapshot" && m.snapshot.data === SNAPSHOT_DATA_ON_DISK;
+    if (!messages.some(fromDisk)) {
+      this.transport.send(messages);
+      return;
+    }
+    const now: Message[] = [];
+    for (const m of messages) {
+      if (fromDisk(m)) void this.sendSnapshotFromDisk(m);
+      else now.push(m);
+    }
     if (now.length > 0) this.transport.send(now);
+  }
+
+  private async sendSnapshotFromDisk(m: SnapshotRequest): Promise<void> {
+    try {
+      const stored = await this.opts.storage.loadSnapshot();
+      if (this.stopped || this.fatalError !== undefined) return;
+      const want = m.snapshot.metadata;
+      if (stored === undefined || stored.metadata.index !== want.index || stored.metadata.term !== want.term) {
+        // A newer snapshot replaced it on disk meanwhile. Reported as failed, the core sends its
+        // current snapshot instead, which is the one on disk.
+        this.stepLocal({ type: "snapshotStatus", from: m.to, to: this.id, term: 0, reject: true });
+        return;
+      }
+      this.transport.send([{ ...m, snapshot: stored }]);
+    } catch (err) {
+      this.fail(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   private awaitCommit(proposed: Proposed): Promise<number> {
@@ -631,7 +670,7 @@ export class RaftDriver {
     const early: Message[] = [];
     const late: Message[] = [];
     for (const m of rd.messages) (isLeader && SENDABLE_BEFORE_PERSIST.has(m.type) ? early : late).push(m);
-    if (early.length > 0) this.transport.send(early);
+    if (early.length > 0) this.send(early);
     // Committed entries are already durable here (the core hands out no others), so apply them
     // now and answer their clients while this batch's fsync runs, not after it.
     const applyFirst = rd.snapshot === undefined;
@@ -650,13 +689,15 @@ export class RaftDriver {
         this.persistedVote = rd.hardState.vote;
       }
     }
-    if (late.length > 0) this.transport.send(late);
+    if (late.length > 0) this.send(late);
     if (rd.snapshot !== undefined) {
       this.restoreSnapshot(rd.snapshot);
       this.log.info({ index: rd.snapshot.metadata.index }, "installed snapshot from the leader");
     }
     if (!applyFirst) for (const e of rd.committedEntries) this.applyEntry(e);
     this.raft.advance();
+    // Now persisted and restored: the core may forget the received snapshot's bytes.
+    if (rd.snapshot !== undefined) this.raft.log.releaseSnapshotData(rd.snapshot.metadata.index);
     if (rd.softState !== undefined) this.onSoftState(rd.softState.role, rd.softState.leader);
     for (const rs of rd.readStates) {
       const waiter = this.readWaiters.get(rs.context);
@@ -748,6 +789,7 @@ export class RaftDriver {
         if (this.stopped || this.fatalError !== undefined || index <= this.raft.log.snapshotIndex()) return;
         const snapshot = this.raft.compact(index, data);
         await this.opts.storage.saveSnapshot(snapshot);
+        this.raft.log.releaseSnapshotData(index);
         this.log.info({ index, bytes: data.byteLength }, "compacted the log into a snapshot");
       } catch (err) {
         this.fail(err instanceof Error ? err : new Error(String(err)));

@@ -9,6 +9,12 @@
 
 import { type Entry, type Snapshot, entryPayloadBytes, invariant } from "./types.js";
 
+/**
+ * The data of a snapshot whose bytes are on disk only (see releaseSnapshotData). A snapshot
+ * message that carries it must have its bytes read back from storage before it leaves the node.
+ */
+export const SNAPSHOT_DATA_ON_DISK: Uint8Array = new Uint8Array(0);
+
 export class RaftLog {
   private snapshotValue: Snapshot;
   /** entries[i].index === snapshot.metadata.index + 1 + i */
@@ -224,6 +230,17 @@ export class RaftLog {
   /** The driver persisted the received snapshot at `index`. */
   snapshotPersisted(index: number): void {
     if (this.pendingSnapshot?.metadata.index === index) this.pendingSnapshot = undefined;
+  }
+
+  /**
+   * Forgets the bytes of the snapshot at `index` once the caller holds them durably elsewhere:
+   * the core needs only its metadata, and the bytes (the whole state) are wanted again only to
+   * catch a follower up. Nothing changes while a received snapshot still waits to be persisted,
+   * or once a newer snapshot has replaced this one.
+   */
+  releaseSnapshotData(index: number): void {
+    if (this.pendingSnapshot !== undefined || this.snapshotValue.metadata.index !== index) return;
+    this.snapshotValue = { metadata: this.snapshotValue.metadata, data: SNAPSHOT_DATA_ON_DISK };
   }
 
   /** Replaces the applied prefix with the state machine's snapshot of it. */

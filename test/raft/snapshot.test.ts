@@ -3,6 +3,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { SNAPSHOT_DATA_ON_DISK } from "../../src/raft/log.js";
 import { RaftNode } from "../../src/raft/raft.js";
 import { RaftInvariantError, type Snapshot } from "../../src/raft/types.js";
 import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
@@ -52,6 +53,52 @@ void describe("compaction", () => {
     net.restart("b");
     net.stabilize();
     assert.deepEqual(net.peer("b").appliedTexts(), ["p1", "p2", "p3"]);
+  });
+});
+
+void describe("a snapshot's bytes kept on disk only", () => {
+  void test("a leader that released its snapshot's bytes sends the snapshot marked for the driver to read back", () => {
+    const net = electedCluster();
+    net.isolate("c");
+    for (let i = 0; i < 5; i++) net.propose("a", `p${i}`);
+    const snapshot = net.compact("a");
+    const a = net.node("a");
+    a.log.releaseSnapshotData(snapshot.metadata.index);
+    assert.equal(a.log.snapshot.data, SNAPSHOT_DATA_ON_DISK);
+    assert.deepEqual(a.log.snapshot.metadata, snapshot.metadata, "the core keeps what it needs: index, term and configuration");
+    net.heal();
+    // The harness has no driver to read the bytes back, so the marked message goes no further.
+    net.drop((m) => m.type === "snapshot");
+    net.tickUntil(() => messagesOf(net.sent, "snapshot", "a", "c").length > 0, 2 * ELECTION_TIMEOUT_TICKS, ["a"]);
+    const sent = messagesOf(net.sent, "snapshot", "a", "c")[0];
+    assert.equal(sent?.snapshot.data, SNAPSHOT_DATA_ON_DISK);
+    assert.deepEqual(sent.snapshot.metadata, snapshot.metadata);
+  });
+
+  void test("releasing names one snapshot: a newer one keeps its bytes", () => {
+    const net = electedCluster();
+    net.propose("a", "p1", "p2");
+    const older = net.compact("a", net.peer("a").appliedIndex - 1);
+    net.compact("a");
+    const a = net.node("a");
+    a.log.releaseSnapshotData(older.metadata.index);
+    assert.notEqual(a.log.snapshot.data, SNAPSHOT_DATA_ON_DISK);
+    assert.ok(a.log.snapshot.data.byteLength > 0);
+  });
+
+  void test("a received snapshot keeps its bytes until it is persisted", () => {
+    const voters = ["a", "b", "c"];
+    const b = new RaftNode(nodeConfig("b", 1), paperState(voters, [1, 1], 1));
+    const data = new TextEncoder().encode("the state at 5");
+    const snapshot: Snapshot = { metadata: { index: 5, term: 1, conf: { voters, learners: [] } }, data };
+    b.step({ type: "snapshot", from: "a", to: "b", term: 1, snapshot });
+    b.log.releaseSnapshotData(5);
+    assert.equal(b.log.snapshot.data, data, "not yet on disk: still needed for the Ready");
+    const rd = b.ready();
+    assert.equal(rd.snapshot?.data, data);
+    b.advance();
+    b.log.releaseSnapshotData(5);
+    assert.equal(b.log.snapshot.data, SNAPSHOT_DATA_ON_DISK);
   });
 });
 
