@@ -1,0 +1,363 @@
+// PKCS#10 certificate signing requests (RFC 2986), on the issuance hot path. A strict reader over
+// the CSR's DER: it finds the public key, the requested SANs and the signed bytes without
+// copying, accepts only the key types Cairn issues for, and verifies the self-signature with
+// node:crypto. Every failure is a CsrError whose reason says what kind of problem it is.
+
+import { type JsonWebKey, type KeyObject, createPublicKey, verify } from "node:crypto";
+import {
+  type DerElement,
+  DerError,
+  DerReader,
+  Tag,
+  contextTag,
+  elementBytes,
+  pemDecodeBlocks,
+  readBitStringOctets,
+  readBoolean,
+  readIntegerBytes,
+  readOid,
+  readPrintableAscii,
+  valueEquals,
+  valueOf,
+} from "./der.js";
+import { EXTENSION_OID, GENERAL_NAME_TAG } from "./certificates.js";
+import { type KeyKind, OID, algorithmOid, oidValue, readAlgorithmIdentifier, readSpki, verificationAlgorithmOf } from "./keys.js";
+
+export type CsrErrorReason = "malformed" | "badSignature" | "unsupportedKey";
+
+export class CsrError extends Error {
+  constructor(
+    readonly reason: CsrErrorReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = "CsrError";
+  }
+}
+
+export type CsrKeyType = "ec-p256" | "ec-p384" | "rsa" | "ed25519";
+
+export interface ParsedCsr {
+  /** Verbatim from the CSR (a view into its bytes), to be spliced into the leaf. */
+  readonly subjectPublicKeyInfoDer: Uint8Array;
+  readonly keyType: CsrKeyType;
+  /** The key, already parsed to verify the CSR; reuse it rather than parsing the SPKI again. */
+  readonly publicKey: KeyObject;
+  /** URI SANs from the extensionRequest attribute, in order. */
+  readonly uris: readonly string[];
+  readonly dnsNames: readonly string[];
+}
+
+/** Far above any CSR a workload sends (an RSA-4096 CSR with a few SANs is about 1.7 KB). */
+export const CSR_BYTES_MAX = 16 * 1024;
+/** PEM is 4/3 of the DER plus line breaks and delimiters. */
+const CSR_PEM_CHARS_MAX = 2 * CSR_BYTES_MAX;
+/** URI plus DNS SANs; a leaf carries one URI and a handful of DNS names. */
+export const CSR_SANS_MAX = 64;
+/** A SPIFFE ID is at most 2048 bytes; a DNS name at most 253. */
+const SAN_CHARS_MAX = 2048;
+const RSA_BITS_MIN = 2048;
+const RSA_BITS_MAX = 4096;
+const ACCEPTED_KEYS = "use RSA 2048-4096, ECDSA P-256/P-384 or Ed25519";
+
+const OID_BYTES = {
+  ecPublicKey: oidValue(OID.ecPublicKey),
+  rsaEncryption: oidValue(OID.rsaEncryption),
+  ed25519: oidValue(OID.ed25519),
+  prime256v1: oidValue(OID.prime256v1),
+  secp384r1: oidValue(OID.secp384r1),
+  extensionRequest: oidValue("1.2.840.113549.1.9.14"),
+  subjectAltName: oidValue(EXTENSION_OID.subjectAltName),
+};
+
+/** Names for keys Cairn refuses, so the message says what was sent. */
+const KNOWN_KEY_NAMES: ReadonlyMap<string, string> = new Map([
+  ["1.2.840.10040.4.1", "DSA"],
+  ["1.2.840.113549.1.1.10", "RSA-PSS"],
+  ["1.3.101.110", "X25519"],
+  ["1.3.101.111", "X448"],
+  ["1.3.101.113", "Ed448"],
+]);
+const KNOWN_CURVE_NAMES: ReadonlyMap<string, string> = new Map([
+  ["1.3.132.0.10", "secp256k1"],
+  ["1.3.132.0.35", "P-521"],
+  ["1.2.840.10045.3.1.1", "P-192"],
+  ["1.3.132.0.33", "P-224"],
+  ["1.3.36.3.3.2.8.1.1.7", "brainpoolP256r1"],
+]);
+
+/** The uncompressed point (0x04 || X || Y) each accepted curve's key must be. */
+const EC_POINT_BYTES = { "ec-p256": 65, "ec-p384": 97 } as const;
+
+/**
+ * Parses a CSR given as PEM (exactly one "CERTIFICATE REQUEST" block) or DER, checks its
+ * structure strictly, accepts only EC P-256/P-384, RSA 2048-4096 and Ed25519 keys, and verifies
+ * its self-signature (ECDSA with SHA-256/384/512, RSA PKCS#1 v1.5 with SHA-256/384/512, Ed25519).
+ */
+export function parseCsr(csr: string | Uint8Array): ParsedCsr {
+  const bytes = typeof csr === "string" ? decodePem(csr) : csr;
+  if (bytes.length > CSR_BYTES_MAX) throw new CsrError("malformed", `the CSR is ${bytes.length} bytes, over the ${CSR_BYTES_MAX}-byte bound`);
+  let fields: CsrFields;
+  try {
+    fields = readCsr(bytes);
+  } catch (err) {
+    if (err instanceof DerError) throw new CsrError("malformed", `the CSR is malformed: ${err.message}`);
+    throw err;
+  }
+  const spkiDer = elementBytes(bytes, fields.spki);
+  const publicKey = checkedKey(fields.jwk, fields.keyType);
+  verifySignature(bytes, fields, publicKey);
+  return { subjectPublicKeyInfoDer: spkiDer, keyType: fields.keyType, publicKey, uris: fields.uris, dnsNames: fields.dnsNames };
+}
+
+function decodePem(pem: string): Uint8Array {
+  if (pem.length > CSR_PEM_CHARS_MAX) throw new CsrError("malformed", `the CSR PEM is ${pem.length} characters, over the bound of ${CSR_PEM_CHARS_MAX}`);
+  let blocks;
+  try {
+    blocks = pemDecodeBlocks(pem);
+  } catch (err) {
+    if (err instanceof DerError) throw new CsrError("malformed", `the CSR PEM is malformed: ${err.message}`);
+    throw err;
+  }
+  // "NEW CERTIFICATE REQUEST" is what Java's keytool and old Netscape tools write.
+  if (blocks.length !== 1 || (blocks[0].label !== "CERTIFICATE REQUEST" && blocks[0].label !== "NEW CERTIFICATE REQUEST")) {
+    const found = blocks.length === 0 ? "no PEM block" : blocks.map((b) => `"${b.label}"`).join(", ");
+    throw new CsrError("malformed", `expected exactly one PEM block labelled CERTIFICATE REQUEST, found ${found}`);
+  }
+  return blocks[0].der;
+}
+
+interface CsrFields {
+  readonly info: DerElement;
+  readonly spki: DerElement;
+  readonly keyType: CsrKeyType;
+  readonly keyKind: KeyKind;
+  readonly jwk: JsonWebKey;
+  readonly signatureAlgorithm: DerElement;
+  readonly signature: Uint8Array;
+  readonly uris: string[];
+  readonly dnsNames: string[];
+}
+
+/** The structure, without cryptography. Throws DerError for malformed input, CsrError for a refused key. */
+function readCsr(bytes: Uint8Array): CsrFields {
+  const outer = new DerReader(bytes);
+  const request = outer.read("the CertificationRequest", Tag.sequence);
+  outer.finish("the CSR DER");
+  const r = DerReader.inside(bytes, request);
+  const info = r.read("the CertificationRequestInfo", Tag.sequence);
+  const signatureAlgorithm = r.read("the signatureAlgorithm", Tag.sequence);
+  const signature = readBitStringOctets(bytes, r.read("the signature", Tag.bitString), "the signature");
+  r.finish("the CertificationRequest");
+
+  const i = DerReader.inside(bytes, info);
+  const version = readIntegerBytes(bytes, i.read("the version", Tag.integer), "the version");
+  if (version.length !== 1 || version[0] !== 0) throw new DerError("the version must be 0 (v1), the only PKCS#10 version");
+  checkName(bytes, i.read("the subject", Tag.sequence));
+  const spki = i.read("the subjectPKInfo", Tag.sequence);
+  // RFC 2986 requires the attributes field, but some encoders omit it when empty; absent and empty mean the same.
+  const attributes = i.readOptional("the attributes", contextTag(0, true));
+  i.finish("the CertificationRequestInfo");
+
+  const key = classifyKey(bytes, spki);
+  const sans: { uris: string[]; dnsNames: string[] } = { uris: [], dnsNames: [] };
+  if (attributes !== undefined) readAttributes(bytes, attributes, sans);
+  return { info, spki, ...key, signatureAlgorithm, signature, ...sans };
+}
+
+/** A Name is a SEQUENCE of SETs of (OID, value); Cairn ignores the subject but refuses a broken one. */
+function checkName(bytes: Uint8Array, name: DerElement): void {
+  const r = DerReader.inside(bytes, name);
+  while (!r.atEnd) {
+    const set = DerReader.inside(bytes, r.read("a subject RDN", Tag.set));
+    if (set.atEnd) throw new DerError("a subject RDN is empty");
+    while (!set.atEnd) {
+      const attribute = DerReader.inside(bytes, set.read("a subject attribute", Tag.sequence));
+      attribute.read("a subject attribute's type", Tag.oid);
+      attribute.read("a subject attribute's value");
+      attribute.finish("a subject attribute");
+    }
+  }
+}
+
+interface ClassifiedKey {
+  readonly keyType: CsrKeyType;
+  readonly keyKind: KeyKind;
+  /** The same key as a JWK, which is how it is handed to node:crypto (see checkedKey). */
+  readonly jwk: JsonWebKey;
+}
+
+/** Which accepted key the SPKI holds; CsrError("unsupportedKey") naming the key otherwise. */
+function classifyKey(bytes: Uint8Array, spki: DerElement): ClassifiedKey {
+  const { algorithm, keyBits } = readSpki(bytes, spki);
+  const params = algorithm.parameters;
+  if (valueEquals(bytes, algorithm.oid, OID_BYTES.ecPublicKey)) {
+    if (params === undefined || params.tag !== Tag.oid) {
+      throw new CsrError("unsupportedKey", `the CSR key is EC with explicit or missing curve parameters; ${ACCEPTED_KEYS} with a named curve`);
+    }
+    const keyType = valueEquals(bytes, params, OID_BYTES.prime256v1) ? "ec-p256" : valueEquals(bytes, params, OID_BYTES.secp384r1) ? "ec-p384" : undefined;
+    if (keyType === undefined) {
+      const curve = readOid(bytes, params, "the CSR key's curve");
+      throw new CsrError("unsupportedKey", `the CSR key is EC on curve ${KNOWN_CURVE_NAMES.get(curve) ?? curve}; ${ACCEPTED_KEYS}`);
+    }
+    if (keyBits.length !== EC_POINT_BYTES[keyType] || keyBits[0] !== 0x04) {
+      throw new CsrError("unsupportedKey", `the CSR's ${keyType === "ec-p256" ? "P-256" : "P-384"} key is not an uncompressed point; send the key uncompressed, as TLS libraries expect`);
+    }
+    const coordinateBytes = (keyBits.length - 1) / 2;
+    const x = base64url(keyBits, 1, 1 + coordinateBytes);
+    const y = base64url(keyBits, 1 + coordinateBytes, keyBits.length);
+    return { keyType, keyKind: "ec", jwk: { kty: "EC", crv: keyType === "ec-p256" ? "P-256" : "P-384", x, y } };
+  }
+  if (valueEquals(bytes, algorithm.oid, OID_BYTES.rsaEncryption)) {
+    if (params === undefined || params.tag !== Tag.null || params.end !== params.valueStart) {
+      throw new DerError("an rsaEncryption key must have NULL parameters (RFC 3279)");
+    }
+    const { modulus, exponent } = readRsaPublicKey(keyBits);
+    const bits = (modulus.length - 1) * 8 + (32 - Math.clz32(modulus[0]));
+    if (bits < RSA_BITS_MIN || bits > RSA_BITS_MAX) throw new CsrError("unsupportedKey", `the CSR key is RSA ${bits} bits; ${ACCEPTED_KEYS}`);
+    return { keyType: "rsa", keyKind: "rsa", jwk: { kty: "RSA", n: base64url(modulus, 0, modulus.length), e: base64url(exponent, 0, exponent.length) } };
+  }
+  if (valueEquals(bytes, algorithm.oid, OID_BYTES.ed25519)) {
+    if (params !== undefined) throw new DerError("an Ed25519 key must have no parameters (RFC 8410)");
+    if (keyBits.length !== 32) throw new DerError(`an Ed25519 key is 32 bytes, not ${keyBits.length}`);
+    return { keyType: "ed25519", keyKind: "ed25519", jwk: { kty: "OKP", crv: "Ed25519", x: base64url(keyBits, 0, 32) } };
+  }
+  const oid = algorithmOid(algorithm);
+  throw new CsrError("unsupportedKey", `the CSR key is ${KNOWN_KEY_NAMES.get(oid) ?? `of algorithm ${oid}`}; ${ACCEPTED_KEYS}`);
+}
+
+/** An RSAPublicKey SEQUENCE { modulus, publicExponent } as unsigned big-endian magnitudes without leading zeros. */
+function readRsaPublicKey(keyBits: Uint8Array): { modulus: Uint8Array; exponent: Uint8Array } {
+  const r = new DerReader(keyBits);
+  const key = DerReader.inside(keyBits, r.read("the RSA public key", Tag.sequence));
+  r.finish("the RSA public key");
+  const modulus = positiveMagnitude(readIntegerBytes(keyBits, key.read("the RSA modulus", Tag.integer), "the RSA modulus"), "the RSA modulus");
+  const exponent = positiveMagnitude(readIntegerBytes(keyBits, key.read("the RSA public exponent", Tag.integer), "the RSA public exponent"), "the RSA public exponent");
+  key.finish("the RSA public key");
+  return { modulus, exponent };
+}
+
+function positiveMagnitude(integer: Uint8Array, what: string): Uint8Array {
+  if (integer[0] >= 0x80) throw new DerError(`${what} is negative`);
+  let first = 0;
+  while (first < integer.length && integer[first] === 0) first++;
+  if (first === integer.length) throw new DerError(`${what} is zero`);
+  return integer.subarray(first);
+}
+
+function base64url(bytes: Uint8Array, start: number, end: number): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString("base64url");
+}
+
+/** Attributes: [0] IMPLICIT SET OF Attribute; only extensionRequest matters, the rest (challengePassword, ...) is ignored. */
+function readAttributes(bytes: Uint8Array, attributes: DerElement, sans: { uris: string[]; dnsNames: string[] }): void {
+  const r = DerReader.inside(bytes, attributes);
+  let sawExtensionRequest = false;
+  while (!r.atEnd) {
+    const attribute = DerReader.inside(bytes, r.read("an attribute", Tag.sequence));
+    const type = attribute.read("an attribute's type", Tag.oid);
+    const values = attribute.read("an attribute's values", Tag.set);
+    attribute.finish("an attribute");
+    if (!valueEquals(bytes, type, OID_BYTES.extensionRequest)) continue;
+    if (sawExtensionRequest) throw new DerError("the extensionRequest attribute appears twice");
+    sawExtensionRequest = true;
+    const v = DerReader.inside(bytes, values);
+    const extensions = v.read("the extensionRequest value", Tag.sequence);
+    v.finish("the extensionRequest attribute (it must have exactly one value)");
+    readRequestedExtensions(bytes, extensions, sans);
+  }
+}
+
+/** Requested extensions: only subjectAltName is read; the CA decides every other extension itself. */
+function readRequestedExtensions(bytes: Uint8Array, extensions: DerElement, sans: { uris: string[]; dnsNames: string[] }): void {
+  const r = DerReader.inside(bytes, extensions);
+  const seen = new Set<string>();
+  while (!r.atEnd) {
+    const e = DerReader.inside(bytes, r.read("a requested extension", Tag.sequence));
+    const id = e.read("a requested extension's id", Tag.oid);
+    const critical = e.readOptional("a requested extension's critical flag", Tag.boolean);
+    if (critical !== undefined && !readBoolean(bytes, critical, "a requested extension's critical flag")) {
+      throw new DerError("a requested extension spells out critical=FALSE, which DER omits");
+    }
+    const value = e.read("a requested extension's value", Tag.octetString);
+    e.finish("a requested extension");
+    const key = Buffer.from(valueOf(bytes, id)).toString("latin1");
+    if (seen.has(key)) throw new DerError(`requested extension ${readOid(bytes, id, "an extension id")} appears twice`);
+    seen.add(key);
+    if (!valueEquals(bytes, id, OID_BYTES.subjectAltName)) continue;
+    readSubjectAltNames(bytes, value, sans);
+  }
+}
+
+function readSubjectAltNames(bytes: Uint8Array, octets: DerElement, sans: { uris: string[]; dnsNames: string[] }): void {
+  const o = DerReader.inside(bytes, octets);
+  const names = o.read("the subjectAltName", Tag.sequence);
+  o.finish("the subjectAltName extension");
+  const r = DerReader.inside(bytes, names);
+  if (r.atEnd) throw new DerError("the subjectAltName is empty; it must name at least one SAN");
+  while (!r.atEnd) {
+    if (sans.uris.length + sans.dnsNames.length >= CSR_SANS_MAX) throw new CsrError("malformed", `the CSR asks for more than ${CSR_SANS_MAX} SANs`);
+    const name = r.read("a subjectAltName entry");
+    if (name.end - name.valueStart > SAN_CHARS_MAX) throw new DerError(`a subjectAltName entry is over ${SAN_CHARS_MAX} characters`);
+    if (name.tag === GENERAL_NAME_TAG.uri) {
+      sans.uris.push(readPrintableAscii(bytes, name, "a URI SAN"));
+    } else if (name.tag === GENERAL_NAME_TAG.dnsName) {
+      sans.dnsNames.push(readPrintableAscii(bytes, name, "a DNS SAN"));
+    } else {
+      throw new CsrError("malformed", `the CSR asks for a ${generalNameKind(name.tag)} SAN; Cairn issues only URI (the SPIFFE ID) and DNS SANs`);
+    }
+  }
+}
+
+function generalNameKind(tag: number): string {
+  switch (tag & 0x1f) {
+    case 0:
+      return "otherName";
+    case 1:
+      return "email (rfc822Name)";
+    case 4:
+      return "directoryName";
+    case 7:
+      return "IP address";
+    case 8:
+      return "registeredID";
+    default:
+      return `[${tag & 0x1f}]`;
+  }
+}
+
+/**
+ * A KeyObject for the key, which also proves it valid (an EC point on its curve). Built from a
+ * JWK rather than the SPKI DER: OpenSSL 3.0 sets up its whole decoder framework for every DER
+ * key, which costs about twice as much as the JWK import's direct construction. Both check the
+ * same things; this is the largest cost of a CSR after the signature check itself.
+ */
+function checkedKey(jwk: JsonWebKey, keyType: CsrKeyType): KeyObject {
+  try {
+    return createPublicKey({ key: jwk, format: "jwk" });
+  } catch {
+    throw new CsrError("malformed", `the CSR's ${keyType} public key is not a valid key`);
+  }
+}
+
+function verifySignature(bytes: Uint8Array, fields: CsrFields, publicKey: KeyObject): void {
+  let algorithm;
+  try {
+    algorithm = verificationAlgorithmOf(readAlgorithmIdentifier(bytes, fields.signatureAlgorithm, "the signature"));
+  } catch (err) {
+    if (err instanceof DerError) throw new CsrError("malformed", `the CSR is malformed: ${err.message}`);
+    throw err;
+  }
+  if (typeof algorithm === "string") throw new CsrError("badSignature", `the CSR signature is refused: ${algorithm}; sign with SHA-256 or stronger (or Ed25519)`);
+  if (algorithm.keyKind !== fields.keyKind) {
+    throw new CsrError("badSignature", `the CSR is signed with ${algorithm.name}, which does not fit its ${fields.keyType} key`);
+  }
+  const signed = elementBytes(bytes, fields.info);
+  let ok: boolean;
+  try {
+    ok = verify(algorithm.hash, signed, publicKey, fields.signature);
+  } catch {
+    ok = false; // OpenSSL throws for some malformed signatures; to the caller it is simply a bad one
+  }
+  if (!ok) throw new CsrError("badSignature", "the CSR signature does not verify with the CSR's own public key; sign the request with the private key it names");
+}
