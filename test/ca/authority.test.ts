@@ -59,7 +59,7 @@ void describe("the certificate authority on a one-node cluster", () => {
     await driver.start();
     ca = new CertificateAuthority({ driver, state, sealer, authorizer: denySecret, settings: { ...caDefaults }, logger, now });
     ca.start();
-    await waitFor(async () => (state.activeRoot === undefined ? undefined : true), 10_000, () => "the leader did not create the CA");
+    await waitFor(() => Promise.resolve(state.activeRoot === undefined ? undefined : true), 10_000, () => "the leader did not create the CA");
   });
 
   after(async () => {
@@ -94,7 +94,7 @@ void describe("the certificate authority on a one-node cluster", () => {
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     assert.equal(state.roots.length, 2);
     clockOffsetMs = retireAfterMs - Date.now() + 1;
-    await waitFor(async () => (state.roots.length === 1 ? true : undefined), 5_000, () => "the old root was not retired");
+    await waitFor(() => Promise.resolve(state.roots.length === 1 ? true : undefined), 5_000, () => "the old root was not retired");
     assert.equal(state.roots[0].id, rotated.id);
     clockOffsetMs = 0;
   });

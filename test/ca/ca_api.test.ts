@@ -217,7 +217,7 @@ void describe("the certificate authority over HTTP", () => {
     const blockingBundle = call(n2, "GET", `/v1/ca/bundle?index=${oldBundle.index}&wait=30s`);
     const blockingLeaf = call(n3, "GET", `/v1/agent/connect/ca/leaf/web?index=${consulIndex}&wait=30s`);
     const stream = await fetch(n3.url("/v1/ca/bundle/stream"));
-    const reader = stream.body!.getReader();
+    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
     const events: string[] = [];
     let buffered = "";
     const nextEvent = async (): Promise<string> => {
