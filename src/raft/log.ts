@@ -6,6 +6,7 @@
 //   applied <= applying <= committed <= lastIndex
 //
 // The core keeps the uncompacted suffix in memory; the driver compacts regularly so it stays small.
+// Applied entries are kept packed (see PackedSegment) until compaction drops them.
 
 import { type Entry, type Snapshot, entryPayloadBytes, invariant } from "./types.js";
 
@@ -15,10 +16,42 @@ import { type Entry, type Snapshot, entryPayloadBytes, invariant } from "./types
  */
 export const SNAPSHOT_DATA_ON_DISK: Uint8Array = new Uint8Array(0);
 
+/**
+ * Applied entries are packed this many to a segment. A log reads it once, when it is created;
+ * tests shrink it so that short simulated runs pack all the time.
+ */
+export const logPacking = { segmentEntries: 1024 };
+/** A segment's payloads are addressed by 32-bit offsets. */
+const PACKED_SEGMENT_BYTES_MAX = 0xffff_ffff;
+
+/**
+ * Applied entries in three flat arrays instead of an Entry and a Uint8Array view per entry,
+ * which cost ~150 bytes of heap each, more than a typical payload. Up to a compaction interval
+ * of applied entries stays in memory to catch followers up, and the heap that many small objects
+ * take is multiplied by V8's room to grow. A segment is never changed once built, so the views
+ * that entryAt() and slice() hand out stay valid.
+ */
+interface PackedSegment {
+  /** The index of the segment's first entry. */
+  readonly firstIndex: number;
+  readonly terms: Float64Array;
+  /** Payload i is bytes[ends[i - 1] .. ends[i]) (from 0 for the first). */
+  readonly ends: Uint32Array;
+  readonly bytes: Uint8Array;
+  /** Membership changes by position in the segment: rare, kept as they are. */
+  readonly changes: ReadonlyMap<number, Entry> | undefined;
+}
+
 export class RaftLog {
   private snapshotValue: Snapshot;
-  /** entries[i].index === snapshot.metadata.index + 1 + i */
+  /** Applied entries from the snapshot (or a little before it) through packedThrough, in order. */
+  private packed: PackedSegment[] = [];
+  /** The last packed index; the snapshot's index when none after it is packed. */
+  private packedThrough: number;
+  /** entries[i].index === packedThrough + 1 + i */
   private entries: Entry[];
+  /** Every segment holds exactly this many entries. */
+  private readonly segmentEntries = logPacking.segmentEntries;
   /** Highest index known to be durable on this node. */
   stableIndex: number;
   /** A snapshot received from the leader and not yet persisted. */
@@ -31,6 +64,7 @@ export class RaftLog {
 
   constructor(snapshot: Snapshot, entries: readonly Entry[], committed: number, applied: number) {
     this.snapshotValue = snapshot;
+    this.packedThrough = snapshot.metadata.index;
     this.entries = [...entries];
     const first = snapshot.metadata.index + 1;
     this.entries.forEach((e, i) =>
@@ -46,6 +80,7 @@ export class RaftLog {
     this.applied = Math.max(applied, snapshot.metadata.index);
     invariant(this.applied <= committed, () => `applied ${this.applied} beyond commit ${committed}`);
     this.applying = this.applied;
+    this.packApplied();
   }
 
   get snapshot(): Snapshot {
@@ -61,7 +96,7 @@ export class RaftLog {
   }
 
   lastIndex(): number {
-    return this.snapshotValue.metadata.index + this.entries.length;
+    return this.packedThrough + this.entries.length;
   }
 
   lastTerm(): number {
@@ -73,13 +108,18 @@ export class RaftLog {
     const snapIndex = this.snapshotValue.metadata.index;
     if (index === snapIndex) return this.snapshotValue.metadata.term;
     if (index < snapIndex || index > this.lastIndex()) return undefined;
-    return (this.entries[index - snapIndex - 1]).term;
+    if (index <= this.packedThrough) {
+      const [segment, at] = this.segmentOf(index);
+      return segment.terms[at];
+    }
+    return (this.entries[index - this.packedThrough - 1]).term;
   }
 
   entryAt(index: number): Entry | undefined {
     const snapIndex = this.snapshotValue.metadata.index;
     if (index <= snapIndex || index > this.lastIndex()) return undefined;
-    return this.entries[index - snapIndex - 1];
+    if (index <= this.packedThrough) return this.unpack(index);
+    return this.entries[index - this.packedThrough - 1];
   }
 
   matchTerm(index: number, term: number): boolean {
@@ -137,7 +177,9 @@ export class RaftLog {
     const from = (entries[0]).index;
     invariant(from > this.snapshotIndex(), () => `truncate at ${from} inside the snapshot`);
     invariant(from <= this.lastIndex() + 1, () => `append at ${from} leaves a gap after ${this.lastIndex()}`);
-    this.entries.length = from - this.firstIndex();
+    // Only applied entries are packed, and applied entries are committed, which never conflict.
+    invariant(from > this.packedThrough, () => `truncate at ${from} inside the applied entries through ${this.packedThrough}`);
+    this.entries.length = from - this.packedThrough - 1;
     for (const e of entries) this.entries.push(e);
     // The overwritten suffix may have been on disk; the new one is not yet.
     this.stableIndex = Math.min(this.stableIndex, from - 1);
@@ -165,7 +207,7 @@ export class RaftLog {
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i < hi; i++) {
-      const e = this.entries[i - this.firstIndex()];
+      const e = i <= this.packedThrough ? this.unpack(i) : this.entries[i - this.packedThrough - 1];
       bytes += entryPayloadBytes(e);
       if (out.length > 0 && bytes > bytesMax) break;
       out.push(e);
@@ -181,7 +223,8 @@ export class RaftLog {
 
   /** Entries not yet handed to the driver for persisting. */
   unstableEntries(): Entry[] {
-    return this.entries.slice(this.stableIndex - this.snapshotIndex());
+    // Packed entries are applied, so durable: stableIndex >= packedThrough.
+    return this.entries.slice(this.stableIndex - this.packedThrough);
   }
 
   /** The driver persisted entries through `index`, which had `term`. */
@@ -220,6 +263,8 @@ export class RaftLog {
     const index = snapshot.metadata.index;
     invariant(index > this.committed, () => `restore of snapshot ${index} at or below commit ${this.committed}`);
     this.snapshotValue = snapshot;
+    this.packed = [];
+    this.packedThrough = index;
     this.entries = [];
     this.pendingSnapshot = snapshot;
     this.stableIndex = index;
@@ -249,7 +294,14 @@ export class RaftLog {
     invariant(index <= this.applied, () => `compaction at ${index} beyond applied ${this.applied}`);
     if (index <= this.snapshotIndex()) return;
     invariant(this.term(index) === snapshot.metadata.term, () => `compaction at ${index} names the wrong term`);
-    this.entries = this.entries.slice(index - this.snapshotIndex());
+    if (index <= this.packedThrough) {
+      // Whole segments go; one that straddles the snapshot stays until a later compaction.
+      this.packed = this.packed.filter((seg) => seg.firstIndex + seg.terms.length - 1 > index);
+    } else {
+      this.entries = this.entries.slice(index - this.packedThrough);
+      this.packed = [];
+      this.packedThrough = index;
+    }
     this.snapshotValue = snapshot;
   }
 
@@ -257,5 +309,55 @@ export class RaftLog {
     invariant(index <= this.committed, () => `applied ${index} beyond commit ${this.committed}`);
     this.applied = Math.max(this.applied, index);
     this.applying = Math.max(this.applying, this.applied);
+    this.packApplied();
   }
+
+  /** Packs applied entries a whole segment at a time. Applied entries are committed and durable. */
+  private packApplied(): void {
+    while (this.applied - this.packedThrough >= this.segmentEntries) {
+      this.packed.push(packSegment(this.entries.splice(0, this.segmentEntries)));
+      this.packedThrough += this.segmentEntries;
+    }
+  }
+
+  /** The segment holding `index` (which must be packed) and its position there. */
+  private segmentOf(index: number): [PackedSegment, number] {
+    const first = (this.packed[0]).firstIndex;
+    const segment = this.packed[Math.floor((index - first) / this.segmentEntries)];
+    invariant(segment !== undefined, () => `entry ${index} is not in the packed log from ${first} through ${this.packedThrough}`);
+    return [segment, index - segment.firstIndex];
+  }
+
+  private unpack(index: number): Entry {
+    const [segment, at] = this.segmentOf(index);
+    const change = segment.changes?.get(at);
+    if (change !== undefined) return change;
+    const start = at === 0 ? 0 : segment.ends[at - 1];
+    return { index, term: segment.terms[at], type: "normal", data: segment.bytes.subarray(start, segment.ends[at]) };
+  }
+}
+
+function packSegment(run: readonly Entry[]): PackedSegment {
+  const first = run[0];
+  invariant(first !== undefined, "an empty packed segment");
+  let total = 0;
+  for (const e of run) if (e.type === "normal") total += e.data.byteLength;
+  invariant(total <= PACKED_SEGMENT_BYTES_MAX, () => `a packed segment of ${total} bytes`);
+  const terms = new Float64Array(run.length);
+  const ends = new Uint32Array(run.length);
+  const bytes = new Uint8Array(total);
+  let changes: Map<number, Entry> | undefined;
+  let at = 0;
+  run.forEach((e, i) => {
+    invariant(e.index === first.index + i, () => `packing entry ${e.index} at position ${i} of a segment from ${first.index}`);
+    terms[i] = e.term;
+    if (e.type === "normal") {
+      bytes.set(e.data, at);
+      at += e.data.byteLength;
+    } else {
+      (changes ??= new Map()).set(i, e);
+    }
+    ends[i] = at;
+  });
+  return { firstIndex: first.index, terms, ends, bytes, changes };
 }
