@@ -87,6 +87,13 @@ const META_PREFIX = "m/";
 const INDEX_DIGITS = 16;
 const ENTRY_KEY_PATTERN = /^e\/[0-9]{16}$/;
 
+/**
+ * Reads that skip LevelDB's block cache: every read here is a one-time scan (the log at start,
+ * the snapshot when a follower needs it, one entry per compaction), so caching what it read
+ * would only hold memory.
+ */
+const READ_ONCE = { fillCache: false } as const;
+
 const RECORD_FORMAT = 1;
 const CHECKSUM_BYTES = 4;
 const RECORD_HEADER_BYTES = CHECKSUM_BYTES + 1;
@@ -241,7 +248,7 @@ export class RaftStorage {
       const entryBytes: number[] = [];
       const leftovers: string[] = [];
       let prevTerm = snapshot?.metadata.term ?? 0;
-      for await (const [key, record] of this.db.iterator({ gte: ENTRY_PREFIX, lt: ENTRY_RANGE_END })) {
+      for await (const [key, record] of this.db.iterator({ gte: ENTRY_PREFIX, lt: ENTRY_RANGE_END, ...READ_ONCE })) {
         const index = parseEntryKey(key);
         if (index === undefined) throw this.corrupt("entry", undefined, `unexpected key ${JSON.stringify(key)} among the entries`);
         if (index <= snapshotIndex) {
@@ -451,7 +458,7 @@ export class RaftStorage {
   }
 
   private async readSingle<T>(key: string, kind: "hardState" | "snapshot", decode: (payload: Uint8Array) => T): Promise<T | undefined> {
-    const record = await this.db.get(key);
+    const record = await this.db.get(key, READ_ONCE);
     if (record === undefined) return undefined;
     const result = unseal(record, decode);
     if (!result.ok) throw this.corrupt(kind, undefined, result.reason);
@@ -459,7 +466,7 @@ export class RaftStorage {
   }
 
   private async readEntry(index: number): Promise<Entry> {
-    const record = await this.db.get(entryKey(index));
+    const record = await this.db.get(entryKey(index), READ_ONCE);
     if (record === undefined) throw this.corrupt("entry", index, "the entry is missing");
     const result = unseal(record, decodeEntry);
     if (!result.ok) throw this.corrupt("entry", index, result.reason);
