@@ -3,7 +3,7 @@
 // copying, accepts only the key types Cairn issues for, and verifies the self-signature with
 // node:crypto. Every failure is a CsrError whose reason says what kind of problem it is.
 
-import { type JsonWebKey, type KeyObject, createPublicKey, verify } from "node:crypto";
+import { type JsonWebKey, verify } from "node:crypto";
 import {
   type DerElement,
   DerError,
@@ -41,8 +41,6 @@ export interface ParsedCsr {
   /** Verbatim from the CSR (a view into its bytes), to be spliced into the leaf. */
   readonly subjectPublicKeyInfoDer: Uint8Array;
   readonly keyType: CsrKeyType;
-  /** The key, already parsed to verify the CSR; reuse it rather than parsing the SPKI again. */
-  readonly publicKey: KeyObject;
   /** URI SANs from the extensionRequest attribute, in order. */
   readonly uris: readonly string[];
   readonly dnsNames: readonly string[];
@@ -105,9 +103,8 @@ export function parseCsr(csr: string | Uint8Array): ParsedCsr {
     throw err;
   }
   const spkiDer = elementBytes(bytes, fields.spki);
-  const publicKey = checkedKey(fields.jwk, fields.keyType);
-  verifySignature(bytes, fields, publicKey);
-  return { subjectPublicKeyInfoDer: spkiDer, keyType: fields.keyType, publicKey, uris: fields.uris, dnsNames: fields.dnsNames };
+  verifySignature(bytes, fields);
+  return { subjectPublicKeyInfoDer: spkiDer, keyType: fields.keyType, uris: fields.uris, dnsNames: fields.dnsNames };
 }
 
 function decodePem(pem: string): Uint8Array {
@@ -183,7 +180,7 @@ function checkName(bytes: Uint8Array, name: DerElement): void {
 interface ClassifiedKey {
   readonly keyType: CsrKeyType;
   readonly keyKind: KeyKind;
-  /** The same key as a JWK, which is how it is handed to node:crypto (see checkedKey). */
+  /** The same key as a JWK, which is how it is handed to node:crypto (see verifySignature). */
   readonly jwk: JsonWebKey;
 }
 
@@ -271,7 +268,7 @@ function readAttributes(bytes: Uint8Array, attributes: DerElement, sans: { uris:
 /** Requested extensions: only subjectAltName is read; the CA decides every other extension itself. */
 function readRequestedExtensions(bytes: Uint8Array, extensions: DerElement, sans: { uris: string[]; dnsNames: string[] }): void {
   const r = DerReader.inside(bytes, extensions);
-  const seen = new Set<string>();
+  const seen: DerElement[] = [];
   while (!r.atEnd) {
     const e = DerReader.inside(bytes, r.read("a requested extension", Tag.sequence));
     const id = e.read("a requested extension's id", Tag.oid);
@@ -281,9 +278,11 @@ function readRequestedExtensions(bytes: Uint8Array, extensions: DerElement, sans
     }
     const value = e.read("a requested extension's value", Tag.octetString);
     e.finish("a requested extension");
-    const key = Buffer.from(valueOf(bytes, id)).toString("latin1");
-    if (seen.has(key)) throw new DerError(`requested extension ${readOid(bytes, id, "an extension id")} appears twice`);
-    seen.add(key);
+    // A request asks for a handful of extensions, so comparing with each one seen is cheapest.
+    if (seen.some((other) => valueEquals(bytes, id, valueOf(bytes, other)))) {
+      throw new DerError(`requested extension ${readOid(bytes, id, "an extension id")} appears twice`);
+    }
+    seen.push(id);
     if (!valueEquals(bytes, id, OID_BYTES.subjectAltName)) continue;
     readSubjectAltNames(bytes, value, sans);
   }
@@ -327,20 +326,13 @@ function generalNameKind(tag: number): string {
 }
 
 /**
- * A KeyObject for the key, which also proves it valid (an EC point on its curve). Built from a
- * JWK rather than the SPKI DER: OpenSSL 3.0 sets up its whole decoder framework for every DER
- * key, which costs about twice as much as the JWK import's direct construction. Both check the
- * same things; this is the largest cost of a CSR after the signature check itself.
+ * Verifies the self-signature. The key goes to node:crypto as a JWK rather than as the SPKI DER:
+ * OpenSSL 3.0 sets up its whole decoder framework for every DER key, which costs about twice
+ * the JWK import's direct construction, and importing a fresh key is the largest cost of a CSR
+ * after the signature check itself. Both imports check the same things (an EC point must be on
+ * its curve). No KeyObject is kept, so nothing waits for the garbage collector to free it.
  */
-function checkedKey(jwk: JsonWebKey, keyType: CsrKeyType): KeyObject {
-  try {
-    return createPublicKey({ key: jwk, format: "jwk" });
-  } catch {
-    throw new CsrError("malformed", `the CSR's ${keyType} public key is not a valid key`);
-  }
-}
-
-function verifySignature(bytes: Uint8Array, fields: CsrFields, publicKey: KeyObject): void {
+function verifySignature(bytes: Uint8Array, fields: CsrFields): void {
   let algorithm;
   try {
     algorithm = verificationAlgorithmOf(readAlgorithmIdentifier(bytes, fields.signatureAlgorithm, "the signature"));
@@ -355,8 +347,9 @@ function verifySignature(bytes: Uint8Array, fields: CsrFields, publicKey: KeyObj
   const signed = elementBytes(bytes, fields.info);
   let ok: boolean;
   try {
-    ok = verify(algorithm.hash, signed, publicKey, fields.signature);
-  } catch {
+    ok = verify(algorithm.hash, signed, { key: fields.jwk, format: "jwk" }, fields.signature);
+  } catch (err) {
+    if (err instanceof Error && "code" in err && err.code === "ERR_CRYPTO_INVALID_JWK") throw new CsrError("malformed", `the CSR's ${fields.keyType} public key is not a valid key`);
     ok = false; // OpenSSL throws for some malformed signatures; to the caller it is simply a bad one
   }
   if (!ok) throw new CsrError("badSignature", "the CSR signature does not verify with the CSR's own public key; sign the request with the private key it names");

@@ -24,6 +24,7 @@ const KEYS = {
   "ed25519": ["-algorithm", "ED25519"],
   "ed448": ["-algorithm", "ED448"],
   "secp256k1": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1"],
+  "p256explicit": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-pkeyopt", "ec_param_enc:explicit"],
 } as const;
 
 /** A CSR from `openssl req` with an empty subject and the given subjectAltName (none if empty). */
@@ -59,7 +60,6 @@ void describe("parseCsr accepts the keys Cairn issues for", () => {
       // The SPKI is verbatim: the same key openssl prints.
       const spkiPem = openssl(["req", "-in", scratch.write(`${key}-check.csr`, pem), "-noout", "-pubkey"]);
       assert.equal(pemEncode("PUBLIC KEY", csr.subjectPublicKeyInfoDer), spkiPem);
-      assert.equal(csr.publicKey.asymmetricKeyType, keyType === "rsa" ? "rsa" : keyType.startsWith("ec") ? "ec" : "ed25519");
       // DER input gives the same answer as PEM.
       assert.deepEqual(parseCsr(derOf(pem)).uris, [WEB_ID]);
     });
@@ -107,6 +107,19 @@ void describe("parseCsr refuses what Cairn will not sign", () => {
   void test("EC secp256k1 and Ed448 keys are unsupportedKey, named", () => {
     assert.throws(() => parseCsr(opensslCsr("secp256k1", `URI:${WEB_ID}`)), refusedWith("unsupportedKey", /EC on curve secp256k1/));
     assert.throws(() => parseCsr(opensslCsr("ed448", `URI:${WEB_ID}`)), refusedWith("unsupportedKey", /is Ed448/));
+  });
+
+  void test("a P-256 key with explicit curve parameters is unsupportedKey", () => {
+    assert.throws(() => parseCsr(opensslCsr("p256explicit", `URI:${WEB_ID}`)), refusedWith("unsupportedKey", /explicit or missing curve parameters/));
+  });
+
+  void test("an EC point that is not on its curve is malformed, not a bad signature", () => {
+    const der = new Uint8Array(derOf(opensslCsr("p256", `URI:${WEB_ID}`)));
+    // The point is the last 65 bytes of the SubjectPublicKeyInfo; its first byte after 0x04 is x.
+    const spki = parseCsr(der).subjectPublicKeyInfoDer;
+    const pointStart = Buffer.from(der).indexOf(Buffer.from(spki)) + spki.length - 64;
+    der[pointStart + 40] ^= 0x01; // a y coordinate one bit off is (overwhelmingly) off the curve
+    assert.throws(() => parseCsr(der), refusedWith("malformed", /public key is not a valid key/));
   });
 
   void test("a flipped signature byte is badSignature", () => {
