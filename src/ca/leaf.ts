@@ -6,8 +6,9 @@
 // the slow builders in certificates.ts would make; the tests check it with openssl and
 // @peculiar/x509.
 
+import * as nodeCrypto from "node:crypto";
 import { type KeyObject, createHash, randomFillSync, sign } from "node:crypto";
-import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, timeBytes, valueEquals, wholeSecondMs, writeHeader, writeTime } from "./der.js";
+import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, valueEquals, wholeSecondMs, writeHeader, writeTime } from "./der.js";
 import {
   CertificateError,
   EXTENDED_KEY_USAGE_OID,
@@ -82,7 +83,10 @@ function takeSerial(out: Buffer, pos: number): void {
   shapeSerial(out, pos);
 }
 
-/** The extensions a leaf shares with every other leaf of the intermediate, for one kind of subject key. */
+/**
+ * The extensions a leaf shares with every other leaf of the intermediate, for one kind of
+ * subject key, followed by the subjectKeyIdentifier's header: the key id is written right after.
+ */
 function fixedExtensions(keyUsageBits: readonly number[], authorityKeyId: Uint8Array): Buffer {
   return Buffer.from(
     concatBytes([
@@ -90,16 +94,39 @@ function fixedExtensions(keyUsageBits: readonly number[], authorityKeyId: Uint8A
       encodeExtension(EXTENSION_OID.keyUsage, true, encodeNamedBits(keyUsageBits)),
       encodeExtension(EXTENSION_OID.extKeyUsage, false, der(Tag.sequence, encodeOid(EXTENDED_KEY_USAGE_OID.serverAuth), encodeOid(EXTENDED_KEY_USAGE_OID.clientAuth))),
       encodeAuthorityKeyIdentifier(authorityKeyId),
+      SKI_EXTENSION_HEADER,
     ]),
   );
+}
+
+/**
+ * The encoding of the last time asked for. Leaves signed within the same second share their
+ * notBefore (and usually notAfter), so at any real rate nearly every call is a copy of 15 bytes.
+ */
+class TimeEncoding {
+  private ms = Number.NaN;
+  private readonly bytes = Buffer.alloc(17);
+  private view = this.bytes.subarray(0, 0);
+
+  /** The DER of `ms` (whole seconds), valid until the next call. */
+  of(ms: number): Buffer {
+    if (ms !== this.ms) {
+      this.view = this.bytes.subarray(0, writeTime(this.bytes, 0, ms));
+      this.ms = ms;
+    }
+    return this.view;
+  }
 }
 
 export class LeafSigner {
   private readonly signOptions: { readonly key: KeyObject; readonly dsaEncoding: "der" };
   private readonly hash: string | null;
   private readonly algorithmIdentifier: Buffer;
+  /** The signature AlgorithmIdentifier and the issuer Name, adjacent in every TBSCertificate. */
+  private readonly algorithmAndIssuer: Buffer;
+  private readonly notBeforeEncoding = new TimeEncoding();
+  private readonly notAfterEncoding = new TimeEncoding();
   private readonly signatureBytesMax: number;
-  private readonly issuerName: Buffer;
   private readonly intermediateNotAfterMs: number;
   /** "spiffe://<trust domain>/" when the intermediate carries a SPIFFE ID; leaves must fall under it. */
   private readonly spiffeIdPrefix: string | undefined;
@@ -126,8 +153,8 @@ export class LeafSigner {
     this.signOptions = { key: intermediate.privateKey, dsaEncoding: "der" };
     this.hash = algorithm.hash;
     this.algorithmIdentifier = Buffer.from(algorithm.algorithmIdentifierDer);
+    this.algorithmAndIssuer = Buffer.from(concatBytes([algorithm.algorithmIdentifierDer, cert.subjectDer]));
     this.signatureBytesMax = algorithm.signatureBytesMax;
-    this.issuerName = Buffer.from(cert.subjectDer);
     this.intermediateNotAfterMs = cert.notAfterMs;
     const caId = cert.uris.find((u) => u.startsWith("spiffe://"));
     this.spiffeIdPrefix = caId === undefined ? undefined : `${caId}/`;
@@ -166,14 +193,15 @@ export class LeafSigner {
     const sanSequenceBytes = headerBytes(generalNamesBytes) + generalNamesBytes;
     const sanValueBytes = SAN_ID_AND_CRITICAL.length + headerBytes(sanSequenceBytes) + sanSequenceBytes;
     const fixed = isRsa ? this.extensionsRsa : this.extensionsSigning;
-    const extensionsBytes = fixed.length + SKI_EXTENSION_HEADER.length + KEY_ID_BYTES + headerBytes(sanValueBytes) + sanValueBytes;
+    const extensionsBytes = fixed.length + KEY_ID_BYTES + headerBytes(sanValueBytes) + sanValueBytes;
     const extensionsSequenceBytes = headerBytes(extensionsBytes) + extensionsBytes;
-    const validityBytes = timeBytes(notBeforeMs) + timeBytes(notAfterMs);
+    const notBefore = this.notBeforeEncoding.of(notBeforeMs);
+    const notAfter = this.notAfterEncoding.of(notAfterMs);
+    const validityBytes = notBefore.length + notAfter.length;
     const tbsBytes =
       VERSION_AND_SERIAL_HEADER.length +
       SERIAL_BYTES +
-      this.algorithmIdentifier.length +
-      this.issuerName.length +
+      this.algorithmAndIssuer.length +
       headerBytes(validityBytes) +
       validityBytes +
       EMPTY_NAME.length +
@@ -189,18 +217,16 @@ export class LeafSigner {
     const serialStart = pos;
     takeSerial(out, pos);
     pos += SERIAL_BYTES;
-    pos = put(out, pos, this.algorithmIdentifier);
-    pos = put(out, pos, this.issuerName);
+    pos = put(out, pos, this.algorithmAndIssuer);
     pos = writeHeader(out, pos, Tag.sequence, validityBytes);
-    pos = writeTime(out, pos, notBeforeMs);
-    pos = writeTime(out, pos, notAfterMs);
+    pos = put(out, pos, notBefore);
+    pos = put(out, pos, notAfter);
     pos = put(out, pos, EMPTY_NAME);
     pos = put(out, pos, spki);
     pos = writeHeader(out, pos, contextTag(3, true), extensionsSequenceBytes);
     pos = writeHeader(out, pos, Tag.sequence, extensionsBytes);
     pos = put(out, pos, fixed);
-    pos = put(out, pos, SKI_EXTENSION_HEADER);
-    pos = put(out, pos, createHash("sha1").update(keyBits).digest());
+    pos = writeKeyIdentifier(out, pos, keyBits);
     pos = writeHeader(out, pos, Tag.sequence, sanValueBytes);
     pos = put(out, pos, SAN_ID_AND_CRITICAL);
     pos = writeHeader(out, pos, Tag.octetString, sanSequenceBytes);
@@ -241,6 +267,15 @@ export class LeafSigner {
     }
   }
 }
+
+/**
+ * Writes the SHA-1 of the key bits (the SKI) at `pos`. Node 20.12+ has one-shot crypto.hash,
+ * which skips a Hash object per leaf; its "binary" (latin1) string carries the digest bytes unchanged.
+ */
+const writeKeyIdentifier: (out: Buffer, pos: number, keyBits: Uint8Array) => number =
+  typeof nodeCrypto.hash === "function"
+    ? (out, pos, keyBits) => pos + out.write(nodeCrypto.hash("sha1", keyBits, "binary"), pos, "latin1")
+    : (out, pos, keyBits) => put(out, pos, createHash("sha1").update(keyBits).digest());
 
 function put(out: Buffer, pos: number, bytes: Uint8Array): number {
   out.set(bytes, pos);
