@@ -373,10 +373,6 @@ export function encodeSmallInteger(n: number): Uint8Array {
 export const DER_NULL = Uint8Array.of(Tag.null, 0);
 export const DER_TRUE = Uint8Array.of(Tag.boolean, 1, 0xff);
 
-export function encodeBoolean(value: boolean): Uint8Array {
-  return value ? DER_TRUE : Uint8Array.of(Tag.boolean, 1, 0);
-}
-
 export function encodeOctetString(value: Uint8Array): Uint8Array {
   return der(Tag.octetString, value);
 }
