@@ -106,15 +106,45 @@ class Scratch {
   }
 }
 
-type BatchMethod = (this: unknown, ...args: unknown[]) => unknown;
+/** What a test sees of one LevelDB batch: its operations and the options it was written with. */
+interface BatchSeen {
+  readonly ops: { type: string; key: string }[];
+  options: unknown;
+}
 
-/** Replaces LevelDB's batch() for the duration of `fn`, then puts the original back, even on failure. */
-async function withBatchPatched(wrap: (original: BatchMethod) => BatchMethod, fn: () => Promise<void>): Promise<void> {
+/** A chained batch, as far as RaftStorage uses one. */
+interface ChainedBatchLike {
+  put(key: string, value: Uint8Array): unknown;
+  del(key: string): unknown;
+  write(options: unknown): Promise<void>;
+}
+
+/**
+ * Replaces LevelDB's batch() for the duration of `fn`, then puts the original back, even on
+ * failure: each chained batch it makes reports its operations to `seen` and writes through
+ * `write`, which may refuse.
+ */
+async function withBatchPatched(
+  write: (batch: BatchSeen, original: () => Promise<void>) => Promise<void>,
+  fn: () => Promise<void>,
+  seen: BatchSeen[] = [],
+): Promise<void> {
   const proto = Level.prototype as unknown as Record<string, unknown>;
   const original = proto["batch"];
   assert.ok(typeof original === "function");
   assert.ok(!Object.prototype.hasOwnProperty.call(proto, "batch"), "the patch must not shadow an own method");
-  proto["batch"] = wrap(original as BatchMethod);
+  proto["batch"] = function (this: unknown, ...args: unknown[]): unknown {
+    assert.equal(args.length, 0, "RaftStorage writes through chained batches");
+    const batch = Reflect.apply(original as (...a: unknown[]) => unknown, this, args) as ChainedBatchLike;
+    const mine: BatchSeen = { ops: [], options: undefined };
+    seen.push(mine);
+    return {
+      put: (key: string, value: Uint8Array) => { mine.ops.push({ type: "put", key }); return batch.put(key, value); },
+      del: (key: string) => { mine.ops.push({ type: "del", key }); return batch.del(key); },
+      write: (options: unknown) => { mine.options = options; return write(mine, () => batch.write(options)); },
+      close: async () => { /* nothing was written */ },
+    };
+  };
   try {
     await fn();
   } finally {
@@ -369,12 +399,8 @@ void describe("the log on disk follows the Ready contract", () => {
 
   void test("every write is exactly one synced LevelDB batch, in the order snapshot, entries, hard state", () =>
     withScratch(async (s) => {
-      const calls: { ops: { type: string; key: string }[]; options: unknown }[] = [];
-      await withBatchPatched((original) => function (this: unknown, ...args: unknown[]): unknown {
-        const [ops, options] = args;
-        calls.push({ ops: Array.isArray(ops) ? (ops as { type: string; key: string }[]).map(({ type, key }) => ({ type, key })) : [], options });
-        return Reflect.apply(original, this, args);
-      }, async () => {
+      const calls: BatchSeen[] = [];
+      await withBatchPatched((_batch, original) => original(), async () => {
         const { storage } = await s.restart();
         await storage.saveReady({ hardState: { term: 1, vote: "a", commit: 0 }, entries: run(1, 4, 1), snapshot: undefined });
         await storage.saveReady({ hardState: { term: 2, vote: "b", commit: 3 }, entries: run(3, 3, 2), snapshot: undefined });
@@ -383,7 +409,7 @@ void describe("the log on disk follows the Ready contract", () => {
         await storage.putMeta("clusterId", encoder.encode("x"));
         await storage.saveReady(NO_CHANGE);
         await storage.close();
-      });
+      }, calls);
       assert.equal(calls.length, 5, "one batch per write, none for an empty Ready");
       for (const call of calls) assert.deepEqual(call.options, { sync: true });
       const del = (i: number) => ({ type: "del", key: entryKey(i) });
@@ -402,12 +428,12 @@ void describe("the log on disk follows the Ready contract", () => {
       await seedLog(s, 3, 3);
       const { storage } = await s.restart();
       let failNext = true;
-      await withBatchPatched((original) => function (this: unknown, ...args: unknown[]): unknown {
+      await withBatchPatched(async (_batch, original) => {
         if (failNext) {
           failNext = false;
-          return Promise.reject(new Error("No space left on device"));
+          throw new Error("No space left on device");
         }
-        return Reflect.apply(original, this, args);
+        await original();
       }, async () => {
         await assert.rejects(storage.saveReady({ ...NO_CHANGE, entries: run(4, 5, 1) }),
           new RegExp(`^Error: Raft storage in ${s.dir} failed to write: No space left on device; .* restart the node$`));
