@@ -28,12 +28,6 @@ const blockingQuery = {
   },
 } as const;
 
-const KEY_BITS: Readonly<Record<string, { type: string; bits: number }>> = {
-  "ec-p256": { type: "ec", bits: 256 },
-  "rsa-2048": { type: "rsa", bits: 2048 },
-  ed25519: { type: "ed25519", bits: 256 },
-};
-
 export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
   const { ca, leaves } = deps;
   const roots = async (query: { index?: string; wait?: string }, reply: FastifyReply): Promise<unknown> => {
@@ -81,12 +75,11 @@ export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
 }
 
 function consulRoot(r: CaRoot, trustDomain: string): Record<string, unknown> {
-  const key = KEY_BITS[r.keyType] ?? { type: r.keyType, bits: 0 };
+  const facts = rootFactsOf(r);
   return {
     ID: r.id,
     Name: r.name,
-    // Consul's root serial is a uint64; Cairn's are 128-bit random, so the low 48 bits stand in (exact in JSON).
-    SerialNumber: serialNumberOf(r.rootCertificatePem),
+    SerialNumber: facts.serialNumber,
     SigningKeyID: r.id,
     ExternalTrustDomain: trustDomain,
     NotBefore: new Date(r.notBeforeMs).toISOString(),
@@ -94,26 +87,42 @@ function consulRoot(r: CaRoot, trustDomain: string): Record<string, unknown> {
     RootCert: r.rootCertificatePem,
     IntermediateCerts: [r.intermediateCertificatePem, ...(r.crossSignedCertificatePem === null ? [] : [r.crossSignedCertificatePem])],
     Active: r.active,
-    PrivateKeyType: key.type,
-    PrivateKeyBits: key.bits,
+    PrivateKeyType: facts.privateKeyType,
+    PrivateKeyBits: facts.privateKeyBits,
     TrustDomainURI: trustDomainSpiffeId(trustDomain),
     CreateIndex: r.createIndex,
     ModifyIndex: r.modifyIndex,
   };
 }
 
-/** Roots are few; the bound only guards against a pathological import history. */
-const SERIAL_CACHE_MAX = 64;
-const serialCache = new Map<string, number>();
+interface RootFacts {
+  /** Consul's root serial is a uint64; Cairn's are 128-bit random, so the low 48 bits stand in (exact in JSON). */
+  readonly serialNumber: number;
+  /** The signing (intermediate) key as Consul names it: "ec", "rsa" or "ed25519", and its size. */
+  readonly privateKeyType: string;
+  readonly privateKeyBits: number;
+}
 
-function serialNumberOf(pem: string): number {
-  let serial = serialCache.get(pem);
-  if (serial === undefined) {
-    serial = Number(BigInt(`0x${new X509Certificate(pem).serialNumber}`) & 0xffff_ffff_ffffn);
-    if (serialCache.size >= SERIAL_CACHE_MAX) serialCache.clear();
-    serialCache.set(pem, serial);
+/** Roots are few; the bound only guards against a pathological import history. */
+const ROOT_FACTS_MAX = 64;
+const rootFacts = new Map<string, RootFacts>();
+
+function rootFactsOf(r: CaRoot): RootFacts {
+  const key = `${r.id} ${r.intermediateCertificatePem}`;
+  let facts = rootFacts.get(key);
+  if (facts === undefined) {
+    const signingKey = new X509Certificate(r.intermediateCertificatePem).publicKey;
+    const details = signingKey.asymmetricKeyDetails;
+    const curveBits: Readonly<Record<string, number>> = { prime256v1: 256, secp384r1: 384, secp521r1: 521 };
+    facts = {
+      serialNumber: Number(BigInt(`0x${new X509Certificate(r.rootCertificatePem).serialNumber}`) & 0xffff_ffff_ffffn),
+      privateKeyType: signingKey.asymmetricKeyType ?? "unknown",
+      privateKeyBits: details?.modulusLength ?? curveBits[details?.namedCurve ?? ""] ?? (signingKey.asymmetricKeyType === "ed25519" ? 256 : 0),
+    };
+    if (rootFacts.size >= ROOT_FACTS_MAX) rootFacts.clear();
+    rootFacts.set(key, facts);
   }
-  return serial;
+  return facts;
 }
 
 function colonHex(hex: string): string {

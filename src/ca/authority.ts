@@ -9,6 +9,7 @@ import { parseGoDuration } from "../registry/duration.js";
 import { STATE_TAG_CA, withTag } from "../state/tags.js";
 import type { Authorizer, Caller } from "./authorizer.js";
 import {
+  CertificateError,
   certificateMatchesKey,
   createIntermediateCertificate,
   createRootCertificate,
@@ -16,7 +17,7 @@ import {
   inspectCertificate,
 } from "./certificates.js";
 import { CsrError, parseCsr } from "./csr.js";
-import { type CaKeyType, generateCaKey } from "./keys.js";
+import { type CaKeyType, describeKey, generateCaKey } from "./keys.js";
 import { LeafSigner } from "./leaf.js";
 import { KeySealer, SealError } from "./seal.js";
 import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand } from "./state.js";
@@ -324,49 +325,59 @@ export class CertificateAuthority {
    */
   async importCa(input: ImportInput): Promise<CaRoot> {
     const current = this.state.activeRoot;
+    let material: NewCaRoot;
+    try {
+      material = this.importedMaterial(input);
+      // Proves now, not at the first CSR, that Cairn can sign leaves with what was imported.
+      new LeafSigner({ certificatePem: material.intermediateCertificatePem, privateKey: this.opts.sealer.unseal(material.intermediateKeySealed) });
+    } catch (err) {
+      if (err instanceof CertificateError) throw new CaInputError("certificate", err.message);
+      throw err;
+    }
+    if (current !== undefined && material.id === current.id) throw new CaInputError("certificate", "this root is already the active root");
+    const crossSigned = current === undefined ? null : this.crossSign(current, material.rootCertificatePem);
+    return this.activate(current, { ...material, crossSignedCertificatePem: crossSigned });
+  }
+
+  private importedMaterial(input: ImportInput): NewCaRoot {
     const key = parsePrivateKey(input.privateKey);
     const cert = parseCaCertificate("certificate", input.certificate);
     if (!certificateMatchesKey(input.certificate, key)) throw new CaInputError("privateKey", "does not match the certificate's public key");
-    const keyType = inspectCertificate(input.certificate).keyType;
-    if (keyType === "other") throw new CaInputError("certificate", "its key must be ECDSA P-256, RSA or Ed25519");
+    const info = inspectCertificate(input.certificate);
+    // Keys Cairn would not generate (P-384, RSA-4096) still sign; their name is for display.
+    const keyType = info.keyType === "other" ? describeKey(key) : info.keyType;
     const nowMs = this.now();
-    if (Date.parse(cert.validTo) <= nowMs + this.opts.settings.leafTtlMaxMs) {
+    if (info.notAfterMs <= nowMs + this.opts.settings.leafTtlMaxMs) {
       throw new CaInputError("certificate", `expires ${cert.validTo}, before a leaf signed now could expire; import a CA valid for longer`);
     }
-    let material: NewCaRoot;
     if (cert.checkIssued(cert) && cert.verify(cert.publicKey)) {
       if (input.root !== undefined) throw new CaInputError("root", "give a root only with an intermediate; this certificate is itself a root");
-      const intermediate = generateCaKey(keyType);
-      const info = inspectCertificate(input.certificate);
+      const intermediate = generateCaKey(info.keyType === "other" ? this.opts.settings.keyType : info.keyType);
       const intermediatePem = createIntermediateCertificate(intermediate.publicKey, { certificatePem: input.certificate, privateKey: key }, {
         trustDomain: this.trustDomain,
         commonName: `Cairn Intermediate CA ${randomBytes(4).toString("hex")}`,
         notBeforeMs: nowMs - LEAF_BACKDATE_MS,
         notAfterMs: info.notAfterMs,
       });
-      material = {
+      return {
         ...this.rootFields(input.certificate, keyType),
         rootKeySealed: this.opts.sealer.seal(exportPkcs8(key)),
         intermediateCertificatePem: intermediatePem,
         intermediateKeySealed: this.opts.sealer.seal(intermediate.privateKeyPem),
         crossSignedCertificatePem: null,
       };
-    } else {
-      if (input.root === undefined) throw new CaInputError("root", "an intermediate needs the root that issued it");
-      const root = parseCaCertificate("root", input.root);
-      if (!root.checkIssued(root) || !root.verify(root.publicKey)) throw new CaInputError("root", "is not a self-signed root");
-      if (!cert.checkIssued(root) || !cert.verify(root.publicKey)) throw new CaInputError("certificate", "was not issued by the given root");
-      material = {
-        ...this.rootFields(input.root, keyType),
-        rootKeySealed: null,
-        intermediateCertificatePem: normalizePem(input.certificate),
-        intermediateKeySealed: this.opts.sealer.seal(exportPkcs8(key)),
-        crossSignedCertificatePem: null,
-      };
     }
-    if (current !== undefined && material.id === current.id) throw new CaInputError("certificate", "this root is already the active root");
-    const crossSigned = current === undefined ? null : this.crossSign(current, material.rootCertificatePem);
-    return this.activate(current, { ...material, crossSignedCertificatePem: crossSigned });
+    if (input.root === undefined) throw new CaInputError("root", "an intermediate needs the root that issued it");
+    const root = parseCaCertificate("root", input.root);
+    if (!root.checkIssued(root) || !root.verify(root.publicKey)) throw new CaInputError("root", "is not a self-signed root");
+    if (!cert.checkIssued(root) || !cert.verify(root.publicKey)) throw new CaInputError("certificate", "was not issued by the given root");
+    return {
+      ...this.rootFields(input.root, keyType),
+      rootKeySealed: null,
+      intermediateCertificatePem: normalizePem(input.certificate),
+      intermediateKeySealed: this.opts.sealer.seal(exportPkcs8(key)),
+      crossSignedCertificatePem: null,
+    };
   }
 
   private async activate(current: CaRoot | undefined, root: NewCaRoot): Promise<CaRoot> {

@@ -184,6 +184,7 @@ void describe("the certificate authority over HTTP", () => {
     const active = shape.Roots.find((r) => r.Active === true);
     assert.ok(active !== undefined);
     assert.equal(active.ID, shape.ActiveRootID);
+    assert.deepEqual([active.PrivateKeyType, active.PrivateKeyBits], ["ec", 256]);
     for (const key of ["ID", "Name", "SerialNumber", "SigningKeyID", "NotBefore", "NotAfter", "RootCert", "IntermediateCerts", "Active", "PrivateKeyType", "PrivateKeyBits", "CreateIndex", "ModifyIndex"]) {
       assert.ok(key in active, `root lacks ${key}`);
     }
@@ -285,9 +286,10 @@ void describe("the certificate authority over HTTP", () => {
 
     // An intermediate of the operator's under another root of theirs: Cairn then signs with it directly.
     const root2Key = join(dir, "op-root2.key");
-    const root2Pem = openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", root2Key, "-subj", "/CN=Operator Root 2", "-days", "3650", ...ext]);
+    // P-384, a key type Cairn would not generate itself but signs with.
+    const root2Pem = openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes", "-keyout", root2Key, "-subj", "/CN=Operator Root 2", "-days", "3650", ...ext]);
     const intKey = join(dir, "op-int.key");
-    const intCsr = file("op-int.csr", openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", intKey, "-subj", "/CN=Operator Intermediate"]));
+    const intCsr = file("op-int.csr", openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes", "-keyout", intKey, "-subj", "/CN=Operator Intermediate"]));
     const extFile = file("op-int.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
     const intPem = openssl(["x509", "-req", "-in", intCsr, "-CA", file("op-root2.pem", root2Pem), "-CAkey", root2Key, "-days", "365", "-extfile", extFile]);
     const intKeyPem = openssl(["pkey", "-in", intKey]);
@@ -313,6 +315,9 @@ void describe("the certificate authority over HTTP", () => {
     assert.ok(verify(leafUnderIntermediate, root2Pem).ok, "a leaf verifies against the operator's root 2");
     // Holders of the previous (operator) root still trust it: Cairn cross-signed root 2 with root 1's key.
     assert.ok(verify(leafUnderIntermediate, rootPem).ok, "a leaf verifies against the previous root alone, through the cross-signed root");
+    const consulRoots = (await call(n1, "GET", "/v1/connect/ca/roots")).json as { Roots: { Active: boolean; PrivateKeyType: string; PrivateKeyBits: number }[] };
+    const activeRoot = consulRoots.Roots.find((r) => r.Active);
+    assert.deepEqual([activeRoot?.PrivateKeyType, activeRoot?.PrivateKeyBits], ["ec", 384]);
   });
 
   void test("no private key or sealed key appears in any API answer or log", async () => {
