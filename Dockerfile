@@ -4,6 +4,7 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
+COPY proto ./proto
 # npm ci runs the prepare script, which compiles src/ into dist/.
 RUN npm ci && npm prune --omit=dev
 
