@@ -82,7 +82,7 @@ export async function runDev(args: readonly string[]): Promise<void> {
     process.stdout.write(`no leader after ${LEADER_WAIT_MS / 1000}s; check the logs above\n`);
   } else {
     const node = NODES.find((n) => n.peer === leader);
-    process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -d '{"value":"hi"}' -H 'content-type: application/json' http://${NODES[0]?.http}/v1/kv/greeting\n`);
+    process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -d '{"Name":"web","Port":8080}' http://${NODES[0]?.http}/v1/agent/service/register\n`);
   }
   process.stdout.write("Ctrl-C stops all three nodes.\n");
 }
