@@ -397,7 +397,7 @@ void describe("the log on disk follows the Ready contract", () => {
       assert.deepEqual(await s.rawEntryKeys(), [7, 8, 9, 10].map(entryKey), "the leftovers were deleted");
     }));
 
-  void test("every write is exactly one synced LevelDB batch, in the order snapshot, entries, hard state", () =>
+  void test("every write is exactly one synced LevelDB batch, in the order snapshot, entries, hard state; a compaction's deletes follow unsynced", () =>
     withScratch(async (s) => {
       const calls: BatchSeen[] = [];
       await withBatchPatched((_batch, original) => original(), async () => {
@@ -410,17 +410,37 @@ void describe("the log on disk follows the Ready contract", () => {
         await storage.saveReady(NO_CHANGE);
         await storage.close();
       }, calls);
-      assert.equal(calls.length, 5, "one batch per write, none for an empty Ready");
-      for (const call of calls) assert.deepEqual(call.options, { sync: true });
+      assert.equal(calls.length, 6, "one batch per write, none for an empty Ready, and one for a compaction's deletes");
+      assert.deepEqual(calls.map((c) => c.options), [{ sync: true }, { sync: true }, { sync: true }, { sync: true }, { sync: false }, { sync: true }]);
       const del = (i: number) => ({ type: "del", key: entryKey(i) });
       const put = (key: string) => ({ type: "put", key });
       assert.deepEqual(calls.map((c) => c.ops), [
         [put(entryKey(1)), put(entryKey(2)), put(entryKey(3)), put(entryKey(4)), put("hs")],
         [put(entryKey(3)), del(4), put("hs")],
         [put("snap"), del(1), del(2), del(3), put(entryKey(9)), put("hs")],
-        [put("snap"), del(9)],
+        [put("snap")],
+        [del(9)],
         [put("m/clusterId")],
       ]);
+    }));
+
+  void test("a compaction deletes a long prefix in bounded batches, and Ready writes made meanwhile go between them", () =>
+    withScratch(async (s) => {
+      const calls: BatchSeen[] = [];
+      const { storage } = await s.restart();
+      await storage.saveReady({ hardState: { term: 1, vote: "a", commit: 5000 }, entries: run(1, 5000, 1), snapshot: undefined });
+      await withBatchPatched((_batch, original) => original(), async () => {
+        const compaction = storage.saveSnapshot(snapshotAt(4999, 1));
+        await new Promise((resolve) => setImmediate(resolve));
+        const ready = storage.saveReady({ hardState: { term: 1, vote: "a", commit: 5001 }, entries: run(5001, 5001, 1), snapshot: undefined });
+        await Promise.all([compaction, ready]);
+      }, calls);
+      const deletes = calls.filter((c) => c.ops.every((op) => op.type === "del")).map((c) => c.ops.length);
+      assert.deepEqual(deletes, [2048, 2048, 903]);
+      const readyAt = calls.findIndex((c) => c.ops.some((op) => op.type === "put" && op.key === entryKey(5001)));
+      assert.ok(readyAt > 0 && readyAt < calls.length - 1, `the Ready write waited for every delete batch (position ${readyAt} of ${calls.length})`);
+      const { state } = await s.restart(storage);
+      assert.deepEqual(entryIndexes(state), [5000, 5001]);
     }));
 
   void test("after a failed write, later writes are refused until the node restarts", () =>
