@@ -14,16 +14,30 @@ const mainPath = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 /** The server's default election timeout: what failover is measured against. */
 export const ELECTION_TIMEOUT_MS = driverDefaults.tickMs * driverDefaults.electionTimeoutTicks;
 
+/**
+ * Ports handed out below Linux's ephemeral range (32768-60999 by default): a port the kernel
+ * picked with listen(0) can be taken by any outgoing connection's local end before the server
+ * that was meant to listen on it starts, which failed a node's start now and then.
+ */
+const TEST_PORT_MIN = 20_000;
+const TEST_PORT_SPAN = 12_000;
+const FREE_PORT_ATTEMPTS_MAX = 50;
+
+/** A loopback port that was free a moment ago, outside the ephemeral range. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (let attempt = 0; attempt < FREE_PORT_ATTEMPTS_MAX; attempt++) {
+    const port = TEST_PORT_MIN + Math.floor(Math.random() * TEST_PORT_SPAN);
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port in ${TEST_PORT_MIN}-${TEST_PORT_MIN + TEST_PORT_SPAN - 1} after ${FREE_PORT_ATTEMPTS_MAX} tries`);
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
   });
 }
 
@@ -63,6 +77,13 @@ export class ProcessNode {
     child.stderr.on("data", (c: Buffer) => { this.stderr += c.toString(); });
     this.exit = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
     this.process = child;
+  }
+
+  /** For a failure message: how the node ended, or that it runs, and the tail of its output. */
+  lastWords(): string {
+    const state = this.running ? "running" : `exited ${this.process?.exitCode ?? this.process?.signalCode ?? "?"}`;
+    const tail = (text: string): string => text.trimEnd().split("\n").slice(-5).join("\n    ");
+    return `\n  ${this.info.id} (${state}, http ${this.info.http}):\n    ${tail(this.stderr)}\n    ${tail(this.stdout)}`;
   }
 
   get running(): boolean {
@@ -165,7 +186,7 @@ export class ProcessCluster {
       if (leaders.size !== 1 || leaders.has("")) return undefined;
       const leaderId = [...leaders][0];
       return this.nodes.find((n) => n.info.id === leaderId && n.running);
-    }, timeoutMs, () => `no agreed leader: ${last}`);
+    }, timeoutMs, () => `no agreed leader: ${last}${among.map((n) => n.lastWords()).join("")}`);
     return found;
   }
 

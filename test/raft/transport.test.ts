@@ -3,7 +3,6 @@
 
 import { type TestContext, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { pino, type Logger } from "pino";
 import {
@@ -14,6 +13,7 @@ import {
   type PeerTransportLimits,
   peerServiceDefinition,
 } from "../../src/raft/transport.js";
+import { freePort } from "../../chaos/cluster.js";
 import { encodeMessages } from "../../src/raft/codec.js";
 import type { AppendRequest, HeartbeatRequest, Message, NodeId, SnapshotRequest } from "../../src/raft/types.js";
 
@@ -134,16 +134,6 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = WAIT_
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-}
-
-/** A loopback port that nothing listens on (until a test starts a node there). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === "object");
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return address.port;
 }
 
 function heartbeat(from: NodeId, to: NodeId, commit: number): HeartbeatRequest {
