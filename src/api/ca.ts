@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Caller } from "../ca/authorizer.js";
 import type { CertificateAuthority } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
-import type { CaRoot } from "../ca/state.js";
+import { type CaRoot, intermediatesOf } from "../ca/state.js";
 import type { RaftDriver } from "../raft/driver.js";
 import { parseGoDuration } from "../registry/duration.js";
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
@@ -184,17 +184,24 @@ function waitOf(text: string | undefined): number | undefined {
   return ms === undefined ? undefined : Math.min(ms === 0 ? WAIT_DEFAULT_MS : ms, WAIT_MAX_MS);
 }
 
-/** What anyone may see of a root: never its keys, sealed or not. */
-function publicRoot(r: CaRoot): Record<string, unknown> {
+/** A root as the bundle shows it. */
+function rootSummary(r: CaRoot): Record<string, unknown> {
   return {
     id: r.id,
     name: r.name,
-    keyType: r.keyType,
-    active: r.active,
     certificate: r.rootCertificatePem,
-    intermediates: [r.intermediateCertificatePem, ...(r.crossSignedCertificatePem === null ? [] : [r.crossSignedCertificatePem])],
+    active: r.active,
     notBefore: new Date(r.notBeforeMs).toISOString(),
     notAfter: new Date(r.notAfterMs).toISOString(),
+  };
+}
+
+/** What anyone may see of a root: never its keys, sealed or not. */
+function publicRoot(r: CaRoot): Record<string, unknown> {
+  return {
+    ...rootSummary(r),
+    keyType: r.keyType,
+    intermediates: intermediatesOf(r),
     retireAfter: r.retireAfterMs === null ? null : new Date(r.retireAfterMs).toISOString(),
     createIndex: r.createIndex,
     modifyIndex: r.modifyIndex,
@@ -202,18 +209,7 @@ function publicRoot(r: CaRoot): Record<string, unknown> {
 }
 
 function bundleJson(ca: CertificateAuthority): Record<string, unknown> {
-  return {
-    trustDomain: ca.trustDomain,
-    index: ca.state.revision,
-    roots: ca.state.roots.map((r) => ({
-      id: r.id,
-      name: r.name,
-      certificate: r.rootCertificatePem,
-      active: r.active,
-      notBefore: new Date(r.notBeforeMs).toISOString(),
-      notAfter: new Date(r.notAfterMs).toISOString(),
-    })),
-  };
+  return { trustDomain: ca.trustDomain, index: ca.state.revision, roots: ca.state.roots.map(rootSummary) };
 }
 
 /** The SPIFFE bundle format: a JWK set whose keys are the roots, each with its certificate in x5c. */

@@ -5,7 +5,8 @@ import { X509Certificate } from "node:crypto";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { type CertificateAuthority } from "../ca/authority.js";
 import type { LeafCache } from "../ca/leaves.js";
-import type { CaRoot } from "../ca/state.js";
+import { type CaRoot, intermediatesOf } from "../ca/state.js";
+import { colonHex } from "../ca/certificates.js";
 import { trustDomainSpiffeId } from "../ca/spiffe.js";
 import { callerOf } from "./ca.js";
 import { waitEndSignal, withJitterMs } from "./blocking.js";
@@ -85,7 +86,7 @@ function consulRoot(r: CaRoot, trustDomain: string): Record<string, unknown> {
     NotBefore: new Date(r.notBeforeMs).toISOString(),
     NotAfter: new Date(r.notAfterMs).toISOString(),
     RootCert: r.rootCertificatePem,
-    IntermediateCerts: [r.intermediateCertificatePem, ...(r.crossSignedCertificatePem === null ? [] : [r.crossSignedCertificatePem])],
+    IntermediateCerts: intermediatesOf(r),
     Active: r.active,
     PrivateKeyType: facts.privateKeyType,
     PrivateKeyBits: facts.privateKeyBits,
@@ -123,8 +124,4 @@ function rootFactsOf(r: CaRoot): RootFacts {
     rootFacts.set(key, facts);
   }
   return facts;
-}
-
-function colonHex(hex: string): string {
-  return (hex.length % 2 === 1 ? `0${hex}` : hex).match(/../g)?.join(":") ?? "";
 }

@@ -6,11 +6,13 @@ import { type KeyObject, X509Certificate, createPrivateKey, randomBytes } from "
 import type { Logger } from "pino";
 import type { RaftDriver } from "../raft/driver.js";
 import { parseGoDuration } from "../registry/duration.js";
+import { TooManyWatchersError } from "../registry/watch.js";
 import { STATE_TAG_CA, withTag } from "../state/tags.js";
 import type { Authorizer, Caller } from "./authorizer.js";
 import {
   CertificateError,
   certificateMatchesKey,
+  colonHex,
   createIntermediateCertificate,
   createRootCertificate,
   crossSignCertificate,
@@ -20,7 +22,7 @@ import { CsrError, parseCsr } from "./csr.js";
 import { type CaKeyType, describeKey, generateCaKey } from "./keys.js";
 import { LeafSigner } from "./leaf.js";
 import { KeySealer, SealError } from "./seal.js";
-import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand } from "./state.js";
+import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand, intermediatesOf } from "./state.js";
 import { SpiffeIdError, type SpiffeId, parseSpiffeId, workloadOf } from "./spiffe.js";
 
 /** A request the caller must fix: names the field and what is wrong with it (HTTP 400). */
@@ -75,6 +77,8 @@ const ROOT_VALIDITY_MS = 10 * 365 * 24 * 60 * 60_000;
 export const SIGNING_LEADER_CONTACT_MAX_MS = 60_000;
 /** How long past its last possible leaf a replaced root stays: covers backdating and lagging nodes. */
 const RETIRE_MARGIN_MS = LEAF_BACKDATE_MS + 2 * SIGNING_LEADER_CONTACT_MAX_MS;
+/** Blocking reads of the roots or leaves waiting on one node, at most; past it they get 429, as the registry's do. */
+export const CA_BLOCKED_WAITS_MAX = 100_000;
 /** How often the leader checks for a missing CA or a root due to retire. */
 const MAINTENANCE_INTERVAL_MS = 1000;
 
@@ -113,6 +117,8 @@ export interface CertificateAuthorityOptions {
   readonly settings: CaSettings;
   readonly logger: Logger;
   readonly now?: () => number;
+  /** Default CA_BLOCKED_WAITS_MAX; tests lower it. */
+  readonly blockedWaitsMax?: number;
 }
 
 export class CertificateAuthority {
@@ -123,7 +129,11 @@ export class CertificateAuthority {
   private active: ActiveSigner | undefined;
   /** Why the active root could not be unsealed, until the next change; logged once. */
   private activeProblem: { revision: number; message: string } | undefined;
-  private readonly waiters = new Set<() => void>();
+  /** subscribe()'s listeners: called on every change of the roots. */
+  private readonly listeners = new Set<() => void>();
+  /** waitForChange()'s wakers: each checks its own condition, and ends when stopped. */
+  private readonly blockedWaits = new Set<() => void>();
+  private stopped = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private maintaining = false;
 
@@ -133,7 +143,8 @@ export class CertificateAuthority {
     this.log = opts.logger;
     this.now = opts.now ?? Date.now;
     this.state.onChange(() => {
-      for (const wake of [...this.waiters]) wake();
+      for (const listener of [...this.listeners]) listener();
+      for (const wake of [...this.blockedWaits]) wake();
     });
   }
 
@@ -168,7 +179,8 @@ export class CertificateAuthority {
 
   stop(): void {
     clearInterval(this.maintenanceTimer);
-    for (const wake of [...this.waiters]) wake();
+    this.stopped = true;
+    for (const wake of [...this.blockedWaits]) wake();
   }
 
   // ---------------------------------------------------------------- issuance
@@ -272,37 +284,37 @@ export class CertificateAuthority {
 
   /** The intermediates a leaf of `root` presents: its intermediate, then the cross-signed root while the old root is trusted. */
   private chainOf(root: CaRoot): string[] {
-    const chain = [root.intermediateCertificatePem];
-    if (root.crossSignedCertificatePem !== null && this.state.roots.length > 1) chain.push(root.crossSignedCertificatePem);
-    return chain;
+    return this.state.roots.length > 1 ? intermediatesOf(root) : [root.intermediateCertificatePem];
   }
 
   // ---------------------------------------------------------------- trust bundle
 
-  /** Resolves when the roots change past `sinceRevision`, after `timeoutMs`, or on abort. */
+  /** Resolves when the roots change past `sinceRevision`, after `timeoutMs`, on abort, or on stop(). */
   waitForChange(sinceRevision: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    if (this.state.revision > sinceRevision || timeoutMs <= 0 || signal?.aborted === true) return Promise.resolve();
+    if (this.stopped || this.state.revision > sinceRevision || timeoutMs <= 0 || signal?.aborted === true) return Promise.resolve();
+    const waitsMax = this.opts.blockedWaitsMax ?? CA_BLOCKED_WAITS_MAX;
+    if (this.blockedWaits.size >= waitsMax) return Promise.reject(new TooManyWatchersError(waitsMax));
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", done);
-        this.waiters.delete(wake);
+        this.blockedWaits.delete(wake);
         resolve();
       };
       const wake = (): void => {
-        if (this.state.revision > sinceRevision) done();
+        if (this.stopped || this.state.revision > sinceRevision) done();
       };
       const timer = setTimeout(done, timeoutMs);
       signal?.addEventListener("abort", done, { once: true });
-      this.waiters.add(wake);
+      this.blockedWaits.add(wake);
     });
   }
 
   /** Calls `listener` on every change to the roots; returns the function that stops it. */
   subscribe(listener: (revision: number) => void): () => void {
-    const wake = (): void => listener(this.state.revision);
-    this.waiters.add(wake);
-    return () => this.waiters.delete(wake);
+    const call = (): void => listener(this.state.revision);
+    this.listeners.add(call);
+    return () => this.listeners.delete(call);
   }
 
   // ---------------------------------------------------------------- rotation and import
@@ -486,8 +498,4 @@ function exportPkcs8(key: KeyObject): string {
 
 function normalizePem(pem: string): string {
   return new X509Certificate(pem).toString();
-}
-
-function colonHex(hex: string): string {
-  return (hex.match(/../g) ?? []).join(":");
 }

@@ -218,15 +218,37 @@ function onePemCertificate(pem: string): Uint8Array {
   return blocks[0].der;
 }
 
-function decodeCertificateDer(bytes: Uint8Array): DecodedCertificate {
+/** Hex bytes as X.509 tools print serials and key ids: "3a:0f:...". */
+export function colonHex(hex: string): string {
+  return (hex.length % 2 === 1 ? `0${hex}` : hex).match(/../g)?.join(":") ?? "";
+}
+
+/** The parts of X.509's SIGNED envelope, which certificates and CSRs share. */
+export interface SignedParts {
+  readonly signed: DerElement;
+  readonly signatureAlgorithm: DerElement;
+  readonly signature: Uint8Array;
+}
+
+/**
+ * Reads SEQUENCE { to-be-signed SEQUENCE, signatureAlgorithm, signature BIT STRING } filling all
+ * of `bytes`. `names` say what each is called in errors: the whole, its DER, the signed body.
+ */
+export function readSigned(bytes: Uint8Array, names: { readonly whole: string; readonly der: string; readonly body: string }): SignedParts {
   const outer = new DerReader(bytes);
-  const certificate = outer.read("the Certificate", Tag.sequence);
-  outer.finish("the certificate DER");
-  const c = DerReader.inside(bytes, certificate);
-  const tbsElement = c.read("the TBSCertificate", Tag.sequence);
-  const signatureAlgorithmElement = c.read("the signatureAlgorithm", Tag.sequence);
-  const signature = readBitStringOctets(bytes, c.read("the signature", Tag.bitString), "the signature");
-  c.finish("the Certificate");
+  const whole = outer.read(names.whole, Tag.sequence);
+  outer.finish(names.der);
+  const r = DerReader.inside(bytes, whole);
+  const signed = r.read(names.body, Tag.sequence);
+  const signatureAlgorithm = r.read("the signatureAlgorithm", Tag.sequence);
+  const signature = readBitStringOctets(bytes, r.read("the signature", Tag.bitString), "the signature");
+  r.finish(names.whole);
+  return { signed, signatureAlgorithm, signature };
+}
+
+function decodeCertificateDer(bytes: Uint8Array): DecodedCertificate {
+  const { signed: tbsElement, signatureAlgorithm: signatureAlgorithmElement, signature } =
+    readSigned(bytes, { whole: "the Certificate", der: "the certificate DER", body: "the TBSCertificate" });
 
   const t = DerReader.inside(bytes, tbsElement);
   const versionElement = t.readOptional("the version", contextTag(0, true));

@@ -12,7 +12,6 @@ import {
   contextTag,
   elementBytes,
   pemDecodeBlocks,
-  readBitStringOctets,
   readBoolean,
   readIntegerBytes,
   readOid,
@@ -20,7 +19,7 @@ import {
   valueEquals,
   valueOf,
 } from "./der.js";
-import { EXTENSION_OID, GENERAL_NAME_TAG } from "./certificates.js";
+import { EXTENSION_OID, GENERAL_NAME_TAG, readSigned } from "./certificates.js";
 import { type KeyKind, OID, algorithmOid, oidValue, readAlgorithmIdentifier, readSpki, verificationAlgorithmOf } from "./keys.js";
 
 export type CsrErrorReason = "malformed" | "badSignature" | "unsupportedKey";
@@ -138,14 +137,8 @@ interface CsrFields {
 
 /** The structure, without cryptography. Throws DerError for malformed input, CsrError for a refused key. */
 function readCsr(bytes: Uint8Array): CsrFields {
-  const outer = new DerReader(bytes);
-  const request = outer.read("the CertificationRequest", Tag.sequence);
-  outer.finish("the CSR DER");
-  const r = DerReader.inside(bytes, request);
-  const info = r.read("the CertificationRequestInfo", Tag.sequence);
-  const signatureAlgorithm = r.read("the signatureAlgorithm", Tag.sequence);
-  const signature = readBitStringOctets(bytes, r.read("the signature", Tag.bitString), "the signature");
-  r.finish("the CertificationRequest");
+  const { signed: info, signatureAlgorithm, signature } =
+    readSigned(bytes, { whole: "the CertificationRequest", der: "the CSR DER", body: "the CertificationRequestInfo" });
 
   const i = DerReader.inside(bytes, info);
   const version = readIntegerBytes(bytes, i.read("the version", Tag.integer), "the version");

@@ -35,6 +35,11 @@ export interface CaRoot {
   readonly retireAfterMs: number | null;
 }
 
+/** The CA certificates a root brings besides itself: its intermediate, then its cross-signed copy if any. */
+export function intermediatesOf(root: CaRoot): string[] {
+  return root.crossSignedCertificatePem === null ? [root.intermediateCertificatePem] : [root.intermediateCertificatePem, root.crossSignedCertificatePem];
+}
+
 export type NewCaRoot = Omit<CaRoot, "createIndex" | "modifyIndex" | "active" | "retireAfterMs">;
 
 export type CaCommand =

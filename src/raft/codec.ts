@@ -18,8 +18,11 @@ export class Writer {
   private buf: Uint8Array;
   private pos = 0;
 
+  private readonly initialBytes: number;
+
   constructor(initialBytes = 256) {
-    this.buf = new Uint8Array(Math.max(16, initialBytes));
+    this.initialBytes = Math.max(16, initialBytes);
+    this.buf = new Uint8Array(this.initialBytes);
   }
 
   private reserve(n: number): void {
@@ -60,8 +63,18 @@ export class Writer {
     this.pos += v.byteLength;
   }
 
+  /** Length-prefixed UTF-8. Most strings here are short ASCII, copied in without an encoder call. */
   string(v: string): void {
-    this.bytes(textEncoder.encode(v));
+    const n = v.length;
+    let ascii = true;
+    for (let i = 0; i < n && ascii; i++) ascii = v.charCodeAt(i) < 0x80;
+    if (!ascii) {
+      this.bytes(textEncoder.encode(v));
+      return;
+    }
+    this.uint(n);
+    this.reserve(n);
+    for (let i = 0; i < n; i++) this.buf[this.pos++] = v.charCodeAt(i);
   }
 
   strings(v: readonly string[]): void {
@@ -71,6 +84,17 @@ export class Writer {
 
   finish(): Uint8Array {
     return this.buf.subarray(0, this.pos);
+  }
+
+  /**
+   * The bytes written since the last take, in a buffer of their own, and the writer empty again:
+   * one writer serves as reusable scratch, shrinking back to its initial size after a large write.
+   */
+  take(): Uint8Array {
+    const out = this.buf.slice(0, this.pos);
+    this.pos = 0;
+    if (this.buf.length > this.initialBytes) this.buf = new Uint8Array(this.initialBytes);
+    return out;
   }
 }
 

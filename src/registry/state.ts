@@ -7,7 +7,7 @@
 // revision that touched it), so a blocking query on one service is not woken by writes to
 // another (Consul's #1244).
 
-import { type Chunks, CodecError, Reader } from "../raft/codec.js";
+import { type Chunks, CodecError, Reader, Writer } from "../raft/codec.js";
 import type { StateMachine } from "../raft/driver.js";
 import {
   type Check, type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type Instance, type InstanceDefinition, type Weights,
@@ -50,7 +50,6 @@ const OP_SET_CHECK_STATUS = 2;
  * refers back to, at most: it bounds the table both sides build. Later ones are written in full.
  */
 const SNAPSHOT_TABLE_STRINGS_MAX = 65_536;
-const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
 /**
@@ -286,7 +285,7 @@ export class RegistryState implements StateMachine {
    */
   snapshot(): Promise<Chunks> {
     const instances = [...this.instances.values()];
-    const head = new ByteWriter(64 + 16 * this.serviceIndexes.size);
+    const head = new Writer(64 + 16 * this.serviceIndexes.size);
     head.u8(SNAPSHOT_FORMAT_BINARY);
     head.uint(this.revisionValue);
     head.uint(this.catalogIndexValue);
@@ -299,7 +298,7 @@ export class RegistryState implements StateMachine {
     return (async () => {
       const table = new SnapshotStringWriter();
       const pieces: Uint8Array[] = [head.take()];
-      const w = new ByteWriter(SNAPSHOT_SLICE_INSTANCES * SNAPSHOT_INSTANCE_BYTES);
+      const w = new Writer(SNAPSHOT_SLICE_INSTANCES * SNAPSHOT_INSTANCE_BYTES);
       for (let i = 0; i < instances.length; i += SNAPSHOT_SLICE_INSTANCES) {
         if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
         const end = Math.min(instances.length, i + SNAPSHOT_SLICE_INSTANCES);
@@ -439,72 +438,8 @@ function sameTags(a: readonly string[], b: readonly string[]): boolean {
 // through the string table, and the header (format, revision, catalog index, service indexes,
 // instance count) comes first.
 
-/**
- * Writes into one reused buffer and copies out only the finished bytes. A command or a snapshot
- * slice is mostly short strings, and the codec's Writer allocates a buffer for every string;
- * here an ASCII string is copied in directly. Reads back with the codec's Reader: the same
- * varints and length-prefixed UTF-8.
- */
-class ByteWriter {
-  private buf: Uint8Array;
-  private pos = 0;
-
-  constructor(private readonly keepBytes: number) {
-    this.buf = new Uint8Array(keepBytes);
-  }
-
-  private reserve(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-  }
-
-  u8(v: number): void {
-    this.reserve(1);
-    this.buf[this.pos++] = v;
-  }
-
-  uint(v: number): void {
-    if (!Number.isSafeInteger(v) || v < 0) throw new CodecError(`cannot encode ${v} as an unsigned integer`);
-    this.reserve(8);
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.buf[this.pos++] = v;
-  }
-
-  string(s: string): void {
-    const n = s.length;
-    let ascii = true;
-    for (let i = 0; i < n && ascii; i++) ascii = s.charCodeAt(i) < 0x80;
-    if (!ascii) {
-      const bytes = textEncoder.encode(s);
-      this.uint(bytes.byteLength);
-      this.reserve(bytes.byteLength);
-      this.buf.set(bytes, this.pos);
-      this.pos += bytes.byteLength;
-      return;
-    }
-    this.uint(n);
-    this.reserve(n);
-    for (let i = 0; i < n; i++) this.buf[this.pos++] = s.charCodeAt(i);
-  }
-
-  /** The bytes written since the last take, in a buffer of their own; the scratch is reused. */
-  take(): Uint8Array {
-    const out = this.buf.slice(0, this.pos);
-    this.pos = 0;
-    if (this.buf.length > this.keepBytes) this.buf = new Uint8Array(this.keepBytes);
-    return out;
-  }
-}
-
 /** Commands are encoded one at a time, synchronously, so one scratch buffer serves them all. */
-const commandWriter = new ByteWriter(COMMAND_SCRATCH_BYTES);
+const commandWriter = new Writer(COMMAND_SCRATCH_BYTES);
 
 const INSTANCE_HAS_TAGS = 1;
 const INSTANCE_HAS_META = 2;
@@ -516,7 +451,7 @@ const CHECK_KINDS: readonly CheckKind[] = ["ttl", "http", "tcp", "grpc"];
 class SnapshotStringWriter {
   private readonly numbers = new Map<string, number>();
 
-  write(w: ByteWriter, s: string): void {
+  write(w: Writer, s: string): void {
     const known = this.numbers.get(s);
     if (known !== undefined) {
       w.uint(known + 1);
@@ -548,7 +483,7 @@ class SnapshotStringReader {
 }
 
 /** Durations and clock times are usually whole milliseconds; anything else is kept exactly as text. */
-function writeNumber(w: ByteWriter, v: number): void {
+function writeNumber(w: Writer, v: number): void {
   if (Number.isSafeInteger(v) && v >= 0) {
     w.u8(0);
     w.uint(v);
@@ -568,7 +503,7 @@ function readNumber(r: Reader): number {
   return v;
 }
 
-function writeDefinition(w: ByteWriter, def: InstanceDefinition, table?: SnapshotStringWriter): void {
+function writeDefinition(w: Writer, def: InstanceDefinition, table?: SnapshotStringWriter): void {
   const str = (s: string): void => {
     if (table === undefined) w.string(s);
     else table.write(w, s);
@@ -625,7 +560,7 @@ function readDefinition(r: Reader, table?: SnapshotStringReader): InstanceDefini
 }
 
 /** In a snapshot an instance is its definition, its revisions, then its checks. */
-function writeInstance(w: ByteWriter, table: SnapshotStringWriter, inst: Instance): void {
+function writeInstance(w: Writer, table: SnapshotStringWriter, inst: Instance): void {
   writeDefinition(w, inst, table);
   w.uint(inst.createIndex);
   w.uint(inst.modifyIndex);
@@ -640,7 +575,7 @@ function readChecks(r: Reader): Check[] {
   return checks;
 }
 
-function writeCheckDefinition(w: ByteWriter, c: CheckDefinition): void {
+function writeCheckDefinition(w: Writer, c: CheckDefinition): void {
   w.string(c.checkId);
   w.string(c.name);
   const kind = CHECK_KINDS.indexOf(c.kind);
@@ -680,7 +615,7 @@ function readStatus(r: Reader): HealthStatus {
   return status;
 }
 
-function writeCheck(w: ByteWriter, c: Check): void {
+function writeCheck(w: Writer, c: Check): void {
   writeCheckDefinition(w, c);
   w.u8(statusNumber(c.status));
   w.string(c.output);

@@ -18,6 +18,7 @@ import { KvStateMachine } from "../../src/kv/kv.js";
 import { RaftDriver } from "../../src/raft/driver.js";
 import { RaftStorage } from "../../src/raft/storage.js";
 import { RegistryState } from "../../src/registry/state.js";
+import { TooManyWatchersError } from "../../src/registry/watch.js";
 import { ClusterStateMachine } from "../../src/state/cluster.js";
 
 const logger = pino({ level: "silent" });
@@ -97,6 +98,19 @@ void describe("the certificate authority on a one-node cluster", () => {
     await waitFor(() => Promise.resolve(state.roots.length === 1 ? true : undefined), 5_000, () => "the old root was not retired");
     assert.equal(state.roots[0].id, rotated.id);
     clockOffsetMs = 0;
+  });
+
+  void test("blocking reads of the roots are bounded; a freed place can be taken again", async () => {
+    const bounded = new CertificateAuthority({ driver, state, sealer, authorizer: denySecret, settings: { ...caDefaults }, logger, blockedWaitsMax: 2 });
+    const first = new AbortController();
+    const waits = [bounded.waitForChange(state.revision, 60_000, first.signal), bounded.waitForChange(state.revision, 60_000, new AbortController().signal)];
+    await assert.rejects(bounded.waitForChange(state.revision, 60_000), TooManyWatchersError);
+    first.abort();
+    await waits[0];
+    const again = new AbortController();
+    const third = bounded.waitForChange(state.revision, 60_000, again.signal);
+    bounded.stop();
+    await Promise.all([waits[1], third]);
   });
 
   void test("two rotations racing from the same root: exactly one wins", async () => {
