@@ -23,4 +23,27 @@ export default tseslint.config(
       eqeqeq: ["error", "always"],
     },
   },
+  {
+    // The Raft core is pure: it imports only itself and never reaches for time, randomness or I/O.
+    // Time is tick(), randomness is the injected RandomSource; that is what lets a seed replay a run.
+    files: ["src/raft/core/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [
+        { regex: "^(?!\\./)", message: "src/raft/core imports only src/raft/core (./...): no packages, node: modules or other layers." },
+      ] }],
+      "no-restricted-globals": ["error",
+        ...["setTimeout", "setInterval", "setImmediate", "clearTimeout", "clearInterval", "clearImmediate",
+          "queueMicrotask", "process", "performance", "fetch", "require", "Buffer", "crypto"]
+          .map((name) => ({ name, message: "the Raft core is pure: time is tick(), I/O belongs to the driver" })),
+      ],
+      "no-restricted-properties": ["error",
+        { object: "Math", property: "random", message: "randomness enters the core only through the injected RandomSource" },
+        { object: "Date", property: "now", message: "the core has no clock: time is tick()" },
+      ],
+      "no-restricted-syntax": ["error",
+        { selector: "NewExpression[callee.name='Date']", message: "the core has no clock: time is tick()" },
+        { selector: "ImportExpression", message: "the core loads nothing at run time" },
+      ],
+    },
+  },
 );

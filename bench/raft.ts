@@ -4,7 +4,7 @@
 // Prints medians and percentiles; never part of npm test.
 
 import { Agent, request } from "node:http";
-import { ProcessCluster, type ProcessNode, waitFor } from "../chaos/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../test/support/cluster.js";
 
 const LOAD_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const FAILOVER_ROUNDS = Number(process.env.BENCH_FAILOVERS ?? 20);

@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { ProcessCluster, type ProcessNode, freePort, waitFor } from "../chaos/cluster.js";
+import { ProcessCluster, type ProcessNode, freePort, waitFor } from "../test/support/cluster.js";
 
 // ---------------------------------------------------------------- settings, each bounded
 

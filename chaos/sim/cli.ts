@@ -4,7 +4,7 @@
 
 import { availableParallelism } from "node:os";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import type { PlantedBug } from "../../src/raft/raft.js";
+import type { PlantedBug } from "../../src/raft/core/raft.js";
 import { type SimStats, runSimulation } from "./simulator.js";
 
 interface SeedFailure {

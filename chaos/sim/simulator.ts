@@ -4,8 +4,8 @@
 // reads, membership changes, leadership transfers and compaction, and after every step checks
 // the properties that make Raft Raft. Same seed, same run: a failing seed replays exactly.
 
-import { SeededRandom } from "../../src/raft/random.js";
-import { type PlantedBug, RaftNode, bootstrapSnapshot, defaultRaftConfig } from "../../src/raft/raft.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
+import { type PlantedBug, RaftNode, bootstrapSnapshot, defaultRaftConfig } from "../../src/raft/core/raft.js";
 import {
   type Entry,
   type HardState,
@@ -15,7 +15,7 @@ import {
   RaftRefusal,
   type Ready,
   type Snapshot,
-} from "../../src/raft/types.js";
+} from "../../src/raft/core/types.js";
 import { type Operation, type ReadOp, type WriteOp, checkLinearizable } from "../checkers/linearizability.js";
 import { EventHeap } from "./heap.js";
 

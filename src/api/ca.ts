@@ -8,8 +8,8 @@ import type { Caller } from "../ca/authorizer.js";
 import type { CertificateAuthority } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import { type CaRoot, intermediatesOf } from "../ca/state.js";
-import type { RaftDriver } from "../raft/driver.js";
-import { parseGoDuration } from "../registry/duration.js";
+import type { RaftDriver } from "../raft/node/driver.js";
+import { parseGoDuration } from "../common/duration.js";
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
 import { sendError } from "./errors.js";
 

@@ -2,7 +2,7 @@
 // remove one, and hand leadership to a named voter.
 
 import type { FastifyInstance } from "fastify";
-import type { RaftDriver } from "../raft/driver.js";
+import type { RaftDriver } from "../raft/node/driver.js";
 import { sendError } from "./errors.js";
 
 const NODE_ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$";

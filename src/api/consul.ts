@@ -14,8 +14,8 @@
 
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { NotAvailableError, type RaftDriver } from "../raft/driver.js";
-import { parseGoDuration } from "../registry/duration.js";
+import { NotAvailableError, type RaftDriver } from "../raft/node/driver.js";
+import { parseGoDuration } from "../common/duration.js";
 import { type HealthStatus, type Instance, aggregateStatus } from "../registry/model.js";
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
 import { TooManyWatchersError, type WatchKey } from "../registry/watch.js";

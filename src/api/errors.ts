@@ -2,8 +2,8 @@
 
 import type { FastifyReply } from "fastify";
 import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
-import { NotAvailableError } from "../raft/driver.js";
-import { RaftRefusal } from "../raft/types.js";
+import { NotAvailableError } from "../raft/node/driver.js";
+import { RaftRefusal } from "../raft/core/types.js";
 import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
 import { TooManyWatchersError } from "../registry/watch.js";
 

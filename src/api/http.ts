@@ -4,7 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from "pino";
 import type { CertificateAuthority } from "../ca/authority.js";
 import type { KvStateMachine } from "../kv/kv.js";
-import type { RaftDriver } from "../raft/driver.js";
+import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
 import { endWaitsOnClose } from "./blocking.js";
 import { caRoutes } from "./ca.js";

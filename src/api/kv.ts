@@ -1,7 +1,7 @@
 // The internal key/value API: writes acknowledged once applied here, linearizable reads by default.
 
 import type { FastifyInstance } from "fastify";
-import type { RaftDriver } from "../raft/driver.js";
+import type { RaftDriver } from "../raft/node/driver.js";
 import { type KvStateMachine, encodeKvCommand } from "../kv/kv.js";
 import { sendError } from "./errors.js";
 import { STATE_TAG_KV, withTag } from "../state/tags.js";

@@ -3,8 +3,8 @@
 // makes a read block until the service's index passes N.
 
 import type { FastifyInstance, FastifyReply } from "fastify";
-import type { RaftDriver } from "../raft/driver.js";
-import { parseGoDuration } from "../registry/duration.js";
+import type { RaftDriver } from "../raft/node/driver.js";
+import { parseGoDuration } from "../common/duration.js";
 import { type Instance, aggregateStatus } from "../registry/model.js";
 import type { RegisterInput, Registry } from "../registry/registry.js";
 import type { WatchKey } from "../registry/watch.js";

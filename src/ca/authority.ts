@@ -4,8 +4,8 @@
 
 import { type KeyObject, X509Certificate, createPrivateKey, randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import type { RaftDriver } from "../raft/driver.js";
-import { parseGoDuration } from "../registry/duration.js";
+import type { RaftDriver } from "../raft/node/driver.js";
+import { parseGoDuration } from "../common/duration.js";
 import { TooManyWatchersError } from "../registry/watch.js";
 import { STATE_TAG_CA, withTag } from "../state/tags.js";
 import type { Authorizer, Caller } from "./authorizer.js";

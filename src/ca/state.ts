@@ -7,8 +7,8 @@
 // Time-based decisions (when a replaced root may leave the bundle) are the leader's, stamped in
 // the command, so apply() stays deterministic.
 
-import type { Chunks } from "../raft/codec.js";
-import type { StateMachine } from "../raft/driver.js";
+import type { Chunks } from "../common/codec.js";
+import type { StateMachine } from "../raft/state_machine.js";
 
 /** One trusted root, with the intermediate that signs leaves while the root is active. */
 export interface CaRoot {

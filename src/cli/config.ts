@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { caDefaults } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import { parseSpiffeId, validateTrustDomain } from "../ca/spiffe.js";
-import { formatGoDuration, parseGoDuration } from "../registry/duration.js";
+import { formatGoDuration, parseGoDuration } from "../common/duration.js";
 
 export interface ServerConfig {
   readonly id: string;

@@ -16,8 +16,8 @@ import { KvStateMachine } from "../kv/kv.js";
 import { Registry } from "../registry/registry.js";
 import { RegistryState } from "../registry/state.js";
 import { ClusterStateMachine } from "../state/cluster.js";
-import { RaftDriver } from "../raft/driver.js";
-import { RaftStorage, StorageCorruptionError } from "../raft/storage.js";
+import { RaftDriver } from "../raft/node/driver.js";
+import { RaftStorage, StorageCorruptionError } from "../raft/storage/leveldb.js";
 import { formatHostPort, parseHostPort, type ServerConfig } from "./config.js";
 
 const textEncoder = new TextEncoder();

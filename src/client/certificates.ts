@@ -15,7 +15,8 @@ import type { Logger } from "pino";
 import { EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../ca/certificates.js";
 import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, pemEncode } from "../ca/der.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
-import { type Transport, backoffDelayMs, sleep } from "./transport.js";
+import { backoffDelayMs } from "../common/backoff.js";
+import { type Transport, sleep } from "./transport.js";
 import { watchLimits } from "./watch.js";
 
 export interface CertificateOptions {

@@ -10,7 +10,7 @@
 import type { Logger } from "pino";
 import type { CheckInput, RegisterInput } from "../registry/registry.js";
 import type { Instance } from "./types.js";
-import { parseGoDuration } from "../registry/duration.js";
+import { parseGoDuration } from "../common/duration.js";
 import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
 import { Registration, checkIdsOf } from "./registration.js";
 import { Transport } from "./transport.js";

@@ -7,6 +7,7 @@
 // on only when that node fails.
 
 import type { Logger } from "pino";
+import { backoffDelayMs } from "../common/backoff.js";
 import { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
 
 export interface TransportOptions {
@@ -35,12 +36,6 @@ export interface Answer {
   readonly status: number;
   readonly endpoint: string;
   readonly body: unknown;
-}
-
-/** Equal jitter: half of the capped exponential delay is fixed, half is random. Retry 1 is the first retry. */
-export function backoffDelayMs(retry: number, baseMs: number, maxMs: number, random: () => number): number {
-  const capped = Math.min(maxMs, baseMs * 2 ** Math.max(0, retry - 1));
-  return capped / 2 + random() * (capped / 2);
 }
 
 /** Validates and normalizes the base URLs: http(s), no path, no trailing slash. */

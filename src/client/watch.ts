@@ -8,7 +8,8 @@
 
 import type { Logger } from "pino";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
-import { type Transport, backoffDelayMs, sleep } from "./transport.js";
+import { backoffDelayMs } from "../common/backoff.js";
+import { type Transport, sleep } from "./transport.js";
 import type { Instance } from "./types.js";
 
 export type HealthFilter = "passing" | "notCritical" | "all";

@@ -1,8 +1,8 @@
 // A small replicated key/value state machine. It lets the server, its tests and its benchmark
 // exercise the whole write and read path before the registry (which will replace it) exists.
 
-import type { Chunks } from "../raft/codec.js";
-import type { StateMachine } from "../raft/driver.js";
+import type { Chunks } from "../common/codec.js";
+import type { StateMachine } from "../raft/state_machine.js";
 
 export interface KvRecord {
   readonly value: string;

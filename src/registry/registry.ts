@@ -2,8 +2,8 @@
 // Validation here is semantic (names, limits, durations, conflicts); shapes are the routes' schemas.
 
 import type { Logger } from "pino";
-import { NotAvailableError, type RaftDriver } from "../raft/driver.js";
-import { parseGoDuration } from "./duration.js";
+import { NotAvailableError, type RaftDriver } from "../raft/node/driver.js";
+import { parseGoDuration } from "../common/duration.js";
 import { HealthManager, UnknownCheckError } from "./health.js";
 import { type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type InstanceDefinition, registryLimits } from "./model.js";
 import { type RegistryCommand, type RegistryState, encodeRegistryCommand } from "./state.js";

@@ -7,8 +7,8 @@
 // revision that touched it), so a blocking query on one service is not woken by writes to
 // another (Consul's #1244).
 
-import { type Chunks, CodecError, Reader, Writer } from "../raft/codec.js";
-import type { StateMachine } from "../raft/driver.js";
+import { type Chunks, CodecError, Reader, Writer } from "../common/codec.js";
+import type { StateMachine } from "../raft/state_machine.js";
 import {
   type Check, type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type Instance, type InstanceDefinition, type Weights,
 } from "./model.js";

@@ -1,8 +1,8 @@
 // The state machine the driver applies: it routes each command to the registry, the CA or the
 // key/value store by its tag, and snapshots them together.
 
-import { type Chunks, Reader, Writer, chunksLength } from "../raft/codec.js";
-import type { StateMachine } from "../raft/driver.js";
+import { type Chunks, Reader, Writer, chunksLength } from "../common/codec.js";
+import type { StateMachine } from "../raft/state_machine.js";
 import { STATE_TAG_CA, STATE_TAG_KV, STATE_TAG_REGISTRY } from "./tags.js";
 
 export class ClusterStateMachine implements StateMachine {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { after, before, describe, test } from "node:test";
-import { ProcessCluster, type ProcessNode, waitFor } from "../../chaos/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 
 interface InstanceView { id: string; status: string; address: string; checks: { id: string; status: string; output: string }[] }
 

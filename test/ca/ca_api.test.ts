@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ProcessCluster, type ProcessNode, waitFor } from "../../chaos/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 
 const TD = "cairn.local";
 const WEB_ID = `spiffe://${TD}/ns/default/svc/web`;

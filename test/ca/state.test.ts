@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { concatChunks } from "../../src/raft/codec.js";
+import { concatChunks } from "../../src/common/codec.js";
 import { type CaCommand, CaState, type NewCaRoot, encodeCaCommand } from "../../src/ca/state.js";
 
 function root(id: string): NewCaRoot {

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ProcessCluster, type ProcessNode, waitFor } from "../../chaos/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { type BundleMessage, loadProtoService } from "../../src/api/bundle_grpc.js";
 import { DerReader, Tag, elementBytes, pemEncode } from "../../src/ca/der.js";
 

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { webcrypto } from "node:crypto";
 import { CsrError, type CsrErrorReason, parseCsr } from "../../src/ca/csr.js";
 import { pemDecodeAll, pemEncode } from "../../src/ca/leaf.js";
-import { SeededRandom } from "../../src/raft/random.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
 import { WEB_ID, openssl, scratchDir, x509 } from "./x509_support.js";
 
 const scratch = scratchDir();

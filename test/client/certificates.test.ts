@@ -7,7 +7,7 @@ import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import * as tls from "node:tls";
 import { after, before, describe, test } from "node:test";
-import { ProcessCluster, waitFor } from "../../chaos/cluster.js";
+import { ProcessCluster, waitFor } from "../support/cluster.js";
 import { CairnClient, type RotationReason, type TlsMaterial, type WorkloadCertificate, peerSpiffeId, tlsClientOptions, tlsServerOptions } from "../../src/client/client.js";
 
 const TD = "cairn.local";

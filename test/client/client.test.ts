@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test, type TestContext } from "node:test";
-import { ProcessCluster, type ProcessNode, waitFor } from "../../chaos/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { CairnClient, type Instance } from "../../src/client/client.js";
 
 const TTL = "2s";

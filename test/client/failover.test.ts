@@ -3,9 +3,9 @@
 
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
-import { freePort } from "../../chaos/cluster.js";
+import { freePort } from "../support/cluster.js";
 import { CairnClient, CairnRequestError, CairnUnavailableError } from "../../src/client/client.js";
-import { backoffDelayMs, normalizeEndpoints } from "../../src/client/transport.js";
+import { normalizeEndpoints } from "../../src/client/transport.js";
 import { FakeNode, registryHandler } from "./fake_node.js";
 
 const fixedRandom = (): number => 0.5;
@@ -92,13 +92,6 @@ void describe("client failover", () => {
     assert.equal(a.seen.length, 3);
   });
 
-  void test("backoff doubles per retry up to its cap, and its jitter stays in [d/2, d)", () => {
-    assert.equal(backoffDelayMs(1, 50, 1000, () => 0), 25);
-    assert.equal(backoffDelayMs(2, 50, 1000, () => 0), 50);
-    assert.equal(backoffDelayMs(3, 50, 1000, () => 0.999_999) < 200, true);
-    assert.equal(backoffDelayMs(10, 50, 1000, () => 0), 500);
-    assert.ok(backoffDelayMs(10, 50, 1000, () => 0.999_999) < 1000);
-  });
 
   void test("endpoints must be http(s) base URLs; a bad one is refused with what to give instead", () => {
     assert.deepEqual(normalizeEndpoints(["http://127.0.0.1:8501/", "https://a.example:1"]), ["http://127.0.0.1:8501", "https://a.example:1"]);

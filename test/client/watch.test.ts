@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
 import { CairnClient, type Instance } from "../../src/client/client.js";
-import { parseGoDuration } from "../../src/registry/duration.js";
+import { parseGoDuration } from "../../src/common/duration.js";
 import { FakeNode, type Reply, type SeenRequest, until } from "./fake_node.js";
 
 function instance(id: string): Instance {

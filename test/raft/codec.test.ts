@@ -3,20 +3,10 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  CodecError,
-  Writer,
-  decodeEntry,
-  decodeHardState,
-  decodeMessages,
-  decodeSnapshot,
-  encodeEntry,
-  encodeHardState,
-  encodeMessages,
-  encodeSnapshot,
-} from "../../src/raft/codec.js";
-import { SeededRandom } from "../../src/raft/random.js";
-import type { Entry, HardState, Message, MessageType, Snapshot } from "../../src/raft/types.js";
+import { decodeEntry, decodeHardState, decodeMessages, decodeSnapshot, encodeEntry, encodeHardState, encodeMessages, encodeSnapshot } from "../../src/raft/codec.js";
+import { CodecError, Writer } from "../../src/common/codec.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
+import type { Entry, HardState, Message, MessageType, Snapshot } from "../../src/raft/core/types.js";
 
 const encoder = new TextEncoder();
 

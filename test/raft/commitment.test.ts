@@ -12,7 +12,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import type { PlantedBug } from "../../src/raft/raft.js";
+import type { PlantedBug } from "../../src/raft/core/raft.js";
 import { Network, logTerms, paperState } from "./harness.js";
 
 const VOTERS = ["s1", "s2", "s3", "s4", "s5"];

@@ -7,8 +7,8 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { ConfigOverrides } from "./harness.js";
 import { Network } from "./harness.js";
-import { SeededRandom } from "../../src/raft/random.js";
-import { RaftRefusal } from "../../src/raft/types.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
+import { RaftRefusal } from "../../src/raft/core/types.js";
 
 const IDS = ["n1", "n2", "n3", "n4", "n5"];
 const ELECTION_TIMEOUT_TICKS = 10;

@@ -2,8 +2,8 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { RaftNode, bootstrapSnapshot } from "../../src/raft/raft.js";
-import type { Message, VoteRequest } from "../../src/raft/types.js";
+import { RaftNode, bootstrapSnapshot } from "../../src/raft/core/raft.js";
+import type { Message, VoteRequest } from "../../src/raft/core/types.js";
 import { type ConfigOverrides, Network, messagesOf, nodeConfig, paperState } from "./harness.js";
 
 const ELECTION_TIMEOUT_TICKS = 10;

@@ -12,8 +12,8 @@ import {
   RaftNode,
   bootstrapSnapshot,
   defaultRaftConfig,
-} from "../../src/raft/raft.js";
-import { SeededRandom } from "../../src/raft/random.js";
+} from "../../src/raft/core/raft.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
 import {
   type ConfState,
   type Entry,
@@ -25,7 +25,7 @@ import {
   type Snapshot,
   entryPayloadBytes,
   isLocalMessage,
-} from "../../src/raft/types.js";
+} from "../../src/raft/core/types.js";
 
 export type ConfigOverrides = Partial<Omit<RaftConfig, "id" | "random">>;
 

@@ -5,8 +5,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { runSimulation } from "../../chaos/sim/simulator.js";
-import { RaftLog, logPacking } from "../../src/raft/log.js";
-import { type Entry, RaftInvariantError, type Snapshot } from "../../src/raft/types.js";
+import { RaftLog, logPacking } from "../../src/raft/core/log.js";
+import { type Entry, RaftInvariantError, type Snapshot } from "../../src/raft/core/types.js";
 
 const SEGMENT_ENTRIES = 4;
 const voters = ["a", "b", "c"];

@@ -3,8 +3,8 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { RaftNode, bootstrapSnapshot } from "../../src/raft/raft.js";
-import { type ConfChange, type Entry, RaftRefusal, type RefusalReason } from "../../src/raft/types.js";
+import { RaftNode, bootstrapSnapshot } from "../../src/raft/core/raft.js";
+import { type ConfChange, type Entry, RaftRefusal, type RefusalReason } from "../../src/raft/core/types.js";
 import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
 
 const ELECTION_TIMEOUT_TICKS = 10;

@@ -3,7 +3,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { RaftRefusal, type RefusalReason } from "../../src/raft/types.js";
+import { RaftRefusal, type RefusalReason } from "../../src/raft/core/types.js";
 import { Network, bytes } from "./harness.js";
 
 function refusal(reason: RefusalReason, leaderHint: string): (e: unknown) => boolean {

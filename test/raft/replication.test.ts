@@ -3,7 +3,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type AppendRequest, type Message, entryPayloadBytes } from "../../src/raft/types.js";
+import { type AppendRequest, type Message, entryPayloadBytes } from "../../src/raft/core/types.js";
 import { type ConfigOverrides, Network, logTerms, messagesOf } from "./harness.js";
 
 const ELECTION_TIMEOUT_TICKS = 10;

@@ -3,9 +3,9 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { SNAPSHOT_DATA_ON_DISK } from "../../src/raft/log.js";
-import { RaftNode } from "../../src/raft/raft.js";
-import { RaftInvariantError, type Snapshot } from "../../src/raft/types.js";
+import { SNAPSHOT_DATA_ON_DISK } from "../../src/raft/core/log.js";
+import { RaftNode } from "../../src/raft/core/raft.js";
+import { RaftInvariantError, type Snapshot } from "../../src/raft/core/types.js";
 import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
 
 const ELECTION_TIMEOUT_TICKS = 10;

@@ -10,9 +10,9 @@ import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { Level } from "level";
 import { encodeSnapshot } from "../../src/raft/codec.js";
-import { SeededRandom } from "../../src/raft/random.js";
-import { RaftStorage, StorageCorruptionError, type PersistedState, type StorageRecordKind, metaKeyBytesMax, metaValueBytesMax } from "../../src/raft/storage.js";
-import { type Entry, type HardState, RaftInvariantError, type Snapshot } from "../../src/raft/types.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
+import { RaftStorage, StorageCorruptionError, type PersistedState, type StorageRecordKind, metaKeyBytesMax, metaValueBytesMax } from "../../src/raft/storage/leveldb.js";
+import { type Entry, type HardState, RaftInvariantError, type Snapshot } from "../../src/raft/core/types.js";
 
 // ---------------------------------------------------------------- fixtures
 

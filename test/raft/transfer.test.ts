@@ -3,7 +3,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { RaftRefusal, type RefusalReason } from "../../src/raft/types.js";
+import { RaftRefusal, type RefusalReason } from "../../src/raft/core/types.js";
 import { Network, messagesOf } from "./harness.js";
 
 const ELECTION_TIMEOUT_TICKS = 10;

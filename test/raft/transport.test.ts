@@ -9,13 +9,12 @@ import {
   CLUSTER_ID_METADATA_KEY,
   ForwardError,
   PeerTransport,
-  backoffDelayMs,
   type PeerTransportLimits,
   peerServiceDefinition,
-} from "../../src/raft/transport.js";
-import { freePort } from "../../chaos/cluster.js";
+} from "../../src/raft/transport/transport.js";
+import { freePort } from "../support/cluster.js";
 import { encodeMessages } from "../../src/raft/codec.js";
-import type { AppendRequest, HeartbeatRequest, Message, NodeId, SnapshotRequest } from "../../src/raft/types.js";
+import type { AppendRequest, HeartbeatRequest, Message, NodeId, SnapshotRequest } from "../../src/raft/core/types.js";
 
 const CLUSTER = "cluster-test";
 const WAIT_MS_MAX = 4000;
@@ -490,13 +489,6 @@ void describe("lifecycle", () => {
       assert.deepEqual(b.unreachable, [], "no callback after stop()");
     }));
 
-  void test("reconnect delays grow exponentially from backoffMinMs, jittered, and stay within backoffMaxMs", T, () => {
-    const low = range(0, 12).map((attempt) => backoffDelayMs(attempt, 50, 2000, () => 0));
-    const high = range(0, 12).map((attempt) => backoffDelayMs(attempt, 50, 2000, () => 0.999999));
-    assert.deepEqual(low, [50, 50, 100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000]);
-    assert.deepEqual(high, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000, 2000]);
-    assert.equal(backoffDelayMs(1_000_000, 50, 2000, () => 0.5), 1500, "a long outage does not overflow the ceiling");
-  });
 
   void test("limits are validated when the transport is created", T, () => {
     const { logger } = captureLogger();

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { parseGoDuration } from "../../src/registry/duration.js";
+import { parseGoDuration } from "../../src/common/duration.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, decodeRegistryCommand, encodeRegistryCommand } from "../../src/registry/state.js";
 import { ChangeWaiters, TooManyWatchersError } from "../../src/registry/watch.js";
-import { concatChunks } from "../../src/raft/codec.js";
+import { concatChunks } from "../../src/common/codec.js";
 
 function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {
   return { id, service, address: "10.0.0.1", port: 80, tags, meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" };

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Level } from "level";
-import { entryKey } from "../../src/raft/storage.js";
-import { ELECTION_TIMEOUT_MS, ProcessCluster, type ProcessNode, waitFor } from "../../chaos/cluster.js";
+import { entryKey } from "../../src/raft/storage/leveldb.js";
+import { ELECTION_TIMEOUT_MS, ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 
 async function putOk(node: ProcessNode, key: string, value: string): Promise<number> {
   const res = await node.put(key, value);

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, test } from "node:test";
 import { runSimulation } from "../../chaos/sim/simulator.js";
-import type { PlantedBug } from "../../src/raft/raft.js";
+import type { PlantedBug } from "../../src/raft/core/raft.js";
 
 const run = promisify(execFile);
 const cliPath = fileURLToPath(new URL("../../chaos/sim/cli.js", import.meta.url));

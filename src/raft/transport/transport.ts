@@ -13,9 +13,11 @@
 // drops and reports, it never grows.
 
 import * as grpc from "@grpc/grpc-js";
+import { backoffDelayMs } from "../../common/backoff.js";
 import type { Logger } from "pino";
-import { CodecError, Reader, Writer, decodeMessages, readMessage, writeMessage } from "./codec.js";
-import { type Message, type NodeId, type SnapshotRequest, invariant, isLocalMessage } from "./types.js";
+import { decodeMessages, readMessage, writeMessage } from "../codec.js";
+import { CodecError, Reader, Writer } from "../../common/codec.js";
+import { type Message, type NodeId, type SnapshotRequest, invariant, isLocalMessage } from "../core/types.js";
 
 // ---------------------------------------------------------------- contract
 
@@ -217,12 +219,6 @@ function encodeMessage(m: Message): Uint8Array {
   const w = new Writer(64);
   writeMessage(w, m);
   return w.finish();
-}
-
-/** Equal jitter: at least half the exponential ceiling, so retries spread out but never bunch at zero. */
-export function backoffDelayMs(attempt: number, minMs: number, maxMs: number, random: () => number): number {
-  const ceilingMs = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
-  return Math.max(minMs, Math.round(ceilingMs / 2 + (random() * ceilingMs) / 2));
 }
 
 /** The first InstallSnapshot chunk: the message without its data, then the data's length. */
@@ -499,7 +495,7 @@ class PeerLink {
     this.drainPending = false;
     // The server answers a stream only when the client ends it, which we never do: any end is a failure.
     const reason = this.cancelReason ?? (err === null ? "the peer ended the stream" : `${statusName(err.code)}: ${err.details}`);
-    const delayMs = backoffDelayMs(this.backoffAttempt, this.ctx.limits.backoffMinMs, this.ctx.limits.backoffMaxMs, this.ctx.random);
+    const delayMs = backoffDelayMs(this.backoffAttempt + 1, this.ctx.limits.backoffMinMs, this.ctx.limits.backoffMaxMs, this.ctx.random);
     this.backoffAttempt++;
     const fields = { peer: this.id, address: this.address, reason, wasAccepted, retryInMs: delayMs, queuedMessages: this.queue.length };
     if (this.outageLogged) this.ctx.log.debug(fields, "peer stream still failing");

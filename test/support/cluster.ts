@@ -7,9 +7,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { driverDefaults } from "../src/raft/driver.js";
+import { driverDefaults } from "../../src/raft/node/driver.js";
 
-const mainPath = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+const mainPath = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
 /** The server's default election timeout: what failover is measured against. */
 export const ELECTION_TIMEOUT_MS = driverDefaults.tickMs * driverDefaults.electionTimeoutTicks;

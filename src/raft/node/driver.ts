@@ -10,12 +10,13 @@
 
 import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
-import { type Chunks, Reader, Writer, chunksLength, writeChunks } from "./codec.js";
-import { type Proposed, RaftNode, SENDABLE_BEFORE_PERSIST, bootstrapSnapshot, defaultRaftConfig } from "./raft.js";
-import { SNAPSHOT_DATA_ON_DISK } from "./log.js";
-import type { RandomSource } from "./random.js";
-import type { RaftStorage } from "./storage.js";
-import { PeerTransport } from "./transport.js";
+import { type Chunks, Reader, Writer, chunksLength, writeChunks } from "../../common/codec.js";
+import { type Proposed, RaftNode, SENDABLE_BEFORE_PERSIST, bootstrapSnapshot, defaultRaftConfig } from "../core/raft.js";
+import { SNAPSHOT_DATA_ON_DISK } from "../core/log.js";
+import type { RandomSource } from "../core/random.js";
+import type { StateMachine } from "../state_machine.js";
+import type { RaftStorage } from "../storage/leveldb.js";
+import { PeerTransport } from "../transport/transport.js";
 import {
   type ConfChange,
   type Entry,
@@ -27,19 +28,7 @@ import {
   type Role,
   type Snapshot,
   type SnapshotRequest,
-} from "./types.js";
-
-/** What the driver applies committed entries to. Must be deterministic: same entries, same state. */
-export interface StateMachine {
-  apply(index: number, data: Uint8Array): void;
-  /**
-   * The state as of the last apply. It must be captured before the call returns (later applies
-   * must not leak in), but may be encoded asynchronously, so a large state does not stall the
-   * event loop while it is written out.
-   */
-  snapshot(): Chunks | Promise<Chunks>;
-  restore(data: Uint8Array): void;
-}
+} from "../core/types.js";
 
 export interface RaftDriverOptions {
   readonly id: NodeId;

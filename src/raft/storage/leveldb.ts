@@ -23,8 +23,9 @@ import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import { crc32 } from "node:zlib";
 import { Level } from "level";
-import { CodecError, Writer, decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, writeSnapshotMetadata } from "./codec.js";
-import { type Entry, type HardState, type Snapshot, invariant } from "./types.js";
+import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, writeSnapshotMetadata } from "../codec.js";
+import { CodecError, Writer } from "../../common/codec.js";
+import { type Entry, type HardState, type Snapshot, invariant } from "../core/types.js";
 
 export interface PersistedState {
   readonly hardState: HardState | undefined;
