@@ -17,7 +17,7 @@ import { Registry } from "../registry/registry.js";
 import { RegistryState } from "../registry/state.js";
 import { ClusterStateMachine } from "../state/cluster.js";
 import { RaftDriver } from "../raft/node/driver.js";
-import { RaftStorage, StorageCorruptionError } from "../raft/storage/leveldb.js";
+import { LevelLogStorage, StorageCorruptionError } from "../raft/storage/leveldb.js";
 import { formatHostPort, parseHostPort, type ServerConfig } from "./config.js";
 
 const textEncoder = new TextEncoder();
@@ -26,11 +26,11 @@ const CLUSTER_ID_META = "clusterId";
 
 export async function runServer(cfg: ServerConfig): Promise<void> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
-  let storage: RaftStorage;
+  let storage: LevelLogStorage;
   let clusterId: string;
   let joinPeers: Map<string, string> | undefined;
   try {
-    storage = await RaftStorage.open(joinPath(cfg.dataDir, "raft"));
+    storage = await LevelLogStorage.open(joinPath(cfg.dataDir, "raft"));
     const known = await storage.getMeta(CLUSTER_ID_META);
     if (known !== undefined) {
       clusterId = textDecoder.decode(known);

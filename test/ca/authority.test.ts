@@ -16,7 +16,7 @@ import { KEK_BYTES, KeySealer } from "../../src/ca/seal.js";
 import { CaState } from "../../src/ca/state.js";
 import { KvStateMachine } from "../../src/kv/kv.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
-import { RaftStorage } from "../../src/raft/storage/leveldb.js";
+import { LevelLogStorage } from "../../src/raft/storage/leveldb.js";
 import { RegistryState } from "../../src/registry/state.js";
 import { TooManyWatchersError } from "../../src/registry/watch.js";
 import { ClusterStateMachine } from "../../src/state/cluster.js";
@@ -53,7 +53,7 @@ void describe("the certificate authority on a one-node cluster", () => {
       clusterId: "test",
       peerListen: peer,
       initialCluster: new Map([["n1", peer]]),
-      storage: await RaftStorage.open(join(dir, "raft")),
+      storage: await LevelLogStorage.open(join(dir, "raft")),
       stateMachine: new ClusterStateMachine({ kv: new KvStateMachine(), registry: new RegistryState(), ca: state }),
       logger,
     });

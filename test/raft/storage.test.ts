@@ -1,4 +1,4 @@
-// RaftStorage against a real LevelDB: what is saved comes back after a restart, a conflicting suffix
+// LevelLogStorage against a real LevelDB: what is saved comes back after a restart, a conflicting suffix
 // and a compacted prefix are really gone from disk, and damage is refused loudly, never skipped.
 // Each test gets a fresh temporary directory, removed afterwards even when the test fails.
 
@@ -11,7 +11,8 @@ import { crc32 } from "node:zlib";
 import { Level } from "level";
 import { encodeSnapshot } from "../../src/raft/codec.js";
 import { SeededRandom } from "../../src/raft/core/random.js";
-import { RaftStorage, StorageCorruptionError, type PersistedState, type StorageRecordKind, metaKeyBytesMax, metaValueBytesMax } from "../../src/raft/storage/leveldb.js";
+import { LevelLogStorage, StorageCorruptionError, type StorageRecordKind, metaKeyBytesMax, metaValueBytesMax } from "../../src/raft/storage/leveldb.js";
+import { type PersistedState } from "../../src/raft/storage/log_storage.js";
 import { type Entry, type HardState, RaftInvariantError, type Snapshot } from "../../src/raft/core/types.js";
 
 // ---------------------------------------------------------------- fixtures
@@ -56,14 +57,14 @@ class Scratch {
 
   constructor(readonly dir: string) {}
 
-  async open(): Promise<RaftStorage> {
-    const storage = await RaftStorage.open(this.dir);
+  async open(): Promise<LevelLogStorage> {
+    const storage = await LevelLogStorage.open(this.dir);
     this.opened.push(storage);
     return storage;
   }
 
   /** Opens storage and loads it, as a restarting node does. */
-  async restart(previous?: RaftStorage): Promise<{ storage: RaftStorage; state: PersistedState }> {
+  async restart(previous?: LevelLogStorage): Promise<{ storage: LevelLogStorage; state: PersistedState }> {
     if (previous !== undefined) await previous.close();
     const storage = await this.open();
     return { storage, state: await storage.load() };
@@ -112,7 +113,7 @@ interface BatchSeen {
   options: unknown;
 }
 
-/** A chained batch, as far as RaftStorage uses one. */
+/** A chained batch, as far as LevelLogStorage uses one. */
 interface ChainedBatchLike {
   put(key: string, value: Uint8Array): unknown;
   del(key: string): unknown;
@@ -134,7 +135,7 @@ async function withBatchPatched(
   assert.ok(typeof original === "function");
   assert.ok(!Object.prototype.hasOwnProperty.call(proto, "batch"), "the patch must not shadow an own method");
   proto["batch"] = function (this: unknown, ...args: unknown[]): unknown {
-    assert.equal(args.length, 0, "RaftStorage writes through chained batches");
+    assert.equal(args.length, 0, "LevelLogStorage writes through chained batches");
     const batch = Reflect.apply(original as (...a: unknown[]) => unknown, this, args) as ChainedBatchLike;
     const mine: BatchSeen = { ops: [], options: undefined };
     seen.push(mine);
@@ -217,7 +218,7 @@ void describe("what a node saves comes back after a restart", () => {
 
   void test("a fresh directory, even a nested one that does not exist yet, loads as empty", () =>
     withScratch(async (s) => {
-      const storage = await RaftStorage.open(join(s.dir, "a", "b", "raft"));
+      const storage = await LevelLogStorage.open(join(s.dir, "a", "b", "raft"));
       try {
         assert.equal(storage.dir, join(s.dir, "a", "b", "raft"));
         assert.deepEqual(await storage.load(), { hardState: undefined, snapshot: undefined, entries: [] });
@@ -484,7 +485,7 @@ void describe("the log on disk follows the Ready contract", () => {
       const { storage } = await s.restart();
       await storage.saveReady({ hardState: { term: 1, vote: "", commit: 5 }, entries: [], snapshot: snapshotAt(5, 1) });
       await storage.saveReady({ hardState: undefined, entries: run(6, 8, 1), snapshot: undefined });
-      const refused: Parameters<RaftStorage["saveReady"]>[0][] = [
+      const refused: Parameters<LevelLogStorage["saveReady"]>[0][] = [
         { ...NO_CHANGE, entries: run(10, 11, 1) },
         { ...NO_CHANGE, entries: run(5, 6, 1) },
         { ...NO_CHANGE, entries: [normal(9, 1), normal(11, 1)] },
@@ -509,7 +510,7 @@ void describe("the log on disk follows the Ready contract", () => {
   void test("a second open of a directory in use fails and says the directory is locked", () =>
     withScratch(async (s) => {
       await s.open();
-      await assert.rejects(RaftStorage.open(s.dir), (err: unknown) => {
+      await assert.rejects(LevelLogStorage.open(s.dir), (err: unknown) => {
         assert.ok(err instanceof Error);
         assert.ok(err.message.includes(s.dir) && /locked by another process/.test(err.message), err.message);
         return true;

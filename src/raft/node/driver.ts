@@ -15,7 +15,7 @@ import { type Proposed, RaftNode, SENDABLE_BEFORE_PERSIST, bootstrapSnapshot, de
 import { SNAPSHOT_DATA_ON_DISK } from "../core/log.js";
 import type { RandomSource } from "../core/random.js";
 import type { StateMachine } from "../state_machine.js";
-import type { RaftStorage } from "../storage/leveldb.js";
+import type { LevelLogStorage } from "../storage/leveldb.js";
 import { PeerTransport } from "../transport/transport.js";
 import {
   type ConfChange,
@@ -40,7 +40,7 @@ export interface RaftDriverOptions {
   readonly initialCluster?: ReadonlyMap<NodeId, string>;
   /** Known members to contact when joining an existing cluster. */
   readonly joinPeers?: ReadonlyMap<NodeId, string>;
-  readonly storage: RaftStorage;
+  readonly storage: LevelLogStorage;
   readonly stateMachine: StateMachine;
   readonly logger: Logger;
   readonly tickMs?: number;

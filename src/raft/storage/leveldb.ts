@@ -25,14 +25,8 @@ import { crc32 } from "node:zlib";
 import { Level } from "level";
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, writeSnapshotMetadata } from "../codec.js";
 import { CodecError, Writer } from "../../common/codec.js";
-import { type Entry, type HardState, type Snapshot, invariant } from "../core/types.js";
-
-export interface PersistedState {
-  readonly hardState: HardState | undefined;
-  readonly snapshot: Snapshot | undefined;
-  /** The entries after the snapshot's index, consecutive, starting at that index + 1. */
-  readonly entries: readonly Entry[];
-}
+import { type Entry, type Snapshot, invariant } from "../core/types.js";
+import type { LogStorage, PersistedState, ReadyWrite } from "./log_storage.js";
 
 export interface StorageStats {
   /** Entries on disk after the snapshot; always lastIndex - firstIndex + 1. */
@@ -190,7 +184,7 @@ interface LogChange {
   readonly appendedBytes: readonly number[];
 }
 
-export class RaftStorage {
+export class LevelLogStorage implements LogStorage {
   /** Absolute path of the data directory, as named in every error. */
   readonly dir: string;
   private readonly db: Level<string, Uint8Array>;
@@ -215,7 +209,7 @@ export class RaftStorage {
   }
 
   /** Opens (creating if needed) the storage in `dir`. Call load() before saving anything. */
-  static async open(dir: string): Promise<RaftStorage> {
+  static async open(dir: string): Promise<LevelLogStorage> {
     const path = resolve(dir);
     try {
       await mkdir(path, { recursive: true });
@@ -231,7 +225,7 @@ export class RaftStorage {
       }
       throw new Error(`cannot open the Raft data directory ${path}: ${messageOf(err)}`, { cause: err });
     }
-    return new RaftStorage(path, db);
+    return new LevelLogStorage(path, db);
   }
 
   /**
@@ -302,10 +296,7 @@ export class RaftStorage {
    * delete all entries), then entries (overwrite from entries[0].index: delete any persisted
    * entries with index >= entries[0].index first, then put), then hardState.
    */
-  async saveReady(
-    part: { hardState: HardState | undefined; entries: readonly Entry[]; snapshot: Snapshot | undefined },
-    options: { readonly sync: boolean } = { sync: true },
-  ): Promise<void> {
+  async saveReady(part: ReadyWrite, options: { readonly sync: boolean } = { sync: true }): Promise<void> {
     this.assertOpen();
     await this.serially(async () => {
       this.assertLoaded("saveReady");
@@ -415,7 +406,7 @@ export class RaftStorage {
 
   // ---------------------------------------------------------------- internals
 
-  private planReady(part: { hardState: HardState | undefined; entries: readonly Entry[]; snapshot: Snapshot | undefined }): LogChange {
+  private planReady(part: ReadyWrite): LogChange {
     const ops: BatchOp[] = [];
     let snapshotIndex = this.snapshotIndex;
     let lastIndex = this.lastIndex;
