@@ -127,4 +127,27 @@ void describe("ReadIndex", () => {
     const net = Network.bootstrap(["a", "b", "c"], 29);
     assert.throws(() => net.node("b").readIndex("r7"), (e: unknown) => e instanceof RaftRefusal && e.reason === "noLeader");
   });
+  void test("a second read under a context already pending is refused, so one round cannot answer two reads", () => {
+    const net = electedCluster();
+    const a = net.node("a");
+    net.drop((m) => m.type === "heartbeatResp");
+    a.readIndex("r1");
+    net.stabilize();
+    assert.throws(() => a.readIndex("r1"), (err: unknown) => err instanceof RaftRefusal && err.reason === "duplicateRead");
+    net.heal();
+    net.tick(1, ["a"]);
+    assert.deepEqual(net.peer("a").readStates.map((r) => r.context), ["r1"], "the first read is answered once");
+  });
+
+  void test("a follower's read that arrives twice (a duplicated message) is answered once and leaves nothing pending", () => {
+    const net = electedCluster();
+    net.drop((m) => m.type === "heartbeatResp");
+    const read = { type: "readIndex", from: "b", to: "a", term: net.node("a").term, context: "b:1" } as const;
+    net.send(read);
+    net.send(read);
+    net.heal();
+    net.tick(3, ["a"]);
+    assert.equal(messagesOf(net.sent, "readIndexResp", "a", "b").filter((m) => m.context === "b:1").length, 1);
+    assert.equal(net.node("a").pendingReadCount, 0, "the copy holds no slot of pendingReadsMax forever");
+  });
 });

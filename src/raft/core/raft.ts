@@ -40,14 +40,23 @@ import {
 } from "./types.js";
 
 /**
- * Deliberate bugs, switched on only by the tests that prove the simulator can catch them.
- * - commitOldTermByCounting: commit an entry from an earlier term by counting its replicas
- *   (what Figure 8 of the Raft paper forbids).
- * - grantTwoVotesPerTerm: grant a vote even after voting for someone else in the same term.
- * - readWithoutQuorumCheck: answer a ReadIndex at once from the local commit index, without
- *   waiting for a commit in this term or confirming leadership.
+ * Deliberate bugs, switched on only by the tests and the mutation run (`npm run sim -- --mutants`)
+ * that prove the simulator's checkers catch them. Each names a rule that Raft's safety rests on.
  */
-export type PlantedBug = "commitOldTermByCounting" | "grantTwoVotesPerTerm" | "readWithoutQuorumCheck";
+export const PLANTED_BUGS = {
+  commitOldTermByCounting: "commit an entry of an earlier term by counting its replicas (what Figure 8 forbids)",
+  grantTwoVotesPerTerm: "grant a vote after already voting for another candidate in the same term",
+  readWithoutQuorumCheck: "answer a ReadIndex at once from the local commit index, confirming nothing",
+  ackStaleAppend: "answer an append from an older term as a success with the last index",
+  ackSnapshotWithLastIndex: "acknowledge a snapshot whose last entry is already held with the last index, not the commit index",
+  voteWithoutLogCheck: "grant a vote without checking that the candidate's log is at least as up to date",
+  leaderCountsUnsyncedEntries: "count the leader's own entries toward a commit before they are durable",
+  campaignWithUnappliedConfChange: "campaign while a committed membership change is not yet applied",
+  concurrentConfChanges: "accept a membership change while an earlier one is not yet applied",
+  readIndexBeforeOwnTermCommit: "serve a ReadIndex before the leader has committed an entry of its own term",
+} as const;
+
+export type PlantedBug = keyof typeof PLANTED_BUGS;
 
 export interface RaftConfig {
   readonly id: NodeId;
@@ -228,7 +237,7 @@ export class RaftNode {
 
   proposeConfChange(change: ConfChange): Proposed {
     this.assertLeaderAccepting();
-    if (this.pendingConfIndex > this.log.applied) {
+    if (this.pendingConfIndex > this.log.applied && this.cfg.plantedBug !== "concurrentConfChanges") {
       throw new RaftRefusal("confChangePending",
         `membership change at index ${this.pendingConfIndex} is not yet applied; propose the next one after it`, this.id);
     }
@@ -324,8 +333,11 @@ export class RaftNode {
       if (this.cfg.checkQuorum || this.cfg.preVote) {
         if (m.type === "append" || m.type === "heartbeat") {
           // Tell a deposed leader about the newer term, or it would keep a partitioned node's
-          // pre-votes failing forever (etcd's "stuck with pre-vote" case).
-          this.send(this.appendResponse(m.from, false, this.log.lastIndex()));
+          // pre-votes failing forever (etcd's "stuck with pre-vote" case). The answer carries our
+          // newer term, so it must acknowledge nothing (index 0): should its sender lead that very
+          // term later, a delayed copy would otherwise count as a match over our divergent tail.
+          const index = this.cfg.plantedBug === "ackStaleAppend" ? this.log.lastIndex() : 0;
+          this.send(this.appendResponse(m.from, false, index));
         } else if (m.type === "preVote") {
           this.send({ type: "preVoteResp", from: this.id, to: m.from, term: this.term, reject: true });
         }
@@ -417,7 +429,7 @@ export class RaftNode {
     if (this.role === "leader") {
       // The leader counts itself toward a commit only once its own copy is durable.
       const self = this.progress.get(this.id);
-      if (self !== undefined && self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.broadcastAppend();
+      if (self !== undefined && self.maybeUpdate(this.ownDurableIndex()) && this.maybeCommit()) this.broadcastAppend();
     }
   }
 
@@ -442,6 +454,11 @@ export class RaftNode {
 
   hardState(): HardState {
     return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  /** Reads this leader holds until a heartbeat round (or its first commit in the term) confirms them. */
+  get pendingReadCount(): number {
+    return this.reads.size + this.readsAwaitingCommit.length;
   }
 
   /** Leader only: the replication progress of each member, for status pages and auto-promotion. */
@@ -479,7 +496,7 @@ export class RaftNode {
     this.leader = this.id;
     this.role = "leader";
     const self = this.progress.get(this.id) as Progress;
-    self.maybeUpdate(this.log.stableIndex);
+    self.maybeUpdate(this.ownDurableIndex());
     self.becomeReplicate();
     // An unapplied membership change may sit in the log; no new one until it applies.
     this.pendingConfIndex = this.log.lastIndex();
@@ -524,7 +541,8 @@ export class RaftNode {
   private mayCampaign(): boolean {
     // A removed node or a learner never campaigns; nor does a node that has yet to apply a
     // committed membership change, since it cannot know which voters to ask.
-    return isVoter(this.conf, this.id) && !this.log.hasUnappliedConfChange() && this.log.pendingSnapshot === undefined;
+    const confSettled = this.cfg.plantedBug === "campaignWithUnappliedConfChange" || !this.log.hasUnappliedConfChange();
+    return isVoter(this.conf, this.id) && confSettled && this.log.pendingSnapshot === undefined;
   }
 
   private campaign(kind: "preVote" | "vote", transfer: boolean): void {
@@ -562,7 +580,8 @@ export class RaftNode {
       (this.vote === NONE && this.leader === NONE) ||
       (m.type === "preVote" && m.term > this.term) ||
       (this.cfg.plantedBug === "grantTwoVotesPerTerm" && m.type === "vote" && alreadyVoted);
-    if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
+    const upToDate = this.cfg.plantedBug === "voteWithoutLogCheck" || this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    if (canVote && upToDate) {
       // A grant answers in the requested term: for a pre-vote that is the future term.
       this.send({ type: respType, from: this.id, to: m.from, term: m.term, reject: false });
       if (m.type === "vote") {
@@ -700,12 +719,15 @@ export class RaftNode {
       return;
     }
     if (this.log.matchTerm(s.index, s.term)) {
-      // We already hold the snapshot's last entry, so the log after it is valid: just commit.
+      // We already hold the snapshot's last entry: just commit through it. Acknowledge only what
+      // is committed (as etcd does): the entries after it may be another leader's, not this one's.
       this.log.commitTo(s.index);
-    } else {
-      this.log.restore(m.snapshot);
-      this.conf = s.conf;
+      const index = this.cfg.plantedBug === "ackSnapshotWithLastIndex" ? this.log.lastIndex() : this.log.committed;
+      this.send(this.appendResponse(m.from, false, index));
+      return;
     }
+    this.log.restore(m.snapshot);
+    this.conf = s.conf;
     this.send(this.appendResponse(m.from, false, this.log.lastIndex()));
   }
 
@@ -726,6 +748,9 @@ export class RaftNode {
       }
       return;
     }
+    // No follower can hold more than the leader wrote: such an acknowledgement answers some
+    // other leader's append, and counting it would commit on a minority.
+    if (m.index > this.log.lastIndex()) return;
     const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(m.index)) {
       if (wasPaused && !pr.isPaused()) this.sendAppend(m.from, false);
@@ -763,6 +788,12 @@ export class RaftNode {
   }
 
   private handleReadIndex(context: string, requester: NodeId): void {
+    if (this.reads.has(context) || this.readsAwaitingCommit.some((r) => r.context === context)) {
+      // Two reads under one context would be answered by one round, possibly the older one's.
+      // From a follower this is a duplicated message, and its first copy is already being served.
+      if (requester === this.id) throw new RaftRefusal("duplicateRead", `a read with context ${context} is already pending; contexts must be unique`, this.id);
+      return;
+    }
     if (this.reads.size + this.readsAwaitingCommit.length >= this.cfg.pendingReadsMax) {
       if (requester === this.id) {
         throw new RaftRefusal("tooMuchUncommitted", `${this.cfg.pendingReadsMax} reads are already waiting for confirmation; retry shortly`, this.id);
@@ -773,7 +804,7 @@ export class RaftNode {
       this.answerRead(context, this.log.committed, requester);
       return;
     }
-    if (this.log.term(this.log.committed) !== this.term) {
+    if (this.log.term(this.log.committed) !== this.term && this.cfg.plantedBug !== "readIndexBeforeOwnTermCommit") {
       // Until it commits an entry of its own term, a new leader does not know the commit index.
       this.readsAwaitingCommit.push({ context, requester });
       return;
@@ -799,6 +830,14 @@ export class RaftNode {
 
   private appendEntries(entries: Entry[]): void {
     this.log.append(entries);
+    if (this.cfg.plantedBug === "leaderCountsUnsyncedEntries" && this.role === "leader") {
+      (this.progress.get(this.id) as Progress).maybeUpdate(this.log.lastIndex());
+    }
+  }
+
+  /** What the leader may count itself as holding toward a commit: only what is on its disk. */
+  private ownDurableIndex(): number {
+    return this.cfg.plantedBug === "leaderCountsUnsyncedEntries" ? this.log.lastIndex() : this.log.stableIndex;
   }
 
   /** Advances the commit index to what a majority holds; true if it moved. */

@@ -5,7 +5,7 @@
 // committed anything newer at that moment. A later round that reaches a majority also confirms
 // every earlier pending read, because it started after them.
 
-import type { NodeId } from "./types.js";
+import { type NodeId, invariant } from "./types.js";
 
 export interface PendingRead {
   readonly context: string;
@@ -30,6 +30,7 @@ export class ReadIndexTracker {
   }
 
   add(read: PendingRead): void {
+    invariant(!this.byContext.has(read.context), () => `a second pending read with context ${read.context}`);
     this.byContext.set(read.context, read);
     this.queue.push(read);
   }

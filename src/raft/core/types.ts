@@ -191,7 +191,8 @@ export type RefusalReason =
   | "confChangePending"
   | "invalidConfChange"
   | "notVoter"
-  | "noLeader";
+  | "noLeader"
+  | "duplicateRead";
 
 export class RaftRefusal extends Error {
   constructor(
