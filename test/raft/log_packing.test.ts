@@ -69,10 +69,10 @@ void describe("packed applied entries", () => {
     const all = entries(1, 40);
     const log = applied(1, 40, 36);
     for (const at of [6, 8, 13, 36]) {
-      log.compact(snapshotAt(at, all[at - 1].term));
+      log.compact(snapshotAt(at, all[at - 1].term), at);
       assert.equal(log.firstIndex(), at + 1);
       assert.equal(log.entryAt(at), undefined);
-      assert.equal(log.term(at), all[at - 1].term, "the snapshot answers for its own index");
+      assert.equal(log.term(at), all[at - 1].term, "the compaction point answers for its own index");
       assert.equal(log.term(at - 1), undefined);
       assert.equal(log.slice(at, 41, Number.MAX_SAFE_INTEGER), undefined, "compacted");
       assert.deepEqual(log.slice(at + 1, 41, Number.MAX_SAFE_INTEGER), all.slice(at));
@@ -114,5 +114,16 @@ void describe("packed applied entries", () => {
         assert.deepEqual(r.violations, [], `seed ${seed}`);
       }
     });
+  });
+  void test("compaction may keep a catch-up margin: entries at and below the new snapshot stay readable down to the compaction point", () => {
+    const all = entries(1, 40);
+    const log = applied(1, 40, 36);
+    log.compact(snapshotAt(30, all[29].term), 20);
+    assert.equal(log.snapshotIndex(), 30, "the latest snapshot");
+    assert.equal(log.firstIndex(), 21, "the log starts after the compaction point");
+    assert.equal(log.term(20), all[19].term);
+    assert.equal(log.term(19), undefined);
+    assert.deepEqual(log.slice(21, 41, Number.MAX_SAFE_INTEGER), all.slice(20), "a follower behind the snapshot is caught up by append");
+    assert.equal(log.slice(20, 41, Number.MAX_SAFE_INTEGER), undefined);
   });
 });

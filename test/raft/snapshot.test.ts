@@ -10,8 +10,9 @@ import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness
 
 const ELECTION_TIMEOUT_TICKS = 10;
 
-function electedCluster(): Network {
-  const net = Network.bootstrap(["a", "b", "c"], 37);
+/** With no catch-up margin, compaction cuts the log at the snapshot: a follower behind it needs the snapshot. */
+function electedCluster(catchUpEntries = 0): Network {
+  const net = Network.bootstrap(["a", "b", "c"], 37, { catchUpEntries });
   net.elect("a");
   return net;
 }
@@ -127,6 +128,29 @@ void describe("InstallSnapshot", () => {
     net.tick(1, ["a"]);
     assert.deepEqual(logTerms(c), logTerms(net.node("a")));
     assert.equal(net.peer("c").appliedTexts().at(-1), "after");
+  });
+
+  void test("with a catch-up margin, a follower a little behind the snapshot catches up by append, without a snapshot", () => {
+    const net = electedCluster(20);
+    net.isolate("c");
+    for (let i = 0; i < 10; i++) net.propose("a", `p${i}`);
+    net.compact("a");
+    const compactedTo = net.node("a").log.snapshotIndex();
+    assert.ok(net.node("a").log.firstIndex() <= net.node("c").log.lastIndex(), "a kept the entries c is missing");
+    net.heal();
+    net.tickUntil(() => net.peer("c").appliedIndex >= compactedTo, 2 * ELECTION_TIMEOUT_TICKS, ["a"]);
+    assert.equal(messagesOf(net.sent, "snapshot", "a", "c").length, 0);
+    assert.deepEqual(net.peer("c").appliedTexts(), Array.from({ length: 10 }, (_, i) => `p${i}`));
+  });
+
+  void test("the catch-up margin is bounded by bytes as well as entries", () => {
+    const net = Network.bootstrap(["a", "b", "c"], 37, { catchUpEntries: 1_000, catchUpBytesMax: 10 });
+    net.elect("a");
+    for (let i = 0; i < 10; i++) net.propose("a", `entry-${i}`);
+    net.compact("a");
+    const log = net.node("a").log;
+    // Each payload is 7 bytes: one entry fits in 10 bytes, two do not.
+    assert.equal(log.snapshotIndex() - log.firstIndex() + 1, 1);
   });
 
   void test("a snapshot whose transfer failed is sent again", () => {

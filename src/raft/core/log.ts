@@ -1,7 +1,10 @@
-// The replicated log as one node sees it: a snapshot, then the entries after it.
+// The replicated log as one node sees it: a compaction point, then the entries after it.
 //
-//   snapshot.index  <  stableIndex  <=  lastIndex
-//   ├ compacted ─────┼ on disk ────────┼ not yet persisted (handed out in the next Ready)
+//   base.index  <=  snapshot.index  <=  applied      stableIndex  <=  lastIndex
+//   ├ compacted ──┼ kept to catch followers up ─┼ ... ┼ on disk ──────┼ not yet persisted
+//
+// The latest snapshot is normally past the compaction point: a margin of entries before it stays,
+// so that a follower a little behind catches up by append rather than by a whole snapshot.
 //
 //   applied <= applying <= committed <= lastIndex
 //
@@ -44,6 +47,8 @@ interface PackedSegment {
 
 export class RaftLog {
   private snapshotValue: Snapshot;
+  /** The log is compacted through this entry; it may trail the latest snapshot by a catch-up margin. */
+  private base: { readonly index: number; readonly term: number };
   /** Applied entries from the snapshot (or a little before it) through packedThrough, in order. */
   private packed: PackedSegment[] = [];
   /** The last packed index; the snapshot's index when none after it is packed. */
@@ -64,6 +69,7 @@ export class RaftLog {
 
   constructor(snapshot: Snapshot, entries: readonly Entry[], committed: number, applied: number) {
     this.snapshotValue = snapshot;
+    this.base = { index: snapshot.metadata.index, term: snapshot.metadata.term };
     this.packedThrough = snapshot.metadata.index;
     this.entries = [...entries];
     const first = snapshot.metadata.index + 1;
@@ -91,8 +97,9 @@ export class RaftLog {
     return this.snapshotValue.metadata.index;
   }
 
+  /** The first index still in the log (it may be at or below the latest snapshot's index). */
   firstIndex(): number {
-    return this.snapshotValue.metadata.index + 1;
+    return this.base.index + 1;
   }
 
   lastIndex(): number {
@@ -105,9 +112,8 @@ export class RaftLog {
 
   /** The term of the entry at `index`, or undefined when it is compacted or beyond the log. */
   term(index: number): number | undefined {
-    const snapIndex = this.snapshotValue.metadata.index;
-    if (index === snapIndex) return this.snapshotValue.metadata.term;
-    if (index < snapIndex || index > this.lastIndex()) return undefined;
+    if (index === this.base.index) return this.base.term;
+    if (index < this.base.index || index > this.lastIndex()) return undefined;
     if (index <= this.packedThrough) {
       const [segment, at] = this.segmentOf(index);
       return segment.terms[at];
@@ -116,8 +122,7 @@ export class RaftLog {
   }
 
   entryAt(index: number): Entry | undefined {
-    const snapIndex = this.snapshotValue.metadata.index;
-    if (index <= snapIndex || index > this.lastIndex()) return undefined;
+    if (index <= this.base.index || index > this.lastIndex()) return undefined;
     if (index <= this.packedThrough) return this.unpack(index);
     return this.entries[index - this.packedThrough - 1];
   }
@@ -166,8 +171,8 @@ export class RaftLog {
    */
   private findConflict(entries: readonly Entry[]): number {
     for (const e of entries) {
-      // Entries at or before the snapshot are committed, and so already match.
-      if (e.index <= this.snapshotIndex()) continue;
+      // Compacted entries are committed, and so already match.
+      if (e.index <= this.base.index) continue;
       if (!this.matchTerm(e.index, e.term)) return e.index;
     }
     return 0;
@@ -175,7 +180,7 @@ export class RaftLog {
 
   private truncateAndAppend(entries: readonly Entry[]): void {
     const from = (entries[0]).index;
-    invariant(from > this.snapshotIndex(), () => `truncate at ${from} inside the snapshot`);
+    invariant(from > this.base.index, () => `truncate at ${from} inside the compacted log through ${this.base.index}`);
     invariant(from <= this.lastIndex() + 1, () => `append at ${from} leaves a gap after ${this.lastIndex()}`);
     // Only applied entries are packed, and applied entries are committed, which never conflict.
     invariant(from > this.packedThrough, () => `truncate at ${from} inside the applied entries through ${this.packedThrough}`);
@@ -191,10 +196,10 @@ export class RaftLog {
    */
   findConflictByTerm(index: number, term: number): number {
     let i = Math.min(index, this.lastIndex());
-    for (; i > this.snapshotIndex(); i--) {
+    for (; i > this.base.index; i--) {
       if ((this.term(i) as number) <= term) return i;
     }
-    return this.snapshotIndex();
+    return this.base.index;
   }
 
   /**
@@ -202,7 +207,7 @@ export class RaftLog {
    * Undefined when `lo` has been compacted.
    */
   slice(lo: number, hi: number, bytesMax: number): Entry[] | undefined {
-    if (lo <= this.snapshotIndex()) return undefined;
+    if (lo <= this.base.index) return undefined;
     invariant(hi <= this.lastIndex() + 1, () => `slice to ${hi} beyond the last index ${this.lastIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
@@ -263,6 +268,7 @@ export class RaftLog {
     const index = snapshot.metadata.index;
     invariant(index > this.committed, () => `restore of snapshot ${index} at or below commit ${this.committed}`);
     this.snapshotValue = snapshot;
+    this.base = { index, term: snapshot.metadata.term };
     this.packed = [];
     this.packedThrough = index;
     this.entries = [];
@@ -288,21 +294,29 @@ export class RaftLog {
     this.snapshotValue = { metadata: this.snapshotValue.metadata, data: SNAPSHOT_DATA_ON_DISK };
   }
 
-  /** Replaces the applied prefix with the state machine's snapshot of it. */
-  compact(snapshot: Snapshot): void {
+  /**
+   * Records the state machine's snapshot of the applied prefix through its index, and drops the
+   * log through `compactThrough` (at most the snapshot's index): the entries between stay to
+   * catch followers up.
+   */
+  compact(snapshot: Snapshot, compactThrough: number): void {
     const index = snapshot.metadata.index;
     invariant(index <= this.applied, () => `compaction at ${index} beyond applied ${this.applied}`);
+    invariant(compactThrough <= index, () => `compaction through ${compactThrough} beyond its snapshot at ${index}`);
     if (index <= this.snapshotIndex()) return;
     invariant(this.term(index) === snapshot.metadata.term, () => `compaction at ${index} names the wrong term`);
-    if (index <= this.packedThrough) {
-      // Whole segments go; one that straddles the snapshot stays until a later compaction.
-      this.packed = this.packed.filter((seg) => seg.firstIndex + seg.terms.length - 1 > index);
-    } else {
-      this.entries = this.entries.slice(index - this.packedThrough);
-      this.packed = [];
-      this.packedThrough = index;
-    }
     this.snapshotValue = snapshot;
+    if (compactThrough <= this.base.index) return;
+    const baseTerm = this.term(compactThrough) as number;
+    if (compactThrough <= this.packedThrough) {
+      // Whole segments go; one that straddles the new base stays until a later compaction.
+      this.packed = this.packed.filter((seg) => seg.firstIndex + seg.terms.length - 1 > compactThrough);
+    } else {
+      this.entries = this.entries.slice(compactThrough - this.packedThrough);
+      this.packed = [];
+      this.packedThrough = compactThrough;
+    }
+    this.base = { index: compactThrough, term: baseTerm };
   }
 
   appliedTo(index: number): void {

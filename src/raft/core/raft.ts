@@ -76,6 +76,12 @@ export interface RaftConfig {
   /** Payload bytes of committed entries handed out in one Ready. */
   readonly committedBytesPerReadyMax: number;
   readonly pendingReadsMax: number;
+  /**
+   * Entries kept below a new snapshot so a follower a little behind catches up by append, not by
+   * a whole snapshot (etcd keeps 5,000); at most this many, and at most this many payload bytes.
+   */
+  readonly catchUpEntries: number;
+  readonly catchUpBytesMax: number;
   readonly plantedBug?: PlantedBug;
 }
 
@@ -90,6 +96,8 @@ export const defaultRaftConfig = {
   uncommittedBytesMax: 64 * 1024 * 1024,
   committedBytesPerReadyMax: 16 * 1024 * 1024,
   pendingReadsMax: 16 * 1024,
+  catchUpEntries: 5_000,
+  catchUpBytesMax: 16 * 1024 * 1024,
 } as const;
 
 /** What a node recovered from disk. A brand-new member of an existing cluster passes nothing. */
@@ -302,11 +310,25 @@ export class RaftNode {
    */
   compact(index: number, data: Uint8Array): Snapshot {
     invariant(index <= this.log.applied, () => `snapshot at ${index} is beyond applied ${this.log.applied}`);
+    // A snapshot from the leader may already have moved the log past this one.
+    if (index <= this.log.snapshotIndex()) return this.log.snapshot;
     const term = this.log.term(index);
     invariant(term !== undefined, () => `snapshot at ${index} is already compacted`);
     const snapshot: Snapshot = { metadata: { index, term, conf: this.confAt(index) }, data };
-    this.log.compact(snapshot);
+    this.log.compact(snapshot, this.catchUpStart(index));
     return snapshot;
+  }
+
+  /** Where compaction at `index` may cut the log: keeping the catch-up margin below it. */
+  private catchUpStart(index: number): number {
+    let through = index;
+    let bytes = 0;
+    for (let kept = 0; kept < this.cfg.catchUpEntries && through >= this.log.firstIndex(); kept++) {
+      bytes += entryPayloadBytes(this.log.entryAt(through) as Entry);
+      if (bytes > this.cfg.catchUpBytesMax) break;
+      through--;
+    }
+    return through;
   }
 
   step(m: Message): void {
@@ -929,10 +951,11 @@ export class RaftNode {
     if (this.maybeCommit()) this.broadcastAppend();
   }
 
-  /** The configuration in force once entries through `index` are applied. */
+  /** The configuration in force once entries through `index` (at or past the snapshot) are applied. */
   private confAt(index: number): ConfState {
     let conf = this.log.snapshot.metadata.conf;
-    for (let i = this.log.firstIndex(); i <= index; i++) {
+    // The snapshot's configuration already holds the changes at or below it, even those still in the log.
+    for (let i = this.log.snapshotIndex() + 1; i <= index; i++) {
       const e = this.log.entryAt(i);
       if (e !== undefined && e.type === "confChange") conf = applyConfChange(conf, e.change);
     }

@@ -26,7 +26,7 @@ import { Level } from "level";
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, writeSnapshotMetadata } from "../codec.js";
 import { CodecError, Writer } from "../../common/codec.js";
 import { type Entry, type Snapshot, invariant } from "../core/types.js";
-import type { LogStorage, PersistedState, ReadyWrite } from "./log_storage.js";
+import { type LogStorage, type PersistedState, type ReadyWrite, layoutReadyWrite } from "./log_storage.js";
 
 export interface StorageStats {
   /** Entries on disk after the snapshot; always lastIndex - firstIndex + 1. */
@@ -407,52 +407,27 @@ export class LevelLogStorage implements LogStorage {
   // ---------------------------------------------------------------- internals
 
   private planReady(part: ReadyWrite): LogChange {
+    const layout = layoutReadyWrite({ snapshotIndex: this.snapshotIndex, lastIndex: this.lastIndex }, part);
     const ops: BatchOp[] = [];
-    let snapshotIndex = this.snapshotIndex;
-    let lastIndex = this.lastIndex;
-
+    // Operations apply in batch order: a received snapshot's deletes must precede the puts after it.
+    let storedLast = this.lastIndex;
     if (part.snapshot !== undefined) {
-      const s = part.snapshot.metadata;
-      // Replacing the log with a snapshot at or below the stored one would delete entries the
-      // stored snapshot does not cover; the core only restores snapshots beyond its commit index.
-      invariant(s.index > snapshotIndex, () => `saveReady with a snapshot at ${s.index}, not beyond the stored snapshot at ${snapshotIndex}`);
       ops.push({ type: "put", key: SNAPSHOT_KEY, value: sealSnapshot(part.snapshot) });
-      for (let i = snapshotIndex + 1; i <= lastIndex; i++) ops.push({ type: "del", key: entryKey(i) });
-      snapshotIndex = s.index;
-      lastIndex = s.index;
+      for (let i = this.snapshotIndex + 1; i <= this.lastIndex; i++) ops.push({ type: "del", key: entryKey(i) });
+      storedLast = part.snapshot.metadata.index;
     }
-
-    let keptEntries = lastIndex - snapshotIndex;
     const appendedBytes: number[] = [];
-    const first = part.entries[0];
-    if (first !== undefined) {
-      invariant(first.index > snapshotIndex, () => `saveReady with entries from ${first.index}, inside the snapshot at ${snapshotIndex}`);
-      invariant(first.index <= lastIndex + 1, () => `saveReady with entries from ${first.index} would leave a gap after the last stored entry ${lastIndex}`);
-      let prev: Entry | undefined;
-      for (const e of part.entries) {
-        invariant(prev === undefined || (e.index === prev.index + 1 && e.term >= prev.term),
-          () => `saveReady with entries out of order: ${prev?.index}@${prev?.term} then ${e.index}@${e.term}`);
-        const key = entryKey(e.index);
-        const value = seal(encodeEntry(e));
-        ops.push({ type: "put", key, value });
-        appendedBytes.push(key.length + value.byteLength);
-        prev = e;
-      }
-      const newLast = (prev as Entry).index;
-      // Entries from first.index on are replaced. Keys up to newLast are overwritten by the puts
-      // above, so only the stale tail beyond newLast needs deleting.
-      for (let i = newLast + 1; i <= lastIndex; i++) ops.push({ type: "del", key: entryKey(i) });
-      keptEntries = first.index - 1 - snapshotIndex;
-      lastIndex = newLast;
+    for (const e of part.entries) {
+      const key = entryKey(e.index);
+      const value = seal(encodeEntry(e));
+      ops.push({ type: "put", key, value });
+      appendedBytes.push(key.length + value.byteLength);
     }
-
-    if (part.hardState !== undefined) {
-      const commit = part.hardState.commit;
-      // load() refuses such a state, so refuse to write it.
-      invariant(commit <= lastIndex, () => `saveReady with commit ${commit} beyond the last index ${lastIndex}`);
-      ops.push({ type: "put", key: HARD_STATE_KEY, value: seal(encodeHardState(part.hardState)) });
-    }
-    return { ops, snapshotIndex, keptEntries, appendedBytes };
+    // Keys up to the new last index were overwritten by the puts above; only a stale tail beyond
+    // it needs deleting.
+    for (let i = layout.lastIndex + 1; i <= storedLast; i++) ops.push({ type: "del", key: entryKey(i) });
+    if (part.hardState !== undefined) ops.push({ type: "put", key: HARD_STATE_KEY, value: seal(encodeHardState(part.hardState)) });
+    return { ops, snapshotIndex: layout.snapshotIndex, keptEntries: layout.keptEntries, appendedBytes };
   }
 
   private applyChange(change: LogChange): void {
