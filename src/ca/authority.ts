@@ -6,7 +6,7 @@ import { type KeyObject, X509Certificate, createPrivateKey, randomBytes } from "
 import type { Logger } from "pino";
 import type { RaftDriver } from "../raft/node/driver.js";
 import { parseGoDuration } from "../common/duration.js";
-import { TooManyWatchersError } from "../registry/watch.js";
+import { TooManyWatchersError } from "../common/errors.js";
 import { STATE_TAG_CA, withTag } from "../state/tags.js";
 import type { Authorizer, Caller } from "./authorizer.js";
 import {

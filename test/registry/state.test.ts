@@ -3,7 +3,8 @@ import { describe, test } from "node:test";
 import { parseGoDuration } from "../../src/common/duration.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, decodeRegistryCommand, encodeRegistryCommand } from "../../src/registry/state.js";
-import { ChangeWaiters, TooManyWatchersError } from "../../src/registry/watch.js";
+import { ChangeWaiters } from "../../src/registry/watch.js";
+import { TooManyWatchersError } from "../../src/common/errors.js";
 import { concatChunks } from "../../src/common/codec.js";
 
 function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {

@@ -1,0 +1,12 @@
+// Errors with no domain: what more than one module throws, and how to read what was thrown.
+
+/**
+ * A blocking read refused because the node already holds its bound of waiting readers. The
+ * registry's blocking queries and the CA's share it, so the API answers both with 429.
+ */
+export class TooManyWatchersError extends Error {
+  constructor(limit: number) {
+    super(`${limit} blocking queries are already waiting on this node; retry shortly or without ?index`);
+    this.name = "TooManyWatchersError";
+  }
+}
