@@ -33,7 +33,7 @@ import {
   readTime,
   valueOf,
   wholeSecondMs,
-} from "./der.js";
+} from "../common/der.js";
 import {
   type AlgorithmIdentifier,
   type CaKeyType,

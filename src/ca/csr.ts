@@ -18,7 +18,7 @@ import {
   readPrintableAscii,
   valueEquals,
   valueOf,
-} from "./der.js";
+} from "../common/der.js";
 import { EXTENSION_OID, GENERAL_NAME_TAG, readSigned } from "./certificates.js";
 import { type KeyKind, OID, algorithmOid, oidValue, readAlgorithmIdentifier, readSpki, verificationAlgorithmOf } from "./keys.js";
 

@@ -7,7 +7,7 @@
 
 import * as nodeCrypto from "node:crypto";
 import { type KeyObject, createHash, randomFillSync, sign } from "node:crypto";
-import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, valueEquals, wholeSecondMs, writeHeader, writeTime } from "./der.js";
+import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, valueEquals, wholeSecondMs, writeHeader, writeTime } from "../common/der.js";
 import {
   CertificateError,
   EXTENDED_KEY_USAGE_OID,
@@ -24,7 +24,7 @@ import {
 } from "./certificates.js";
 import { OID, describeKey, oidValue, signingAlgorithmFor } from "./keys.js";
 
-export { pemDecodeAll, pemEncode } from "./der.js";
+export { pemDecodeAll, pemEncode } from "../common/der.js";
 
 export interface LeafRequest {
   /** A SubjectPublicKeyInfo (e.g. ParsedCsr.subjectPublicKeyInfoDer), copied verbatim into the leaf. */

@@ -13,7 +13,7 @@ import { type KeyObject, X509Certificate, generateKeyPairSync, sign as signBytes
 import * as tls from "node:tls";
 import type { Logger } from "pino";
 import { EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../ca/certificates.js";
-import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, pemEncode } from "../ca/der.js";
+import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, pemEncode } from "../common/der.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
 import { type Transport, sleep } from "./transport.js";
