@@ -8,20 +8,8 @@
 import * as nodeCrypto from "node:crypto";
 import { type KeyObject, createHash, randomFillSync, sign } from "node:crypto";
 import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, valueEquals, wholeSecondMs, writeHeader, writeTime } from "../common/der.js";
-import {
-  CertificateError,
-  EXTENDED_KEY_USAGE_OID,
-  EXTENSION_OID,
-  GENERAL_NAME_TAG,
-  KEY_USAGE_BIT,
-  SERIAL_BYTES,
-  certificateMatchesKey,
-  decodeCertificate,
-  encodeAuthorityKeyIdentifier,
-  encodeExtension,
-  keyIdOf,
-  shapeSerial,
-} from "./certificates.js";
+import { EXTENDED_KEY_USAGE_OID, EXTENSION_OID, GENERAL_NAME_TAG, KEY_USAGE_BIT, encodeExtension } from "../common/x509.js";
+import { CertificateError, SERIAL_BYTES, certificateMatchesKey, decodeCertificate, encodeAuthorityKeyIdentifier, keyIdOf, shapeSerial } from "./certificates.js";
 import { OID, describeKey, oidValue, signingAlgorithmFor } from "./keys.js";
 
 export { pemDecodeAll, pemEncode } from "../common/der.js";

@@ -12,8 +12,8 @@
 import { type KeyObject, X509Certificate, generateKeyPairSync, sign as signBytes } from "node:crypto";
 import * as tls from "node:tls";
 import type { Logger } from "pino";
-import { EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../ca/certificates.js";
 import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, pemEncode } from "../common/der.js";
+import { CSR_ATTRIBUTE_OID, EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../common/x509.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
 import { type Transport, sleep } from "./transport.js";
@@ -418,7 +418,6 @@ function trustDomainOf(spiffeId: string): string {
 
 // ---------------------------------------------------------------- CSR
 
-const OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
 const OID_ECDSA_WITH_SHA256 = "1.2.840.10045.4.3.2";
 const textEncoder = new TextEncoder();
 
@@ -430,7 +429,7 @@ const textEncoder = new TextEncoder();
 export function createCsr(spiffeId: string, dnsNames: readonly string[], privateKey: KeyObject, publicKey: KeyObject): string {
   const names = [der(GENERAL_NAME_TAG.uri, textEncoder.encode(spiffeId)), ...dnsNames.map((n) => der(GENERAL_NAME_TAG.dnsName, textEncoder.encode(n)))];
   const extensions = der(Tag.sequence, encodeExtension(EXTENSION_OID.subjectAltName, true, der(Tag.sequence, ...names)));
-  const attributes = der(contextTag(0, true), der(Tag.sequence, encodeOid(OID_EXTENSION_REQUEST), der(Tag.set, extensions)));
+  const attributes = der(contextTag(0, true), der(Tag.sequence, encodeOid(CSR_ATTRIBUTE_OID.extensionRequest), der(Tag.set, extensions)));
   const spki = publicKey.export({ format: "der", type: "spki" });
   const info = der(Tag.sequence, encodeSmallInteger(0), der(Tag.sequence), spki, attributes);
   const signature = signBytes("sha256", info, { key: privateKey, dsaEncoding: "der" });
