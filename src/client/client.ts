@@ -8,8 +8,7 @@
 // have no shutdown path of their own.
 
 import type { Logger } from "pino";
-import type { CheckInput, RegisterInput } from "../registry/registry.js";
-import type { Instance } from "./types.js";
+import type { CheckInput, Instance, RegisterInput } from "./types.js";
 import { parseGoDuration } from "../common/duration.js";
 import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
 import { Registration, checkIdsOf } from "./registration.js";
@@ -30,8 +29,7 @@ export {
 export { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
 export { Registration, heartbeatIntervalMs, heartbeatLimits } from "./registration.js";
 export { type HealthFilter, type WatchOptions, watchLimits } from "./watch.js";
-export type { CheckInput, RegisterInput } from "../registry/registry.js";
-export type { CheckKind, HealthStatus, Instance, InstanceCheck, Weights } from "./types.js";
+export type { CheckInput, CheckKind, HealthStatus, Instance, InstanceCheck, RegisterInput, Weights } from "./types.js";
 
 export interface CairnClientOptions {
   /** HTTP base URLs of the cluster's nodes, such as http://127.0.0.1:8501. */

@@ -8,8 +8,7 @@
 // registers the instance again, as a Consul agent's anti-entropy would.
 
 import type { Logger } from "pino";
-import type { CheckInput, RegisterInput } from "../registry/registry.js";
-import type { HealthStatus } from "./types.js";
+import type { CheckInput, HealthStatus, RegisterInput } from "./types.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import type { Transport } from "./transport.js";
 
