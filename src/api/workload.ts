@@ -17,6 +17,7 @@ import { CaInputError, type CertificateAuthority } from "../ca/authority.js";
 import type { Authorizer, Caller } from "../ca/authorizer.js";
 import { trustDomainSpiffeId } from "../ca/spiffe.js";
 import { LatestStateStream, loadProtoService } from "./bundle_grpc.js";
+import { errorMessage } from "../common/errors.js";
 
 export interface WorkloadApiOptions {
   readonly socketPath: string;
@@ -181,7 +182,7 @@ class SvidCache {
         changed = true;
       } catch (err) {
         // The CA cannot sign (no CA yet, no leader contact); the other identities would fail alike.
-        failure = err instanceof Error ? err.message : String(err);
+        failure = errorMessage(err);
         break;
       }
     }
@@ -349,7 +350,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   } catch (err) {
     cache.stop();
     server.forceShutdown();
-    throw new Error(`--workload-socket ${opts.socketPath}: cannot listen: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new Error(`--workload-socket ${opts.socketPath}: cannot listen: ${errorMessage(err)}`, { cause: err });
   }
   // server.ts announces the socket to operators; this records what it hands out.
   logger.debug({ socket: socketPath, identities: opts.identities }, "Workload API bound");
@@ -399,7 +400,7 @@ async function prepareSocketPath(given: string): Promise<string> {
     existing = lstatSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return path;
-    throw problem(`cannot inspect it: ${(err as Error).message}`);
+    throw problem(`cannot inspect it: ${errorMessage(err)}`);
   }
   if (!existing.isSocket()) throw problem("something that is not a socket is in the way; remove it or choose another path");
   if (await socketAnswers(path)) throw problem("another process is serving on this socket; stop it or choose another path");

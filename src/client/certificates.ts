@@ -16,6 +16,7 @@ import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, p
 import { CSR_ATTRIBUTE_OID, EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../common/x509.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
+import { asError, errorMessage } from "../common/errors.js";
 import { type Transport, sleep } from "./transport.js";
 import { watchLimits } from "./watch.js";
 
@@ -356,7 +357,7 @@ export class WorkloadCertificate {
   }
 
   private report(err: unknown): void {
-    this.opts.onError?.(err instanceof Error ? err : new Error(String(err)));
+    this.opts.onError?.(asError(err));
   }
 }
 
@@ -486,8 +487,4 @@ function fraction(name: string, value: number): number {
 
 function endWithNewline(pem: string): string {
   return pem.endsWith("\n") ? pem : `${pem}\n`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -10,6 +10,7 @@
 import type { Logger } from "pino";
 import type { CheckInput, Instance, RegisterInput } from "./types.js";
 import { parseGoDuration } from "../common/duration.js";
+import { errorMessage } from "../common/errors.js";
 import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
 import { Registration, checkIdsOf } from "./registration.js";
 import { Transport } from "./transport.js";
@@ -261,8 +262,4 @@ export class CairnClient {
 function positive(name: string, value: number): number {
   if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name}: ${value} must be a positive number`);
   return value;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -10,3 +10,13 @@ export class TooManyWatchersError extends Error {
     this.name = "TooManyWatchersError";
   }
 }
+
+/** The message of a thrown value: JavaScript may throw anything, not only an Error. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A thrown value as an Error, for a callback or a field that takes one. An Error is returned as is. */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
