@@ -18,6 +18,7 @@ import type { Authorizer, Caller } from "../ca/authorizer.js";
 import { trustDomainSpiffeId } from "../ca/spiffe.js";
 import { LatestStateStream, loadProtoService } from "./bundle_grpc.js";
 import { errorMessage } from "../common/errors.js";
+import { renewalAtMs, renewalWindowAround } from "../common/renewal.js";
 
 export interface WorkloadApiOptions {
   readonly socketPath: string;
@@ -51,6 +52,8 @@ export const workloadLimits = {
   /** stop() waits this long for streams to end after telling them, then cancels them. */
   closeGraceMs: 1_000,
 } as const;
+
+const RENEW_WINDOW = renewalWindowAround(workloadLimits.renewFraction, workloadLimits.renewJitterFraction);
 
 /** setTimeout fires at once for delays past 2^31-1 ms; longer waits are re-armed. */
 const TIMER_DELAY_MAX_MS = 2 ** 31 - 1;
@@ -225,14 +228,13 @@ class SvidCache {
     const { authority, logger } = this.opts;
     const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const issued = authority.issue(spiffeId, publicKey.export({ format: "der", type: "spki" }), authority.settings.leafTtlDefaultMs);
-    const fraction = workloadLimits.renewFraction * (1 + workloadLimits.renewJitterFraction * (2 * this.random() - 1));
     const svid: HeldSvid = {
       spiffeId,
       certificatesDer: Buffer.concat([issued.certificatePem, ...issued.chainPems].map(pemToDer)),
       privateKeyDer: pkcs8Der(privateKey),
       serialHex: issued.serialHex,
       notAfterMs: issued.notAfterMs,
-      renewAtMs: nowMs + Math.max(0, issued.notAfterMs - nowMs) * fraction,
+      renewAtMs: renewalAtMs(nowMs, issued.notAfterMs, RENEW_WINDOW, this.random()),
       caRevision,
     };
     logger.info({ spiffeId, serial: issued.serialHex, rootId: issued.rootId, notAfter: new Date(issued.notAfterMs).toISOString() }, "X.509-SVID signed for the Workload API");

@@ -17,6 +17,7 @@ import { CSR_ATTRIBUTE_OID, EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } f
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
 import { asError, errorMessage } from "../common/errors.js";
+import { type RenewalWindow, renewalAtMs, renewalWindowAround } from "../common/renewal.js";
 import { type Transport, sleep } from "./transport.js";
 import { watchLimits } from "./watch.js";
 
@@ -108,8 +109,7 @@ export class WorkloadCertificate {
   private readonly abort = new AbortController();
   private readonly listeners = new Set<(material: TlsMaterial, reason: RotationReason) => void>();
   private readonly now: () => number;
-  private readonly renewFraction: number;
-  private readonly renewJitterFraction: number;
+  private readonly renewWindow: RenewalWindow;
   private readonly rootChangeSpreadMs: number;
   private readonly bundleWaitMs: number;
   private readonly retryBaseMs: number;
@@ -130,9 +130,10 @@ export class WorkloadCertificate {
     private readonly opts: CertificateOptions,
   ) {
     this.now = opts.now ?? Date.now;
-    this.renewFraction = fraction("renewFraction", opts.renewFraction ?? certificateDefaults.renewFraction);
-    this.renewJitterFraction = opts.renewJitterFraction ?? certificateDefaults.renewJitterFraction;
-    if (!(this.renewJitterFraction >= 0 && this.renewJitterFraction < 1)) throw new RangeError(`renewJitterFraction: ${this.renewJitterFraction} must be in [0, 1)`);
+    const renewFraction = fraction("renewFraction", opts.renewFraction ?? certificateDefaults.renewFraction);
+    const renewJitterFraction = opts.renewJitterFraction ?? certificateDefaults.renewJitterFraction;
+    if (!(renewJitterFraction >= 0 && renewJitterFraction < 1)) throw new RangeError(`renewJitterFraction: ${renewJitterFraction} must be in [0, 1)`);
+    this.renewWindow = renewalWindowAround(renewFraction, renewJitterFraction);
     this.rootChangeSpreadMs = Math.max(0, opts.rootChangeSpreadMs ?? certificateDefaults.rootChangeSpreadMs);
     this.bundleWaitMs = Math.round(Math.min(watchLimits.waitMsMax, Math.max(1, opts.bundleWaitMs ?? certificateDefaults.bundleWaitMs)));
     this.retryBaseMs = Math.max(1, opts.retryBaseMs ?? certificateDefaults.retryBaseMs);
@@ -229,8 +230,7 @@ export class WorkloadCertificate {
   private setLeaf(leaf: Leaf, notify: boolean): void {
     this.leaf = leaf;
     const nowMs = this.now();
-    const jitter = 1 + this.renewJitterFraction * (2 * this.deps.random() - 1);
-    this.scheduleRenewal(nowMs + Math.max(0, leaf.notAfterMs - nowMs) * this.renewFraction * jitter, true);
+    this.scheduleRenewal(renewalAtMs(nowMs, leaf.notAfterMs, this.renewWindow, this.deps.random()), true);
     // Signed while a rotation was under way: move to the new root too.
     if (leaf.rootId !== this.activeRootId()) this.scheduleRenewal(nowMs + this.deps.random() * this.rootChangeSpreadMs, false);
     this.deps.logger?.info({ spiffeId: this.opts.spiffeId, serial: leaf.serial, notAfter: new Date(leaf.notAfterMs).toISOString() }, "workload certificate issued");
