@@ -17,6 +17,7 @@ import { CaInputError, type CertificateAuthority } from "../ca/authority.js";
 import type { Authorizer, Caller } from "../ca/authorizer.js";
 import { trustDomainSpiffeId } from "../ca/spiffe.js";
 import { LatestStateStream, loadProtoService } from "./bundle_grpc.js";
+import { backoffDelayMs } from "../common/backoff.js";
 import { errorMessage } from "../common/errors.js";
 import { renewalAtMs, renewalWindowAround } from "../common/renewal.js";
 
@@ -256,10 +257,7 @@ class SvidCache {
   /** The next refresh: a retry with backoff after a failure, else the earliest renewal. */
   private arm(nowMs: number): void {
     let atMs = Infinity;
-    if (this.failures > 0) {
-      const capped = Math.min(workloadLimits.retryMaxMs, workloadLimits.retryBaseMs * 2 ** (this.failures - 1));
-      atMs = nowMs + capped / 2 + (capped / 2) * this.random();
-    }
+    if (this.failures > 0) atMs = nowMs + backoffDelayMs(this.failures, workloadLimits.retryBaseMs, workloadLimits.retryMaxMs, this.random);
     for (const svid of this.held.values()) atMs = Math.min(atMs, svid.renewAtMs);
     if (atMs === Infinity) return;
     this.timer = setTimeout(() => this.refresh(), Math.min(TIMER_DELAY_MAX_MS, Math.max(0, atMs - nowMs)));
