@@ -29,7 +29,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { createIntermediateCertificate, createRootCertificate, decodeCertificate, inspectCertificate } from "../src/ca/certificates.js";
 import { parseCsr } from "../src/ca/csr.js";
-import { DerReader, Tag, elementBytes, pemDecodeBlocks, readBitStringOctets } from "../src/ca/der.js";
+import { DerReader, Tag, elementBytes, pemDecodeBlocks, readBitStringOctets } from "../src/common/der.js";
 import { generateCaKey } from "../src/ca/keys.js";
 import { type LeafRequest, LeafSigner } from "../src/ca/leaf.js";
 import { x509 } from "../test/ca/x509_support.js";

@@ -18,7 +18,8 @@ import { NotAvailableError, type RaftDriver } from "../raft/node/driver.js";
 import { parseGoDuration } from "../common/duration.js";
 import { type HealthStatus, type Instance, aggregateStatus } from "../registry/model.js";
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
-import { TooManyWatchersError, type WatchKey } from "../registry/watch.js";
+import type { WatchKey } from "../registry/watch.js";
+import { TooManyWatchersError, errorMessage } from "../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../ca/authority.js";
 import { LeafCache } from "../ca/leaves.js";
 import { connectRoutes } from "./consul-connect.js";
@@ -470,7 +471,7 @@ function installJsonBodies(scope: FastifyInstance): void {
     try {
       done(null, JSON.parse(text) as unknown);
     } catch (err) {
-      done(new ConsulBadRequest(`Request decode failed: ${err instanceof Error ? err.message : String(err)}`), undefined);
+      done(new ConsulBadRequest(`Request decode failed: ${errorMessage(err)}`), undefined);
     }
   });
 }

@@ -1,11 +1,11 @@
 // How failures reach an HTTP client: a status code and a JSON body naming what went wrong.
 
 import type { FastifyReply } from "fastify";
+import { TooManyWatchersError } from "../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
 import { NotAvailableError } from "../raft/node/driver.js";
 import { RaftRefusal } from "../raft/core/types.js";
 import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
-import { TooManyWatchersError } from "../registry/watch.js";
 
 export interface ErrorBody {
   readonly error: string;

@@ -17,6 +17,9 @@ import { CaInputError, type CertificateAuthority } from "../ca/authority.js";
 import type { Authorizer, Caller } from "../ca/authorizer.js";
 import { trustDomainSpiffeId } from "../ca/spiffe.js";
 import { LatestStateStream, loadProtoService } from "./bundle_grpc.js";
+import { backoffDelayMs } from "../common/backoff.js";
+import { errorMessage } from "../common/errors.js";
+import { renewalAtMs, renewalWindowAround } from "../common/renewal.js";
 
 export interface WorkloadApiOptions {
   readonly socketPath: string;
@@ -50,6 +53,8 @@ export const workloadLimits = {
   /** stop() waits this long for streams to end after telling them, then cancels them. */
   closeGraceMs: 1_000,
 } as const;
+
+const RENEW_WINDOW = renewalWindowAround(workloadLimits.renewFraction, workloadLimits.renewJitterFraction);
 
 /** setTimeout fires at once for delays past 2^31-1 ms; longer waits are re-armed. */
 const TIMER_DELAY_MAX_MS = 2 ** 31 - 1;
@@ -181,7 +186,7 @@ class SvidCache {
         changed = true;
       } catch (err) {
         // The CA cannot sign (no CA yet, no leader contact); the other identities would fail alike.
-        failure = err instanceof Error ? err.message : String(err);
+        failure = errorMessage(err);
         break;
       }
     }
@@ -224,14 +229,13 @@ class SvidCache {
     const { authority, logger } = this.opts;
     const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const issued = authority.issue(spiffeId, publicKey.export({ format: "der", type: "spki" }), authority.settings.leafTtlDefaultMs);
-    const fraction = workloadLimits.renewFraction * (1 + workloadLimits.renewJitterFraction * (2 * this.random() - 1));
     const svid: HeldSvid = {
       spiffeId,
       certificatesDer: Buffer.concat([issued.certificatePem, ...issued.chainPems].map(pemToDer)),
       privateKeyDer: pkcs8Der(privateKey),
       serialHex: issued.serialHex,
       notAfterMs: issued.notAfterMs,
-      renewAtMs: nowMs + Math.max(0, issued.notAfterMs - nowMs) * fraction,
+      renewAtMs: renewalAtMs(nowMs, issued.notAfterMs, RENEW_WINDOW, this.random()),
       caRevision,
     };
     logger.info({ spiffeId, serial: issued.serialHex, rootId: issued.rootId, notAfter: new Date(issued.notAfterMs).toISOString() }, "X.509-SVID signed for the Workload API");
@@ -253,10 +257,7 @@ class SvidCache {
   /** The next refresh: a retry with backoff after a failure, else the earliest renewal. */
   private arm(nowMs: number): void {
     let atMs = Infinity;
-    if (this.failures > 0) {
-      const capped = Math.min(workloadLimits.retryMaxMs, workloadLimits.retryBaseMs * 2 ** (this.failures - 1));
-      atMs = nowMs + capped / 2 + (capped / 2) * this.random();
-    }
+    if (this.failures > 0) atMs = nowMs + backoffDelayMs(this.failures, workloadLimits.retryBaseMs, workloadLimits.retryMaxMs, this.random);
     for (const svid of this.held.values()) atMs = Math.min(atMs, svid.renewAtMs);
     if (atMs === Infinity) return;
     this.timer = setTimeout(() => this.refresh(), Math.min(TIMER_DELAY_MAX_MS, Math.max(0, atMs - nowMs)));
@@ -349,7 +350,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   } catch (err) {
     cache.stop();
     server.forceShutdown();
-    throw new Error(`--workload-socket ${opts.socketPath}: cannot listen: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new Error(`--workload-socket ${opts.socketPath}: cannot listen: ${errorMessage(err)}`, { cause: err });
   }
   // server.ts announces the socket to operators; this records what it hands out.
   logger.debug({ socket: socketPath, identities: opts.identities }, "Workload API bound");
@@ -399,7 +400,7 @@ async function prepareSocketPath(given: string): Promise<string> {
     existing = lstatSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return path;
-    throw problem(`cannot inspect it: ${(err as Error).message}`);
+    throw problem(`cannot inspect it: ${errorMessage(err)}`);
   }
   if (!existing.isSocket()) throw problem("something that is not a socket is in the way; remove it or choose another path");
   if (await socketAnswers(path)) throw problem("another process is serving on this socket; stop it or choose another path");

@@ -6,7 +6,7 @@ import { type KeyObject, X509Certificate, createPrivateKey, randomBytes } from "
 import type { Logger } from "pino";
 import type { RaftDriver } from "../raft/node/driver.js";
 import { parseGoDuration } from "../common/duration.js";
-import { TooManyWatchersError } from "../registry/watch.js";
+import { TooManyWatchersError, errorMessage } from "../common/errors.js";
 import { STATE_TAG_CA, withTag } from "../state/tags.js";
 import type { Authorizer, Caller } from "./authorizer.js";
 import {
@@ -465,7 +465,7 @@ export class CertificateAuthority {
       }
     } catch (err) {
       // Lost leadership or a race: the next round (or the next leader) tries again.
-      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, "CA maintenance did not finish; retrying");
+      this.log.warn({ err: errorMessage(err) }, "CA maintenance did not finish; retrying");
     } finally {
       this.maintaining = false;
     }

@@ -33,7 +33,8 @@ import {
   readTime,
   valueOf,
   wholeSecondMs,
-} from "./der.js";
+} from "../common/der.js";
+import { EXTENSION_OID, GENERAL_NAME_TAG, KEY_USAGE_BIT, encodeExtension } from "../common/x509.js";
 import {
   type AlgorithmIdentifier,
   type CaKeyType,
@@ -87,24 +88,6 @@ export interface CertificateInfo {
   readonly keyType: CaKeyType | "other";
 }
 
-// ---------------------------------------------------------------- X.509 vocabulary, shared with leaf.ts
-
-export const EXTENSION_OID = {
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-} as const;
-
-export const EXTENDED_KEY_USAGE_OID = { serverAuth: "1.3.6.1.5.5.7.3.1", clientAuth: "1.3.6.1.5.5.7.3.2" } as const;
-
-/** Bit numbers of the keyUsage named bit list (RFC 5280 section 4.2.1.3). */
-export const KEY_USAGE_BIT = { digitalSignature: 0, keyEncipherment: 2, keyCertSign: 5, cRLSign: 6 } as const;
-
-export const GENERAL_NAME_TAG = { dnsName: contextTag(2, false), uri: contextTag(6, false) } as const;
-
 const ATTRIBUTE_NAMES: ReadonlyMap<string, string> = new Map([
   ["2.5.4.3", "CN"],
   ["2.5.4.5", "serialNumber"],
@@ -125,10 +108,6 @@ const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 /** 128-bit serials: 126 random bits, above CA/Browser Forum's 64, in a fixed 16-byte positive INTEGER. */
 export const SERIAL_BYTES = 16;
 const VERSION_3 = der(contextTag(0, true), encodeSmallInteger(2));
-
-export function encodeExtension(oid: string, critical: boolean, value: Uint8Array): Uint8Array {
-  return critical ? der(Tag.sequence, encodeOid(oid), DER_TRUE, encodeOctetString(value)) : der(Tag.sequence, encodeOid(oid), encodeOctetString(value));
-}
 
 export function encodeAuthorityKeyIdentifier(keyId: Uint8Array): Uint8Array {
   return encodeExtension(EXTENSION_OID.authorityKeyIdentifier, false, der(Tag.sequence, der(contextTag(0, false), keyId)));

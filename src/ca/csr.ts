@@ -18,8 +18,9 @@ import {
   readPrintableAscii,
   valueEquals,
   valueOf,
-} from "./der.js";
-import { EXTENSION_OID, GENERAL_NAME_TAG, readSigned } from "./certificates.js";
+} from "../common/der.js";
+import { CSR_ATTRIBUTE_OID, EXTENSION_OID, GENERAL_NAME_TAG } from "../common/x509.js";
+import { readSigned } from "./certificates.js";
 import { type KeyKind, OID, algorithmOid, oidValue, readAlgorithmIdentifier, readSpki, verificationAlgorithmOf } from "./keys.js";
 
 export type CsrErrorReason = "malformed" | "badSignature" | "unsupportedKey";
@@ -63,7 +64,7 @@ const OID_BYTES = {
   ed25519: oidValue(OID.ed25519),
   prime256v1: oidValue(OID.prime256v1),
   secp384r1: oidValue(OID.secp384r1),
-  extensionRequest: oidValue("1.2.840.113549.1.9.14"),
+  extensionRequest: oidValue(CSR_ATTRIBUTE_OID.extensionRequest),
   subjectAltName: oidValue(EXTENSION_OID.subjectAltName),
 };
 

@@ -2,7 +2,7 @@
 // signature algorithms Cairn accepts on what it verifies, and the parts of a SubjectPublicKeyInfo.
 
 import { type KeyObject, createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
-import { DER_NULL, type DerElement, DerReader, Tag, der, encodeOid, readBitStringOctets, readOid, valueEquals } from "./der.js";
+import { DER_NULL, type DerElement, DerReader, Tag, der, encodeOid, readBitStringOctets, readOid, valueEquals } from "../common/der.js";
 
 /** Key types for Cairn's own CA keys; ECDSA P-256 is the default (fast to sign and verify, small). */
 export type CaKeyType = "ec-p256" | "rsa-2048" | "ed25519";

@@ -7,24 +7,12 @@
 
 import * as nodeCrypto from "node:crypto";
 import { type KeyObject, createHash, randomFillSync, sign } from "node:crypto";
-import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, valueEquals, wholeSecondMs, writeHeader, writeTime } from "./der.js";
-import {
-  CertificateError,
-  EXTENDED_KEY_USAGE_OID,
-  EXTENSION_OID,
-  GENERAL_NAME_TAG,
-  KEY_USAGE_BIT,
-  SERIAL_BYTES,
-  certificateMatchesKey,
-  decodeCertificate,
-  encodeAuthorityKeyIdentifier,
-  encodeExtension,
-  keyIdOf,
-  shapeSerial,
-} from "./certificates.js";
+import { DerError, DerReader, Tag, concatBytes, contextTag, der, encodeNamedBits, encodeOctetString, encodeOid, headerBytes, pemEncode, valueEquals, wholeSecondMs, writeHeader, writeTime } from "../common/der.js";
+import { EXTENDED_KEY_USAGE_OID, EXTENSION_OID, GENERAL_NAME_TAG, KEY_USAGE_BIT, encodeExtension } from "../common/x509.js";
+import { CertificateError, SERIAL_BYTES, certificateMatchesKey, decodeCertificate, encodeAuthorityKeyIdentifier, keyIdOf, shapeSerial } from "./certificates.js";
 import { OID, describeKey, oidValue, signingAlgorithmFor } from "./keys.js";
 
-export { pemDecodeAll, pemEncode } from "./der.js";
+export { pemDecodeAll, pemEncode } from "../common/der.js";
 
 export interface LeafRequest {
   /** A SubjectPublicKeyInfo (e.g. ParsedCsr.subjectPublicKeyInfoDer), copied verbatim into the leaf. */

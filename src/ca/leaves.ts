@@ -4,6 +4,7 @@
 // when either happens, as Consul's agent cache does.
 
 import { generateKeyPairSync } from "node:crypto";
+import { type RenewalWindow, renewalAtMs } from "../common/renewal.js";
 import type { Caller } from "./authorizer.js";
 import { CaForbiddenError, CaInputError, type CertificateAuthority, type IssuedCertificate } from "./authority.js";
 import { consulServiceSpiffeId, isServiceLabel, parseSpiffeId } from "./spiffe.js";
@@ -24,8 +25,7 @@ export interface CachedLeaf {
 /** Services with a cached leaf, at most; past it the least recently issued is dropped. */
 export const LEAF_CACHE_SERVICES_MAX = 10_000;
 /** Consul renews agent leaves between 60% and 90% of their lifetime; the spread avoids a herd. */
-const RENEW_FRACTION_MIN = 0.6;
-const RENEW_FRACTION_SPREAD = 0.3;
+const RENEW_WINDOW: RenewalWindow = { fractionMin: 0.6, fractionMax: 0.9 };
 
 export class LeafCache {
   private readonly leaves = new Map<string, CachedLeaf>();
@@ -71,7 +71,7 @@ export class LeafCache {
     const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const caRevision = this.authority.state.revision;
     const issued = this.authority.issue(uri, publicKey.export({ format: "der", type: "spki" }), this.authority.settings.leafTtlDefaultMs);
-    const lifetimeMs = issued.notAfterMs - this.now();
+    const nowMs = this.now();
     const leaf: CachedLeaf = {
       service,
       serviceUri: uri,
@@ -79,7 +79,7 @@ export class LeafCache {
       privateKeyPem: privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
       index: Math.max(caRevision, (previous?.index ?? 0) + 1, 1),
       caRevision,
-      renewAtMs: this.now() + lifetimeMs * (RENEW_FRACTION_MIN + RENEW_FRACTION_SPREAD * this.random()),
+      renewAtMs: renewalAtMs(nowMs, issued.notAfterMs, RENEW_WINDOW, this.random()),
     };
     this.leaves.delete(service);
     if (this.leaves.size >= LEAF_CACHE_SERVICES_MAX) {

@@ -6,6 +6,7 @@ import { caDefaults } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import { parseSpiffeId, validateTrustDomain } from "../ca/spiffe.js";
 import { formatGoDuration, parseGoDuration } from "../common/duration.js";
+import { errorMessage } from "../common/errors.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -152,7 +153,7 @@ export function parseServerConfig(
     try {
       parsed = JSON.parse(readFile(configPath));
     } catch (err) {
-      throw new ConfigError(`cannot read config file ${configPath}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new ConfigError(`cannot read config file ${configPath}: ${errorMessage(err)}`);
     }
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${configPath} must hold a JSON object`);
     for (const [k, v] of Object.entries(parsed)) {
@@ -236,7 +237,7 @@ function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.Pro
     try {
       kek = { raw: readBytes(kekFile), source: `--ca-kek-file ${kekFile}` };
     } catch (err) {
-      throw new ConfigError(`cannot read --ca-kek-file ${kekFile}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new ConfigError(`cannot read --ca-kek-file ${kekFile}: ${errorMessage(err)}`);
     }
   } else if (kekEnv !== undefined && kekEnv !== "") {
     kek = { raw: new TextEncoder().encode(kekEnv), source: "CAIRN_CA_KEK" };
@@ -246,7 +247,7 @@ function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.Pro
     try {
       if (parseSpiffeId(id).trustDomain !== trustDomain) throw new Error(`it is not in trust domain ${trustDomain}`);
     } catch (err) {
-      throw new ConfigError(`--workload-identities: "${id}": ${err instanceof Error ? err.message : String(err)}`);
+      throw new ConfigError(`--workload-identities: "${id}": ${errorMessage(err)}`);
     }
   }
   return { trustDomain, keyType: keyType as CaKeyType, leafTtlMaxMs, kek, workloadSocket: get("workloadSocket"), workloadIdentities };

@@ -19,6 +19,7 @@ import { ClusterStateMachine } from "../state/cluster.js";
 import { RaftDriver } from "../raft/node/driver.js";
 import { LevelLogStorage, StorageCorruptionError } from "../raft/storage/leveldb.js";
 import { formatHostPort, parseHostPort, type ServerConfig } from "./config.js";
+import { errorMessage } from "../common/errors.js";
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
@@ -56,7 +57,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   try {
     sealer = new KeySealer(cfg.ca.kek === undefined ? undefined : parseKek(cfg.ca.kek.raw, cfg.ca.kek.source));
   } catch (err) {
-    logger.fatal(err instanceof Error ? err.message : String(err));
+    logger.fatal(errorMessage(err));
     throw err;
   }
   const driver = new RaftDriver({
@@ -112,7 +113,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
       workload = await startWorkloadApi({ socketPath: cfg.ca.workloadSocket, authority: ca, authorizer, identities: cfg.ca.workloadIdentities, logger: logger.child({ component: "workload-api" }) });
     } catch (err) {
       // A misconfigured socket is the operator's to fix: say so and stop, without a stack trace.
-      const message = `cannot serve the Workload API on ${cfg.ca.workloadSocket}: ${err instanceof Error ? err.message : String(err)}`;
+      const message = `cannot serve the Workload API on ${cfg.ca.workloadSocket}: ${errorMessage(err)}`;
       logger.fatal(message);
       process.stderr.write(`cairn: ${message}\n`);
       process.exit(2);
@@ -170,7 +171,7 @@ async function requestJoin(cfg: ServerConfig, logger: Logger): Promise<JoinReply
       logger.warn({ status: res.status, error: body.error, attempt }, "join not accepted yet; retrying");
     } catch (err) {
       if (Date.now() > deadline) throw err;
-      logger.warn({ err: err instanceof Error ? err.message : String(err), attempt }, "join request failed; retrying");
+      logger.warn({ err: errorMessage(err), attempt }, "join request failed; retrying");
     }
     await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 200 * attempt)));
   }

@@ -12,10 +12,12 @@
 import { type KeyObject, X509Certificate, generateKeyPairSync, sign as signBytes } from "node:crypto";
 import * as tls from "node:tls";
 import type { Logger } from "pino";
-import { EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../ca/certificates.js";
-import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, pemEncode } from "../ca/der.js";
+import { Tag, contextTag, der, encodeBitString, encodeOid, encodeSmallInteger, pemEncode } from "../common/der.js";
+import { CSR_ATTRIBUTE_OID, EXTENSION_OID, GENERAL_NAME_TAG, encodeExtension } from "../common/x509.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
+import { asError, errorMessage } from "../common/errors.js";
+import { type RenewalWindow, renewalAtMs, renewalWindowAround } from "../common/renewal.js";
 import { type Transport, sleep } from "./transport.js";
 import { watchLimits } from "./watch.js";
 
@@ -107,8 +109,7 @@ export class WorkloadCertificate {
   private readonly abort = new AbortController();
   private readonly listeners = new Set<(material: TlsMaterial, reason: RotationReason) => void>();
   private readonly now: () => number;
-  private readonly renewFraction: number;
-  private readonly renewJitterFraction: number;
+  private readonly renewWindow: RenewalWindow;
   private readonly rootChangeSpreadMs: number;
   private readonly bundleWaitMs: number;
   private readonly retryBaseMs: number;
@@ -129,9 +130,10 @@ export class WorkloadCertificate {
     private readonly opts: CertificateOptions,
   ) {
     this.now = opts.now ?? Date.now;
-    this.renewFraction = fraction("renewFraction", opts.renewFraction ?? certificateDefaults.renewFraction);
-    this.renewJitterFraction = opts.renewJitterFraction ?? certificateDefaults.renewJitterFraction;
-    if (!(this.renewJitterFraction >= 0 && this.renewJitterFraction < 1)) throw new RangeError(`renewJitterFraction: ${this.renewJitterFraction} must be in [0, 1)`);
+    const renewFraction = fraction("renewFraction", opts.renewFraction ?? certificateDefaults.renewFraction);
+    const renewJitterFraction = opts.renewJitterFraction ?? certificateDefaults.renewJitterFraction;
+    if (!(renewJitterFraction >= 0 && renewJitterFraction < 1)) throw new RangeError(`renewJitterFraction: ${renewJitterFraction} must be in [0, 1)`);
+    this.renewWindow = renewalWindowAround(renewFraction, renewJitterFraction);
     this.rootChangeSpreadMs = Math.max(0, opts.rootChangeSpreadMs ?? certificateDefaults.rootChangeSpreadMs);
     this.bundleWaitMs = Math.round(Math.min(watchLimits.waitMsMax, Math.max(1, opts.bundleWaitMs ?? certificateDefaults.bundleWaitMs)));
     this.retryBaseMs = Math.max(1, opts.retryBaseMs ?? certificateDefaults.retryBaseMs);
@@ -228,8 +230,7 @@ export class WorkloadCertificate {
   private setLeaf(leaf: Leaf, notify: boolean): void {
     this.leaf = leaf;
     const nowMs = this.now();
-    const jitter = 1 + this.renewJitterFraction * (2 * this.deps.random() - 1);
-    this.scheduleRenewal(nowMs + Math.max(0, leaf.notAfterMs - nowMs) * this.renewFraction * jitter, true);
+    this.scheduleRenewal(renewalAtMs(nowMs, leaf.notAfterMs, this.renewWindow, this.deps.random()), true);
     // Signed while a rotation was under way: move to the new root too.
     if (leaf.rootId !== this.activeRootId()) this.scheduleRenewal(nowMs + this.deps.random() * this.rootChangeSpreadMs, false);
     this.deps.logger?.info({ spiffeId: this.opts.spiffeId, serial: leaf.serial, notAfter: new Date(leaf.notAfterMs).toISOString() }, "workload certificate issued");
@@ -356,7 +357,7 @@ export class WorkloadCertificate {
   }
 
   private report(err: unknown): void {
-    this.opts.onError?.(err instanceof Error ? err : new Error(String(err)));
+    this.opts.onError?.(asError(err));
   }
 }
 
@@ -418,7 +419,6 @@ function trustDomainOf(spiffeId: string): string {
 
 // ---------------------------------------------------------------- CSR
 
-const OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
 const OID_ECDSA_WITH_SHA256 = "1.2.840.10045.4.3.2";
 const textEncoder = new TextEncoder();
 
@@ -430,7 +430,7 @@ const textEncoder = new TextEncoder();
 export function createCsr(spiffeId: string, dnsNames: readonly string[], privateKey: KeyObject, publicKey: KeyObject): string {
   const names = [der(GENERAL_NAME_TAG.uri, textEncoder.encode(spiffeId)), ...dnsNames.map((n) => der(GENERAL_NAME_TAG.dnsName, textEncoder.encode(n)))];
   const extensions = der(Tag.sequence, encodeExtension(EXTENSION_OID.subjectAltName, true, der(Tag.sequence, ...names)));
-  const attributes = der(contextTag(0, true), der(Tag.sequence, encodeOid(OID_EXTENSION_REQUEST), der(Tag.set, extensions)));
+  const attributes = der(contextTag(0, true), der(Tag.sequence, encodeOid(CSR_ATTRIBUTE_OID.extensionRequest), der(Tag.set, extensions)));
   const spki = publicKey.export({ format: "der", type: "spki" });
   const info = der(Tag.sequence, encodeSmallInteger(0), der(Tag.sequence), spki, attributes);
   const signature = signBytes("sha256", info, { key: privateKey, dsaEncoding: "der" });
@@ -487,8 +487,4 @@ function fraction(name: string, value: number): number {
 
 function endWithNewline(pem: string): string {
   return pem.endsWith("\n") ? pem : `${pem}\n`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

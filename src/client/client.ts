@@ -8,9 +8,9 @@
 // have no shutdown path of their own.
 
 import type { Logger } from "pino";
-import type { CheckInput, RegisterInput } from "../registry/registry.js";
-import type { Instance } from "./types.js";
+import type { CheckInput, Instance, RegisterInput } from "./types.js";
 import { parseGoDuration } from "../common/duration.js";
+import { errorMessage } from "../common/errors.js";
 import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
 import { Registration, checkIdsOf } from "./registration.js";
 import { Transport } from "./transport.js";
@@ -30,8 +30,7 @@ export {
 export { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
 export { Registration, heartbeatIntervalMs, heartbeatLimits } from "./registration.js";
 export { type HealthFilter, type WatchOptions, watchLimits } from "./watch.js";
-export type { CheckInput, RegisterInput } from "../registry/registry.js";
-export type { CheckKind, HealthStatus, Instance, InstanceCheck, Weights } from "./types.js";
+export type { CheckInput, CheckKind, HealthStatus, Instance, InstanceCheck, RegisterInput, Weights } from "./types.js";
 
 export interface CairnClientOptions {
   /** HTTP base URLs of the cluster's nodes, such as http://127.0.0.1:8501. */
@@ -263,8 +262,4 @@ export class CairnClient {
 function positive(name: string, value: number): number {
   if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name}: ${value} must be a positive number`);
   return value;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

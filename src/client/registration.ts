@@ -8,10 +8,10 @@
 // registers the instance again, as a Consul agent's anti-entropy would.
 
 import type { Logger } from "pino";
-import type { CheckInput, RegisterInput } from "../registry/registry.js";
-import type { HealthStatus } from "./types.js";
+import type { CheckInput, HealthStatus, RegisterInput } from "./types.js";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import type { Transport } from "./transport.js";
+import { errorMessage } from "../common/errors.js";
 
 export const heartbeatLimits = {
   /** Protects the cluster from a tiny TTL: no check is heartbeated more often than this. */
@@ -178,6 +178,6 @@ export class Registration {
 
   private logFailure(err: unknown): void {
     if (err instanceof CairnAbortedError || this.stopped) return;
-    this.deps.logger?.warn({ instance: this.id, err: err instanceof Error ? err.message : String(err) }, "heartbeat failed; retrying at the next interval");
+    this.deps.logger?.warn({ instance: this.id, err: errorMessage(err) }, "heartbeat failed; retrying at the next interval");
   }
 }

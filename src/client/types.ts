@@ -1,9 +1,57 @@
-// What the native API answers about instances: the registry's model as the routes present it
-// (the address already defaulted to the node's, the aggregate status computed).
+// The native API's JSON, as the client sends and reads it: written from the HTTP API's shapes
+// (src/api/registry.ts's schemas and answers), not imported from the server's modules, so the
+// library depends on the protocol only. A change to the API's shapes is a change here too.
 
-import type { CheckKind, HealthStatus, Weights } from "../registry/model.js";
+export type HealthStatus = "passing" | "warning" | "critical";
 
-export type { CheckKind, HealthStatus, Weights };
+export type CheckKind = "ttl" | "http" | "tcp" | "grpc";
+
+/** Relative load-balancing weights by health (Consul's): passing at least 1, warning at least 0. */
+export interface Weights {
+  readonly passing: number;
+  readonly warning: number;
+}
+
+/**
+ * One check in POST /v1/registry/instances. Give exactly one of ttl, http, tcp or grpc. Durations
+ * are Go durations such as "10s".
+ */
+export interface CheckInput {
+  /** Default service:<instance id>, or service:<instance id>:<n> (from 1) when there are several. */
+  readonly id?: string;
+  readonly name?: string;
+  /** A TTL check: the service heartbeats within this long (the client does it for you). */
+  readonly ttl?: string;
+  /** Probe checks, run by the cluster's leader: an http(s):// URL; HOST:PORT; HOST:PORT[/service]. */
+  readonly http?: string;
+  readonly tcp?: string;
+  readonly grpc?: string;
+  /** A probe's schedule; default 10s each. */
+  readonly interval?: string;
+  readonly timeout?: string;
+  /** Remove the instance once the check has been critical this long; the cluster raises it to its minimum (1m unless configured). */
+  readonly deregisterCriticalAfter?: string;
+  /** The initial status; default critical. */
+  readonly status?: HealthStatus;
+  readonly notes?: string;
+}
+
+/** The body of POST /v1/registry/instances. */
+export interface RegisterInput {
+  /** Default the service name. */
+  readonly id?: string;
+  /** The service: a DNS label. */
+  readonly name: string;
+  /** Default the address of the node that accepts the registration. */
+  readonly address?: string;
+  readonly port?: number;
+  readonly tags?: readonly string[];
+  readonly meta?: Readonly<Record<string, string>>;
+  readonly weights?: Weights;
+  /** Locality (availability zone). */
+  readonly zone?: string;
+  readonly checks?: readonly CheckInput[];
+}
 
 export interface InstanceCheck {
   readonly id: string;

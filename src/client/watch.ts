@@ -9,6 +9,7 @@
 import type { Logger } from "pino";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
+import { asError } from "../common/errors.js";
 import { type Transport, sleep } from "./transport.js";
 import type { Instance } from "./types.js";
 
@@ -104,7 +105,7 @@ export class ServiceWatch {
         await this.deliver(answer);
       } catch (err) {
         if (err instanceof CairnAbortedError || this.abort.signal.aborted) return;
-        const e = err instanceof Error ? err : new Error(String(err));
+        const e = asError(err);
         this.opts.onError?.(e);
         // A refused query (a bad service name, a bad parameter) would be refused forever; 429 is load.
         if (e instanceof CairnRequestError && e.status < 500 && e.status !== 429) {
@@ -123,7 +124,7 @@ export class ServiceWatch {
     try {
       await this.onChange(answer.instances, answer.index);
     } catch (err) {
-      const e = err instanceof Error ? err : new Error(String(err));
+      const e = asError(err);
       this.deps.logger?.warn({ service: this.service, err: e.message }, "the watch's onChange callback threw");
       this.opts.onError?.(e);
     }

@@ -8,6 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Check, HealthStatus } from "./model.js";
 import type { RegistryCommand, RegistryState } from "./state.js";
+import { errorMessage } from "../common/errors.js";
 
 export interface HealthManagerDeps {
   readonly state: RegistryState;
@@ -120,7 +121,7 @@ export class HealthManager {
       () => this.pending.delete(key),
       (err: unknown) => {
         this.pending.delete(key);
-        this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err), key }, "health transition not committed; will retry");
+        this.deps.logger.warn({ err: errorMessage(err), key }, "health transition not committed; will retry");
       },
     );
   }
@@ -154,7 +155,7 @@ export async function probe(check: Check): Promise<ProbeResult> {
         return { status: check.status, output: check.output };
     }
   } catch (err) {
-    return { status: "critical", output: `${check.kind.toUpperCase()} check ${check.target} failed: ${err instanceof Error ? err.message : String(err)}` };
+    return { status: "critical", output: `${check.kind.toUpperCase()} check ${check.target} failed: ${errorMessage(err)}` };
   }
 }
 

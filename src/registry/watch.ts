@@ -2,17 +2,11 @@
 // last saw, or until the wait runs out. Waiters are woken only by revisions that touched what
 // they watch, and their number is bounded.
 
+import { TooManyWatchersError } from "../common/errors.js";
 import type { RegistryState } from "./state.js";
 
 /** What a blocking query watches: one service, or the catalog (the set of services and tags). */
 export type WatchKey = { readonly service: string } | { readonly catalog: true };
-
-export class TooManyWatchersError extends Error {
-  constructor(limit: number) {
-    super(`${limit} blocking queries are already waiting on this node; retry shortly or without ?index`);
-    this.name = "TooManyWatchersError";
-  }
-}
 
 export class ChangeWaiters {
   private readonly byService = new Map<string, Set<() => void>>();

@@ -18,7 +18,7 @@ import { KvStateMachine } from "../../src/kv/kv.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
 import { LevelLogStorage } from "../../src/raft/storage/leveldb.js";
 import { RegistryState } from "../../src/registry/state.js";
-import { TooManyWatchersError } from "../../src/registry/watch.js";
+import { TooManyWatchersError } from "../../src/common/errors.js";
 import { ClusterStateMachine } from "../../src/state/cluster.js";
 
 const logger = pino({ level: "silent" });

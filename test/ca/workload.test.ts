@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { type BundleMessage, loadProtoService } from "../../src/api/bundle_grpc.js";
-import { DerReader, Tag, elementBytes, pemEncode } from "../../src/ca/der.js";
+import { DerReader, Tag, elementBytes, pemEncode } from "../../src/common/der.js";
 
 const TD = "cairn.local";
 const WEB_ID = `spiffe://${TD}/ns/default/svc/web`;

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { parseGoDuration } from "../../src/common/duration.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, decodeRegistryCommand, encodeRegistryCommand } from "../../src/registry/state.js";
-import { ChangeWaiters, TooManyWatchersError } from "../../src/registry/watch.js";
+import { ChangeWaiters } from "../../src/registry/watch.js";
+import { TooManyWatchersError } from "../../src/common/errors.js";
 import { concatChunks } from "../../src/common/codec.js";
 
 function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {
@@ -246,15 +246,6 @@ void describe("registry snapshots, binary format", () => {
     // An instance like the benchmark's takes ~240 bytes as JSON; the binary format stays under 48.
     assert.ok(bytes / n < 48, `${(bytes / n).toFixed(1)} bytes per instance`);
   });
-});
-
-void describe("Go durations", () => {
-  for (const [text, ms] of [["10s", 10_000], ["1m30s", 90_000], ["500ms", 500], ["1.5h", 5_400_000], ["0", 0], ["120000ms", 120_000]] as const) {
-    void test(`"${text}" is ${ms} ms`, () => assert.equal(parseGoDuration(text), ms));
-  }
-  for (const bad of ["", "10", "s", "10x", "1m 30s", "-5s", "abc"]) {
-    void test(`"${bad}" is refused`, () => assert.equal(parseGoDuration(bad), undefined));
-  }
 });
 
 void describe("blocking waits", () => {

@@ -25,6 +25,7 @@ import { crc32 } from "node:zlib";
 import { Level } from "level";
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, writeSnapshotMetadata } from "../codec.js";
 import { CodecError, Writer } from "../../common/codec.js";
+import { asError, errorMessage } from "../../common/errors.js";
 import { type Entry, type Snapshot, invariant } from "../core/types.js";
 import { type LogStorage, type PersistedState, type ReadyWrite, layoutReadyWrite } from "./log_storage.js";
 
@@ -214,7 +215,7 @@ export class LevelLogStorage implements LogStorage {
     try {
       await mkdir(path, { recursive: true });
     } catch (err) {
-      throw new Error(`cannot create the Raft data directory ${path}: ${messageOf(err)}; check the path and its permissions`, { cause: err });
+      throw new Error(`cannot create the Raft data directory ${path}: ${errorMessage(err)}; check the path and its permissions`, { cause: err });
     }
     const db = new Level<string, Uint8Array>(path, { keyEncoding: "utf8", valueEncoding: "view" });
     try {
@@ -223,7 +224,7 @@ export class LevelLogStorage implements LogStorage {
       if (causeCode(err) === "LEVEL_LOCKED") {
         throw new Error(`the Raft data directory ${path} is locked by another process; is another Cairn node running with it? Stop that node or choose another data directory`, { cause: err });
       }
-      throw new Error(`cannot open the Raft data directory ${path}: ${messageOf(err)}`, { cause: err });
+      throw new Error(`cannot open the Raft data directory ${path}: ${errorMessage(err)}`, { cause: err });
     }
     return new LevelLogStorage(path, db);
   }
@@ -485,8 +486,8 @@ export class LevelLogStorage implements LogStorage {
       ops.length = 0;
       await batch.write({ sync });
     } catch (err) {
-      this.writeFailure = err instanceof Error ? err : new Error(String(err));
-      throw new Error(`Raft storage in ${this.dir} failed to write: ${messageOf(err)}; what reached the disk is uncertain, so restart the node`,
+      this.writeFailure = asError(err);
+      throw new Error(`Raft storage in ${this.dir} failed to write: ${errorMessage(err)}; what reached the disk is uncertain, so restart the node`,
         { cause: err });
     }
   }
@@ -522,10 +523,6 @@ function sum(values: readonly number[]): number {
   let total = 0;
   for (const v of values) total += v;
   return total;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function causeCode(err: unknown): unknown {

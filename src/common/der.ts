@@ -3,7 +3,8 @@
 // trailing bytes. It never copies: an element is a tag and offsets into the caller's bytes.
 // The writers serve two paths: small concatenating builders for the rare CA certificates, and
 // headerBytes/writeHeader/writeTime for the leaf hot path, which sizes everything first and
-// writes once into one buffer.
+// writes once into one buffer. It knows encodings, not certificates, so it sits in src/common: the
+// CA reads and writes X.509 with it, and the client library writes its CSRs with it.
 
 export class DerError extends Error {
   constructor(message: string) {
