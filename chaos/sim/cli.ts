@@ -1,48 +1,55 @@
-// npm run sim -- --seeds 10000          runs seeds 1..10000 on every core, prints a summary
-// npm run sim -- --seed 42 --trace      replays one seed and prints its trace
-// npm run sim -- --seeds 300 --bug grantTwoVotesPerTerm   shows the checkers catch a planted bug
+// npm run sim -- --seeds 10000              runs seeds 1..10000 on every core, prints a summary
+// npm run sim -- --seed 42 --trace          replays one seed and prints its trace
+// npm run sim -- --seeds 300 --mutant ackStaleAppend   shows the checkers catch one planted bug
+// npm run sim -- --mutants --seeds 2000     runs every planted bug over seeds 1..N: how many catch it
 
 import { availableParallelism } from "node:os";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import type { PlantedBug } from "../../src/raft/core/raft.js";
-import { type SimStats, runSimulation } from "./simulator.js";
+import { Worker, isMainThread, parentPort } from "node:worker_threads";
+import { MUTANTS, type Mutant, type SimStats, emptyStats, isMutant, runSimulation } from "./simulator.js";
 
 interface SeedFailure {
   readonly seed: number;
   readonly violations: string[];
 }
 
+interface Batch {
+  readonly mutant: Mutant | undefined;
+  readonly from: number;
+  readonly to: number;
+}
+
 interface BatchResult {
+  readonly batch: Batch;
   readonly failures: SeedFailure[];
   readonly stats: SimStats;
   readonly seeds: number;
 }
 
-const BATCH_SEEDS = 50;
-
-function emptyStats(): SimStats {
-  return {
-    elections: 0, partitions: 0, crashes: 0, snapshotInstalls: 0, membershipChanges: 0,
-    leaderTransfers: 0, writesAcknowledged: 0, readsServed: 0, messagesDelivered: 0,
-  };
-}
+const BATCH_SEEDS = 10;
 
 function addStats(into: SimStats, from: SimStats): void {
   for (const k of Object.keys(into) as (keyof SimStats)[]) into[k] += from[k];
 }
 
-/** Runs seeds [from, to] in this thread. */
-export function runSeeds(from: number, to: number, plantedBug: PlantedBug | undefined): BatchResult {
+/**
+ * Runs seeds [from, to] in this thread. A seed that throws (a checker's own bug, or an invariant
+ * error that escaped the driver) is a violation of that seed, never the end of the run.
+ */
+export async function runSeeds(batch: Batch): Promise<BatchResult> {
   // Refused proposals are routine in the simulation; capturing their stacks would dominate the run.
   Error.stackTraceLimit = 0;
   const stats = emptyStats();
   const failures: SeedFailure[] = [];
-  for (let seed = from; seed <= to; seed++) {
-    const r = runSimulation(plantedBug === undefined ? { seed } : { seed, plantedBug });
-    addStats(stats, r.stats);
-    if (r.violations.length > 0) failures.push({ seed, violations: r.violations });
+  for (let seed = batch.from; seed <= batch.to; seed++) {
+    try {
+      const r = await runSimulation(batch.mutant === undefined ? { seed } : { seed, mutant: batch.mutant });
+      addStats(stats, r.stats);
+      if (r.violations.length > 0) failures.push({ seed, violations: r.violations });
+    } catch (err) {
+      failures.push({ seed, violations: [`the simulation threw: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`] });
+    }
   }
-  return { failures, stats, seeds: to - from + 1 };
+  return { batch, failures, stats, seeds: batch.to - batch.from + 1 };
 }
 
 interface Args {
@@ -50,16 +57,21 @@ interface Args {
   seed: number | undefined;
   trace: boolean;
   workers: number;
-  bug: PlantedBug | undefined;
+  mutant: Mutant | undefined;
+  mutants: boolean;
 }
 
 function usage(problem: string): never {
-  process.stderr.write(`sim: ${problem}\nusage: sim --seeds N [--workers W] [--bug commitOldTermByCounting|grantTwoVotesPerTerm|readWithoutQuorumCheck]\n       sim --seed S [--trace]\n`);
+  process.stderr.write(`sim: ${problem}\n` +
+    "usage: sim --seeds N [--workers W] [--mutant NAME]\n" +
+    "       sim --seed S [--trace] [--mutant NAME]\n" +
+    "       sim --mutants [--seeds N] [--workers W]\n" +
+    `mutants: ${Object.keys(MUTANTS).join(", ")}\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { seeds: 100, seed: undefined, trace: false, workers: availableParallelism(), bug: undefined };
+  const args: Args = { seeds: 100, seed: undefined, trace: false, workers: availableParallelism(), mutant: undefined, mutants: false };
   const positiveInt = (flag: string, v: string | undefined): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) usage(`${flag} needs a positive whole number, not ${v ?? "nothing"}`);
@@ -72,70 +84,112 @@ function parseArgs(argv: readonly string[]): Args {
       case "--seed": args.seed = positiveInt(flag, argv[++i]); break;
       case "--workers": args.workers = positiveInt(flag, argv[++i]); break;
       case "--trace": args.trace = true; break;
+      case "--mutants": args.mutants = true; break;
+      case "--mutant":
       case "--bug": {
-        const bug = argv[++i];
-        if (bug !== "commitOldTermByCounting" && bug !== "grantTwoVotesPerTerm" && bug !== "readWithoutQuorumCheck") {
-          usage(`unknown planted bug ${bug ?? "(none given)"}`);
-        }
-        args.bug = bug;
+        const name = argv[++i];
+        if (name === undefined || !isMutant(name)) usage(`unknown mutant ${name ?? "(none given)"}`);
+        args.mutant = name;
         break;
       }
       default: usage(`unknown argument ${flag}`);
     }
   }
+  if (args.mutants && args.mutant !== undefined) usage("give --mutants or --mutant, not both");
   return args;
 }
 
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.seed !== undefined) {
-    const r = runSimulation({ seed: args.seed, trace: args.trace, ...(args.bug === undefined ? {} : { plantedBug: args.bug }) });
-    if (args.trace) for (const line of r.trace) process.stdout.write(`${line}\n`);
-    process.stdout.write(`seed ${r.seed}: ${r.violations.length === 0 ? "ok" : r.violations.join("\n  ")}\n`);
-    process.stdout.write(`stats: ${JSON.stringify(r.stats)}\n`);
-    process.exit(r.violations.length === 0 ? 0 : 1);
-  }
-  const started = performance.now();
-  const stats = emptyStats();
-  const failures: SeedFailure[] = [];
-  let next = 1;
-  let done = 0;
-  const workerCount = Math.max(1, Math.min(args.workers, Math.ceil(args.seeds / BATCH_SEEDS)));
-  await Promise.all(Array.from({ length: workerCount }, () => new Promise<void>((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), { workerData: { bug: args.bug } });
+/** Runs every batch on a pool of worker threads; returns each batch's result. */
+async function runPool(batches: readonly Batch[], workers: number): Promise<BatchResult[]> {
+  const results: BatchResult[] = [];
+  let next = 0;
+  const count = Math.max(1, Math.min(workers, batches.length));
+  await Promise.all(Array.from({ length: count }, () => new Promise<void>((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url));
     const feed = (): void => {
-      if (next > args.seeds) {
+      const batch = batches[next++];
+      if (batch === undefined) {
         void worker.terminate().then(() => resolve());
         return;
       }
-      const from = next;
-      const to = Math.min(args.seeds, from + BATCH_SEEDS - 1);
-      next = to + 1;
-      worker.postMessage({ from, to });
+      worker.postMessage(batch);
     };
     worker.on("message", (r: BatchResult) => {
-      addStats(stats, r.stats);
-      failures.push(...r.failures);
-      done += r.seeds;
+      results.push(r);
       feed();
     });
     worker.on("error", reject);
     feed();
   })));
+  return results;
+}
+
+function batchesOf(mutant: Mutant | undefined, seeds: number): Batch[] {
+  const out: Batch[] = [];
+  for (let from = 1; from <= seeds; from += BATCH_SEEDS) out.push({ mutant, from, to: Math.min(seeds, from + BATCH_SEEDS - 1) });
+  return out;
+}
+
+/** The checker that spoke first in a violation: "commit safety", "linearizability", ... */
+function checkerOf(violation: string): string {
+  const text = violation.replace(/^t=\d+ms: /, "");
+  const colon = text.indexOf(":");
+  return colon < 0 ? text.slice(0, 40) : text.slice(0, colon);
+}
+
+async function mutationRun(args: Args): Promise<void> {
+  const started = performance.now();
+  const names = Object.keys(MUTANTS) as Mutant[];
+  const results = await runPool(names.flatMap((m) => batchesOf(m, args.seeds)), args.workers);
   const seconds = (performance.now() - started) / 1000;
-  failures.sort((a, b) => a.seed - b.seed);
+  process.stdout.write(`mutation run: every planted bug over seeds 1..${args.seeds}\n\n`);
+  process.stdout.write("| mutant | caught | catch rate | first seed | caught by |\n|---|---|---|---|---|\n");
+  let survivors = 0;
+  for (const name of names) {
+    const failures = results.filter((r) => r.batch.mutant === name).flatMap((r) => r.failures).sort((a, b) => a.seed - b.seed);
+    if (failures.length === 0) survivors++;
+    const kinds = new Map<string, number>();
+    for (const f of failures) for (const k of new Set(f.violations.map(checkerOf))) kinds.set(k, (kinds.get(k) ?? 0) + 1);
+    const by = [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, n]) => `${k} (${n})`).join(", ");
+    process.stdout.write(`| ${name} | ${failures.length} of ${args.seeds} | ${((100 * failures.length) / args.seeds).toFixed(1)}% | ` +
+      `${failures[0]?.seed ?? "-"} | ${by || "-"} |\n`);
+  }
+  const total = names.length * args.seeds;
+  process.stdout.write(`\nrate: ${(total / seconds).toFixed(1)} seeds/s over ${seconds.toFixed(1)}s\n`);
+  process.stdout.write(`mutants: ${names.length - survivors} of ${names.length} caught within ${args.seeds} seeds\n`);
+  process.exit(survivors === 0 ? 0 : 1);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.seed !== undefined) {
+    const r = await runSimulation({ seed: args.seed, trace: args.trace, ...(args.mutant === undefined ? {} : { mutant: args.mutant }) });
+    if (args.trace) for (const line of r.trace) process.stdout.write(`${line}\n`);
+    process.stdout.write(`seed ${r.seed}: ${r.violations.length === 0 ? "ok" : r.violations.join("\n  ")}\n`);
+    process.stdout.write(`stats: ${JSON.stringify(r.stats)}\n`);
+    process.exit(r.violations.length === 0 ? 0 : 1);
+  }
+  if (args.mutants) {
+    await mutationRun(args);
+    return;
+  }
+  const started = performance.now();
+  const results = await runPool(batchesOf(args.mutant, args.seeds), args.workers);
+  const seconds = (performance.now() - started) / 1000;
+  const stats = emptyStats();
+  for (const r of results) addStats(stats, r.stats);
+  const failures = results.flatMap((r) => r.failures).sort((a, b) => a.seed - b.seed);
   for (const f of failures) process.stdout.write(`seed ${f.seed}: ${f.violations.join("\n  ")}\n`);
   process.stdout.write(`stats: ${JSON.stringify(stats)}\n`);
-  process.stdout.write(`rate: ${(done / seconds).toFixed(1)} seeds/s over ${seconds.toFixed(1)}s with ${workerCount} workers\n`);
-  process.stdout.write(`sim: ${done} seeds, ${failures.length} violations\n`);
+  process.stdout.write(`rate: ${(args.seeds / seconds).toFixed(1)} seeds/s over ${seconds.toFixed(1)}s with ${Math.min(args.workers, results.length)} workers\n`);
+  process.stdout.write(`sim: ${args.seeds} seeds, ${failures.length} violations\n`);
   process.exit(failures.length === 0 ? 0 : 1);
 }
 
 if (isMainThread) {
   await main();
 } else {
-  const { bug } = workerData as { bug: PlantedBug | undefined };
-  parentPort?.on("message", ({ from, to }: { from: number; to: number }) => {
-    parentPort?.postMessage(runSeeds(from, to, bug));
+  parentPort?.on("message", (batch: Batch) => {
+    void runSeeds(batch).then((r) => parentPort?.postMessage(r));
   });
 }

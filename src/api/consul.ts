@@ -14,7 +14,8 @@
 
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { NotAvailableError, type RaftDriver } from "../raft/node/driver.js";
+import { type RaftDriver } from "../raft/node/driver.js";
+import { NotAvailableError } from "../raft/node/errors.js";
 import { parseGoDuration } from "../common/duration.js";
 import { type HealthStatus, type Instance, aggregateStatus } from "../registry/model.js";
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";

@@ -3,7 +3,7 @@
 import type { FastifyReply } from "fastify";
 import { TooManyWatchersError } from "../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
-import { NotAvailableError } from "../raft/node/driver.js";
+import { NotAvailableError } from "../raft/node/errors.js";
 import { RaftRefusal } from "../raft/core/types.js";
 import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
 

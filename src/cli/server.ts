@@ -17,6 +17,8 @@ import { Registry } from "../registry/registry.js";
 import { RegistryState } from "../registry/state.js";
 import { ClusterStateMachine } from "../state/cluster.js";
 import { RaftDriver } from "../raft/node/driver.js";
+import { driverDefaults } from "../raft/node/settings.js";
+import { PeerTransport } from "../raft/transport/transport.js";
 import { LevelLogStorage, StorageCorruptionError } from "../raft/storage/leveldb.js";
 import { formatHostPort, parseHostPort, type ServerConfig } from "./config.js";
 import { errorMessage } from "../common/errors.js";
@@ -60,17 +62,25 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.fatal(errorMessage(err));
     throw err;
   }
+  const tickMs = cfg.tickMs ?? driverDefaults.tickMs;
+  const network = new PeerTransport({
+    selfId: cfg.id,
+    clusterId,
+    listen: formatHostPort(cfg.peer),
+    logger: logger.child({ component: "transport" }),
+    // Links between followers are idle until an election needs them; a link still backing off
+    // from an earlier outage would drop the vote requests that end this one. So retry often.
+    limits: { backoffMaxMs: Math.max(100, 4 * tickMs) },
+  });
   const driver = new RaftDriver({
     id: cfg.id,
-    clusterId,
-    peerListen: formatHostPort(cfg.peer),
-    peerAdvertise: cfg.advertisePeer,
+    network,
     ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
     ...(joinPeers === undefined ? {} : { joinPeers }),
     storage,
     stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState }),
     logger: logger.child({ component: "raft" }),
-    ...(cfg.tickMs === undefined ? {} : { tickMs: cfg.tickMs }),
+    tickMs,
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
   });
   try {

@@ -2,7 +2,8 @@
 // Validation here is semantic (names, limits, durations, conflicts); shapes are the routes' schemas.
 
 import type { Logger } from "pino";
-import { NotAvailableError, type RaftDriver } from "../raft/node/driver.js";
+import { type RaftDriver } from "../raft/node/driver.js";
+import { NotAvailableError } from "../raft/node/errors.js";
 import { parseGoDuration } from "../common/duration.js";
 import { HealthManager, UnknownCheckError } from "./health.js";
 import { type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type InstanceDefinition, registryLimits } from "./model.js";

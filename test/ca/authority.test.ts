@@ -15,6 +15,7 @@ import type { Authorizer } from "../../src/ca/authorizer.js";
 import { KEK_BYTES, KeySealer } from "../../src/ca/seal.js";
 import { CaState } from "../../src/ca/state.js";
 import { KvStateMachine } from "../../src/kv/kv.js";
+import { PeerTransport } from "../../src/raft/transport/transport.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
 import { LevelLogStorage } from "../../src/raft/storage/leveldb.js";
 import { RegistryState } from "../../src/registry/state.js";
@@ -50,8 +51,7 @@ void describe("the certificate authority on a one-node cluster", () => {
     state = new CaState();
     driver = new RaftDriver({
       id: "n1",
-      clusterId: "test",
-      peerListen: peer,
+      network: new PeerTransport({ selfId: "n1", clusterId: "test", listen: peer, logger }),
       initialCluster: new Map([["n1", peer]]),
       storage: await LevelLogStorage.open(join(dir, "raft")),
       stateMachine: new ClusterStateMachine({ kv: new KvStateMachine(), registry: new RegistryState(), ca: state }),

@@ -7,7 +7,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { driverDefaults } from "../../src/raft/node/driver.js";
+import { driverDefaults } from "../../src/raft/node/settings.js";
 
 const mainPath = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 

@@ -12,6 +12,11 @@ export class EventHeap<T extends Timed> {
     return this.items.length;
   }
 
+  /** The earliest item, left in place. */
+  peek(): T | undefined {
+    return this.items[0];
+  }
+
   push(item: T): void {
     const a = this.items;
     a.push(item);
