@@ -5,13 +5,10 @@ import { type TestContext, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { pino, type Logger } from "pino";
-import {
-  CLUSTER_ID_METADATA_KEY,
-  ForwardError,
-  PeerTransport,
-  type PeerTransportLimits,
-  peerServiceDefinition,
-} from "../../src/raft/transport/transport.js";
+import { PeerTransport } from "../../src/raft/transport/transport.js";
+import type { PeerTransportLimits } from "../../src/raft/transport/limits.js";
+import { CLUSTER_ID_METADATA_KEY, peerServiceDefinition } from "../../src/raft/transport/service.js";
+import { ForwardError } from "../../src/raft/node/ports.js";
 import { freePort } from "../support/cluster.js";
 import { encodeMessages } from "../../src/raft/codec.js";
 import type { AppendRequest, HeartbeatRequest, Message, NodeId, SnapshotRequest } from "../../src/raft/core/types.js";
