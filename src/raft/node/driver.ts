@@ -164,10 +164,6 @@ export class RaftDriver {
       clusterId: opts.clusterId,
       listen: opts.peerListen,
       logger: opts.logger.child({ component: "transport" }),
-      onMessages: (messages) => this.onMessages(messages),
-      onUnreachable: (peer) => this.stepLocal({ type: "unreachable", from: peer, to: this.id, term: 0 }),
-      onSnapshotStatus: (peer, ok) => this.stepLocal({ type: "snapshotStatus", from: peer, to: this.id, term: 0, reject: !ok }),
-      onForward: (request) => this.onForward(request),
       // Links between followers are idle until an election needs them; a link still backing off
       // from an earlier outage would drop the vote requests that end this one. So retry often.
       limits: { backoffMaxMs: Math.max(100, 4 * (opts.tickMs ?? driverDefaults.tickMs)) },
@@ -211,7 +207,12 @@ export class RaftDriver {
     // The snapshot is on disk (loaded from it, or just bootstrapped into it): memory need not hold it too.
     if (snapshot !== undefined) this.raft.log.releaseSnapshotData(snapshot.metadata.index);
     for (const [id, address] of this.opts.joinPeers ?? []) if (!this.members.has(id)) this.members.set(id, address);
-    const port = await this.transport.start();
+    const port = await this.transport.start({
+      onMessages: (messages) => this.onMessages(messages),
+      onUnreachable: (peer) => this.stepLocal({ type: "unreachable", from: peer, to: this.id, term: 0 }),
+      onSnapshotStatus: (peer, ok) => this.stepLocal({ type: "snapshotStatus", from: peer, to: this.id, term: 0, reject: !ok }),
+      onForward: (request) => this.onForward(request),
+    });
     for (const [id, address] of this.members) if (id !== this.id) this.transport.setPeer(id, address);
     this.ticker = setInterval(() => this.tick(), this.opts.tickMs ?? driverDefaults.tickMs);
     this.log.info({ peerPort: port, applied: this.appliedIndex, term: this.raft.term }, "raft node started");

@@ -116,6 +116,20 @@ export interface PeerLinkStats {
 }
 
 /**
+ * Where the message stream to a peer stands, as forward() needs to know it:
+ * - connecting: no stream to this address has been accepted or has failed yet. The link is new
+ *   (or was just moved to a new address), and its first stream is still on its way.
+ * - up: the peer accepted the current stream, and it has not failed since.
+ * - down: a stream failed since the peer last accepted one: the peer ended or refused it, the
+ *   connection broke, or the peer did not accept it within connectTimeoutMs. `reason` is the
+ *   latest failure. Reconnect attempts do not end an outage; only an acceptance does.
+ */
+type StreamPhase = { readonly name: "connecting" } | { readonly name: "up" } | { readonly name: "down"; readonly reason: string };
+
+const CONNECTING: StreamPhase = { name: "connecting" };
+const UP: StreamPhase = { name: "up" };
+
+/**
  * Everything this node sends to one peer: the message stream with its queue and reconnect loop,
  * at most one snapshot transfer, and forwarded requests.
  *
@@ -129,7 +143,7 @@ export class PeerLink {
   private stream: grpc.ClientWritableStream<Buffer> | undefined;
   /** Identifies the current stream, so events of a replaced one are ignored. */
   private streamGeneration = 0;
-  private accepted = false;
+  private phase: StreamPhase = CONNECTING;
   private drainPending = false;
   /** Why we cancelled the current stream ourselves, for the log line its end produces. */
   private cancelReason: string | undefined;
@@ -138,10 +152,11 @@ export class PeerLink {
   private acceptTimer: NodeJS.Timeout | undefined;
   /** onUnreachable was called and the peer has not been reachable since: one report per outage. */
   private unreachableReported = false;
-  /** The outage was logged at warn; its retries log at debug. */
-  private outageLogged = false;
   private snapshotCall: grpc.ClientWritableStream<Buffer> | undefined;
+  /** Forward calls sent and not yet answered. */
   private readonly forwards = new Set<grpc.ClientUnaryCall>();
+  /** Forwards not yet sent, waiting for a connecting link's first stream to be accepted or to fail. */
+  private readonly forwardsWaiting = new Set<() => void>();
   private closeReason: string | undefined;
   private droppedMessages = 0;
 
@@ -160,7 +175,7 @@ export class PeerLink {
   stats(): PeerLinkStats {
     return {
       address: this.address,
-      connected: this.accepted,
+      connected: this.phase.name === "up",
       queuedMessages: this.queue.length,
       queuedBytes: this.queue.bytes,
       droppedMessages: this.droppedMessages,
@@ -174,7 +189,6 @@ export class PeerLink {
     this.reconnectTimer = undefined;
     if (this.closed) return;
     const generation = ++this.streamGeneration;
-    this.accepted = false;
     this.drainPending = false;
     this.cancelReason = undefined;
     const call = this.client.makeClientStreamRequest<Buffer, Buffer>(
@@ -193,7 +207,7 @@ export class PeerLink {
     const timeoutMs = this.ctx.limits.connectTimeoutMs;
     this.acceptTimer = setTimeout(() => {
       this.acceptTimer = undefined;
-      if (generation !== this.streamGeneration || this.accepted) return;
+      if (generation !== this.streamGeneration || this.phase.name === "up") return;
       this.cancelReason = `the peer did not accept the stream within ${timeoutMs} ms`;
       call.cancel();
     }, timeoutMs);
@@ -203,13 +217,14 @@ export class PeerLink {
   private onStreamAccepted(generation: number): void {
     if (generation !== this.streamGeneration || this.closed) return;
     this.clearAcceptTimer();
-    this.accepted = true;
+    const wasDown = this.phase.name === "down";
+    this.phase = UP;
     this.backoffAttempt = 0;
     this.unreachableReported = false;
-    if (this.outageLogged) this.ctx.log.info({ peer: this.id, address: this.address }, "peer stream reconnected");
+    if (wasDown) this.ctx.log.info({ peer: this.id, address: this.address }, "peer stream reconnected");
     else this.ctx.log.debug({ peer: this.id, address: this.address }, "peer stream accepted");
-    this.outageLogged = false;
     this.flush();
+    this.wakeForwardsWaiting();
   }
 
   private onDrain(generation: number): void {
@@ -221,20 +236,22 @@ export class PeerLink {
   private onStreamEnd(generation: number, err: grpc.ServiceError | null): void {
     if (generation !== this.streamGeneration || this.closed) return;
     this.clearAcceptTimer();
-    const wasAccepted = this.accepted;
+    const wasAccepted = this.phase.name === "up";
+    const wasDown = this.phase.name === "down";
     this.stream = undefined;
-    this.accepted = false;
     this.drainPending = false;
     // The server answers a stream only when the client ends it, which we never do: any end is a failure.
     const reason = this.cancelReason ?? (err === null ? "the peer ended the stream" : `${statusName(err.code)}: ${err.details}`);
+    this.phase = { name: "down", reason };
     const delayMs = backoffDelayMs(this.backoffAttempt + 1, this.ctx.limits.backoffMinMs, this.ctx.limits.backoffMaxMs, this.ctx.random);
     this.backoffAttempt++;
     const fields = { peer: this.id, address: this.address, reason, wasAccepted, retryInMs: delayMs, queuedMessages: this.queue.length };
-    if (this.outageLogged) this.ctx.log.debug(fields, "peer stream still failing");
+    // One warning per outage; its retries log at debug.
+    if (wasDown) this.ctx.log.debug(fields, "peer stream still failing");
     else this.ctx.log.warn(fields, "peer stream failed; reconnecting with backoff");
-    this.outageLogged = true;
     this.reportUnreachable();
     this.reconnectTimer = setTimeout(() => this.connect(), delayMs);
+    this.wakeForwardsWaiting();
   }
 
   private clearAcceptTimer(): void {
@@ -259,7 +276,7 @@ export class PeerLink {
     }
     if (dropped === 0) return;
     this.droppedMessages += dropped;
-    const fields = { peer: this.id, dropped, queueMessagesMax, queueBytesMax, connected: this.accepted };
+    const fields = { peer: this.id, dropped, queueMessagesMax, queueBytesMax, connected: this.phase.name === "up" };
     if (this.unreachableReported) this.ctx.log.debug(fields, "peer queue full; dropped the oldest messages");
     else this.ctx.log.warn(fields, "peer queue full; dropping the oldest messages until it drains");
     this.reportUnreachable();
@@ -268,7 +285,7 @@ export class PeerLink {
   /** Writes queued messages as frames while the stream is accepted and gRPC takes more. */
   flush(): void {
     const stream = this.stream;
-    if (stream === undefined || !this.accepted || this.drainPending || this.closed) return;
+    if (stream === undefined || this.phase.name !== "up" || this.drainPending || this.closed) return;
     while (this.queue.length > 0) {
       const frame = this.queue.takeFrame(this.ctx.limits.frameBytesMax);
       if (!stream.write(frame)) {
@@ -339,12 +356,78 @@ export class PeerLink {
 
   // ------------------------------------------------ forwarding
 
+  /**
+   * Sends a request to the peer's onForward, unless the link is not connected: then it rejects
+   * at once with notConnected, having sent nothing, so the caller may safely send it elsewhere.
+   *
+   * Not connected means the stream phase is down: a stream to the peer failed (it ended, was
+   * refused, broke, or was not accepted within connectTimeoutMs) and the peer has not accepted one
+   * since. A link that is still connecting, never having failed, is not down: the forward waits
+   * for its first stream to be accepted (and is then sent) or to fail (and is then notConnected),
+   * up to the forward's own timeout. Without that wait the first forward after start, or after
+   * setPeer, would fail. Forwards waiting count towards forwardsInFlightMax like those sent.
+   */
   forward(request: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (this.forwards.size >= this.ctx.limits.forwardsInFlightMax) {
+    // One deadline for the wait and the call together, so a forward never outlives its timeout.
+    const deadlineMs = Date.now() + timeoutMs;
+    if (this.phase.name === "down") return Promise.reject(this.notConnected(this.phase.reason));
+    const inFlight = this.forwards.size + this.forwardsWaiting.size;
+    if (inFlight >= this.ctx.limits.forwardsInFlightMax) {
       return Promise.reject(
-        new ForwardError(this.id, "overloaded", `cannot forward to peer ${this.id}: ${this.forwards.size} forwarded requests are already in flight (forwardsInFlightMax); retry later`),
+        new ForwardError(this.id, "overloaded", `cannot forward to peer ${this.id}: ${inFlight} forwarded requests are already in flight (forwardsInFlightMax); retry later`),
       );
     }
+    if (this.phase.name === "up") return this.sendForward(request, timeoutMs, deadlineMs);
+    return this.connectingEnded(deadlineMs).then(() => this.forwardOnceConnected(request, timeoutMs, deadlineMs));
+  }
+
+  /** After waiting on a connecting link: sent only if the peer accepted the stream meanwhile. */
+  private forwardOnceConnected(request: Uint8Array, timeoutMs: number, deadlineMs: number): Promise<Uint8Array> {
+    if (this.closeReason !== undefined) {
+      return Promise.reject(new ForwardError(this.id, "stopped", `forwarding to peer ${this.id} was cancelled before it was sent: ${this.closeReason}`));
+    }
+    switch (this.phase.name) {
+      case "up":
+        return this.sendForward(request, timeoutMs, deadlineMs);
+      case "down":
+        return Promise.reject(this.notConnected(this.phase.reason));
+      case "connecting":
+        return Promise.reject(
+          new ForwardError(
+            this.id,
+            "notConnected",
+            `cannot forward to peer ${this.id} (${this.address}): its link did not connect within the forward's ${timeoutMs} ms, so nothing was sent`,
+          ),
+        );
+    }
+  }
+
+  private notConnected(reason: string): ForwardError {
+    return new ForwardError(
+      this.id,
+      "notConnected",
+      `cannot forward to peer ${this.id} (${this.address}): the link to it is down (${reason}), so nothing was sent; retry once it is back, or on another node`,
+    );
+  }
+
+  /** Resolves once the link stops connecting (its stream is accepted or fails, or it closes), or at deadlineMs. */
+  private connectingEnded(deadlineMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.forwardsWaiting.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, Math.max(0, deadlineMs - Date.now()));
+      this.forwardsWaiting.add(wake);
+    });
+  }
+
+  private wakeForwardsWaiting(): void {
+    for (const wake of [...this.forwardsWaiting]) wake();
+  }
+
+  private sendForward(request: Uint8Array, timeoutMs: number, deadlineMs: number): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       let call: grpc.ClientUnaryCall | undefined = undefined;
       call = this.client.makeUnaryRequest<Buffer, Buffer>(
@@ -353,7 +436,7 @@ export class PeerLink {
         identity,
         toBuffer(request),
         this.ctx.callMetadata(),
-        { deadline: Date.now() + timeoutMs },
+        { deadline: deadlineMs },
         (err, reply) => {
           if (call !== undefined) this.forwards.delete(call);
           if (err === null) resolve(toBytes(reply ?? EMPTY_BUFFER));
@@ -379,7 +462,10 @@ export class PeerLink {
 
   // ------------------------------------------------ lifecycle
 
-  /** Points the link at a new address: the stream starts over there now, the queue is kept. */
+  /**
+   * Points the link at a new address: the stream starts over there now, the queue is kept. The
+   * link is connecting again, not down: the new address has not failed yet.
+   */
   setAddress(address: string): void {
     if (address === this.address) return;
     this.ctx.log.info({ peer: this.id, from: this.address, to: address }, "peer address changed");
@@ -399,7 +485,7 @@ export class PeerLink {
     this.streamGeneration++;
     this.stream?.cancel();
     this.stream = undefined;
-    this.accepted = false;
+    this.phase = CONNECTING;
     this.drainPending = false;
     this.snapshotCall?.cancel();
   }
@@ -409,6 +495,7 @@ export class PeerLink {
     if (this.closed) return;
     this.closeReason = reason;
     this.dropConnection();
+    this.wakeForwardsWaiting();
     for (const call of this.forwards) call.cancel();
     this.queue.clear();
     this.client.close();

@@ -3,15 +3,15 @@
 // to their peer's link (peer_link.ts), inbound calls are admitted here and served by inbound.ts,
 // and the wire contract both ends share is service.ts.
 //
-// Delivery is best effort, which is all Raft assumes: a message can be lost to a broken stream or
-// a full queue, and the core hears about it through onUnreachable / onSnapshotStatus so it can
-// probe or retry. Every queue, buffer and in-flight count has a named bound (limits.ts);
+// It is the node's PeerNetwork (src/raft/node/ports.ts). Delivery is best effort, which is all
+// Raft assumes: a message can be lost to a broken stream or a full queue, and the core hears
+// about it through onUnreachable / onSnapshotStatus so it can probe or retry. Every queue, buffer and in-flight count has a named bound (limits.ts);
 // exceeding one drops and reports, it never grows.
 
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Message, type NodeId, invariant, isLocalMessage } from "../core/types.js";
-import { ForwardError } from "../node/ports.js";
+import { ForwardError, type PeerHandlers, type PeerNetwork } from "../node/ports.js";
 import { type InboundCall, type InboundContext, type CallStatus, InboundForward, InboundSnapshot, InboundStream, senderOf, shuttingDown } from "./inbound.js";
 import { type PeerTransportLimits, type ResolvedLimits, resolveLimits } from "./limits.js";
 import { type LinkContext, type PeerLinkStats, PeerLink } from "./peer_link.js";
@@ -34,14 +34,6 @@ export interface PeerTransportOptions {
   readonly clusterId: string;
   /** "host:port"; port 0 picks a free port (start() resolves with it). */
   readonly listen: string;
-  /** Inbound Raft messages, decoded and addressed to selfId, in arrival order, one call per frame. */
-  readonly onMessages: (messages: Message[]) => void;
-  /** A send to this peer failed or its stream broke: once per failure, never once per message. */
-  readonly onUnreachable: (peer: NodeId) => void;
-  /** The outcome of a snapshot transfer this node sent. */
-  readonly onSnapshotStatus: (peer: NodeId, ok: boolean) => void;
-  /** Unary request forwarding (a follower forwards a client's proposal/read to the leader). Opaque bytes in and out. */
-  readonly onForward: (request: Uint8Array) => Promise<Uint8Array>;
   readonly logger: Logger;
   readonly limits?: PeerTransportLimits;
   /** A float in [0, 1) for backoff jitter; inject a seeded one for reproducible runs. */
@@ -76,7 +68,7 @@ function rethrowOutside(err: unknown): void {
 /** Unknown peers warned about at once; past it the set starts over, so a bug cannot grow it. */
 const UNKNOWN_PEERS_WARNED_MAX = 1024;
 
-export class PeerTransport {
+export class PeerTransport implements PeerNetwork {
   private readonly opts: PeerTransportOptions;
   private readonly limits: ResolvedLimits;
   private readonly log: Logger;
@@ -87,6 +79,8 @@ export class PeerTransport {
   private flushImmediate: NodeJS.Immediate | undefined;
   private server: grpc.Server | undefined;
   private state: TransportState = "new";
+  /** The node's callbacks, from start() until stop() begins: none runs outside that span. */
+  private handlers: PeerHandlers | undefined;
   // The inbound calls open now, by kind: what stop() ends, and what the inbound bounds count.
   private readonly inboundStreams = new Set<InboundCall>();
   private readonly inboundSnapshots = new Set<InboundCall>();
@@ -106,28 +100,29 @@ export class PeerTransport {
       callMetadata: () => callMetadata(opts.clusterId, opts.selfId),
       // Callbacks never run inside send() or a gRPC event: the node may be mid-Ready when it
       // sends, and stepping its core from inside that call would interleave two batches.
-      reportUnreachable: (peer) =>
-        queueMicrotask(() => {
-          if (this.state !== "stopped") this.opts.onUnreachable(peer);
-        }),
-      reportSnapshotStatus: (peer, ok) =>
-        queueMicrotask(() => {
-          if (this.state !== "stopped") this.opts.onSnapshotStatus(peer, ok);
-        }),
+      reportUnreachable: (peer) => queueMicrotask(() => this.handlers?.onUnreachable(peer)),
+      reportSnapshotStatus: (peer, ok) => queueMicrotask(() => this.handlers?.onSnapshotStatus(peer, ok)),
     };
     this.inboundContext = {
       selfId: opts.selfId,
       limits: this.limits,
       log: this.log,
       deliver: (messages) => this.deliver(messages),
-      onForward: (request) => this.opts.onForward(request),
+      onForward: (request) => {
+        const handlers = this.handlers;
+        // A forward is served only once admitted, which needs "running": start() has set them.
+        invariant(handlers !== undefined, () => `node ${opts.selfId} served a forwarded request while not running`);
+        return handlers.onForward(request);
+      },
     };
   }
 
-  /** Binds the peer port and serves. Resolves with the bound port. */
-  async start(): Promise<number> {
+  /** Binds the peer port and serves, delivering to `handlers`. Resolves with the bound port. */
+  async start(handlers: PeerHandlers): Promise<number> {
     if (this.state !== "new") throw new Error(`the peer transport of node ${this.opts.selfId} cannot start: it is ${this.state}`);
     this.state = "starting";
+    // Before binding: a peer's call may arrive as soon as the port is bound.
+    this.handlers = handlers;
     const server = new grpc.Server(serverOptions(this.limits));
     server.addService(peerServiceDefinition, {
       Stream: (call: grpc.ServerReadableStream<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => this.serveStream(call, callback),
@@ -245,7 +240,11 @@ export class PeerTransport {
     }
   }
 
-  /** Sends opaque bytes to a peer's onForward and resolves with its reply. Rejects with a ForwardError. */
+  /**
+   * Sends opaque bytes to a peer's onForward and resolves with its reply. Rejects with a
+   * ForwardError; with notConnected, at once and having sent nothing, when the peer's link is
+   * down (the rule is PeerLink.forward's).
+   */
   forward(to: NodeId, request: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (this.state === "stopped") {
       return Promise.reject(new ForwardError(to, "stopped", `cannot forward to peer ${to}: the peer transport of node ${this.opts.selfId} is stopped`));
@@ -274,6 +273,7 @@ export class PeerTransport {
   async stop(): Promise<void> {
     if (this.state === "stopped") return;
     this.state = "stopped";
+    this.handlers = undefined;
     if (this.flushImmediate !== undefined) clearImmediate(this.flushImmediate);
     this.flushImmediate = undefined;
     this.dirty.clear();
@@ -325,9 +325,10 @@ export class PeerTransport {
 
   /** Hands inbound messages to the node, unless we are stopping: then no callback fires. */
   private deliver(messages: Message[]): void {
-    if (messages.length === 0 || this.state !== "running") return;
+    const handlers = this.handlers;
+    if (messages.length === 0 || this.state !== "running" || handlers === undefined) return;
     try {
-      this.opts.onMessages(messages);
+      handlers.onMessages(messages);
     } catch (err) {
       rethrowOutside(err);
     }
