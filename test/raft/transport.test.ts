@@ -631,6 +631,19 @@ void describe("Forward", () => {
       assert.deepEqual(await first, new Uint8Array([1]));
     }));
 
+  void test("a forward cut off in flight by removing the peer is a transport failure: the peer may have acted on it", T, (t) =>
+    withHarness(t, async (h) => {
+      let handled = 0;
+      const b = await h.start("b", { onForward: () => (handled++, new Promise<Uint8Array>(() => undefined)) });
+      const a = await h.start("a");
+      a.transport.setPeer("b", b.address);
+      const inFlight = a.transport.forward("b", new Uint8Array([1]), 3000);
+      await waitFor(() => handled === 1, "b's handler to be running the forward");
+      a.transport.removePeer("b");
+      const err = await forwardFails(inFlight, "transport", /cut off in flight \(peer b was removed\); the peer may have acted on it/);
+      assert.equal(err.neverDelivered, false);
+    }));
+
   void test("a forward waiting for a connecting link is refused with stopped when the peer is removed", T, (t) =>
     withHarness(t, async (h) => {
       const b = await h.start("b", { onForward: (req) => Promise.resolve(req) });

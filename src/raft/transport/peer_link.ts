@@ -455,7 +455,9 @@ export class PeerLink {
       return new ForwardError(this.id, "remote", `peer ${this.id} failed the forwarded request: ${err.details}`);
     }
     if (err.code === grpc.status.CANCELLED && this.closeReason !== undefined) {
-      return new ForwardError(this.id, "stopped", `forwarding to peer ${this.id} was cancelled: ${this.closeReason}`);
+      // Not "stopped": that promises the peer never saw it, and a call cut off in flight may
+      // already be running in the peer's handler. Only a forward never sent is "stopped".
+      return new ForwardError(this.id, "transport", `forwarding to peer ${this.id} was cut off in flight (${this.closeReason}); the peer may have acted on it`);
     }
     return new ForwardError(this.id, "transport", `forwarding to peer ${this.id} (${this.address}) failed: ${statusName(err.code)}: ${err.details}`);
   }
