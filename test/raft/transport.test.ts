@@ -1,17 +1,16 @@
 // The peer transport over real gRPC on loopback: framing and batching, cluster isolation,
-// reconnects, bounded queues, chunked InstallSnapshot and request forwarding.
+// reconnects, bounded queues, chunked InstallSnapshot and request forwarding, and the
+// PeerNetwork contract that a forward the link cannot carry is refused without being sent.
 
 import { type TestContext, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { type Server, type Socket, connect, createServer } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { pino, type Logger } from "pino";
-import {
-  CLUSTER_ID_METADATA_KEY,
-  ForwardError,
-  PeerTransport,
-  type PeerTransportLimits,
-  peerServiceDefinition,
-} from "../../src/raft/transport/transport.js";
+import { PeerTransport } from "../../src/raft/transport/transport.js";
+import type { PeerTransportLimits } from "../../src/raft/transport/limits.js";
+import { CLUSTER_ID_METADATA_KEY, peerServiceDefinition } from "../../src/raft/transport/service.js";
+import { ForwardError, type ForwardFailure, type PeerHandlers } from "../../src/raft/node/ports.js";
 import { freePort } from "../support/cluster.js";
 import { encodeMessages } from "../../src/raft/codec.js";
 import type { AppendRequest, HeartbeatRequest, Message, NodeId, SnapshotRequest } from "../../src/raft/core/types.js";
@@ -52,6 +51,7 @@ class TestNode {
   readonly snapshotStatuses: { peer: NodeId; ok: boolean }[] = [];
   readonly lines: LogLine[];
   readonly transport: PeerTransport;
+  readonly handlers: PeerHandlers;
   port = 0;
 
   constructor(
@@ -64,14 +64,16 @@ class TestNode {
       selfId: id,
       clusterId: opts.clusterId ?? CLUSTER,
       listen: opts.listen ?? "127.0.0.1:0",
-      onMessages: (messages) => void this.batches.push(messages),
-      onUnreachable: (peer) => void this.unreachable.push(peer),
-      onSnapshotStatus: (peer, ok) => void this.snapshotStatuses.push({ peer, ok }),
-      onForward: opts.onForward ?? (() => Promise.reject(new Error(`node ${id} serves no forwards in this test`))),
       logger,
       limits: { ...TEST_LIMITS, ...opts.limits },
       random: () => 0.5,
     });
+    this.handlers = {
+      onMessages: (messages) => void this.batches.push(messages),
+      onUnreachable: (peer) => void this.unreachable.push(peer),
+      onSnapshotStatus: (peer, ok) => void this.snapshotStatuses.push({ peer, ok }),
+      onForward: opts.onForward ?? (() => Promise.reject(new Error(`node ${id} serves no forwards in this test`))),
+    };
   }
 
   get address(): string {
@@ -87,13 +89,14 @@ class TestNode {
   }
 }
 
-/** Creates nodes for one test and stops every one of them afterwards, pass or fail. */
+/** Creates nodes (and proxies) for one test and stops every one of them afterwards, pass or fail. */
 class Harness {
   private readonly nodes: TestNode[] = [];
+  private readonly proxies: HeldProxy[] = [];
 
   async start(id: NodeId, opts: NodeOptions = {}): Promise<TestNode> {
     const node = this.create(id, opts);
-    node.port = await node.transport.start();
+    node.port = await node.transport.start(node.handlers);
     return node;
   }
 
@@ -104,8 +107,77 @@ class Harness {
     return node;
   }
 
+  async proxy(target: TestNode): Promise<HeldProxy> {
+    const proxy = await HeldProxy.listen(target.address);
+    this.proxies.push(proxy);
+    return proxy;
+  }
+
   async stop(): Promise<void> {
-    await Promise.all(this.nodes.map((n) => n.transport.stop()));
+    await Promise.all([...this.nodes.map((n) => n.transport.stop()), ...this.proxies.map((p) => p.close())]);
+  }
+}
+
+/**
+ * A TCP proxy on loopback that accepts connections but holds them, passing no byte either way,
+ * until release(): a peer that is slow to come up, for as long as a test needs, without a sleep.
+ */
+class HeldProxy {
+  private readonly sockets = new Set<Socket>();
+  private readonly held: Socket[] = [];
+  private released = false;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly target: string,
+    readonly address: string,
+  ) {
+    server.on("connection", (socket) => {
+      this.sockets.add(socket);
+      socket.on("close", () => this.sockets.delete(socket));
+      socket.on("error", () => socket.destroy());
+      if (this.released) this.pipe(socket);
+      else this.held.push(socket);
+    });
+  }
+
+  static async listen(target: string): Promise<HeldProxy> {
+    const server = createServer({ pauseOnConnect: true });
+    const port = await freePort();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, "127.0.0.1", () => resolve());
+    });
+    return new HeldProxy(server, target, `127.0.0.1:${port}`);
+  }
+
+  /** Connections accepted and not yet passed on. */
+  get heldConnections(): number {
+    return this.held.length;
+  }
+
+  release(): void {
+    this.released = true;
+    for (const socket of this.held.splice(0)) this.pipe(socket);
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private pipe(socket: Socket): void {
+    const [host, port] = this.target.split(":");
+    const upstream = connect(Number(port), host);
+    this.sockets.add(upstream);
+    upstream.on("close", () => {
+      this.sockets.delete(upstream);
+      socket.destroy();
+    });
+    upstream.on("error", () => upstream.destroy());
+    socket.on("close", () => upstream.destroy());
+    socket.pipe(upstream).pipe(socket);
+    socket.resume();
   }
 }
 
@@ -133,6 +205,18 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = WAIT_
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/** Awaits a forward that must fail with a ForwardError of `failure` whose message matches, and returns the error. */
+async function forwardFails(forward: Promise<Uint8Array>, failure: ForwardFailure, message: RegExp): Promise<ForwardError> {
+  const err = await forward.then(
+    () => assert.fail(`the forward succeeded; expected it to fail with ${failure}`),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof ForwardError, `expected a ForwardError, got ${String(err)}`);
+  assert.equal(err.failure, failure, err.message);
+  assert.match(err.message, message);
+  return err;
 }
 
 function heartbeat(from: NodeId, to: NodeId, commit: number): HeartbeatRequest {
@@ -262,13 +346,29 @@ void describe("peer stream", () => {
       assert.deepEqual(a.unreachable, ["b"]);
       assert.equal(a.transport.peerStats("b")?.connected, false);
 
-      await assert.rejects(a.transport.forward("b", new Uint8Array([1]), 1000), (err: unknown) => {
-        assert.ok(err instanceof ForwardError);
-        assert.match(err.message, /FAILED_PRECONDITION/);
-        assert.match(err.message, /"beta"/);
-        assert.match(err.message, /"alpha"/);
-        return true;
-      });
+      // The refused stream took the link down, so a forward is not even sent; it says why.
+      const err = await forwardFails(a.transport.forward("b", new Uint8Array([1]), 1000), "notConnected", /FAILED_PRECONDITION/);
+      assert.match(err.message, /"beta"/);
+      assert.match(err.message, /"alpha"/);
+    }));
+
+  void test("a Forward call from another cluster is refused with FAILED_PRECONDITION and never reaches the handler", T, (t) =>
+    withHarness(t, async (h) => {
+      let handled = 0;
+      const b = await h.start("b", { onForward: (req) => (handled++, Promise.resolve(req)) });
+      const client = new grpc.Client(b.address, grpc.credentials.createInsecure());
+      try {
+        const md = new grpc.Metadata();
+        md.set(CLUSTER_ID_METADATA_KEY, "another-cluster");
+        const status = await new Promise<grpc.ServiceError | null>((resolve) => {
+          client.makeUnaryRequest<Buffer, Buffer>(peerServiceDefinition.Forward.path, (x) => x, (x) => x, Buffer.from([1]), md, {}, (err) => resolve(err));
+        });
+        assert.equal(status?.code, grpc.status.FAILED_PRECONDITION);
+        assert.match(status.details, /cluster id mismatch/);
+      } finally {
+        client.close();
+      }
+      assert.equal(handled, 0);
     }));
 
   void test("an undecodable frame ends that stream with INVALID_ARGUMENT and the node keeps serving", T, (t) =>
@@ -426,13 +526,8 @@ void describe("Forward", () => {
       const b = await h.start("b", { onForward: () => Promise.reject(new Error("node b is no longer the leader; try node c")) });
       const a = await h.start("a");
       a.transport.setPeer("b", b.address);
-      await assert.rejects(a.transport.forward("b", new Uint8Array([1]), 2000), (err: unknown) => {
-        assert.ok(err instanceof ForwardError);
-        assert.equal(err.failure, "remote");
-        assert.equal(err.peer, "b");
-        assert.match(err.message, /node b is no longer the leader; try node c/);
-        return true;
-      });
+      const err = await forwardFails(a.transport.forward("b", new Uint8Array([1]), 2000), "remote", /node b is no longer the leader; try node c/);
+      assert.equal(err.peer, "b");
     }));
 
   void test("forward() times out with a clear message when the leader does not answer", T, (t) =>
@@ -441,32 +536,124 @@ void describe("Forward", () => {
       const a = await h.start("a");
       a.transport.setPeer("b", b.address);
       const startedAt = Date.now();
-      await assert.rejects(a.transport.forward("b", new Uint8Array([1]), 150), (err: unknown) => {
-        assert.ok(err instanceof ForwardError);
-        assert.equal(err.failure, "timeout");
-        assert.match(err.message, /timed out after 150 ms/);
-        return true;
-      });
+      await forwardFails(a.transport.forward("b", new Uint8Array([1]), 150), "timeout", /timed out after 150 ms/);
       const elapsedMs = Date.now() - startedAt;
       assert.ok(elapsedMs >= 140 && elapsedMs < 2000, `timed out after ${elapsedMs} ms`);
     }));
 
-  void test("forward() to an unknown or dead peer rejects at once", T, (t) =>
+  void test("forward() to an unknown peer rejects at once with unknownPeer", T, (t) =>
     withHarness(t, async (h) => {
       const a = await h.start("a");
-      await assert.rejects(a.transport.forward("zz", new Uint8Array([1]), 1000), (err: unknown) => {
-        assert.ok(err instanceof ForwardError);
-        assert.equal(err.failure, "unknownPeer");
-        assert.match(err.message, /not a known peer/);
-        return true;
-      });
+      const err = await forwardFails(a.transport.forward("zz", new Uint8Array([1]), 1000), "unknownPeer", /not a known peer/);
+      assert.equal(err.neverDelivered, true);
+    }));
+
+  void test("forward() to a peer whose link is down rejects at once with notConnected, and the peer's handler never runs", T, (t) =>
+    withHarness(t, async (h) => {
+      const handled: number[] = [];
+      const onForward = (req: Uint8Array): Promise<Uint8Array> => (handled.push(req[0]), Promise.resolve(req));
+      const b1 = await h.start("b", { onForward });
+      // A long backoff holds the link down for a while after b1 goes, with b2 already listening.
+      const a = await h.start("a", { limits: { backoffMinMs: 1000, backoffMaxMs: 1000 } });
+      a.transport.setPeer("b", b1.address);
+      await a.transport.forward("b", Uint8Array.of(1), 2000);
+
+      await b1.transport.stop();
+      await waitFor(() => a.unreachable.length === 1, "a to see b's stream fail");
+      await h.start("b", { listen: b1.address, onForward });
+      const startedAt = Date.now();
+      const err = await forwardFails(a.transport.forward("b", Uint8Array.of(2), 3000), "notConnected", /the link to it is down \(UNAVAILABLE: .*\), so nothing was sent/);
+      assert.equal(err.neverDelivered, true);
+      assert.equal(err.peer, "b");
+      const elapsedMs = Date.now() - startedAt;
+      assert.ok(elapsedMs < 500, `rejected after ${elapsedMs} ms; expected at once, not at the 3000 ms timeout`);
+
+      // Once the link is back, forwards go again, and the one refused above never arrived.
+      await waitFor(() => a.transport.peerStats("b")?.connected === true, "a to reconnect after its backoff");
+      await a.transport.forward("b", Uint8Array.of(3), 2000);
+      assert.deepEqual(handled, [1, 3]);
+    }));
+
+  void test("forward() to a new peer that is not listening rejects with notConnected when the first connection fails, before its timeout", T, (t) =>
+    withHarness(t, async (h) => {
+      const a = await h.start("a");
       a.transport.setPeer("b", `127.0.0.1:${await freePort()}`);
-      await assert.rejects(a.transport.forward("b", new Uint8Array([1]), 3000), (err: unknown) => {
-        assert.ok(err instanceof ForwardError);
-        assert.equal(err.failure, "transport");
-        assert.match(err.message, /UNAVAILABLE/);
-        return true;
-      });
+      const startedAt = Date.now();
+      const err = await forwardFails(a.transport.forward("b", new Uint8Array([1]), 3000), "notConnected", /UNAVAILABLE/);
+      assert.equal(err.neverDelivered, true);
+      const elapsedMs = Date.now() - startedAt;
+      assert.ok(elapsedMs < 1500, `rejected after ${elapsedMs} ms; expected once the connection failed, not at the timeout`);
+    }));
+
+  void test("forward() to a freshly added peer waits while its link connects, and succeeds once the peer accepts", T, (t) =>
+    withHarness(t, async (h) => {
+      const b = await h.start("b", { onForward: (req) => Promise.resolve(Uint8Array.from([...req].reverse())) });
+      const slow = await h.proxy(b);
+      const a = await h.start("a");
+      a.transport.setPeer("b", slow.address);
+      let settled = false;
+      const reply = a.transport.forward("b", Uint8Array.from([1, 2, 3]), 3000).finally(() => (settled = true));
+
+      await waitFor(() => slow.heldConnections > 0, "a's link to reach the held proxy");
+      assert.equal(a.transport.peerStats("b")?.connected, false, "the link is still connecting");
+      assert.equal(settled, false, "the forward waits for the link instead of failing");
+      slow.release();
+      assert.deepEqual(await reply, Uint8Array.from([3, 2, 1]));
+      assert.deepEqual(a.unreachable, []);
+    }));
+
+  void test("a forward waiting for a connecting link is refused with notConnected once its timeout passes, having sent nothing", T, (t) =>
+    withHarness(t, async (h) => {
+      let handled = 0;
+      const b = await h.start("b", { onForward: (req) => (handled++, Promise.resolve(req)) });
+      const slow = await h.proxy(b);
+      const a = await h.start("a");
+      a.transport.setPeer("b", slow.address);
+      const err = await forwardFails(a.transport.forward("b", new Uint8Array([1]), 150), "notConnected", /did not connect within the forward's 150 ms, so nothing was sent/);
+      assert.equal(err.neverDelivered, true);
+      // Had it been sent, it would wait in the proxy with the stream and arrive on release.
+      slow.release();
+      await waitFor(() => a.transport.peerStats("b")?.connected === true, "the link to connect");
+      await a.transport.forward("b", new Uint8Array([2]), 2000);
+      assert.equal(handled, 1);
+    }));
+
+  void test("forwards waiting for a connecting link count towards forwardsInFlightMax", T, (t) =>
+    withHarness(t, async (h) => {
+      const b = await h.start("b", { onForward: (req) => Promise.resolve(req) });
+      const slow = await h.proxy(b);
+      const a = await h.start("a", { limits: { forwardsInFlightMax: 1 } });
+      a.transport.setPeer("b", slow.address);
+      const first = a.transport.forward("b", new Uint8Array([1]), 3000);
+      const err = await forwardFails(a.transport.forward("b", new Uint8Array([2]), 3000), "overloaded", /forwardsInFlightMax/);
+      assert.equal(err.neverDelivered, true);
+      slow.release();
+      assert.deepEqual(await first, new Uint8Array([1]));
+    }));
+
+  void test("a forward cut off in flight by removing the peer is a transport failure: the peer may have acted on it", T, (t) =>
+    withHarness(t, async (h) => {
+      let handled = 0;
+      const b = await h.start("b", { onForward: () => (handled++, new Promise<Uint8Array>(() => undefined)) });
+      const a = await h.start("a");
+      a.transport.setPeer("b", b.address);
+      const inFlight = a.transport.forward("b", new Uint8Array([1]), 3000);
+      await waitFor(() => handled === 1, "b's handler to be running the forward");
+      a.transport.removePeer("b");
+      const err = await forwardFails(inFlight, "transport", /cut off in flight \(peer b was removed\); the peer may have acted on it/);
+      assert.equal(err.neverDelivered, false);
+    }));
+
+  void test("a forward waiting for a connecting link is refused with stopped when the peer is removed", T, (t) =>
+    withHarness(t, async (h) => {
+      const b = await h.start("b", { onForward: (req) => Promise.resolve(req) });
+      const slow = await h.proxy(b);
+      const a = await h.start("a");
+      a.transport.setPeer("b", slow.address);
+      const waiting = a.transport.forward("b", new Uint8Array([1]), 3000);
+      a.transport.removePeer("b");
+      const err = await forwardFails(waiting, "stopped", /cancelled before it was sent: peer b was removed/);
+      assert.equal(err.neverDelivered, true);
     }));
 });
 
@@ -493,17 +680,7 @@ void describe("lifecycle", () => {
   void test("limits are validated when the transport is created", T, () => {
     const { logger } = captureLogger();
     const make = (limits: PeerTransportLimits): PeerTransport =>
-      new PeerTransport({
-        selfId: "a",
-        clusterId: CLUSTER,
-        listen: "127.0.0.1:0",
-        onMessages: () => undefined,
-        onUnreachable: () => undefined,
-        onSnapshotStatus: () => undefined,
-        onForward: (r) => Promise.resolve(r),
-        logger,
-        limits,
-      });
+      new PeerTransport({ selfId: "a", clusterId: CLUSTER, listen: "127.0.0.1:0", logger, limits });
     assert.throws(() => make({ queueMessagesMax: 0 }), /queueMessagesMax must be a positive integer/);
     assert.throws(() => make({ frameBytesMax: 1024, snapshotChunkBytes: 4096 }), /snapshotChunkBytes/);
     assert.throws(() => make({ backoffMinMs: 500, backoffMaxMs: 100 }), /backoffMinMs/);
