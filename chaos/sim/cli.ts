@@ -4,21 +4,22 @@
 // npm run sim -- --mutants --seeds 2000     runs every planted bug over seeds 1..N: how many catch it
 
 import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
 import { Worker, isMainThread, parentPort } from "node:worker_threads";
 import { MUTANTS, type Mutant, type SimStats, emptyStats, isMutant, runSimulation } from "./simulator.js";
 
-interface SeedFailure {
+export interface SeedFailure {
   readonly seed: number;
   readonly violations: string[];
 }
 
-interface Batch {
+export interface Batch {
   readonly mutant: Mutant | undefined;
   readonly from: number;
   readonly to: number;
 }
 
-interface BatchResult {
+export interface BatchResult {
   readonly batch: Batch;
   readonly failures: SeedFailure[];
   readonly stats: SimStats;
@@ -35,14 +36,14 @@ function addStats(into: SimStats, from: SimStats): void {
  * Runs seeds [from, to] in this thread. A seed that throws (a checker's own bug, or an invariant
  * error that escaped the driver) is a violation of that seed, never the end of the run.
  */
-export async function runSeeds(batch: Batch): Promise<BatchResult> {
+export async function runSeeds(batch: Batch, simulate: typeof runSimulation = runSimulation): Promise<BatchResult> {
   // Refused proposals are routine in the simulation; capturing their stacks would dominate the run.
   Error.stackTraceLimit = 0;
   const stats = emptyStats();
   const failures: SeedFailure[] = [];
   for (let seed = batch.from; seed <= batch.to; seed++) {
     try {
-      const r = await runSimulation(batch.mutant === undefined ? { seed } : { seed, mutant: batch.mutant });
+      const r = await simulate(batch.mutant === undefined ? { seed } : { seed, mutant: batch.mutant });
       addStats(stats, r.stats);
       if (r.violations.length > 0) failures.push({ seed, violations: r.violations });
     } catch (err) {
@@ -186,9 +187,9 @@ async function main(): Promise<void> {
   process.exit(failures.length === 0 ? 0 : 1);
 }
 
-if (isMainThread) {
+if (isMainThread && process.argv[1] === fileURLToPath(import.meta.url)) {
   await main();
-} else {
+} else if (!isMainThread) {
   parentPort?.on("message", (batch: Batch) => {
     void runSeeds(batch).then((r) => parentPort?.postMessage(r));
   });

@@ -137,6 +137,7 @@ class SimNode {
   restarts = 0;
   checkedCommit = 0;
   leaderTermSeen = -1;
+  candidateTermSeen = -1;
   firstCommitTermSeen = -1;
 
   constructor(readonly id: NodeId, world: SimWorld, rng: SeededRandom) {
@@ -168,6 +169,12 @@ class Simulation {
 
   // What the cluster committed, as first observed: term and command per index.
   private readonly committedTerm: number[] = [];
+  /**
+   * The term in which each index was committed: the observer's term when it was first seen
+   * committed. The checks run after every event, so the first observer is the leader that counted
+   * the majority. Commits only move forward in time, so these never decrease with the index.
+   */
+  private readonly commitTermOf: number[] = [];
   private readonly appliedCommand = new Map<number, string>();
   private readonly digestAfter = new Map<number, number>();
   private maxCommitted = 1;
@@ -281,7 +288,6 @@ class Simulation {
     node.driver = driver;
     node.machine = machine;
     driver.onFatal((err) => this.onFatal(node, driver, err));
-    driver.onRoleChange(() => this.checkLeader(node));
     driver.start().then(
       () => {
         if (node.driver === driver) node.ready = true;
@@ -403,7 +409,8 @@ class Simulation {
     const to = this.rng.pick(ids.filter((id) => id !== from));
     if (this.network.mode(from, to) !== "up") return;
     const mode: LinkMode = this.rng.chance(0.75) ? "hold" : "drop";
-    const ms = 20 + this.rng.nextInt(this.rng.chance(0.3) ? 1500 : 400);
+    // Some stalls outlast several elections: what they held then answers a sender that changed term since.
+    const ms = 20 + this.rng.nextInt(this.rng.chance(0.3) ? 3000 : 500);
     this.log(`link ${from}>${to} ${mode}s for ${ms}ms`);
     this.network.setMode(from, to, mode);
     this.world.at(this.world.nowMs + ms, () => {
@@ -620,7 +627,13 @@ class Simulation {
       this.violation(`the run scheduled more than ${EVENTS_MAX} events: a livelock`);
       return true;
     }
-    for (const node of this.nodes.values()) if (node.up) this.checkCommits(node);
+    for (const node of this.nodes.values()) {
+      if (!node.up) continue;
+      this.checkCommits(node);
+      const core = (node.driver as RaftDriver).core;
+      if (core.role === "leader" && node.leaderTermSeen !== core.term) this.checkLeader(node);
+      else if (core.role === "candidate" && node.candidateTermSeen !== core.term) this.checkCandidate(node);
+    }
     return this.violations.length >= VIOLATIONS_MAX;
   }
 
@@ -634,6 +647,7 @@ class Simulation {
       const known = this.committedTerm[i];
       if (known === undefined) {
         this.committedTerm[i] = term;
+        this.commitTermOf[i] = core.term;
         this.maxCommitted = Math.max(this.maxCommitted, i);
         const entry = core.log.entryAt(i);
         if (entry?.type === "confChange") {
@@ -662,11 +676,46 @@ class Simulation {
     });
   }
 
+  /** The last index committed in a term before `term`: what a leader of `term` must hold. */
+  private committedBefore(term: number): number {
+    let index = this.maxCommitted;
+    while (index > 1 && (this.commitTermOf[index] ?? 0) >= term) index--;
+    return index;
+  }
+
+  /**
+   * A candidate campaigns under its own configuration. If its log lacks a committed entry, no
+   * majority of that configuration may hold logs that are no more up to date than its own, or it
+   * could win and overwrite the entry. Commit safety judges elections under the committer's
+   * configuration; this judges them under the candidate's, which differs when it lags behind a
+   * membership change: the case that one change at a time, and no campaign with a change
+   * unapplied, exist to prevent.
+   */
+  private checkCandidate(node: SimNode): void {
+    const core = (node.driver as RaftDriver).core;
+    node.candidateTermSeen = core.term;
+    const index = this.committedBefore(core.term);
+    const term = this.committedTerm[index];
+    if (index <= core.log.snapshotIndex() || core.log.term(index) === term) return;
+    const candidateLast: [number, number] = [core.log.lastTerm(), core.log.lastIndex()];
+    const voters = core.conf.voters;
+    const electors = voters.filter((id) => {
+      const voter = this.nodes.get(id);
+      if (voter === undefined) return false;
+      if (voter === node) return true;
+      const [t, i] = imageLast(voter.disk.durable);
+      return candidateLast[0] > t || (candidateLast[0] === t && candidateLast[1] >= i);
+    });
+    if (electors.length >= Math.floor(voters.length / 2) + 1) {
+      this.violation(`election safety: ${node.id} campaigns in term ${core.term} under voters ${voters.join(",")} without committed entry ${index} ` +
+        `(term ${term}), and could win with votes from ${electors.join(",")}`);
+    }
+  }
+
   /** Election safety and leader completeness, when a node reports it leads. */
   private checkLeader(node: SimNode): void {
-    if (!node.up) return;
     const core = (node.driver as RaftDriver).core;
-    if (core.role !== "leader" || node.leaderTermSeen === core.term) return;
+    if (node.leaderTermSeen === core.term) return;
     node.leaderTermSeen = core.term;
     this.stats.elections++;
     this.log(`${node.id} leads term ${core.term}`);
@@ -678,7 +727,8 @@ class Simulation {
     this.leaderOfTerm.set(core.term, node.id);
     // A new leader is still reconciling the logs it inherited (Figure 8's window): crash some.
     if (this.world.nowMs < this.faultPhaseEndMs && this.rng.chance(0.25)) this.crashSoon(node);
-    for (let i = core.log.firstIndex(); i <= this.maxCommitted; i++) {
+    // Leader completeness: every entry committed in an earlier term is in the new leader's log.
+    for (let i = core.log.firstIndex(), through = this.committedBefore(core.term); i <= through; i++) {
       const term = core.log.term(i);
       if (term !== this.committedTerm[i]) {
         this.violation(`leader completeness: ${node.id}, leader of term ${core.term}, has ${term === undefined ? "no entry" : `term ${term}`} ` +

@@ -22,6 +22,7 @@ export interface ServerConfig {
   readonly logLevel: string;
   readonly tickMs: number | undefined;
   readonly snapshotEntries: number | undefined;
+  readonly catchUpEntries: number | undefined;
   /** Consul's "datacenter": reported by /v1/agent/self and in catalog answers. */
   readonly datacenter: string;
   readonly deregisterCriticalMinMs: number | undefined;
@@ -72,6 +73,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--log-level", env: "CAIRN_LOG_LEVEL", key: "logLevel", help: "trace, debug, info, warn, error (default info)" },
   { flag: "--tick-ms", env: "CAIRN_TICK_MS", key: "tickMs", help: "Raft tick in ms; heartbeats every tick, election timeout 12 ticks (default 50)" },
   { flag: "--snapshot-entries", env: "CAIRN_SNAPSHOT_ENTRIES", key: "snapshotEntries", help: "compact the log every N applied entries (default 50000)" },
+  { flag: "--catch-up-entries", env: "CAIRN_CATCH_UP_ENTRIES", key: "catchUpEntries", help: "entries kept below each snapshot so a lagging follower catches up without one (default 5000; 0 keeps none)" },
   { flag: "--datacenter", env: "CAIRN_DATACENTER", key: "datacenter", help: "datacenter name reported to Consul clients (default dc1)" },
   { flag: "--deregister-critical-min", env: "CAIRN_DEREGISTER_CRITICAL_MIN", key: "deregisterCriticalMin", help: "floor for DeregisterCriticalServiceAfter (Go duration, default 1m)" },
   { flag: "--trust-domain", env: "CAIRN_TRUST_DOMAIN", key: "trustDomain", help: `SPIFFE trust domain of a new cluster's CA (default ${caDefaults.trustDomain})` },
@@ -121,6 +123,12 @@ function parseInitialCluster(value: string): Map<string, string> {
 function positiveInt(setting: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${setting} must be a positive whole number, not "${value}"`);
+  return n;
+}
+
+function wholeNumber(setting: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`${setting} must be a whole number (0 or more), not "${value}"`);
   return n;
 }
 
@@ -198,6 +206,7 @@ export function parseServerConfig(
   }
   const tickMs = get("tickMs");
   const snapshotEntries = get("snapshotEntries");
+  const catchUpEntries = get("catchUpEntries");
   const ca = parseCaConfig(get, env, readBytes);
   return {
     id,
@@ -212,6 +221,7 @@ export function parseServerConfig(
     logLevel,
     tickMs: tickMs === undefined ? undefined : positiveInt("--tick-ms", tickMs),
     snapshotEntries: snapshotEntries === undefined ? undefined : positiveInt("--snapshot-entries", snapshotEntries),
+    catchUpEntries: catchUpEntries === undefined ? undefined : wholeNumber("--catch-up-entries", catchUpEntries),
     datacenter,
     deregisterCriticalMinMs,
     ca,

@@ -82,6 +82,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger: logger.child({ component: "raft" }),
     tickMs,
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
+    ...(cfg.catchUpEntries === undefined ? {} : { raft: { catchUpEntries: cfg.catchUpEntries } }),
   });
   try {
     await driver.start();

@@ -22,14 +22,27 @@ export const ELECTION_TIMEOUT_MS = driverDefaults.tickMs * driverDefaults.electi
 const TEST_PORT_MIN = 20_000;
 const TEST_PORT_SPAN = 12_000;
 const FREE_PORT_ATTEMPTS_MAX = 50;
+/**
+ * node --test runs test files in parallel processes. Each draws from its own slice of the range,
+ * chosen by its pid, so one cannot take a port another has handed out and briefly released (a
+ * node restarting on its own ports, say); within a process no port is handed out twice.
+ */
+const PORT_SLICES = 12;
+const PORT_SLICE_SPAN = TEST_PORT_SPAN / PORT_SLICES;
+const portSliceMin = TEST_PORT_MIN + (process.pid % PORT_SLICES) * PORT_SLICE_SPAN;
+const portsHandedOut = new Set<number>();
 
-/** A loopback port that was free a moment ago, outside the ephemeral range. */
+/** A loopback port that was free a moment ago, outside the ephemeral range, never handed out before here. */
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < FREE_PORT_ATTEMPTS_MAX; attempt++) {
-    const port = TEST_PORT_MIN + Math.floor(Math.random() * TEST_PORT_SPAN);
-    if (await canListen(port)) return port;
+    const port = portSliceMin + Math.floor(Math.random() * PORT_SLICE_SPAN);
+    if (portsHandedOut.has(port)) continue;
+    if (await canListen(port)) {
+      portsHandedOut.add(port);
+      return port;
+    }
   }
-  throw new Error(`no free port in ${TEST_PORT_MIN}-${TEST_PORT_MIN + TEST_PORT_SPAN - 1} after ${FREE_PORT_ATTEMPTS_MAX} tries`);
+  throw new Error(`no free port in ${portSliceMin}-${portSliceMin + PORT_SLICE_SPAN - 1} after ${FREE_PORT_ATTEMPTS_MAX} tries`);
 }
 
 function canListen(port: number): Promise<boolean> {

@@ -280,7 +280,7 @@ export class RaftDriver {
   /** Milliseconds since this node last heard from the leader: 0 on the leader, undefined if never. */
   get lastContactMs(): number | undefined {
     if (this.started().core.role === "leader") return 0;
-    return this.lastLeaderContactAtMs === undefined ? undefined : this.settings.clock.nowMs() - this.lastLeaderContactAtMs;
+    return this.lastLeaderContactAtMs === undefined ? undefined : Math.round(this.settings.clock.nowMs() - this.lastLeaderContactAtMs);
   }
 
   peerAddressOf(id: NodeId): string | undefined {
