@@ -6,14 +6,15 @@
 // After every event the checkers look at what changed; at the end they judge the whole history.
 
 import { pino } from "pino";
+import { applyConfChange } from "../../src/raft/core/confchange.js";
 import { PLANTED_BUGS, type PlantedBug } from "../../src/raft/core/raft.js";
 import { SeededRandom } from "../../src/raft/core/random.js";
-import { type ConfChange, type Entry, NONE, type NodeId, RaftInvariantError } from "../../src/raft/core/types.js";
+import { type AppendResponse, type ConfChange, type ConfState, type Entry, type Message, NONE, type NodeId, RaftInvariantError } from "../../src/raft/core/types.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
 import { DRIVER_PLANTED_BUGS, type DriverPlantedBug } from "../../src/raft/node/settings.js";
 import type { DiskImage } from "../../src/raft/storage/memory.js";
 import type { ReadyWrite } from "../../src/raft/storage/log_storage.js";
-import { FAST_DISK, SLOW_DISK, SimDisk, SimulatedIoError } from "../../test/support/sim/disk.js";
+import { FAST_DISK, SLOW_DISK, STALLING_DISK, SimDisk, SimulatedIoError } from "../../test/support/sim/disk.js";
 import { CALM_LINKS, type LinkMode, type LinkProfile, SimNetwork } from "../../test/support/sim/network.js";
 import { SimProcess, SimWorld } from "../../test/support/sim/world.js";
 import { type Operation, type ReadOp, type WriteOp, checkLinearizable } from "../checkers/linearizability.js";
@@ -43,7 +44,9 @@ export const FAULTS = [
   "slow fsync (0 to 50 ms, tails of seconds) and fsync errors, which stop the node",
   "process pauses (SIGSTOP) of up to 3 s, and clocks that run fast or slow per node",
   "slow state machines (applies that block the loop), slow snapshot encoding and transfers",
-  "membership changes (add learner, promote, remove; sometimes two at once) during faults and lagging applies",
+  "membership changes (add learner, promote, remove; sometimes two at once) during faults",
+  "membership churn while a follower's fsync stalls for seconds (so it lags in applying), then the leader fails",
+  "a leader's link to one follower stalls for seconds across elections, then delivers its old-term messages",
   "leadership transfers",
 ] as const;
 
@@ -98,7 +101,9 @@ const EVENTS_MAX = 2_000_000;
 const silentLogger = pino({ level: "silent" });
 
 /** What a seed's fault schedule may draw from. */
-const FAULT_KINDS = ["partition", "linkStall", "crash", "pause", "network", "slowDisk", "diskErrors", "slowApply", "transfer", "membership"] as const;
+const FAULT_KINDS = [
+  "partition", "linkStall", "leaderStall", "crash", "pause", "network", "slowDisk", "diskErrors", "slowApply", "transfer", "membership", "lagChurn",
+] as const;
 type FaultKind = (typeof FAULT_KINDS)[number];
 
 /**
@@ -180,6 +185,10 @@ class Simulation {
   private maxCommitted = 1;
   private readonly leaderOfTerm = new Map<number, NodeId>();
   private readonly logIdentity = new Map<string, string>();
+  /** Each term's leader's log as it was when it won: terms from `first` (its compaction point) on. */
+  private readonly leaderLogs = new Map<number, { readonly first: number; readonly terms: readonly number[] }>();
+  /** Acknowledgements sent in a term whose leader is not known yet: checked when it is. */
+  private readonly pendingClaims = new Map<number, AckClaim[]>();
 
   private readonly history: Operation[] = [];
   /** Real-time order of client-visible events, for the linearizability checker. */
@@ -195,13 +204,14 @@ class Simulation {
   /** The history stamp when every fault healed: writes invoked after it count toward liveness. */
   private stampAtHeal = Number.POSITIVE_INFINITY;
   private readonly compactEvery: number;
-  private readonly raftSettings: { messageBytesMax: number; inflightMessagesMax: number; catchUpEntries: number };
+  private readonly raftSettings: { messageBytesMax: number; inflightMessagesMax: number; catchUpEntries: number; preVote: boolean; checkQuorum: boolean };
 
   constructor(private readonly opts: SimOptions) {
     this.rng = new SeededRandom(opts.seed);
     if (opts.mutant !== undefined && Object.hasOwn(DRIVER_PLANTED_BUGS, opts.mutant)) this.driverBug = opts.mutant as DriverPlantedBug;
     else this.coreBug = opts.mutant as PlantedBug | undefined;
     this.network = new SimNetwork(this.world, this.rng);
+    this.network.onSend = (m) => this.checkAcknowledgement(m);
     const voterCount = this.rng.chance(0.5) ? 3 : 5;
     for (let i = 1; i <= voterCount; i++) this.founders.push(`n${i}`);
     for (let i = voterCount + 1; i <= voterCount + 3; i++) this.spareIds.push(`n${i}`);
@@ -214,12 +224,19 @@ class Simulation {
       messageBytesMax: this.rng.pick([1, 1, 24, 256, 4096]),
       inflightMessagesMax: this.rng.pick([1, 2, 8, 64]),
       catchUpEntries: this.rng.pick([0, 0, 2, 10]),
+      // The core's protocol options are swarm-drawn too: cairn server runs with both on, but the
+      // core must be safe under every combination, and without pre-vote a lagging node campaigns
+      // at once, which is where the rules about membership changes are put to the test.
+      // With neither, a removed node that missed its removal disrupts the cluster for good (thesis
+      // §4.2.3), so at least one is on.
+      ...this.rng.pick([{ preVote: true, checkQuorum: true }, { preVote: true, checkQuorum: true }, { preVote: false, checkQuorum: true }, { preVote: true, checkQuorum: false }]),
     };
     this.plan = drawFaultPlan(this.rng);
     this.committedTerm[1] = 1;
     this.log(`faults: ${this.plan.kinds.map((k, i) => `${k}x${this.plan.weights[i]}`).join(" ")}, every ${this.plan.gapMinMs}-${this.plan.gapMinMs + this.plan.gapSpanMs}ms`);
     this.log(`cluster of ${voterCount} voters; compact every ${this.compactEvery}; catch-up ${this.raftSettings.catchUpEntries}; ` +
-      `append bytes max ${this.raftSettings.messageBytesMax}; inflight max ${this.raftSettings.inflightMessagesMax}; faults until ${this.faultPhaseEndMs}ms`);
+      `append bytes max ${this.raftSettings.messageBytesMax}; inflight max ${this.raftSettings.inflightMessagesMax}; ` +
+      `pre-vote ${this.raftSettings.preVote ? "on" : "off"}; check-quorum ${this.raftSettings.checkQuorum ? "on" : "off"}; faults until ${this.faultPhaseEndMs}ms`);
   }
 
   async run(): Promise<SimResult> {
@@ -369,7 +386,7 @@ class Simulation {
         if (!this.partitionActive) this.partition();
         return;
       case "linkStall":
-        this.stallLink();
+        this.stallRandomLink();
         return;
       case "crash": {
         // Leaders are the interesting victims: their uncommitted tails are what later terms overwrite.
@@ -395,7 +412,41 @@ class Simulation {
       case "membership":
         this.changeMembership();
         return;
+      case "leaderStall": {
+        const leader = this.currentLeader();
+        if (leader === undefined) return;
+        const follower = this.rng.pick([...this.nodes.keys()].filter((id) => id !== leader.id));
+        this.stallLink(leader.id, follower, "hold", 300 + this.rng.nextInt(2700));
+        return;
+      }
+      case "lagChurn":
+        this.lagChurn();
+        return;
     }
+  }
+
+  /**
+   * Membership churn while a minority of followers lags in applying: their fsyncs stall for
+   * seconds (storage they share is saturated), while the majority commits on, so they learn of
+   * committed changes they have not applied; then the leader fails, and a laggard may campaign.
+   */
+  private lagChurn(): void {
+    const leader = this.currentLeader();
+    if (leader === undefined) return;
+    const followers = shuffle([...this.nodes.values()].filter((n) => n !== leader && n.up), this.rng);
+    const laggards = followers.slice(0, Math.max(1, Math.floor((followers.length - 1) / 2)));
+    for (const n of laggards) n.disk.profile = STALLING_DISK;
+    this.log(`${laggards.map((n) => n.id).join(",")}'s fsyncs stall; membership churns`);
+    for (const atMs of [30, 250, 500]) this.world.at(this.world.nowMs + atMs, () => this.changeMembership());
+    this.world.at(this.world.nowMs + 700 + this.rng.nextInt(600), () => {
+      const now = this.currentLeader();
+      if (now === undefined || this.upNodes().length <= 1) return;
+      if (this.rng.chance(0.5)) this.crashAndRestart(now);
+      else now.process.pauseUntilIn(300 + this.rng.nextInt(1500));
+    });
+    this.world.at(this.world.nowMs + 2500, () => {
+      for (const n of laggards) if (n.disk.profile === STALLING_DISK) n.disk.profile = FAST_DISK;
+    });
   }
 
   /**
@@ -403,14 +454,16 @@ class Simulation {
    * waits (or, now and then, is lost) and arrives in order when the stall ends. Several may
    * overlap, in both directions: that is how an answer arrives after its asker changed term.
    */
-  private stallLink(): void {
+  private stallRandomLink(): void {
     const ids = [...this.nodes.keys()];
     const from = this.rng.pick(ids);
     const to = this.rng.pick(ids.filter((id) => id !== from));
-    if (this.network.mode(from, to) !== "up") return;
-    const mode: LinkMode = this.rng.chance(0.75) ? "hold" : "drop";
     // Some stalls outlast several elections: what they held then answers a sender that changed term since.
-    const ms = 20 + this.rng.nextInt(this.rng.chance(0.3) ? 3000 : 500);
+    this.stallLink(from, to, this.rng.chance(0.75) ? "hold" : "drop", 20 + this.rng.nextInt(this.rng.chance(0.3) ? 3000 : 500));
+  }
+
+  private stallLink(from: NodeId, to: NodeId, mode: LinkMode, ms: number): void {
+    if (this.network.mode(from, to) !== "up") return;
     this.log(`link ${from}>${to} ${mode}s for ${ms}ms`);
     this.network.setMode(from, to, mode);
     this.world.at(this.world.nowMs + ms, () => {
@@ -665,13 +718,14 @@ class Simulation {
     // 8); dying right after them is the schedule that exposes a wrong commit rule.
     if (core.role === "leader" && core.log.term(committed) === core.term && node.firstCommitTermSeen !== core.term) {
       node.firstCommitTermSeen = core.term;
-      if (this.world.nowMs < this.faultPhaseEndMs && this.rng.chance(0.3)) this.crashSoon(node);
+      if (this.world.nowMs < this.faultPhaseEndMs && this.rng.chance(0.3)) this.crashSoon(node, 4);
     }
   }
 
-  private crashSoon(node: SimNode): void {
+  /** Crashes `node` within `windowMs`, unless it died or restarted meanwhile. */
+  private crashSoon(node: SimNode, windowMs: number): void {
     const driver = node.driver;
-    this.world.at(this.world.nowMs + this.rng.nextInt(4), () => {
+    this.world.at(this.world.nowMs + this.rng.nextInt(windowMs), () => {
       if (node.driver === driver && this.world.nowMs < this.faultPhaseEndMs && this.upNodes().length > 1) this.crashAndRestart(node);
     });
   }
@@ -694,6 +748,18 @@ class Simulation {
   private checkCandidate(node: SimNode): void {
     const core = (node.driver as RaftDriver).core;
     node.candidateTermSeen = core.term;
+    // It campaigns under the configuration it has applied; the one its own log has committed may be
+    // newer. If majorities of the two need not meet, two leaders could be elected in one term.
+    let committedConf: ConfState = core.conf;
+    for (let i = Math.max(core.log.applied + 1, core.log.firstIndex()); i <= core.log.committed; i++) {
+      const e = core.log.entryAt(i);
+      if (e?.type === "confChange") committedConf = applyConfChange(committedConf, e.change);
+    }
+    if (!majoritiesIntersect(core.conf.voters, committedConf.voters)) {
+      this.violation(`election safety: ${node.id} campaigns in term ${core.term} under voters ${core.conf.voters.join(",")}, ` +
+        `while its log has committed voters ${committedConf.voters.join(",")}: a majority of each need not meet`);
+      return;
+    }
     const index = this.committedBefore(core.term);
     const term = this.committedTerm[index];
     if (index <= core.log.snapshotIndex() || core.log.term(index) === term) return;
@@ -725,8 +791,15 @@ class Simulation {
       return;
     }
     this.leaderOfTerm.set(core.term, node.id);
-    // A new leader is still reconciling the logs it inherited (Figure 8's window): crash some.
-    if (this.world.nowMs < this.faultPhaseEndMs && this.rng.chance(0.25)) this.crashSoon(node);
+    const first = core.log.firstIndex() - 1;
+    const terms: number[] = [];
+    for (let i = first; i <= core.log.lastIndex(); i++) terms.push(core.log.term(i) as number);
+    this.leaderLogs.set(core.term, { first, terms });
+    for (const claim of this.pendingClaims.get(core.term) ?? []) this.verifyClaim(claim);
+    this.pendingClaims.delete(core.term);
+    // A new leader is still reconciling the logs it inherited (Figure 8's window): crash some once
+    // their first appends are out, before their own entry commits.
+    if (this.world.nowMs < this.faultPhaseEndMs && this.rng.chance(0.25)) this.crashSoon(node, 40);
     // Leader completeness: every entry committed in an earlier term is in the new leader's log.
     for (let i = core.log.firstIndex(), through = this.committedBefore(core.term); i <= through; i++) {
       const term = core.log.term(i);
@@ -735,6 +808,48 @@ class Simulation {
           `at committed index ${i} (term ${this.committedTerm[i]})`);
         return;
       }
+    }
+  }
+
+  /**
+   * A successful append response says: my log matches the log of this term's leader through this
+   * index, on my disk. Log matching, and so every commit, rests on that being true, so it is checked
+   * as each one leaves its sender, against what that leader held when it won (and the entries of
+   * its own term it appended since). An answer about a term with no known leader yet is checked
+   * when one is.
+   */
+  private checkAcknowledgement(m: Message): void {
+    if (m.type !== "appendResp" || m.reject || m.index === 0) return;
+    const node = this.nodes.get(m.from);
+    if (node === undefined) return;
+    const image = node.disk.durable;
+    // At or below the snapshot: committed entries, which every leader of a later term holds.
+    if (m.index <= (image.snapshot?.metadata.index ?? 0)) return;
+    const term = imageTerm(image, m.index);
+    if (term === undefined) {
+      this.violation(`acknowledgement: ${m.from} tells ${m.to} it holds entry ${m.index} (term ${m.term}), ` +
+        `but its durable log ends at ${imageLast(image)[1]}`);
+      return;
+    }
+    const claim: AckClaim = { message: m, heldTerm: term };
+    if (this.leaderLogs.has(m.term)) {
+      this.verifyClaim(claim);
+      return;
+    }
+    let pending = this.pendingClaims.get(m.term);
+    if (pending === undefined) this.pendingClaims.set(m.term, (pending = []));
+    pending.push(claim);
+  }
+
+  private verifyClaim({ message: m, heldTerm }: AckClaim): void {
+    const log = this.leaderLogs.get(m.term);
+    if (log === undefined) return;
+    const last = log.first + log.terms.length - 1;
+    // Beyond what the leader held when it won, it has only entries of its own term.
+    const expected = m.index > last ? m.term : m.index < log.first ? undefined : log.terms[m.index - log.first];
+    if (expected !== undefined && expected !== heldTerm) {
+      this.violation(`acknowledgement: ${m.from} tells ${m.to} its log matches term ${m.term}'s leader (${this.leaderOfTerm.get(m.term)}) ` +
+        `through ${m.index}, but holds an entry of term ${heldTerm} there where that leader's is of term ${expected}`);
     }
   }
 
@@ -864,6 +979,23 @@ class Simulation {
     const result = checkLinearizable(this.history, order);
     for (const p of result.problems.slice(0, VIOLATIONS_MAX)) this.violation(`linearizability: ${p}`);
   }
+}
+
+interface AckClaim {
+  readonly message: AppendResponse;
+  /** The term of the entry the sender holds durably at the acknowledged index. */
+  readonly heldTerm: number;
+}
+
+/** Whether every majority of `a` shares a member with every majority of `b`. */
+function majoritiesIntersect(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  const shared = a.filter((id) => b.includes(id)).length;
+  const onlyA = a.length - shared;
+  const onlyB = b.length - shared;
+  // Two disjoint majorities exist when each can be completed from the shared members the other left.
+  const needA = Math.floor(a.length / 2) + 1;
+  const needB = Math.floor(b.length / 2) + 1;
+  return Math.max(0, needA - onlyA) + Math.max(0, needB - onlyB) > shared;
 }
 
 async function withTimeout<T>(promise: Promise<T>, process: SimProcess, timeoutMs: number): Promise<{ ok: true; value: T } | { ok: false }> {

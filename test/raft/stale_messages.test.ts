@@ -72,4 +72,17 @@ void describe("stale acknowledgements", () => {
     assert.ok((net.node("a").progressOf("b")?.next ?? 0) <= last + 1);
   });
 
+  void test("an acknowledgement made in an older term never leaves once a newer leader overwrote its entry in the same batch", () => {
+    // f takes 2@2 from term 2's leader, then, before its next Ready, an append of term 3 that
+    // overwrites index 2. The Ready persists 2@3; it must not also send "I hold 2 (as of term 2)".
+    const voters = ["l2", "l3", "f"];
+    const net = new Network(13);
+    const f = net.add("f", paperState(voters, [1], 2)).raft;
+    f.step({ type: "append", from: "l2", to: "f", term: 2, prevLogIndex: 1, prevLogTerm: 1, entries: [{ index: 2, term: 2, type: "normal", data: bytes("2@2") }], commit: 0 });
+    f.step({ type: "append", from: "l3", to: "f", term: 3, prevLogIndex: 1, prevLogTerm: 1, entries: [{ index: 2, term: 3, type: "normal", data: bytes("2@3") }], commit: 0 });
+    const rd = f.ready();
+    assert.deepEqual(rd.entries.map((e) => `${e.index}@${e.term}`), ["2@3"], "only the newer entry is written");
+    const acks = messagesOf(rd.messages, "appendResp", "f").filter((m) => !m.reject);
+    assert.deepEqual(acks.map((m) => `to ${m.to} in term ${m.term}: ${m.index}`), ["to l3 in term 3: 2"]);
+  });
 });

@@ -47,7 +47,7 @@ export const PLANTED_BUGS = {
   commitOldTermByCounting: "commit an entry of an earlier term by counting its replicas (what Figure 8 forbids)",
   grantTwoVotesPerTerm: "grant a vote after already voting for another candidate in the same term",
   readWithoutQuorumCheck: "answer a ReadIndex at once from the local commit index, confirming nothing",
-  ackStaleAppend: "answer an append from an older term as a success with the last index",
+  ackStaleAppend: "answer an append from an older term as a success with the last index, and count such an answer past the leader's own log (the code before issue 9)",
   ackSnapshotWithLastIndex: "acknowledge a snapshot whose last entry is already held with the last index, not the commit index",
   voteWithoutLogCheck: "grant a vote without checking that the candidate's log is at least as up to date",
   leaderCountsUnsyncedEntries: "count the leader's own entries toward a commit before they are durable",
@@ -63,6 +63,11 @@ export interface RaftConfig {
   /** A follower that hears nothing for this long (randomized up to twice it) campaigns. */
   readonly electionTimeoutTicks: number;
   readonly heartbeatIntervalTicks: number;
+  /**
+   * Pre-vote and check-quorum each keep a node that cannot win (a removed one that missed its
+   * removal, one back from a partition) from deposing a healthy leader. Turn off at most one:
+   * with neither, such a node forces elections for good (Raft thesis §4.2.3).
+   */
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
   readonly random: RandomSource;
@@ -532,6 +537,10 @@ export class RaftNode {
     if (this.term !== term) {
       this.term = term;
       this.vote = NONE;
+      // What we queued in an older term is no answer any more: an acknowledgement made then may
+      // name entries a newer leader has since overwritten in this very batch, which the Ready
+      // will not persist. Raft tolerates the loss of any message; a false promise it does not.
+      this.msgs = this.msgs.filter((m) => m.term >= term);
     }
     this.leader = NONE;
     this.electionElapsed = 0;
@@ -772,7 +781,7 @@ export class RaftNode {
     }
     // No follower can hold more than the leader wrote: such an acknowledgement answers some
     // other leader's append, and counting it would commit on a minority.
-    if (m.index > this.log.lastIndex()) return;
+    if (m.index > this.log.lastIndex() && this.cfg.plantedBug !== "ackStaleAppend") return;
     const wasPaused = pr.isPaused();
     if (!pr.maybeUpdate(m.index)) {
       if (wasPaused && !pr.isPaused()) this.sendAppend(m.from, false);

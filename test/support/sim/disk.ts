@@ -34,6 +34,9 @@ export const SLOW_DISK: DiskProfile = {
   errorRate: 0,
 };
 
+/** A disk whose every fsync stalls for a third of a second to two seconds (a saturated or failing device). */
+export const STALLING_DISK: DiskProfile = { syncLatencyMs: (rng) => 300 + rng.nextInt(1700), errorRate: 0 };
+
 export class SimulatedIoError extends Error {
   constructor(what: string) {
     super(`simulated I/O error during ${what} (EIO)`);

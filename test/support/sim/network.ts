@@ -56,6 +56,9 @@ export class SimNetwork {
   private readonly lastArrivalMs = new Map<string, number>();
   private readonly endpoints = new Map<NodeId, Endpoint>();
 
+  /** Optional: every message as its sender hands it over, before any fault touches it (checkers watch here). */
+  onSend: ((m: Message) => void) | undefined;
+
   constructor(
     private readonly world: SimWorld,
     private readonly rng: SeededRandom,
@@ -133,6 +136,7 @@ export class SimNetwork {
   }
 
   transmit(m: Message): void {
+    this.onSend?.(m);
     if (m.type === "snapshot") {
       this.transferSnapshot(m);
       return;
