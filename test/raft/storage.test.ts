@@ -4,36 +4,19 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { Level } from "level";
 import { encodeSnapshot } from "../../src/raft/codec.js";
 import { SeededRandom } from "../../src/raft/core/random.js";
 import { LevelLogStorage, StorageCorruptionError, type StorageRecordKind, metaKeyBytesMax, metaValueBytesMax } from "../../src/raft/storage/leveldb.js";
-import { type PersistedState } from "../../src/raft/storage/log_storage.js";
 import { type Entry, type HardState, RaftInvariantError, type Snapshot } from "../../src/raft/core/types.js";
+import { type Scratch, withScratch } from "../support/level_scratch.js";
+import { NO_CHANGE, entryIndexes, normal, run, snapshotAt } from "../support/storage_history.js";
 
 // ---------------------------------------------------------------- fixtures
 
 const encoder = new TextEncoder();
-
-function normal(index: number, term: number, text = `entry ${index}@${term}`): Entry {
-  return { index, term, type: "normal", data: encoder.encode(text) };
-}
-
-function run(from: number, to: number, term: number): Entry[] {
-  const out: Entry[] = [];
-  for (let i = from; i <= to; i++) out.push(normal(i, term));
-  return out;
-}
-
-function snapshotAt(index: number, term: number, data: Uint8Array = encoder.encode(`state through ${index}`)): Snapshot {
-  return { metadata: { index, term, conf: { voters: ["a", "b", "c"], learners: ["d"] } }, data };
-}
-
-const NO_CHANGE = { hardState: undefined, entries: [], snapshot: undefined } as const;
 
 /** The documented on-disk key of an entry: "e/" and the index as 16 zero-padded decimals. */
 function entryKey(index: number): string {
@@ -47,64 +30,6 @@ function validRecord(payload: Uint8Array): Uint8Array {
   record.set(payload, 5);
   new DataView(record.buffer).setUint32(0, crc32(record.subarray(4)));
   return record;
-}
-
-type RawDb = Level<string, Uint8Array>;
-
-/** One test's directory, and everything opened in it, so cleanup can close it all before removal. */
-class Scratch {
-  private readonly opened: { close(): Promise<void> }[] = [];
-
-  constructor(readonly dir: string) {}
-
-  async open(): Promise<LevelLogStorage> {
-    const storage = await LevelLogStorage.open(this.dir);
-    this.opened.push(storage);
-    return storage;
-  }
-
-  /** Opens storage and loads it, as a restarting node does. */
-  async restart(previous?: LevelLogStorage): Promise<{ storage: LevelLogStorage; state: PersistedState }> {
-    if (previous !== undefined) await previous.close();
-    const storage = await this.open();
-    return { storage, state: await storage.load() };
-  }
-
-  /** Raw access to the same LevelDB, for what a crash or a bad disk would leave behind. */
-  async raw<T>(fn: (db: RawDb) => Promise<T>): Promise<T> {
-    const db = new Level<string, Uint8Array>(this.dir, { keyEncoding: "utf8", valueEncoding: "view" });
-    this.opened.push(db);
-    await db.open();
-    try {
-      return await fn(db);
-    } finally {
-      await db.close();
-    }
-  }
-
-  async rawEntryKeys(): Promise<string[]> {
-    return this.raw(async (db) => db.keys({ gte: "e/", lt: "e0" }).all());
-  }
-
-  async rawGet(key: string): Promise<Uint8Array> {
-    const value = await this.raw(async (db) => db.get(key));
-    assert.ok(value !== undefined, `expected a value under ${key}`);
-    return new Uint8Array(value);
-  }
-
-  async rawPut(key: string, value: Uint8Array): Promise<void> {
-    await this.raw(async (db) => db.put(key, value));
-  }
-
-  async closeAll(): Promise<void> {
-    for (const handle of this.opened.splice(0)) {
-      try {
-        await handle.close();
-      } catch {
-        // Already closed or never opened: nothing left to release.
-      }
-    }
-  }
 }
 
 /** What a test sees of one LevelDB batch: its operations and the options it was written with. */
@@ -154,17 +79,6 @@ async function withBatchPatched(
   assert.equal(proto["batch"], original, "the patch is removed");
 }
 
-async function withScratch(fn: (s: Scratch) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "cairn-storage-"));
-  const scratch = new Scratch(dir);
-  try {
-    await fn(scratch);
-  } finally {
-    await scratch.closeAll();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 /** A storage holding entries 1..last of term 1 and a hard state committing `commit`, then closed. */
 async function seedLog(s: Scratch, last: number, commit = 0): Promise<void> {
   const { storage } = await s.restart();
@@ -190,10 +104,6 @@ async function assertLoadRefused(s: Scratch, expected: { record: StorageRecordKi
   } finally {
     await storage.close();
   }
-}
-
-function entryIndexes(state: PersistedState): number[] {
-  return state.entries.map((e) => e.index);
 }
 
 // ---------------------------------------------------------------- round trips
