@@ -1,15 +1,19 @@
 // The LogStorage contract (src/raft/storage/log_storage.ts) as tests, for any store: what is saved
 // comes back after a restart, the log follows the Ready rules, a write that would damage the log is
-// refused before anything is written, and operations take effect in call order. Each store's test
-// file calls logStorageContract() with a harness that makes and restarts that store.
+// refused before anything is written, operations take effect in call order, and a crash keeps every
+// durable write and of the rest a prefix, each write whole or absent. Each store's test file calls
+// logStorageContract() with a harness that makes, restarts and crashes that store.
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { SeededRandom } from "../../src/raft/core/random.js";
 import { type Entry, type HardState, RaftInvariantError } from "../../src/raft/core/types.js";
 import type { LogStorage, PersistedState, ReadyWrite } from "../../src/raft/storage/log_storage.js";
+import { asError } from "../../src/common/errors.js";
 import {
-  EMPTY_STATE, NO_CHANGE, applyOp, entryIndexes, normal, run, snapshotAt, storageHistory,
+  EMPTY_STATE, type HistorySpec, type HistoryStep, NO_CHANGE, applyOp, durableOnReturn, entryIndexes, normal, run, snapshotAt,
+  storageHistory,
 } from "../support/storage_history.js";
 
 /** One test's storage: it makes stores and restarts them, and is disposed of even when the test fails. */
@@ -22,9 +26,72 @@ export interface StoreHarness<S extends LogStorage> {
   dispose(): Promise<void>;
 }
 
+/** What one crash left. */
+export interface CrashOutcome {
+  /** Says where the crash struck, for a failure message. */
+  readonly label: string;
+  /** Steps whose call returned before the crash: the durable ones among them must be there. */
+  readonly acknowledged: number;
+  /** Steps begun before the crash: no more than these can be there. */
+  readonly begunMax: number;
+  /** Whether a step had begun and not returned when the crash struck. */
+  readonly inFlight: boolean;
+  /** What load() returned after the crash, or what it threw. */
+  readonly loaded: PersistedState | Error;
+}
+
 export interface StoreUnderContract<S extends LogStorage> {
   readonly name: string;
   harness(): Promise<StoreHarness<S>>;
+  /** Runs the history against stores that crash at several points; cleans up after itself, even when it fails. */
+  crashes(spec: HistorySpec): Promise<readonly CrashOutcome[]>;
+}
+
+/** Loads a store, capturing a failure as the outcome of a crash test rather than throwing it. */
+export async function loadAfterCrash(store: LogStorage): Promise<PersistedState | Error> {
+  try {
+    return await store.load();
+  } catch (err) {
+    return asError(err);
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The crash tests' history. Entries of a few kilobytes make each write take long enough that a kill
+ * from another process may land inside one.
+ */
+export const CRASH_HISTORY: HistorySpec = { seed: 31, steps: 40, options: { compactions: true, entryBytes: 4096 } };
+
+/** The steps' states, indexed by how many steps were done: prefixes[0] is the empty store. */
+function prefixStates(history: readonly HistoryStep[]): PersistedState[] {
+  return [EMPTY_STATE, ...history.map((s) => s.after)];
+}
+
+/** How many steps a crash must keep: through the last durable step among those acknowledged. */
+function durablePrefix(history: readonly HistoryStep[], acknowledged: number): number {
+  for (let i = acknowledged; i > 0; i--) if (durableOnReturn(history[i - 1].op)) return i;
+  return 0;
+}
+
+function describeState(s: PersistedState): string {
+  const hs = s.hardState === undefined ? "no hard state" : `hard state ${s.hardState.term}/${JSON.stringify(s.hardState.vote)}/commit ${s.hardState.commit}`;
+  const snap = s.snapshot === undefined ? "no snapshot" : `snapshot at ${s.snapshot.metadata.index}@${s.snapshot.metadata.term}`;
+  const log = s.entries.map((e) => `${e.index}@${e.term}`).join(" ");
+  return `${hs}, ${snap}, entries [${log}]`;
+}
+
+/** Checks one crash's survivor against the contract; returns how many steps it holds. */
+export function checkCrashOutcome(history: readonly HistoryStep[], outcome: CrashOutcome): number {
+  const { label, loaded } = outcome;
+  if (loaded instanceof Error) assert.fail(`${label}: load() threw after the crash: ${loaded.message}`);
+  const held = prefixStates(history).findIndex((p) => isDeepStrictEqual(p, loaded));
+  assert.ok(held >= 0, `${label}: the store holds no prefix of the writes, so one was torn or kept without an earlier one: ${describeState(loaded)}`);
+  const mustHold = durablePrefix(history, outcome.acknowledged);
+  assert.ok(held >= mustHold, `${label}: step ${mustHold} was durable when it returned, but the store holds only the first ${held} steps`);
+  assert.ok(held <= outcome.begunMax, `${label}: the store holds ${held} steps, but only ${outcome.begunMax} were begun`);
+  return held;
 }
 
 /** One store at a time in one harness; restart() swaps in the store a restart finds. */
@@ -244,5 +311,24 @@ export function logStorageContract<S extends LogStorage>(kind: StoreUnderContrac
       }));
     });
 
+    void describe("a crash", () => {
+      void test("keeps every write that was durable when it returned, and of the rest a prefix, each write whole or absent", async (t) => {
+        const history = storageHistory(CRASH_HISTORY);
+        assert.ok(history.some((step) => !durableOnReturn(step.op)) && history.some((step) => durableOnReturn(step.op)));
+        const outcomes = await kind.crashes(CRASH_HISTORY);
+        assert.ok(outcomes.length > 0, "the harness crashed the store at least once");
+        let lost = 0;
+        let inFlight = 0;
+        let landed = 0;
+        for (const outcome of outcomes) {
+          const held = checkCrashOutcome(history, outcome);
+          if (held < outcome.acknowledged) lost++;
+          if (outcome.inFlight) inFlight++;
+          if (outcome.inFlight && held === outcome.begunMax) landed++;
+        }
+        t.diagnostic(`${outcomes.length} crashes; ${inFlight} struck with a step in flight, ${landed} of those steps reached the store;`
+          + ` ${lost} lost steps that had returned without being durable`);
+      });
+    });
   });
 }
