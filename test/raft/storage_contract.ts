@@ -315,6 +315,9 @@ export function logStorageContract<S extends LogStorage>(kind: StoreUnderContrac
       void test("keeps every write that was durable when it returned, and of the rest a prefix, each write whole or absent", async (t) => {
         const history = storageHistory(CRASH_HISTORY);
         assert.ok(history.some((step) => !durableOnReturn(step.op)) && history.some((step) => durableOnReturn(step.op)));
+        // A survivor names the prefix it holds only if no two prefixes leave the same state.
+        const states = prefixStates(history).map(describeState);
+        assert.equal(new Set(states).size, states.length, "every step of the crash history leaves a state of its own");
         const outcomes = await kind.crashes(CRASH_HISTORY);
         assert.ok(outcomes.length > 0, "the harness crashed the store at least once");
         let lost = 0;
