@@ -48,9 +48,12 @@ void describe("compaction", () => {
   void test("a restarted node recovers from its compacted storage", async () => {
     const net = await electedCluster();
     await net.propose("a", "p1", "p2");
-    await net.compact("b");
+    const snapshot = await net.compact("b");
     await net.propose("a", "p3");
     await net.tick(1, ["a"]);
+    const disk = net.peer("b").durable;
+    assert.equal(disk.snapshot?.metadata.index, snapshot.metadata.index, "b's disk holds the snapshot");
+    assert.ok(disk.entries.every((e) => e.index > snapshot.metadata.index), "and no entry it covers");
     await net.restart("b");
     await net.stabilize();
     assert.deepEqual(net.peer("b").appliedTexts(), ["p1", "p2", "p3"]);
