@@ -18,17 +18,17 @@ function trace(net: Network): string {
 }
 
 /** Elects a leader, writes, partitions the leader away, lets the rest elect another, heals. */
-function scriptedRun(seed: number): string {
-  const net = Network.bootstrap(IDS, seed);
-  net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
+async function scriptedRun(seed: number): Promise<string> {
+  const net = await Network.bootstrap(IDS, seed);
+  await net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
   const first = net.leader();
-  net.propose(first, "a", "b");
+  await net.propose(first, "a", "b");
   net.isolate(first);
   const others = IDS.filter((id) => id !== first);
-  net.tickUntil(() => others.some((id) => net.node(id).role === "leader"), 10 * ELECTION_TIMEOUT_TICKS);
-  net.propose(net.leader(), "c");
+  await net.tickUntil(() => others.some((id) => net.node(id).role === "leader"), 10 * ELECTION_TIMEOUT_TICKS);
+  await net.propose(net.leader(), "c");
   net.heal();
-  net.tick(3 * ELECTION_TIMEOUT_TICKS);
+  await net.tick(3 * ELECTION_TIMEOUT_TICKS);
   return trace(net);
 }
 
@@ -43,11 +43,11 @@ interface ChaosResult {
  * then that the healed cluster still commits. A broken harness assertion (such as a vote that
  * was granted but not persisted) also counts as a violation.
  */
-function chaosRun(seed: number, ticks: number, overrides: ConfigOverrides = {}): ChaosResult {
-  const net = Network.bootstrap(IDS, seed, overrides);
+async function chaosRun(seed: number, ticks: number, overrides: ConfigOverrides = {}): Promise<ChaosResult> {
+  const net = await Network.bootstrap(IDS, seed, overrides);
   let violation: string | undefined;
   try {
-    violation = storm(net, new SeededRandom(seed ^ 0x5eed), ticks) ?? healAndCommit(net);
+    violation = await storm(net, new SeededRandom(seed ^ 0x5eed), ticks) ?? await healAndCommit(net);
   } catch (e) {
     if (!(e instanceof assert.AssertionError)) throw e;
     violation = e.message;
@@ -55,7 +55,7 @@ function chaosRun(seed: number, ticks: number, overrides: ConfigOverrides = {}):
   return { trace: trace(net), violation };
 }
 
-function storm(net: Network, rng: SeededRandom, ticks: number): string | undefined {
+async function storm(net: Network, rng: SeededRandom, ticks: number): Promise<string | undefined> {
   const leaderOfTerm = new Map<number, string>();
   let writes = 0;
   for (let t = 0; t < ticks; t++) {
@@ -66,17 +66,17 @@ function storm(net: Network, rng: SeededRandom, ticks: number): string | undefin
       net.heal();
       // A lossy network: one message in twenty is lost.
       net.drop(() => rng.chance(0.05));
-    } else if (dice < 0.12) net.restart(rng.pick(IDS));
-    else if (dice < 0.14) net.compact(rng.pick(IDS));
+    } else if (dice < 0.12) await net.restart(rng.pick(IDS));
+    else if (dice < 0.14) await net.compact(rng.pick(IDS));
     const leaders = net.leaders();
     if (rng.chance(0.3) && leaders.length > 0) {
       try {
-        net.propose(rng.pick(leaders), `w${writes++}`);
+        await net.propose(rng.pick(leaders), `w${writes++}`);
       } catch (e) {
         if (!(e instanceof RaftRefusal)) throw e;
       }
     }
-    net.tick();
+    await net.tick();
 
     for (const id of net.leaders()) {
       const term = net.node(id).term;
@@ -91,48 +91,48 @@ function storm(net: Network, rng: SeededRandom, ticks: number): string | undefin
 }
 
 /** An attempt may land on a leader that check-quorum is about to depose, so retry a few times. */
-function healAndCommit(net: Network): string | undefined {
+async function healAndCommit(net: Network): Promise<string | undefined> {
   net.heal();
   for (let attempt = 0; attempt < 5; attempt++) {
-    net.tickUntil(() => net.leaders().length > 0, 20 * ELECTION_TIMEOUT_TICKS);
+    await net.tickUntil(() => net.leaders().length > 0, 20 * ELECTION_TIMEOUT_TICKS);
     try {
-      net.propose(net.leader(), `final${attempt}`);
+      await net.propose(net.leader(), `final${attempt}`);
     } catch (e) {
       if (!(e instanceof RaftRefusal)) throw e;
     }
-    net.tick(3 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(3 * ELECTION_TIMEOUT_TICKS);
     if (IDS.every((id) => net.peer(id).appliedTexts().at(-1) === `final${attempt}`)) return net.appliedDisagreement();
   }
   return "the healed cluster did not commit a write";
 }
 
 void describe("determinism", () => {
-  void test("two runs with the same seed produce identical message sequences", () => {
-    const first = scriptedRun(7);
-    assert.equal(scriptedRun(7), first);
+  void test("two runs with the same seed produce identical message sequences", async () => {
+    const first = await scriptedRun(7);
+    assert.equal(await scriptedRun(7), first);
     // The seed is what decides: another one takes another path.
-    assert.notEqual(scriptedRun(8), first);
+    assert.notEqual(await scriptedRun(8), first);
   });
 
-  void test("two randomized runs with faults and restarts replay identically from their seed", () => {
-    assert.equal(chaosRun(3, 200).trace, chaosRun(3, 200).trace);
+  void test("two randomized runs with faults and restarts replay identically from their seed", async () => {
+    assert.equal((await chaosRun(3, 200)).trace, (await chaosRun(3, 200)).trace);
   });
 });
 
 void describe("safety under random faults", () => {
-  void test("across seeded runs with partitions, message loss, restarts and compaction, no term has two leaders and state machines never disagree", () => {
+  void test("across seeded runs with partitions, message loss, restarts and compaction, no term has two leaders and state machines never disagree", async () => {
     for (let seed = 1; seed <= 20; seed++) {
-      const { violation } = chaosRun(seed, 300);
+      const { violation } = await chaosRun(seed, 300);
       assert.equal(violation, undefined, `seed ${seed}`);
     }
   });
 
-  void test("the same randomized runs catch the planted bug grantTwoVotesPerTerm", () => {
+  void test("the same randomized runs catch the planted bug grantTwoVotesPerTerm", async () => {
     // Proof that the checks above are not vacuous: with double voting switched on, some of the
     // first few seeds must end with two leaders in one term (or a broken state machine).
     const caught: string[] = [];
     for (let seed = 1; seed <= 10; seed++) {
-      const { violation } = chaosRun(seed, 300, { plantedBug: "grantTwoVotesPerTerm" });
+      const { violation } = await chaosRun(seed, 300, { plantedBug: "grantTwoVotesPerTerm" });
       if (violation !== undefined) caught.push(`seed ${seed}: ${violation}`);
     }
     assert.ok(caught.length > 0, "no seed exposed the planted bug");

@@ -32,18 +32,18 @@ function freshNode(overrides: ConfigOverrides = {}): RaftNode {
 }
 
 /** Three nodes with `a` elected. */
-function electedCluster(defaults: ConfigOverrides = {}): Network {
-  const net = Network.bootstrap(["a", "b", "c"], 3, defaults);
-  net.elect("a");
+async function electedCluster(defaults: ConfigOverrides = {}): Promise<Network> {
+  const net = await Network.bootstrap(["a", "b", "c"], 3, defaults);
+  await net.elect("a");
   return net;
 }
 
 void describe("leader election", () => {
-  void test("a five-node cluster elects exactly one leader, and every other node follows it", () => {
-    const net = Network.bootstrap(["n1", "n2", "n3", "n4", "n5"], 42);
-    net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
+  void test("a five-node cluster elects exactly one leader, and every other node follows it", async () => {
+    const net = await Network.bootstrap(["n1", "n2", "n3", "n4", "n5"], 42);
+    await net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
     // Keep running: a stable cluster stays with that one leader.
-    net.tick(5 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS);
 
     const leaders = net.leaders();
     assert.equal(leaders.length, 1, `leaders: ${leaders.join(", ")}`);
@@ -85,13 +85,13 @@ void describe("leader election", () => {
     assert.equal(voteGranted(answer(a, voteRequest("c", "a", 2, 1, 1))), true, "the planted bug grants c as well");
   });
 
-  void test("a vote survives a restart: the restarted node still refuses a second candidate of that term", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 5);
-    net.send(voteRequest("b", "a", 2, 1, 1));
-    assert.equal(net.peer("a").storage.hardState.vote, "b", "the vote is persisted before the grant leaves");
-    net.restart("a");
+  void test("a vote survives a restart: the restarted node still refuses a second candidate of that term", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 5);
+    await net.send(voteRequest("b", "a", 2, 1, 1));
+    assert.equal(net.peer("a").durable.hardState?.vote, "b", "the vote is durable before the grant leaves");
+    await net.restart("a");
     const before = net.sent.length;
-    net.send(voteRequest("c", "a", 2, 1, 1));
+    await net.send(voteRequest("c", "a", 2, 1, 1));
     assert.equal(voteGranted(net.sent.slice(before)), false);
   });
 
@@ -104,18 +104,18 @@ void describe("leader election", () => {
     assert.equal(voteGranted(answer(voter(), voteRequest("b", "a", 3, 1, 3))), true, "higher last term, however short");
   });
 
-  void test("a node that missed committed entries cannot become leader", () => {
-    const net = electedCluster();
+  void test("a node that missed committed entries cannot become leader", async () => {
+    const net = await electedCluster();
     net.isolate("c");
-    net.propose("a", "x", "y");
+    await net.propose("a", "x", "y");
     net.heal();
     net.isolate("a");
     // c campaigns first, but b holds entries c lacks and refuses it.
-    net.forceCampaign("c");
+    await net.forceCampaign("c");
     assert.notEqual(net.node("c").role, "leader");
-    net.tickUntil(() => net.leaders().some((id) => id !== "a"), 10 * ELECTION_TIMEOUT_TICKS, ["b", "c"]);
+    await net.tickUntil(() => net.leaders().some((id) => id !== "a"), 10 * ELECTION_TIMEOUT_TICKS, ["b", "c"]);
     assert.equal(net.leader(), "b");
-    net.tick(1, ["b"]);
+    await net.tick(1, ["b"]);
     assert.deepEqual(net.peer("c").appliedTexts(), ["x", "y"], "the committed entries survive the change of leader");
   });
 });
@@ -133,76 +133,76 @@ void describe("pre-vote", () => {
     for (const m of requests) assert.equal(m.term, 2);
   });
 
-  void test("a partitioned node neither raises the cluster's term nor deposes the leader when it rejoins", () => {
-    const net = electedCluster();
+  void test("a partitioned node neither raises the cluster's term nor deposes the leader when it rejoins", async () => {
+    const net = await electedCluster();
     const term = net.node("a").term;
     net.isolate("c");
-    net.tick(10 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(10 * ELECTION_TIMEOUT_TICKS);
     assert.equal(net.node("c").term, term, "failed pre-votes do not move the term");
     assert.equal(net.leader(), "a");
 
     net.heal();
-    net.tick(5 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS);
     assert.equal(net.leader(), "a");
     for (const id of net.ids()) assert.equal(net.node(id).term, term, `term of ${id}`);
     assert.equal(net.node("c").leader, "a");
   });
 
-  void test("without pre-vote, the same rejoining node raises the term and deposes the leader", () => {
+  void test("without pre-vote, the same rejoining node raises the term and deposes the leader", async () => {
     // The contrast that shows the test above can fail.
-    const net = electedCluster({ preVote: false, checkQuorum: false });
+    const net = await electedCluster({ preVote: false, checkQuorum: false });
     const term = net.node("a").term;
     net.isolate("c");
-    net.tick(10 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(10 * ELECTION_TIMEOUT_TICKS);
     assert.ok(net.node("c").term > term, "c campaigns in ever higher terms");
 
     net.heal();
-    net.tick(5 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS);
     assert.ok(net.node("a").term > term, "a was deposed by c's higher term");
   });
 });
 
 void describe("check-quorum", () => {
-  void test("a leader that cannot hear a majority for an election timeout steps down", () => {
-    const net = electedCluster();
+  void test("a leader that cannot hear a majority for an election timeout steps down", async () => {
+    const net = await electedCluster();
     net.isolate("a");
-    const ticks = net.tickUntil(() => net.node("a").role !== "leader", 2 * ELECTION_TIMEOUT_TICKS + 1, ["a"]);
+    const ticks = await net.tickUntil(() => net.node("a").role !== "leader", 2 * ELECTION_TIMEOUT_TICKS + 1, ["a"]);
     assert.ok(ticks >= ELECTION_TIMEOUT_TICKS, `stepped down after ${ticks} ticks, before a full election timeout`);
     assert.equal(net.node("a").role, "follower");
     assert.equal(net.node("a").leader, "");
   });
 
-  void test("without check-quorum an isolated leader keeps believing it leads", () => {
-    const net = electedCluster({ checkQuorum: false });
+  void test("without check-quorum an isolated leader keeps believing it leads", async () => {
+    const net = await electedCluster({ checkQuorum: false });
     net.isolate("a");
-    net.tick(5 * ELECTION_TIMEOUT_TICKS, ["a"]);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS, ["a"]);
     assert.equal(net.node("a").role, "leader");
   });
 
-  void test("a leader that hears a majority keeps leading though one follower is gone", () => {
-    const net = electedCluster();
+  void test("a leader that hears a majority keeps leading though one follower is gone", async () => {
+    const net = await electedCluster();
     net.isolate("c");
-    net.tick(5 * ELECTION_TIMEOUT_TICKS, ["a", "b"]);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS, ["a", "b"]);
     assert.equal(net.node("a").role, "leader");
   });
 
-  void test("a follower in a live leader's lease ignores vote requests of a higher term", () => {
-    const net = electedCluster();
+  void test("a follower in a live leader's lease ignores vote requests of a higher term", async () => {
+    const net = await electedCluster();
     const b = net.node("b");
     const term = b.term;
     const before = net.sent.length;
-    net.send(voteRequest("c", "b", term + 1, 100, term));
+    await net.send(voteRequest("c", "b", term + 1, 100, term));
     assert.equal(b.term, term, "the request did not move b's term");
     assert.equal(messagesOf(net.sent.slice(before), "voteResp", "b").length, 0, "b did not answer");
     assert.equal(net.leader(), "a");
   });
 
-  void test("a vote request that follows a leadership transfer breaks the lease", () => {
-    const net = electedCluster();
+  void test("a vote request that follows a leadership transfer breaks the lease", async () => {
+    const net = await electedCluster();
     const b = net.node("b");
     const term = b.term;
     const before = net.sent.length;
-    net.send(voteRequest("c", "b", term + 1, 100, term, true));
+    await net.send(voteRequest("c", "b", term + 1, 100, term, true));
     assert.ok(b.term > term);
     const responses = messagesOf(net.sent.slice(before), "voteResp", "b");
     assert.equal(responses.length, 1);
@@ -225,14 +225,14 @@ void describe("check-quorum", () => {
     assert.equal(voteGranted(answer(learner, voteRequest("b", "d", 3, 9, 2))), true);
   });
 
-  void test("a follower whose leader went silent for an election timeout answers vote requests again", () => {
-    const net = electedCluster();
+  void test("a follower whose leader went silent for an election timeout answers vote requests again", async () => {
+    const net = await electedCluster();
     net.isolate("a");
-    net.tick(ELECTION_TIMEOUT_TICKS, ["b"]);
+    await net.tick(ELECTION_TIMEOUT_TICKS, ["b"]);
     const b = net.node("b");
     const term = b.term;
     const before = net.sent.length;
-    net.send(voteRequest("c", "b", term + 1, 100, term));
+    await net.send(voteRequest("c", "b", term + 1, 100, term));
     assert.equal(b.term, term + 1);
     assert.equal(messagesOf(net.sent.slice(before), "voteResp", "b").length, 1);
   });

@@ -1,10 +1,17 @@
-// An in-memory, synchronous network of RaftNode instances for scenario tests (in the spirit of
-// etcd raft's `newNetwork`). For every node it plays the driver exactly as types.ts orders it:
-// take the Ready, persist it to a MemoryStorage, send its messages, apply committed entries to a
-// trivial state machine (a list), then advance(). Messages travel through one FIFO queue, so a run
-// is a pure function of the seeds and of what the test does; faults are dropped messages only.
+// An in-memory network of Raft nodes for scenario tests (in the spirit of etcd raft's
+// `newNetwork`). Each peer is a RaftNode core driven by the driver's own ReadyLoop, the one Ready
+// loop there is, over a MemoryLogStorage (its disk), a harness clock and a harness network
+// endpoint; its state machine is the list of entries it applied. Tests still step messages into
+// the cores, call propose(), readIndex() and tick() on them directly, and look at core state and
+// at every message sent.
+//
+// Nothing runs until the test awaits stabilize() (or a method that calls it). That runs what the
+// loops queued on their clocks, lets their promises settle, and delivers queued messages through
+// one FIFO queue, until nothing is left to do. So a run is a pure function of the seeds and of
+// what the test does; faults are dropped messages and restarts.
 
 import assert from "node:assert/strict";
+import { pino } from "pino";
 import {
   type Proposed,
   type RaftConfig,
@@ -17,7 +24,6 @@ import { SeededRandom } from "../../src/raft/core/random.js";
 import {
   type ConfState,
   type Entry,
-  type HardState,
   type Message,
   NONE,
   type NodeId,
@@ -26,6 +32,12 @@ import {
   entryPayloadBytes,
   isLocalMessage,
 } from "../../src/raft/core/types.js";
+import { type Clock, ForwardError, type PeerNetwork, type Timer } from "../../src/raft/node/ports.js";
+import { ReadyLoop } from "../../src/raft/node/ready_loop.js";
+import { type DriverPlantedBug, type DriverSettings, driverDefaults } from "../../src/raft/node/settings.js";
+import type { PersistedState } from "../../src/raft/storage/log_storage.js";
+import { type DiskImage, MemoryLogStorage } from "../../src/raft/storage/memory.js";
+import { settlePromises } from "../support/sim/world.js";
 
 export type ConfigOverrides = Partial<Omit<RaftConfig, "id" | "random">>;
 
@@ -71,13 +83,6 @@ function decodeState(data: Uint8Array): AppliedEntry[] {
   return data.byteLength === 0 ? [] : (JSON.parse(decoder.decode(data)) as AppliedEntry[]);
 }
 
-/** What a node keeps on disk: enough to restart it. */
-export interface MemoryStorage {
-  hardState: HardState;
-  snapshot: Snapshot;
-  entries: Entry[];
-}
-
 /** Entries 1..n whose terms are `terms`, as the paper's figures draw logs. */
 export function logWithTerms(terms: readonly number[], firstIndex = 1): Entry[] {
   return terms.map((term, i) => {
@@ -99,51 +104,224 @@ export function paperState(voters: readonly NodeId[], terms: readonly number[], 
   };
 }
 
+// ---------------------------------------------------------------- one peer's ports
+
+/** What a peer needs from the network it belongs to. */
+interface PeerHost {
+  /** Queues a callback of the peer's loop (Clock.soon) for stabilize() to run, in order. */
+  soon(fn: () => void): void;
+  /** Takes the messages the peer's loop sends: recorded in `sent` and queued for delivery. */
+  carry(messages: readonly Message[]): void;
+  /** The peer's loop failed (a harness assertion, a broken invariant): stabilize() throws it. */
+  fail(err: Error): void;
+}
+
+const silentLogger = pino({ level: "silent" });
+
+interface PendingTimer {
+  readonly dueMs: number;
+  readonly fn: () => void;
+  cancelled: boolean;
+}
+
+/**
+ * A peer's clock. Its time is a counter that moves only when the test ticks the peer, so a timer
+ * fires then and never by itself; `soon` queues onto the network's run queue. The loop does not
+ * tick the core: the test does, through tick().
+ */
+class PeerClock implements Clock {
+  private elapsedMs = 0;
+  private timers: PendingTimer[] = [];
+
+  constructor(private readonly host: PeerHost) {}
+
+  nowMs(): number {
+    return this.elapsedMs;
+  }
+
+  setTimer(fn: () => void, delayMs: number): Timer {
+    const timer: PendingTimer = { dueMs: this.elapsedMs + delayMs, fn, cancelled: false };
+    this.timers.push(timer);
+    return { cancel: () => { timer.cancelled = true; } };
+  }
+
+  soon(fn: () => void): void {
+    this.host.soon(fn);
+  }
+
+  /** Moves time on by `ms`; the timers now due run next in stabilize(), earliest first. */
+  advance(ms: number): void {
+    this.elapsedMs += ms;
+    const due = this.timers.filter((t) => t.dueMs <= this.elapsedMs).sort((x, y) => x.dueMs - y.dueMs);
+    this.timers = this.timers.filter((t) => t.dueMs > this.elapsedMs);
+    for (const t of due) if (!t.cancelled) this.soon(t.fn);
+  }
+}
+
+/** What a power loss right now would leave of `storage`: the writes whose sync has completed. */
+function durableImage(storage: MemoryLogStorage): DiskImage {
+  return storage.crash(0).image;
+}
+
+/**
+ * What a message promises must already be durable when it leaves: an acknowledged append is on
+ * disk up to its index, and a granted vote is recorded. A Ready may also carry a move to a later
+ * term, which legitimately supersedes both promises (a newer leader may overwrite the entries; an
+ * older term can no longer be voted in), so only promises in the durable term are checked.
+ */
+function assertBackedByStorage(m: Message, durable: DiskImage): void {
+  // With no hard state written yet, a restarted core would be in its snapshot's term.
+  const term = durable.hardState?.term ?? durable.snapshot?.metadata.term ?? 0;
+  if (term !== m.term) return;
+  if (m.type === "appendResp" && !m.reject) {
+    const last = (durable.snapshot?.metadata.index ?? 0) + durable.entries.length;
+    assert.ok(m.index <= last, `${m.from} acknowledged index ${m.index} but only ${last} is durable`);
+  }
+  if (m.type === "voteResp" && !m.reject) {
+    assert.equal(durable.hardState?.vote ?? NONE, m.to, `${m.from} granted ${m.to} a vote in term ${m.term} before the vote was durable`);
+  }
+}
+
+/** One peer's side of the network: what its loop sends is checked against its disk, then carried. */
+class PeerEndpoint implements PeerNetwork {
+  constructor(
+    private readonly storage: MemoryLogStorage,
+    private readonly host: PeerHost,
+  ) {}
+
+  start(): Promise<number | undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  send(messages: readonly Message[]): void {
+    const durable = durableImage(this.storage);
+    for (const m of messages) assertBackedByStorage(m, durable);
+    this.host.carry(messages);
+  }
+
+  forward(to: NodeId): Promise<Uint8Array> {
+    return Promise.reject(new ForwardError(to, "unknownPeer", "the scenario harness carries Raft messages only; forwarding is tested with the driver"));
+  }
+
+  // Routing is by node id: addresses mean nothing here.
+  setPeer(): void {}
+
+  removePeer(): void {}
+
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+// ---------------------------------------------------------------- a peer
+
 export class Peer {
-  raft: RaftNode;
-  readonly storage: MemoryStorage;
+  readonly raft: RaftNode;
+  readonly loop: ReadyLoop;
+  private readonly clock: PeerClock;
   /** The state machine: every applied entry, in order. */
-  applied: AppliedEntry[];
-  appliedIndex: number;
+  applied: AppliedEntry[] = [];
+  appliedIndex = 0;
   readonly readStates: ReadState[] = [];
   readonly failedReads: string[] = [];
   /** Entry count and payload bytes of each non-empty batch of committed entries a Ready handed out. */
   readonly appliedBatches: { entries: number; bytes: number }[] = [];
+  /** Set once the peer crashed (restart() replaced it) or its loop failed: the loop does nothing more. */
+  private stopped = false;
 
-  constructor(
+  private constructor(
     readonly config: RaftConfig,
-    initial: RaftInitialState,
+    /** The peer's disk: restart() starts the next peer on what a crash leaves of it. */
+    readonly storage: MemoryLogStorage,
+    stored: PersistedState,
+    host: PeerHost,
+    plantedBug: DriverPlantedBug | undefined,
   ) {
-    this.raft = new RaftNode(config, initial);
-    const snapshot = this.raft.log.snapshot;
-    this.storage = { hardState: this.raft.hardState(), snapshot, entries: [...(initial.entries ?? [])] };
-    this.applied = decodeState(snapshot.data);
-    this.appliedIndex = snapshot.metadata.index;
+    const { hardState, snapshot, entries } = stored;
+    this.raft = new RaftNode(config, {
+      ...(hardState === undefined ? {} : { hardState }),
+      ...(snapshot === undefined ? {} : { snapshot }),
+      entries,
+      applied: snapshot?.metadata.index ?? 0,
+    });
+    this.clock = new PeerClock(host);
+    const settings: DriverSettings = {
+      ...driverDefaults,
+      id: config.id,
+      clock: this.clock,
+      random: config.random,
+      electionTimeoutTicks: config.electionTimeoutTicks,
+      heartbeatIntervalTicks: config.heartbeatIntervalTicks,
+      raft: {},
+      plantedBug,
+    };
+    this.loop = new ReadyLoop(settings, this.raft, storage, new PeerEndpoint(storage, host), silentLogger, {
+      // Tests hand proposals to the core directly.
+      beforeReady: () => {},
+      apply: (committed) => this.apply(committed),
+      restore: (s) => this.restore(s),
+      afterReady: (rd) => {
+        this.readStates.push(...rd.readStates);
+        this.failedReads.push(...rd.failedReads);
+      },
+      running: () => !this.stopped,
+      fail: (err) => {
+        this.stopped = true;
+        host.fail(err);
+      },
+    }, hardState);
+    if (snapshot !== undefined) this.restore(snapshot);
+  }
+
+  /** Starts a peer on `storage` as the driver starts a node: it loads the disk and builds the core from it. */
+  static async start(config: RaftConfig, storage: MemoryLogStorage, host: PeerHost, plantedBug: DriverPlantedBug | undefined): Promise<Peer> {
+    return new Peer(config, storage, await storage.load(), host, plantedBug);
+  }
+
+  /** What a power loss right now would leave on this peer's disk: the writes whose sync completed. */
+  get durable(): DiskImage {
+    return durableImage(this.storage);
   }
 
   /** Texts of the applied normal entries that carry data, in order (the "user" writes). */
   appliedTexts(): string[] {
     return this.applied.filter((a) => a.text !== "" && !a.text.startsWith("conf:")).map((a) => a.text);
   }
+
+  /** One tick of the core, and of the clock its loop sees. */
+  tick(): void {
+    this.raft.tick();
+    this.clock.advance(driverDefaults.tickMs);
+  }
+
+  /**
+   * The process dies: its loop does nothing more. Returns its disk as a restart finds it: a killed
+   * process loses no write the store took (the OS holds the unsynced ones), only what was in memory.
+   */
+  crash(): MemoryLogStorage {
+    this.stopped = true;
+    return this.storage.crash(this.storage.unsyncedWrites);
+  }
+
+  private apply(committed: readonly Entry[]): void {
+    if (committed.length === 0) return;
+    let batchBytes = 0;
+    for (const e of committed) batchBytes += entryPayloadBytes(e);
+    this.appliedBatches.push({ entries: committed.length, bytes: batchBytes });
+    for (const e of committed) {
+      assert.equal(e.index, this.appliedIndex + 1, `${this.config.id} applied ${e.index} after ${this.appliedIndex}`);
+      this.applied.push(describeEntry(e));
+      this.appliedIndex = e.index;
+    }
+  }
+
+  private restore(snapshot: Snapshot): void {
+    this.applied = decodeState(snapshot.data);
+    this.appliedIndex = snapshot.metadata.index;
+  }
 }
 
-/**
- * What a message promises must already be on disk when it leaves: an acknowledged append is
- * persisted up to its index, and a granted vote is recorded. A Ready may also carry a move to a
- * later term, which legitimately supersedes both promises (a newer leader may overwrite the
- * entries; an older term can no longer be voted in), so only same-term promises are checked.
- */
-function assertBackedByStorage(m: Message, storage: MemoryStorage): void {
-  if (storage.hardState.term !== m.term) return;
-  if (m.type === "appendResp" && !m.reject) {
-    const last = storage.entries.at(-1)?.index ?? storage.snapshot.metadata.index;
-    assert.ok(m.index <= Math.max(last, storage.snapshot.metadata.index),
-      `${m.from} acknowledged index ${m.index} but has persisted only through ${last}`);
-  }
-  if (m.type === "voteResp" && !m.reject) {
-    assert.equal(storage.hardState.vote, m.to, `${m.from} granted ${m.to} a vote in term ${m.term} but did not persist it`);
-  }
-}
+// ---------------------------------------------------------------- the network
 
 type DropRule = (m: Message) => boolean;
 
@@ -153,26 +331,52 @@ export class Network {
   readonly sent: Message[] = [];
   readonly delivered: Message[] = [];
   private queue: Message[] = [];
+  /** What the peers' loops queued on their clocks (Clock.soon), in order. */
+  private runQueue: (() => void)[] = [];
+  private failure: Error | undefined;
   private readonly isolated = new Set<NodeId>();
   private readonly cutLinks = new Set<string>();
   private dropRules: DropRule[] = [];
+  private readonly host: PeerHost = {
+    soon: (fn) => {
+      this.runQueue.push(fn);
+    },
+    carry: (messages) => {
+      for (const m of messages) {
+        this.sent.push(m);
+        this.queue.push(m);
+      }
+    },
+    fail: (err) => {
+      this.failure ??= err;
+    },
+  };
 
   constructor(
     readonly seed = 1,
     readonly defaults: ConfigOverrides = {},
+    /** A bug to plant in every peer's Ready loop, to show that the harness's checks catch it. */
+    readonly driverBug?: DriverPlantedBug,
   ) {}
 
   /** A new cluster whose founding voters all start from bootstrapSnapshot(ids). */
-  static bootstrap(ids: readonly NodeId[], seed = 1, defaults: ConfigOverrides = {}): Network {
-    const net = new Network(seed, defaults);
+  static async bootstrap(ids: readonly NodeId[], seed = 1, defaults: ConfigOverrides = {}, driverBug?: DriverPlantedBug): Promise<Network> {
+    const net = new Network(seed, defaults, driverBug);
     const snapshot = bootstrapSnapshot(ids);
-    for (const id of ids) net.add(id, { snapshot });
+    for (const id of ids) await net.add(id, { snapshot });
     return net;
   }
 
-  add(id: NodeId, initial: RaftInitialState = {}, overrides: ConfigOverrides = {}): Peer {
+  /** Starts `id` on a disk that holds `initial`, as a driver starts from what it loads. */
+  async add(id: NodeId, initial: Omit<RaftInitialState, "applied"> = {}, overrides: ConfigOverrides = {}): Promise<Peer> {
     assert.ok(!this.peers.has(id), `node ${id} already exists`);
-    const peer = new Peer(nodeConfig(id, this.seed, { ...this.defaults, ...overrides }), initial);
+    const snapshotIndex = initial.snapshot?.metadata.index ?? 0;
+    const storage = new MemoryLogStorage({
+      hardState: initial.hardState,
+      snapshot: initial.snapshot,
+      entries: (initial.entries ?? []).filter((e) => e.index > snapshotIndex),
+    });
+    const peer = await Peer.start(nodeConfig(id, this.seed, { ...this.defaults, ...overrides }), storage, this.host, this.driverBug);
     this.peers.set(id, peer);
     return peer;
   }
@@ -219,112 +423,103 @@ export class Network {
     return this.dropRules.some((rule) => rule(m));
   }
 
-  // ------------------------------------------------------------ the driver loop
+  // ------------------------------------------------------------ running the loops
 
-  /** Plays the driver for one Ready of `peer`, in the order types.ts prescribes. */
-  private handleReady(peer: Peer): void {
-    const rd = peer.raft.ready();
-    const storage = peer.storage;
-    // 1. persist
-    if (rd.hardState !== undefined) storage.hardState = rd.hardState;
-    if (rd.snapshot !== undefined) {
-      // A received snapshot replaces the whole log.
-      storage.snapshot = rd.snapshot;
-      storage.entries = [];
-    }
-    if (rd.entries.length > 0) {
-      const from = rd.entries[0].index;
-      storage.entries = storage.entries.filter((e) => e.index < from).concat(rd.entries);
-    }
-    // 2. send
-    for (const m of rd.messages) {
-      assertBackedByStorage(m, storage);
-      this.sent.push(m);
-      this.queue.push(m);
-    }
-    // 3. restore, then apply
-    if (rd.snapshot !== undefined) {
-      peer.applied = decodeState(rd.snapshot.data);
-      peer.appliedIndex = rd.snapshot.metadata.index;
-    }
-    if (rd.committedEntries.length > 0) {
-      let batchBytes = 0;
-      for (const e of rd.committedEntries) batchBytes += entryPayloadBytes(e);
-      peer.appliedBatches.push({ entries: rd.committedEntries.length, bytes: batchBytes });
-    }
-    for (const e of rd.committedEntries) {
-      assert.equal(e.index, peer.appliedIndex + 1, `${peer.config.id} applied ${e.index} after ${peer.appliedIndex}`);
-      peer.applied.push(describeEntry(e));
-      peer.appliedIndex = e.index;
-    }
-    peer.readStates.push(...rd.readStates);
-    peer.failedReads.push(...rd.failedReads);
-    // 4. acknowledge
-    peer.raft.advance();
-  }
-
-  private deliver(m: Message): void {
+  /** Steps `m` into its recipient as if it had arrived (faults apply); `reached` gathers who must act. */
+  private deliver(m: Message, reached: Set<Peer>): void {
     const target = this.peers.get(m.to);
     if (target === undefined) return;
     if (isLocalMessage(m)) {
       target.raft.step(m);
+      reached.add(target);
       return;
     }
     if (this.dropped(m)) {
-      // The driver hears that a snapshot transfer failed and tells the leader, as a real one would.
-      if (m.type === "snapshot") this.reportSnapshot(m.from, m.to, true);
+      // The transport hears that a snapshot transfer failed and tells the leader, as a real one does.
+      if (m.type === "snapshot") this.reportSnapshot(m.from, m.to, true, reached);
       return;
     }
     this.delivered.push(m);
     target.raft.step(m);
-    if (m.type === "snapshot") this.reportSnapshot(m.from, m.to, false);
+    reached.add(target);
+    if (m.type === "snapshot") this.reportSnapshot(m.from, m.to, false, reached);
   }
 
-  private reportSnapshot(leader: NodeId, follower: NodeId, reject: boolean): void {
+  private reportSnapshot(leader: NodeId, follower: NodeId, reject: boolean, reached: Set<Peer>): void {
     const p = this.peers.get(leader);
-    if (p !== undefined) p.raft.step({ type: "snapshotStatus", from: follower, to: leader, term: 0, reject });
+    if (p === undefined) return;
+    p.raft.step({ type: "snapshotStatus", from: follower, to: leader, term: 0, reject });
+    reached.add(p);
   }
 
-  /** Steps `m` into its recipient as if it had arrived (faults still apply). */
-  send(m: Message): void {
+  /** Delivers every queued message; then each peer that received some acts on them, as the driver does. */
+  private deliverQueued(): void {
+    const batch = this.queue;
+    this.queue = [];
+    const reached = new Set<Peer>();
+    for (const m of batch) this.deliver(m, reached);
+    for (const peer of reached) {
+      // As the driver's onMessages: appends that the batch produced (a moved commit index) go out at once.
+      peer.loop.sendLeaderMessagesNow();
+      peer.loop.schedule();
+    }
+  }
+
+  /** Lets promises settle; true when no peer's loop is in the middle of a Ready. */
+  private async loopsIdle(): Promise<boolean> {
+    let pumping = 0;
+    for (const peer of this.peers.values()) {
+      pumping++;
+      void peer.loop.whenIdle().then(() => {
+        pumping--;
+      });
+    }
+    await settlePromises();
+    return pumping === 0;
+  }
+
+  /** Steps `m` into its recipient as if it had arrived (faults still apply), then settles. */
+  async send(m: Message): Promise<void> {
     this.queue.push(m);
-    this.stabilize();
+    await this.stabilize();
   }
 
-  /** Runs Ready/deliver rounds until no node has work and no message is in flight. */
-  stabilize(): void {
+  /**
+   * Runs the loops and delivers messages until no callback is queued, no loop is in the middle of
+   * a Ready and no message is in flight. First every core with work gets its loop scheduled: the
+   * test may have handed any core an input directly (a proposal, a read, a step, a tick).
+   */
+  async stabilize(): Promise<void> {
+    for (const peer of this.peers.values()) if (peer.raft.hasReady()) peer.loop.schedule();
     for (let round = 0; round < STABILIZE_ROUNDS_MAX; round++) {
-      let busy = false;
-      for (const peer of this.peers.values()) {
-        if (peer.raft.hasReady()) {
-          this.handleReady(peer);
-          busy = true;
-        }
-      }
-      if (this.queue.length > 0) {
-        busy = true;
-        const batch = this.queue;
-        this.queue = [];
-        for (const m of batch) this.deliver(m);
-      }
-      if (!busy) return;
+      const callbacks = this.runQueue;
+      this.runQueue = [];
+      for (const fn of callbacks) fn();
+      // Asking whether a loop is still in the middle of a Ready costs a promise per peer, so it
+      // is asked only once everything else is quiet.
+      let idle = false;
+      if (callbacks.length > 0) await settlePromises();
+      else if (this.queue.length === 0) idle = await this.loopsIdle();
+      if (this.failure !== undefined) throw this.failure;
+      if (this.queue.length > 0) this.deliverQueued();
+      else if (idle && this.runQueue.length === 0) return;
     }
     assert.fail(`the network did not settle within ${STABILIZE_ROUNDS_MAX} rounds`);
   }
 
   /** `times` rounds of: tick each of `ids` (default: every node) once, then settle. */
-  tick(times = 1, ids: readonly NodeId[] = this.ids()): void {
+  async tick(times = 1, ids: readonly NodeId[] = this.ids()): Promise<void> {
     for (let t = 0; t < times; t++) {
-      for (const id of ids) this.node(id).tick();
-      this.stabilize();
+      for (const id of ids) this.peer(id).tick();
+      await this.stabilize();
     }
   }
 
   /** Ticks until `done()` holds; returns how many rounds that took. Fails past `roundsMax`. */
-  tickUntil(done: () => boolean, roundsMax: number, ids: readonly NodeId[] = this.ids()): number {
+  async tickUntil(done: () => boolean, roundsMax: number, ids: readonly NodeId[] = this.ids()): Promise<number> {
     for (let t = 0; t < roundsMax; t++) {
       if (done()) return t;
-      this.tick(1, ids);
+      await this.tick(1, ids);
     }
     assert.ok(done(), `condition not reached within ${roundsMax} ticks`);
     return roundsMax;
@@ -336,28 +531,28 @@ export class Network {
    * Ticks only `id` until its election timeout fires and it campaigns, then settles. The others
    * are not ticked, so nobody else campaigns. Needs peers that are not in a leader's lease.
    */
-  campaign(id: NodeId): void {
-    const r = this.node(id);
-    const ticksMax = 2 * this.peer(id).config.electionTimeoutTicks;
-    for (let i = 0; i < ticksMax && r.role === "follower"; i++) r.tick();
-    assert.notEqual(r.role, "follower", `${id} did not campaign within ${ticksMax} ticks`);
-    this.stabilize();
+  async campaign(id: NodeId): Promise<void> {
+    const peer = this.peer(id);
+    const ticksMax = 2 * peer.config.electionTimeoutTicks;
+    for (let i = 0; i < ticksMax && peer.raft.role === "follower"; i++) peer.tick();
+    assert.notEqual(peer.raft.role, "follower", `${id} did not campaign within ${ticksMax} ticks`);
+    await this.stabilize();
   }
 
   /**
    * Makes `id` campaign at once, as a leadership transfer does: a TimeoutNow skips pre-vote and
    * may break leases. For scenarios that need a particular node to win right now.
    */
-  forceCampaign(id: NodeId): void {
+  async forceCampaign(id: NodeId): Promise<void> {
     const r = this.node(id);
     assert.equal(r.role, "follower", `${id} must be a follower to be told to campaign`);
     r.step({ type: "timeoutNow", from: id, to: id, term: r.term });
-    this.stabilize();
+    await this.stabilize();
   }
 
   /** Elects `id` by letting its election timeout fire; asserts that it won. */
-  elect(id: NodeId): void {
-    this.campaign(id);
+  async elect(id: NodeId): Promise<void> {
+    await this.campaign(id);
     assert.equal(this.node(id).role, "leader", `${id} campaigned but did not win`);
   }
 
@@ -376,31 +571,28 @@ export class Network {
   // ------------------------------------------------------------ client actions
 
   /** Proposes one entry per text on `id` and settles. */
-  propose(id: NodeId, ...texts: string[]): Proposed {
+  async propose(id: NodeId, ...texts: string[]): Promise<Proposed> {
     const proposed = this.node(id).propose(texts.map(bytes));
-    this.stabilize();
+    await this.stabilize();
     return proposed;
   }
 
-  /** Snapshots `id`'s state machine at `index` (default: everything applied) and compacts. */
-  compact(id: NodeId, index = this.peer(id).appliedIndex): Snapshot {
+  /**
+   * Snapshots `id`'s state machine at `index` (default: everything applied) and compacts, writing
+   * the snapshot to the peer's disk as the driver's Compactor does: the loop reads a snapshot's
+   * bytes back from there once the core has released them.
+   */
+  async compact(id: NodeId, index = this.peer(id).appliedIndex): Promise<Snapshot> {
     const peer = this.peer(id);
     const snapshot = peer.raft.compact(index, encodeState(peer.applied.filter((a) => a.index <= index)));
-    peer.storage.snapshot = snapshot;
-    peer.storage.entries = peer.storage.entries.filter((e) => e.index > index);
+    await peer.storage.saveSnapshot(snapshot);
     return snapshot;
   }
 
-  /** Crashes `id` and starts it again from what it persisted. Unpersisted work is lost. */
-  restart(id: NodeId): void {
-    const peer = this.peer(id);
-    const fresh = new Peer(peer.config, {
-      hardState: peer.storage.hardState,
-      snapshot: peer.storage.snapshot,
-      entries: peer.storage.entries,
-      applied: peer.storage.snapshot.metadata.index,
-    });
-    this.peers.set(id, fresh);
+  /** Crashes `id` and starts it again from its disk. Whatever it held only in memory is lost. */
+  async restart(id: NodeId): Promise<void> {
+    const old = this.peer(id);
+    this.peers.set(id, await Peer.start(old.config, old.crash(), this.host, this.driverBug));
   }
 
   /** The first place two state machines applied different entries at one index, if any. */

@@ -29,18 +29,18 @@ function rejectionsFrom(net: Network, follower: string): number {
 }
 
 void describe("Figure 7: log reconciliation", () => {
-  void test("a leader in term 8 brings followers (a)-(f) into agreement with its log", () => {
+  void test("a leader in term 8 brings followers (a)-(f) into agreement with its log", async () => {
     const voters = ["leader", ...Object.keys(FIGURE_7)];
     const net = new Network(7);
-    net.add("leader", paperState(voters, LEADER_TERMS, 7));
-    for (const [id, f] of Object.entries(FIGURE_7)) net.add(id, paperState(voters, f.terms, f.term));
+    await net.add("leader", paperState(voters, LEADER_TERMS, 7));
+    for (const [id, f] of Object.entries(FIGURE_7)) await net.add(id, paperState(voters, f.terms, f.term));
 
     // (c) and (d) hold logs more up to date than the leader's and refuse it; (a), (b), (e) and
     // (f) are enough for a majority of seven.
-    net.elect("leader");
+    await net.elect("leader");
     assert.equal(net.node("leader").term, 8);
     // Followers that caught up last learn the final commit index from the next heartbeat.
-    net.tick(1, ["leader"]);
+    await net.tick(1, ["leader"]);
 
     for (const id of voters) {
       const r = net.node(id);
@@ -52,16 +52,16 @@ void describe("Figure 7: log reconciliation", () => {
   });
 
   for (const [name, f] of Object.entries(FIGURE_7)) {
-    void test(`follower (${name}) ends with exactly the leader's log, extra entries removed, in at most one rejected append`, () => {
+    void test(`follower (${name}) ends with exactly the leader's log, extra entries removed, in at most one rejected append`, async () => {
       // A third voter with a short log gives the leader its majority even when (c) or (d) refuse.
       const voters = ["leader", name, "z"];
       const net = new Network(70);
-      net.add("leader", paperState(voters, LEADER_TERMS, 7));
-      net.add(name, paperState(voters, f.terms, f.term));
-      net.add("z", paperState(voters, [1, 1, 1], 1));
+      await net.add("leader", paperState(voters, LEADER_TERMS, 7));
+      await net.add(name, paperState(voters, f.terms, f.term));
+      await net.add("z", paperState(voters, [1, 1, 1], 1));
 
-      net.elect("leader");
-      net.tick(1, ["leader"]);
+      await net.elect("leader");
+      await net.tick(1, ["leader"]);
 
       assert.deepEqual(logTerms(net.node(name)), AGREED_TERMS);
       assert.equal(net.node(name).log.committed, AGREED_TERMS.length);
@@ -74,19 +74,19 @@ void describe("Figure 7: log reconciliation", () => {
 });
 
 void describe("fast backtracking", () => {
-  void test("a follower missing a long run of the leader's entries is repaired in O(terms) round trips, not O(indexes)", () => {
+  void test("a follower missing a long run of the leader's entries is repaired in O(terms) round trips, not O(indexes)", async () => {
     // The follower's log diverges at index 2 and runs 100 entries past it in term 2; the leader's
     // 50 entries after index 1 are of term 3.
     const voters = ["leader", "follower", "z"];
     const follower = [1, ...Array<number>(100).fill(2)];
     const leader = [1, ...Array<number>(50).fill(3)];
     const net = new Network(11);
-    net.add("leader", paperState(voters, leader, 3));
-    net.add("follower", paperState(voters, follower, 2));
-    net.add("z", paperState(voters, [1], 1));
+    await net.add("leader", paperState(voters, leader, 3));
+    await net.add("follower", paperState(voters, follower, 2));
+    await net.add("z", paperState(voters, [1], 1));
 
-    net.elect("leader");
-    net.tick(1, ["leader"]);
+    await net.elect("leader");
+    await net.tick(1, ["leader"]);
 
     assert.deepEqual(logTerms(net.node("follower")), [...leader, 4]);
     const rejections = rejectionsFrom(net, "follower");
@@ -94,7 +94,7 @@ void describe("fast backtracking", () => {
     assert.ok(rejections <= 2, `${rejections} rejected appends for a 100-entry divergence`);
   });
 
-  void test("a follower whose longer log ends in lower terms skips whole terms at once", () => {
+  void test("a follower whose longer log ends in lower terms skips whole terms at once", async () => {
     // Shared prefix 1..6; then the leader has 50 entries of term 5 and the follower 50 of term 3
     // followed by 50 of term 4. Backtracking by term skips both follower terms in one step.
     const voters = ["leader", "follower", "z"];
@@ -102,38 +102,38 @@ void describe("fast backtracking", () => {
     const leader = [...prefix, ...Array<number>(50).fill(5)];
     const follower = [...prefix, ...Array<number>(50).fill(3), ...Array<number>(50).fill(4)];
     const net = new Network(12);
-    net.add("leader", paperState(voters, leader, 5));
-    net.add("follower", paperState(voters, follower, 4));
-    net.add("z", paperState(voters, [1], 1));
+    await net.add("leader", paperState(voters, leader, 5));
+    await net.add("follower", paperState(voters, follower, 4));
+    await net.add("z", paperState(voters, [1], 1));
 
-    net.elect("leader");
-    net.tick(1, ["leader"]);
+    await net.elect("leader");
+    await net.tick(1, ["leader"]);
 
     assert.deepEqual(logTerms(net.node("follower")), [...leader, 6]);
     assert.ok(rejectionsFrom(net, "follower") <= 2, `${rejectionsFrom(net, "follower")} rejected appends`);
   });
 
-  void test("a follower whose conflicting entries are of a later term than the leader's hints past all of them at once", () => {
+  void test("a follower whose conflicting entries are of a later term than the leader's hints past all of them at once", async () => {
     // Here the leader alone cannot skip: its own term at the probed index (2) is below the
     // follower's (3). The follower's hint, the last index whose term is at most 2, does it.
     const voters = ["leader", "follower", "z"];
     const leader = [1, ...Array<number>(50).fill(2), 4];
     const follower = [1, ...Array<number>(60).fill(3)];
     const net = new Network(14);
-    net.add("leader", paperState(voters, leader, 4));
-    net.add("follower", paperState(voters, follower, 3));
-    net.add("z", paperState(voters, [1], 1));
+    await net.add("leader", paperState(voters, leader, 4));
+    await net.add("follower", paperState(voters, follower, 3));
+    await net.add("z", paperState(voters, [1], 1));
 
-    net.elect("leader");
-    net.tick(1, ["leader"]);
+    await net.elect("leader");
+    await net.tick(1, ["leader"]);
 
     assert.deepEqual(logTerms(net.node("follower")), [...leader, 5]);
     assert.ok(rejectionsFrom(net, "follower") <= 2, `${rejectionsFrom(net, "follower")} rejected appends`);
   });
 
-  void test("findConflictByTerm returns the last index at or below the given index whose term is at most the given term", () => {
+  void test("findConflictByTerm returns the last index at or below the given index whose term is at most the given term", async () => {
     const net = new Network(13);
-    net.add("n", paperState(["n"], [1, 1, 2, 2, 2, 5, 5], 5));
+    await net.add("n", paperState(["n"], [1, 1, 2, 2, 2, 5, 5], 5));
     const log = net.node("n").log;
     assert.equal(log.findConflictByTerm(7, 5), 7);
     assert.equal(log.findConflictByTerm(7, 4), 5);

@@ -9,25 +9,25 @@ import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness
 
 const ELECTION_TIMEOUT_TICKS = 10;
 
-function electedCluster(seed = 41): Network {
-  const net = Network.bootstrap(["a", "b", "c"], seed);
-  net.elect("a");
+async function electedCluster(seed = 41): Promise<Network> {
+  const net = await Network.bootstrap(["a", "b", "c"], seed);
+  await net.elect("a");
   return net;
 }
 
 /** Proposes `change` on the leader `a` and lets it commit and apply everywhere. */
-function change(net: Network, c: ConfChange): void {
+async function change(net: Network, c: ConfChange): Promise<void> {
   net.node("a").proposeConfChange(c);
-  net.stabilize();
-  net.tick(1, ["a"]);
+  await net.stabilize();
+  await net.tick(1, ["a"]);
 }
 
 /** A cluster {a, b, c} led by `a`, with `d` added as a learner that has caught up. */
-function clusterWithLearner(): Network {
-  const net = electedCluster();
-  net.propose("a", "before-d");
-  net.add("d");
-  change(net, { type: "addLearner", node: "d" });
+async function clusterWithLearner(): Promise<Network> {
+  const net = await electedCluster();
+  await net.propose("a", "before-d");
+  await net.add("d");
+  await change(net, { type: "addLearner", node: "d" });
   return net;
 }
 
@@ -36,123 +36,123 @@ function refusal(reason: RefusalReason): (e: unknown) => boolean {
 }
 
 void describe("learners", () => {
-  void test("a new learner receives the whole log", () => {
-    const net = clusterWithLearner();
+  void test("a new learner receives the whole log", async () => {
+    const net = await clusterWithLearner();
     for (const id of ["a", "b", "c", "d"]) {
       assert.deepEqual(net.node(id).conf, { voters: ["a", "b", "c"], learners: ["d"] }, `conf on ${id}`);
     }
-    net.propose("a", "after-d");
-    net.tick(1, ["a"]);
+    await net.propose("a", "after-d");
+    await net.tick(1, ["a"]);
     assert.deepEqual(logTerms(net.node("d")), logTerms(net.node("a")));
     assert.deepEqual(net.peer("d").appliedTexts(), ["before-d", "after-d"]);
   });
 
-  void test("a learner is not counted toward the commit quorum", () => {
-    const net = clusterWithLearner();
+  void test("a learner is not counted toward the commit quorum", async () => {
+    const net = await clusterWithLearner();
     net.isolate("b");
     net.isolate("c");
-    const { index } = net.propose("a", "needs-a-voter");
-    net.tick(2, ["a"]);
+    const { index } = await net.propose("a", "needs-a-voter");
+    await net.tick(2, ["a"]);
     assert.ok(net.node("d").log.lastIndex() >= index, "the learner holds the entry");
     assert.ok(net.node("a").log.committed < index, "leader plus learner is not a majority of three voters");
   });
 
-  void test("a learner never campaigns and is never asked for its vote", () => {
-    const net = clusterWithLearner();
+  void test("a learner never campaigns and is never asked for its vote", async () => {
+    const net = await clusterWithLearner();
     net.isolate("a");
     const before = net.sent.length;
-    net.tick(5 * ELECTION_TIMEOUT_TICKS, ["b", "c", "d"]);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS, ["b", "c", "d"]);
     assert.equal(net.node("d").role, "follower");
     assert.equal(net.sent.slice(before).filter((m) => m.from === "d" && (m.type === "vote" || m.type === "preVote")).length, 0);
     assert.equal(net.sent.slice(before).filter((m) => m.to === "d" && (m.type === "vote" || m.type === "preVote")).length, 0);
     assert.ok(net.leaders().some((id) => id === "b" || id === "c"), "the voters elected a leader without d");
   });
 
-  void test("a promoted learner becomes a voter that counts toward the quorum", () => {
-    const net = clusterWithLearner();
-    change(net, { type: "promote", node: "d" });
+  void test("a promoted learner becomes a voter that counts toward the quorum", async () => {
+    const net = await clusterWithLearner();
+    await change(net, { type: "promote", node: "d" });
     for (const id of ["a", "b", "c", "d"]) {
       assert.deepEqual(net.node(id).conf, { voters: ["a", "b", "c", "d"], learners: [] }, `conf on ${id}`);
     }
     // Four voters need three: a, b and d commit only because d now counts.
     net.isolate("c");
-    const { index } = net.propose("a", "with-d");
-    net.tick(1, ["a"]);
+    const { index } = await net.propose("a", "with-d");
+    await net.tick(1, ["a"]);
     assert.ok(net.node("a").log.committed >= index);
     // And a and d alone are not enough.
     net.isolate("b");
-    const second = net.propose("a", "two-of-four");
-    net.tick(1, ["a"]);
+    const second = await net.propose("a", "two-of-four");
+    await net.tick(1, ["a"]);
     assert.ok(net.node("a").log.committed < second.index);
   });
 });
 
 void describe("removal", () => {
-  void test("a removed follower no longer receives appends", () => {
-    const net = electedCluster();
-    change(net, { type: "remove", node: "c" });
+  void test("a removed follower no longer receives appends", async () => {
+    const net = await electedCluster();
+    await change(net, { type: "remove", node: "c" });
     for (const id of ["a", "b"]) assert.deepEqual(net.node(id).conf, { voters: ["a", "b"], learners: [] });
     assert.equal(net.node("a").progressOf("c"), undefined);
 
     const before = net.sent.length;
-    net.propose("a", "after-c");
-    net.tick(2, ["a"]);
+    await net.propose("a", "after-c");
+    await net.tick(2, ["a"]);
     assert.equal(net.sent.slice(before).filter((m) => m.to === "c").length, 0);
     assert.deepEqual(net.peer("b").appliedTexts(), ["after-c"]);
   });
 
-  void test("a leader that removes itself steps down, never campaigns again, and the rest elect a new leader", () => {
-    const net = electedCluster();
-    change(net, { type: "remove", node: "a" });
+  void test("a leader that removes itself steps down, never campaigns again, and the rest elect a new leader", async () => {
+    const net = await electedCluster();
+    await change(net, { type: "remove", node: "a" });
     const removedAt = net.sent.length;
     const a = net.node("a");
     assert.equal(a.role, "follower");
     assert.deepEqual(a.conf.voters, ["b", "c"]);
 
-    net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
+    await net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
     const leader = net.leader();
     assert.ok(leader === "b" || leader === "c");
-    net.tick(5 * ELECTION_TIMEOUT_TICKS);
+    await net.tick(5 * ELECTION_TIMEOUT_TICKS);
     assert.equal(a.role, "follower");
     const campaigns = net.sent.slice(removedAt).filter((m) => m.from === "a" && (m.type === "preVote" || m.type === "vote"));
     assert.equal(campaigns.length, 0, "a removed node does not campaign");
 
-    const { index } = net.propose(leader, "without-a");
-    net.tick(1, [leader]);
+    const { index } = await net.propose(leader, "without-a");
+    await net.tick(1, [leader]);
     assert.ok(net.node(leader).log.committed >= index);
   });
 });
 
 void describe("one change at a time", () => {
-  void test("a second membership change is refused with confChangePending while the first is unapplied", () => {
-    const net = electedCluster();
+  void test("a second membership change is refused with confChangePending while the first is unapplied", async () => {
+    const net = await electedCluster();
     const a = net.node("a");
     a.proposeConfChange({ type: "addLearner", node: "d" });
     assert.throws(() => a.proposeConfChange({ type: "addLearner", node: "e" }), refusal("confChangePending"));
-    net.stabilize();
+    await net.stabilize();
     assert.doesNotThrow(() => a.proposeConfChange({ type: "addLearner", node: "e" }));
   });
 
-  void test("a new leader refuses membership changes until it has applied the entries it inherited", () => {
+  void test("a new leader refuses membership changes until it has applied the entries it inherited", async () => {
     // a's log holds entries of earlier terms that nobody committed; one of them could be a change.
     const voters = ["a", "b", "c"];
     const net = new Network(43);
-    net.add("a", paperState(voters, [1, 1, 2], 2));
-    net.add("b", paperState(voters, [1], 1));
-    net.add("c", paperState(voters, [1], 1));
+    await net.add("a", paperState(voters, [1, 1, 2], 2));
+    await net.add("b", paperState(voters, [1], 1));
+    await net.add("c", paperState(voters, [1], 1));
     net.drop((m) => m.type === "append" && m.from === "a");
-    net.elect("a");
+    await net.elect("a");
     const a = net.node("a");
     assert.throws(() => a.proposeConfChange({ type: "addLearner", node: "d" }), refusal("confChangePending"));
 
     net.heal();
-    net.tick(1, ["a"]);
+    await net.tick(1, ["a"]);
     assert.equal(a.log.applied, a.log.lastIndex());
     assert.doesNotThrow(() => a.proposeConfChange({ type: "addLearner", node: "d" }));
   });
 
-  void test("an invalid change is refused with invalidConfChange", () => {
-    const net = electedCluster();
+  void test("an invalid change is refused with invalidConfChange", async () => {
+    const net = await electedCluster();
     const a = net.node("a");
     assert.throws(() => a.proposeConfChange({ type: "promote", node: "b" }), refusal("invalidConfChange"));
     assert.throws(() => a.proposeConfChange({ type: "remove", node: "zz" }), refusal("invalidConfChange"));

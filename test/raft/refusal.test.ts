@@ -17,61 +17,61 @@ function refusal(reason: RefusalReason, leaderHint: string): (e: unknown) => boo
 }
 
 void describe("refusals", () => {
-  void test("a proposal on a follower is refused with notLeader and names the leader", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 47);
-    net.elect("a");
+  void test("a proposal on a follower is refused with notLeader and names the leader", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 47);
+    await net.elect("a");
     assert.throws(() => net.node("b").propose([bytes("x")]), refusal("notLeader", "a"));
     assert.throws(() => net.node("b").proposeConfChange({ type: "remove", node: "c" }), refusal("notLeader", "a"));
   });
 
-  void test("a proposal with no known leader is refused with notLeader and an empty hint", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 47);
+  void test("a proposal with no known leader is refused with notLeader and an empty hint", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 47);
     assert.throws(() => net.node("b").propose([bytes("x")]), refusal("notLeader", ""));
   });
 
-  void test("a proposal on a candidate is refused, not queued", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 47);
+  void test("a proposal on a candidate is refused, not queued", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 47);
     net.isolate("a");
-    net.campaign("a");
+    await net.campaign("a");
     assert.equal(net.node("a").role, "preCandidate");
     assert.throws(() => net.node("a").propose([bytes("x")]), refusal("notLeader", ""));
   });
 
-  void test("a leader holding uncommittedBytesMax of uncommitted entries refuses more with tooMuchUncommitted until commits catch up", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 53, { uncommittedBytesMax: 100 });
-    net.elect("a");
+  void test("a leader holding uncommittedBytesMax of uncommitted entries refuses more with tooMuchUncommitted until commits catch up", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 53, { uncommittedBytesMax: 100 });
+    await net.elect("a");
     net.isolate("b");
     net.isolate("c");
-    net.propose("a", "x".repeat(60));
+    await net.propose("a", "x".repeat(60));
     assert.throws(() => net.node("a").propose([bytes("y".repeat(60))]), refusal("tooMuchUncommitted", "a"));
     // Smaller proposals that still fit are taken.
-    assert.doesNotThrow(() => net.propose("a", "z".repeat(40)));
+    await assert.doesNotReject(net.propose("a", "z".repeat(40)));
 
     net.heal();
-    net.tick(1, ["a"]);
+    await net.tick(1, ["a"]);
     assert.equal(net.node("a").log.committed, net.node("a").log.lastIndex());
-    assert.doesNotThrow(() => net.propose("a", "y".repeat(60)), "commits released the budget");
+    await assert.doesNotReject(net.propose("a", "y".repeat(60)), "commits released the budget");
   });
 
-  void test("a single proposal larger than uncommittedBytesMax is taken when nothing else is uncommitted", () => {
+  void test("a single proposal larger than uncommittedBytesMax is taken when nothing else is uncommitted", async () => {
     // Otherwise such an entry could never be proposed at all.
-    const net = Network.bootstrap(["a", "b", "c"], 53, { uncommittedBytesMax: 100 });
-    net.elect("a");
-    assert.doesNotThrow(() => net.propose("a", "x".repeat(500)));
+    const net = await Network.bootstrap(["a", "b", "c"], 53, { uncommittedBytesMax: 100 });
+    await net.elect("a");
+    await assert.doesNotReject(net.propose("a", "x".repeat(500)));
   });
 
-  void test("every accepted proposal commits at the index and term that propose() returned", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 59);
-    net.elect("a");
+  void test("every accepted proposal commits at the index and term that propose() returned", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 59);
+    await net.elect("a");
     const accepted: { index: number; term: number; text: string }[] = [];
     for (let i = 0; i < 20; i++) {
       const text = `w${i}`;
       const { index, term } = net.node("a").propose([bytes(text)]);
       accepted.push({ index, term, text });
-      if (i % 3 === 0) net.stabilize();
+      if (i % 3 === 0) await net.stabilize();
     }
-    net.stabilize();
-    net.tick(1, ["a"]);
+    await net.stabilize();
+    await net.tick(1, ["a"]);
     for (const id of net.ids()) {
       const applied = net.peer(id).applied;
       for (const want of accepted) {

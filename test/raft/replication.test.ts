@@ -8,9 +8,9 @@ import { type ConfigOverrides, Network, logTerms, messagesOf } from "./harness.j
 
 const ELECTION_TIMEOUT_TICKS = 10;
 
-function electedCluster(defaults: ConfigOverrides = {}): Network {
-  const net = Network.bootstrap(["a", "b", "c"], 9, defaults);
-  net.elect("a");
+async function electedCluster(defaults: ConfigOverrides = {}): Promise<Network> {
+  const net = await Network.bootstrap(["a", "b", "c"], 9, defaults);
+  await net.elect("a");
   return net;
 }
 
@@ -28,57 +28,57 @@ function text(bytesLong: number, fill: string): string {
 }
 
 void describe("probe and replicate", () => {
-  void test("a new leader probes a follower with one append at a time until it learns where their logs match", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 9);
+  void test("a new leader probes a follower with one append at a time until it learns where their logs match", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 9);
     net.isolate("c");
-    net.elect("a");
+    await net.elect("a");
     const a = net.node("a");
-    for (let i = 0; i < 5; i++) net.propose("a", `p${i}`);
+    for (let i = 0; i < 5; i++) await net.propose("a", `p${i}`);
 
     assert.equal(a.progressOf("c")?.state, "probe");
     assert.equal(messagesOf(net.sent, "append", "a", "c").length, 1, "only the first probe went out");
     assert.equal(a.progressOf("b")?.state, "replicate", "b answered, so the leader streams to it");
   });
 
-  void test("a probed follower that comes back moves to replicate and receives everything", () => {
-    const net = Network.bootstrap(["a", "b", "c"], 9);
+  void test("a probed follower that comes back moves to replicate and receives everything", async () => {
+    const net = await Network.bootstrap(["a", "b", "c"], 9);
     net.isolate("c");
-    net.elect("a");
-    net.propose("a", "p0", "p1", "p2");
+    await net.elect("a");
+    await net.propose("a", "p0", "p1", "p2");
     net.heal();
     // The next heartbeat response unpauses the probe.
-    net.tick(1, ["a"]);
+    await net.tick(1, ["a"]);
     assert.equal(net.node("a").progressOf("c")?.state, "replicate");
     assert.deepEqual(net.peer("c").appliedTexts(), ["p0", "p1", "p2"]);
   });
 
-  void test("in replicate state the leader streams appends without waiting for acknowledgements", () => {
-    const net = electedCluster();
+  void test("in replicate state the leader streams appends without waiting for acknowledgements", async () => {
+    const net = await electedCluster();
     net.drop((m) => m.type === "appendResp");
     const before = net.sent.length;
-    for (let i = 0; i < 5; i++) net.propose("a", `p${i}`);
+    for (let i = 0; i < 5; i++) await net.propose("a", `p${i}`);
     assert.equal(appendsWithEntries(net.sent.slice(before), "b").length, 5);
   });
 });
 
 void describe("flow control", () => {
-  void test("the inflight window bounds the number of unacknowledged appends to a follower", () => {
-    const net = electedCluster({ inflightMessagesMax: 4 });
+  void test("the inflight window bounds the number of unacknowledged appends to a follower", async () => {
+    const net = await electedCluster({ inflightMessagesMax: 4 });
     // b's acknowledgements are lost; c keeps the cluster committing.
     net.drop((m) => m.type === "appendResp" && m.from === "b");
     const before = net.sent.length;
-    for (let i = 0; i < 12; i++) net.propose("a", `p${i}`);
+    for (let i = 0; i < 12; i++) await net.propose("a", `p${i}`);
 
     assert.equal(appendsWithEntries(net.sent.slice(before), "b").length, 4);
     assert.equal(appendsWithEntries(net.sent.slice(before), "c").length, 12);
     assert.equal(net.node("a").log.committed, net.node("a").log.lastIndex(), "a and c still commit");
   });
 
-  void test("the inflight window bounds the payload bytes of unacknowledged appends to a follower", () => {
-    const net = electedCluster({ inflightBytesMax: 100 });
+  void test("the inflight window bounds the payload bytes of unacknowledged appends to a follower", async () => {
+    const net = await electedCluster({ inflightBytesMax: 100 });
     net.drop((m) => m.type === "appendResp" && m.from === "b");
     const before = net.sent.length;
-    for (let i = 0; i < 12; i++) net.propose("a", text(30, String.fromCharCode(97 + i)));
+    for (let i = 0; i < 12; i++) await net.propose("a", text(30, String.fromCharCode(97 + i)));
 
     const toB = appendsWithEntries(net.sent.slice(before), "b");
     const bytes = toB.reduce((sum, m) => sum + payloadBytes(m), 0);
@@ -87,26 +87,26 @@ void describe("flow control", () => {
     assert.ok(bytes >= 100 && bytes < 100 + 30);
   });
 
-  void test("a follower whose acknowledgements were lost while its window was full catches up after the link heals", () => {
-    const net = electedCluster({ inflightMessagesMax: 2 });
+  void test("a follower whose acknowledgements were lost while its window was full catches up after the link heals", async () => {
+    const net = await electedCluster({ inflightMessagesMax: 2 });
     net.drop((m) => m.type === "appendResp" && m.from === "b");
-    for (let i = 0; i < 6; i++) net.propose("a", `p${i}`);
+    for (let i = 0; i < 6; i++) await net.propose("a", `p${i}`);
     net.heal();
-    net.tick(3, ["a"]);
+    await net.tick(3, ["a"]);
     assert.deepEqual(logTerms(net.node("b")), logTerms(net.node("a")), "b's log caught up");
     assert.equal(net.node("a").progressOf("b")?.match, net.node("a").log.lastIndex());
   });
 
-  void test("messageBytesMax limits the payload of one append, and a larger entry travels alone", () => {
-    const net = electedCluster({ messageBytesMax: 100 });
+  void test("messageBytesMax limits the payload of one append, and a larger entry travels alone", async () => {
+    const net = await electedCluster({ messageBytesMax: 100 });
     net.isolate("c");
     const small = Array.from({ length: 10 }, (_, i) => text(40, String(i)));
-    net.propose("a", ...small);
-    net.propose("a", text(250, "L"));
-    net.propose("a", "tail");
+    await net.propose("a", ...small);
+    await net.propose("a", text(250, "L"));
+    await net.propose("a", "tail");
     net.heal();
     const before = net.sent.length;
-    net.tickUntil(() => net.node("c").log.lastIndex() === net.node("a").log.lastIndex(), 2 * ELECTION_TIMEOUT_TICKS, ["a"]);
+    await net.tickUntil(() => net.node("c").log.lastIndex() === net.node("a").log.lastIndex(), 2 * ELECTION_TIMEOUT_TICKS, ["a"]);
 
     const toC = appendsWithEntries(net.sent.slice(before), "c");
     for (const m of toC) {
@@ -114,17 +114,17 @@ void describe("flow control", () => {
     }
     assert.ok(toC.some((m) => m.entries.length === 2), "small entries are batched up to the limit");
     assert.ok(toC.some((m) => payloadBytes(m) === 250), "the 250-byte entry was sent on its own");
-    net.tick(1, ["a"]);
+    await net.tick(1, ["a"]);
     assert.deepEqual(net.peer("c").appliedTexts(), [...small, text(250, "L"), "tail"]);
   });
 
-  void test("committed entries are handed to the state machine in batches of at most committedBytesPerReadyMax", () => {
-    const net = electedCluster({ committedBytesPerReadyMax: 50 });
+  void test("committed entries are handed to the state machine in batches of at most committedBytesPerReadyMax", async () => {
+    const net = await electedCluster({ committedBytesPerReadyMax: 50 });
     net.isolate("b");
     const texts = Array.from({ length: 6 }, (_, i) => text(20, String(i)));
-    net.propose("a", ...texts);
+    await net.propose("a", ...texts);
     net.heal();
-    net.tick(1, ["a"]);
+    await net.tick(1, ["a"]);
 
     const b = net.peer("b");
     assert.deepEqual(b.appliedTexts(), texts);

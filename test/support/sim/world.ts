@@ -16,7 +16,7 @@ interface WorldEvent {
 }
 
 /** Lets every microtask queued so far (and those they queue) run: one turn of the real event loop. */
-function settlePromises(): Promise<void> {
+export function settlePromises(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
