@@ -5,7 +5,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { Message } from "../../src/raft/core/types.js";
-import { Network, bytes, logTerms, messagesOf, paperState } from "./harness.js";
+import { RaftNode } from "../../src/raft/core/raft.js";
+import { Network, bytes, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
 
 const VOTERS = ["a", "b", "c", "d", "e"];
 
@@ -75,9 +76,7 @@ void describe("stale acknowledgements", () => {
   void test("an acknowledgement made in an older term never leaves once a newer leader overwrote its entry in the same batch", () => {
     // f takes 2@2 from term 2's leader, then, before its next Ready, an append of term 3 that
     // overwrites index 2. The Ready persists 2@3; it must not also send "I hold 2 (as of term 2)".
-    const voters = ["l2", "l3", "f"];
-    const net = new Network(13);
-    const f = net.add("f", paperState(voters, [1], 2)).raft;
+    const f = new RaftNode(nodeConfig("f", 13), paperState(["l2", "l3", "f"], [1], 2));
     f.step({ type: "append", from: "l2", to: "f", term: 2, prevLogIndex: 1, prevLogTerm: 1, entries: [{ index: 2, term: 2, type: "normal", data: bytes("2@2") }], commit: 0 });
     f.step({ type: "append", from: "l3", to: "f", term: 3, prevLogIndex: 1, prevLogTerm: 1, entries: [{ index: 2, term: 3, type: "normal", data: bytes("2@3") }], commit: 0 });
     const rd = f.ready();

@@ -1,5 +1,5 @@
-// Virtual time for running real, asynchronous code deterministically: the simulator and the Raft
-// scenario tests run the real RaftDriver on it.
+// Virtual time for running real, asynchronous code deterministically: the simulator runs the real
+// RaftDriver on it, and the Raft scenario tests let promises settle the same way.
 //
 // Events run one at a time in (time, sequence) order. After each, every promise it settled runs
 // to completion (a macrotask turn drains the microtask queue) before the next event: so
