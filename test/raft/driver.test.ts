@@ -92,6 +92,66 @@ void describe("every wait is bounded", () => {
   });
 });
 
+/**
+ * A leader, F, takes proposals its followers never receive: its uncommitted tail. Another node, M,
+ * wins the next term and its first entry overwrites F's tail, but reaches only F (whose answers are
+ * lost), so it does not commit. F then wins again (the third node, C, lacks M's entry and cannot)
+ * and puts its own first entry after M's: F's old clients still wait on the indexes past it, and
+ * nothing of a newer term has applied on F yet.
+ */
+async function loseTailAndWinAgain(cluster: DriverCluster, tailLength: number): Promise<{ first: string; tailFrom: number; tail: Outcome<number>[] }> {
+  const first = cluster.leader() as string;
+  const tailFrom = cluster.driver(first).core.log.lastIndex() + 1;
+  for (const id of cluster.followers()) cluster.network.setMode(first, id, "drop");
+  const tail = Array.from({ length: tailLength }, (_, i) => cluster.propose(first, `tail-${i}`));
+  await cluster.runUntil(() => cluster.driver(first).core.log.lastIndex() === tailFrom + tailLength - 1, 100, "the tail enters F's log");
+  await cluster.runUntil(() => cluster.leader() !== first, 2_000, "another node, M, leads");
+  const second = cluster.leader() as string;
+  const third = cluster.followers().find((id) => id !== first) as string;
+  // M's first entry goes to F only.
+  cluster.network.setMode(second, third, "drop");
+  await cluster.runUntil(() => cluster.driver(first).core.log.term(tailFrom) === cluster.driver(second).core.term, 500, "M's first entry overwrites F's tail");
+  assert.equal(cluster.driver(first).core.log.lastIndex(), tailFrom, "F's tail is gone");
+  cluster.isolate(second, "drop");
+  for (const id of cluster.ids) if (id !== second) cluster.network.setMode(first, id, "up");
+  await cluster.runUntil(() => cluster.leader() === first, 2_000, "F leads again");
+  assert.ok(cluster.applied(first).every((e) => e.index < tailFrom) && cluster.driver(first).applied < tailFrom, "F applied nothing past its lost tail yet");
+  return { first, tailFrom, tail };
+}
+
+void describe("a leader that loses its uncommitted tail and wins again", () => {
+  void test("its first client learns the proposal was lost (retryable), never hangs; the second client's write at the same index succeeds", async () => {
+    // A leader wait shorter than the failover: the answer the first client gets is the one the proposal had.
+    const cluster = await DriverCluster.start(4, { leaderWaitMs: 20 });
+    const { first, tailFrom, tail } = await loseTailAndWinAgain(cluster, 6);
+    // F's own first entry of the new term is at tailFrom + 1; the next write lands where tail-2 waits.
+    const write = cluster.propose(first, "second-client");
+    await cluster.runUntil(() => write.settled, requestTimeoutMs / 2, "the second client's write is answered");
+    const index = succeeded(write, "the second client's write");
+    assert.equal(index, tailFrom + 2, "proposed at the index tail-2 waits on");
+    for (const [i, outcome] of tail.entries()) {
+      assert.ok(outcome.settled && (outcome.atMs as number) <= (write.atMs as number), `tail-${i} (index ${tailFrom + i}) is answered by the time the second write is, not at a timeout`);
+      const err = notAvailable(outcome, `tail-${i}`);
+      assert.equal(err.neverApplied, true, `tail-${i} certainly never applied: safe to retry (${err.message})`);
+      assert.match(err.message, /lost to a leader change/);
+    }
+    assert.deepEqual(cluster.applied(first).filter((e) => e.text.startsWith("tail-")), [], "no tail entry was applied");
+    assert.deepEqual(cluster.applied(first).find((e) => e.index === index), { index, text: "second-client" });
+  });
+
+  void test("within the leader wait, each proposal lost with the tail is proposed again and applied once", async () => {
+    const cluster = await DriverCluster.start(4);
+    const { first, tail } = await loseTailAndWinAgain(cluster, 6);
+    const write = cluster.propose(first, "second-client");
+    await cluster.runUntil(() => write.settled && tail.every((o) => o.settled), requestTimeoutMs / 2, "every write is answered");
+    succeeded(write, "the second client's write");
+    for (const [i, outcome] of tail.entries()) {
+      const index = succeeded(outcome, `tail-${i}, proposed again`);
+      assert.deepEqual(cluster.applied(first).filter((e) => e.text === `tail-${i}`), [{ index, text: `tail-${i}` }], `tail-${i} applied once`);
+    }
+  });
+});
+
 void describe("a leader that removes itself", () => {
   void test("answers the proposals still pending (outcome unknown) as soon as it applies its removal, releasing every forward it serves; forwards go on to the new leader", async () => {
     // One append in flight per follower: the entries after the removal leave only once the
