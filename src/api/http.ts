@@ -52,6 +52,10 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     ajv: { customOptions: { removeAdditional: false } },
     // Per-request logs would dominate under load; failures are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
+    // No timeout of fastify's may end a request while the driver holds it: a write or a
+    // consistent read that meets an election waits up to --leader-wait and then its commit, and
+    // the driver bounds each of those waits itself. Fastify's connectionTimeout, requestTimeout
+    // and handlerTimeout are off by default (0); keepAliveTimeout only closes idle sockets.
   });
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();

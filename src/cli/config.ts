@@ -7,6 +7,7 @@ import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import { parseSpiffeId, validateTrustDomain } from "../ca/spiffe.js";
 import { formatGoDuration, parseGoDuration } from "../common/duration.js";
 import { errorMessage } from "../common/errors.js";
+import { driverDefaults } from "../raft/node/settings.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -26,6 +27,8 @@ export interface ServerConfig {
   /** Consul's "datacenter": reported by /v1/agent/self and in catalog answers. */
   readonly datacenter: string;
   readonly deregisterCriticalMinMs: number | undefined;
+  /** How long a write or linearizable read that meets an election waits for a leader (the driver's leaderWaitMs). */
+  readonly leaderWaitMs: number | undefined;
   readonly ca: CaConfig;
 }
 
@@ -76,6 +79,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--catch-up-entries", env: "CAIRN_CATCH_UP_ENTRIES", key: "catchUpEntries", help: "entries kept below each snapshot so a lagging follower catches up without one (default 5000; 0 keeps none)" },
   { flag: "--datacenter", env: "CAIRN_DATACENTER", key: "datacenter", help: "datacenter name reported to Consul clients (default dc1)" },
   { flag: "--deregister-critical-min", env: "CAIRN_DEREGISTER_CRITICAL_MIN", key: "deregisterCriticalMin", help: "floor for DeregisterCriticalServiceAfter (Go duration, default 1m)" },
+  { flag: "--leader-wait", env: "CAIRN_LEADER_WAIT", key: "leaderWait", help: `how long a write or consistent read waits out an election before answering 503 (Go duration, default ${formatGoDuration(driverDefaults.leaderWaitMs)}, as Consul's rpc_hold_timeout)` },
   { flag: "--trust-domain", env: "CAIRN_TRUST_DOMAIN", key: "trustDomain", help: `SPIFFE trust domain of a new cluster's CA (default ${caDefaults.trustDomain})` },
   { flag: "--ca-key-type", env: "CAIRN_CA_KEY_TYPE", key: "caKeyType", help: "key type of CA roots: ec-p256 (default), rsa-2048 or ed25519" },
   { flag: "--ca-leaf-ttl-max", env: "CAIRN_CA_LEAF_TTL_MAX", key: "caLeafTtlMax", help: "longest leaf certificate TTL a workload may ask for (Go duration, default 24h)" },
@@ -91,6 +95,11 @@ export function usage(): string {
 }
 
 const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+/**
+ * The longest --leader-wait: no longer than the longest blocking query (10m). A request held that
+ * long has outlived any HTTP client's patience; a cluster without a leader for longer needs an operator.
+ */
+const LEADER_WAIT_MAX_MS = 10 * 60_000;
 const LOG_LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
 export function parseHostPort(setting: string, value: string): HostPort {
@@ -204,6 +213,8 @@ export function parseServerConfig(
   if (deregisterMinText !== undefined && deregisterCriticalMinMs === undefined) {
     throw new ConfigError(`--deregister-critical-min must be a duration like "1m" or "500ms", not "${deregisterMinText}"`);
   }
+  const leaderWaitText = get("leaderWait");
+  const leaderWaitMs = leaderWaitText === undefined ? undefined : parseLeaderWait(leaderWaitText);
   const tickMs = get("tickMs");
   const snapshotEntries = get("snapshotEntries");
   const catchUpEntries = get("catchUpEntries");
@@ -224,8 +235,18 @@ export function parseServerConfig(
     catchUpEntries: catchUpEntries === undefined ? undefined : wholeNumber("--catch-up-entries", catchUpEntries),
     datacenter,
     deregisterCriticalMinMs,
+    leaderWaitMs,
     ca,
   };
+}
+
+/** A Go duration from 1ms to LEADER_WAIT_MAX_MS, in whole milliseconds (the driver counts in them). */
+function parseLeaderWait(text: string): number {
+  const ms = parseGoDuration(text);
+  if (ms === undefined || ms < 1 || ms > LEADER_WAIT_MAX_MS) {
+    throw new ConfigError(`--leader-wait must be a duration from 1ms to ${formatGoDuration(LEADER_WAIT_MAX_MS)} like "7s" or "1500ms", not "${text}"`);
+  }
+  return Math.ceil(ms);
 }
 
 function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.ProcessEnv, readBytes: (path: string) => Uint8Array): CaConfig {

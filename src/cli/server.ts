@@ -81,6 +81,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState }),
     logger: logger.child({ component: "raft" }),
     tickMs,
+    ...(cfg.leaderWaitMs === undefined ? {} : { leaderWaitMs: cfg.leaderWaitMs }),
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
     ...(cfg.catchUpEntries === undefined ? {} : { raft: { catchUpEntries: cfg.catchUpEntries } }),
   });

@@ -46,12 +46,23 @@ void describe("server configuration", () => {
     ["an invalid trust domain", [...base, "--trust-domain", "Bad Domain"], /--trust-domain: trust domain "Bad Domain" must be/],
     ["an unknown CA key type", [...base, "--ca-key-type", "dsa"], /--ca-key-type must be one of ec-p256, rsa-2048, ed25519/],
     ["a leaf TTL maximum under the default TTL", [...base, "--ca-leaf-ttl-max", "10m"], /--ca-leaf-ttl-max must be a duration of at least 1h/],
+    ["a leader wait that is not a duration", [...base, "--leader-wait", "7"], /--leader-wait must be a duration from 1ms to 10m0s like "7s" or "1500ms", not "7"/],
+    ["a leader wait of zero", [...base, "--leader-wait", "0s"], /--leader-wait must be a duration from 1ms/],
+    ["a leader wait past ten minutes", [...base, "--leader-wait", "11m"], /--leader-wait must be a duration from 1ms to 10m0s/],
     ["a workload identity of another trust domain", [...base, "--workload-identities", "spiffe://other/ns/a/svc/b"], /not in trust domain cairn.local/],
   ] as const) {
     void test(`${name} is refused with a message that says what is wrong`, () => {
       assert.throws(() => parseServerConfig(args, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message));
     });
   }
+
+  void test("--leader-wait is a Go duration, from the flag or CAIRN_LEADER_WAIT, in whole milliseconds; unset leaves the driver's 7s", () => {
+    assert.equal(parseServerConfig(base, {}).leaderWaitMs, undefined);
+    assert.equal(parseServerConfig([...base, "--leader-wait", "15s"], {}).leaderWaitMs, 15_000);
+    assert.equal(parseServerConfig(base, { CAIRN_LEADER_WAIT: "1m30s" }).leaderWaitMs, 90_000);
+    assert.equal(parseServerConfig([...base, "--leader-wait=250ms"], { CAIRN_LEADER_WAIT: "1m" }).leaderWaitMs, 250, "the flag wins");
+    assert.equal(parseServerConfig([...base, "--leader-wait", "1.5ms"], {}).leaderWaitMs, 2);
+  });
 
   void test("CA settings: defaults, and the KEK from CAIRN_CA_KEK or a file but never both", () => {
     const plain = parseServerConfig(base, {});

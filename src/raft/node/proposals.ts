@@ -5,7 +5,9 @@
 // node applies its index: the entry there is ours if its term is the one we proposed in; if
 // another entry was committed there, ours was lost to a leader change and certainly never
 // applied. Several proposals may wait on one index (a leader that lost its tail and won again
-// proposes there a second time): each gets its own answer when the index applies.
+// proposes there a second time): each gets its own answer when the index applies. And once an
+// entry of a newer term applies, every proposal of an older term waiting past its index was lost
+// too: terms never decrease along a log, so the committed log holds none of them.
 // Every wait is bounded: past the request timeout, the answer is that the outcome is unknown.
 //
 // On a follower, proposals go to the leader (see forwarding.ts). Either way, a proposal that meets
@@ -58,6 +60,8 @@ export class Proposals {
   private readonly awaiting = new Map<number, AwaitingApply[]>();
   /** Every waiter, oldest first: deadlines are assigned in the same order, so expiry pops the front. */
   private readonly byAge: AwaitingApply[] = [];
+  /** The term of the newest entry applied here: older-term waiters past it were lost. */
+  private appliedTerm = 0;
   private failure: Error | undefined;
 
   constructor(
@@ -152,13 +156,19 @@ export class Proposals {
 
   /** This node applied `entry`: answer whoever waits on its index. */
   entryApplied(entry: Entry): void {
+    if (entry.term > this.appliedTerm) {
+      this.appliedTerm = entry.term;
+      // Rare (once per leader change), so a sweep of every waiter costs nothing in steady state.
+      for (const [index, list] of this.awaiting) {
+        if (index <= entry.index) continue;
+        for (const w of list) if (w.term < entry.term) this.settle(w, this.lost());
+        if (list.every((w) => w.settled)) this.awaiting.delete(index);
+      }
+    }
     const waiting = this.awaiting.get(entry.index);
     if (waiting === undefined) return;
     this.awaiting.delete(entry.index);
-    for (const w of waiting) {
-      if (w.term === entry.term) this.settle(w, entry.index);
-      else this.settle(w, new NotAvailableError("the proposal was lost to a leader change before it committed; retry", this.core.leader, true));
-    }
+    for (const w of waiting) this.settle(w, w.term === entry.term ? entry.index : this.lost());
   }
 
   /** This node stopped leading: queued proposals never reached the log. */
@@ -196,6 +206,10 @@ export class Proposals {
     for (const list of this.awaiting.values()) for (const w of list) this.settle(w, err);
     this.awaiting.clear();
     this.byAge.length = 0;
+  }
+
+  private lost(): NotAvailableError {
+    return new NotAvailableError("the proposal was lost to a leader change before it committed; retry", this.core.leader, true);
   }
 
   private await(index: number, term: number): Promise<number> {
