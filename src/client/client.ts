@@ -35,7 +35,11 @@ export type { CheckInput, CheckKind, HealthStatus, Instance, InstanceCheck, Regi
 export interface CairnClientOptions {
   /** HTTP base URLs of the cluster's nodes, such as http://127.0.0.1:8501. */
   readonly endpoints: readonly string[];
-  /** Per attempt; a request is retried on the next node when it runs out. Default 5000. */
+  /**
+   * Per attempt; a request is retried on the next node when it runs out. Default 10000: longer than
+   * a server's default leader wait (7 s), so a request the server holds through an election is
+   * answered there rather than abandoned and sent again elsewhere.
+   */
   readonly requestTimeoutMs?: number;
   readonly logger?: Logger;
   /** Attempts per request across all nodes, the first included. Default 7 (about 1.5 s of backoff: longer than an election). */
@@ -65,7 +69,7 @@ export interface ShutdownOptions {
 }
 
 export const clientDefaults = {
-  requestTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
   attemptsMax: 7,
   backoffBaseMs: 50,
   backoffMaxMs: 1_000,

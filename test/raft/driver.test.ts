@@ -79,6 +79,22 @@ void describe("every wait is bounded", () => {
     assert.ok((write.atMs as number) - askedAtMs >= requestTimeoutMs, "answered at the request timeout, not before");
   });
 
+  void test("a proposal whose index a leader's snapshot replaces is answered when the snapshot installs (outcome unknown), not at the request timeout", async () => {
+    const cluster = await DriverCluster.start(5, { snapshotEntries: 5, requestTimeoutMs: 10_000, raft: { catchUpEntries: 0 } });
+    const old = cluster.leader() as string;
+    cluster.isolate(old, "drop");
+    const stranded = cluster.propose(old, "stranded");
+    await cluster.runUntil(() => cluster.leader() !== undefined && cluster.leader() !== old, 2_000, "the others elect a new leader");
+    const leader = cluster.leader() as string;
+    const writes = Array.from({ length: 12 }, (_, i) => cluster.propose(leader, `w${i}`));
+    await cluster.runUntil(() => writes.every((w) => w.settled), 2_000, "the new leader commits, and compacts past the stranded index");
+    cluster.isolate(old, "up");
+    await cluster.runUntil(() => stranded.settled, 2_000, "the stranded proposal is answered once the old leader installs the snapshot");
+    const err = notAvailable(stranded, "a proposal whose index a snapshot replaced");
+    assert.equal(err.neverApplied, false, "what the snapshot holds at its index is not known here");
+    assert.match(err.message, /replaced by the leader's snapshot/);
+  });
+
   void test("a linearizable read on a leader cut off from its followers is refused within the leader wait (reads are always safe to retry)", async () => {
     const cluster = await DriverCluster.start(3);
     const leader = cluster.leader() as string;

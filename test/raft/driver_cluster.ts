@@ -21,7 +21,7 @@ const textDecoder = new TextDecoder();
 const silentLogger = pino({ level: "silent" });
 
 /** The settings a scenario may change; the rest are fixed, small and fast. */
-export type ScenarioSettings = Partial<Pick<RaftDriverOptions, "tickMs" | "electionTimeoutTicks" | "requestTimeoutMs" | "leaderWaitMs" | "raft">>;
+export type ScenarioSettings = Partial<Pick<RaftDriverOptions, "tickMs" | "electionTimeoutTicks" | "requestTimeoutMs" | "leaderWaitMs" | "snapshotEntries" | "raft">>;
 
 /** 10 ms ticks, elections after 100-200 ms of silence. */
 export const scenarioDefaults = { tickMs: 10, electionTimeoutTicks: 10, requestTimeoutMs: 1_000, leaderWaitMs: 2_000 } as const;

@@ -403,6 +403,7 @@ export class RaftDriver {
     this.addresses.replace(members);
     this.stateMachine.restore(app);
     this.appliedIndex = snapshot.metadata.index;
+    this.started().proposals.snapshotInstalled(this.appliedIndex);
     this.started().applied.release(this.appliedIndex);
   }
 

@@ -171,6 +171,18 @@ export class Proposals {
     for (const w of waiting) this.settle(w, w.term === entry.term ? entry.index : this.lost());
   }
 
+  /**
+   * A snapshot from the leader replaced the log through `index`: the entries there were committed,
+   * but whose they were is not known here, so a proposal waiting at or below it has an unknown outcome.
+   */
+  snapshotInstalled(index: number): void {
+    for (const [at, list] of this.awaiting) {
+      if (at > index) continue;
+      for (const w of list) this.settle(w, new NotAvailableError(`the log through ${index} was replaced by the leader's snapshot; whether the proposal at index ${at} committed is unknown`, this.core.leader, false));
+      this.awaiting.delete(at);
+    }
+  }
+
   /** This node stopped leading: queued proposals never reached the log. */
   lostLeadership(): void {
     const err = new NotAvailableError(`node ${this.settings.id} is no longer the leader`, this.core.leader, true);
