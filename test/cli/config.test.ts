@@ -49,6 +49,8 @@ void describe("server configuration", () => {
     ["a leader wait that is not a duration", [...base, "--leader-wait", "7"], /--leader-wait must be a duration from 1ms to 10m0s like "7s" or "1500ms", not "7"/],
     ["a leader wait of zero", [...base, "--leader-wait", "0s"], /--leader-wait must be a duration from 1ms/],
     ["a leader wait past ten minutes", [...base, "--leader-wait", "11m"], /--leader-wait must be a duration from 1ms to 10m0s/],
+    ["a negative catch-up margin", [...base, "--catch-up-entries", "-1"], /--catch-up-entries must be a whole number \(0 or more\), not "-1"/],
+    ["a catch-up margin that is not a number", [...base, "--catch-up-entries", "lots"], /--catch-up-entries must be a whole number/],
     ["a workload identity of another trust domain", [...base, "--workload-identities", "spiffe://other/ns/a/svc/b"], /not in trust domain cairn.local/],
   ] as const) {
     void test(`${name} is refused with a message that says what is wrong`, () => {
@@ -62,6 +64,12 @@ void describe("server configuration", () => {
     assert.equal(parseServerConfig(base, { CAIRN_LEADER_WAIT: "1m30s" }).leaderWaitMs, 90_000);
     assert.equal(parseServerConfig([...base, "--leader-wait=250ms"], { CAIRN_LEADER_WAIT: "1m" }).leaderWaitMs, 250, "the flag wins");
     assert.equal(parseServerConfig([...base, "--leader-wait", "1.5ms"], {}).leaderWaitMs, 2);
+  });
+
+  void test("--catch-up-entries takes 0 (keep no margin) or more, from the flag or CAIRN_CATCH_UP_ENTRIES; unset leaves the core's 5000", () => {
+    assert.equal(parseServerConfig(base, {}).catchUpEntries, undefined);
+    assert.equal(parseServerConfig([...base, "--catch-up-entries", "0"], {}).catchUpEntries, 0);
+    assert.equal(parseServerConfig(base, { CAIRN_CATCH_UP_ENTRIES: "20000" }).catchUpEntries, 20_000);
   });
 
   void test("CA settings: defaults, and the KEK from CAIRN_CA_KEK or a file but never both", () => {

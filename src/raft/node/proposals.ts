@@ -19,6 +19,7 @@ import type { Proposed, RaftNode } from "../core/raft.js";
 import { type ConfChange, type Entry, RaftRefusal } from "../core/types.js";
 import { NotAvailableError, toAvailabilityError } from "./errors.js";
 import { type ForwardQueue, decodeIndexReply } from "./forwarding.js";
+import { DeadlineQueue } from "./deadlines.js";
 import type { LeaderWatch } from "./leader_watch.js";
 import type { AppliedWaiters } from "./reads.js";
 import type { DriverSettings } from "./settings.js";
@@ -58,8 +59,7 @@ export class Proposals {
   private queue: QueuedProposal[] = [];
   private flushScheduled = false;
   private readonly awaiting = new Map<number, AwaitingApply[]>();
-  /** Every waiter, oldest first: deadlines are assigned in the same order, so expiry pops the front. */
-  private readonly byAge: AwaitingApply[] = [];
+  private readonly byDeadline = new DeadlineQueue<AwaitingApply>();
   /** The term of the newest entry applied here: older-term waiters past it were lost. */
   private appliedTerm = 0;
   private failure: Error | undefined;
@@ -198,14 +198,12 @@ export class Proposals {
       for (const w of list) this.settle(w, new NotAvailableError(`${reason}; whether the proposal at index ${w.index} committed is unknown`, this.core.leader, false));
     }
     this.awaiting.clear();
-    this.byAge.length = 0;
+    this.byDeadline.clear();
   }
 
   /** Fails the waits that passed their deadline. */
   expire(nowMs: number): void {
-    while (this.byAge.length > 0 && (this.byAge[0].settled || this.byAge[0].deadlineMs <= nowMs)) {
-      const w = this.byAge.shift() as AwaitingApply;
-      if (w.settled) continue;
+    for (const w of this.byDeadline.takeExpired(nowMs)) {
       this.settle(w, new NotAvailableError(
         `the proposal at index ${w.index} was not applied within ${this.settings.requestTimeoutMs} ms; whether it will commit is unknown`,
         this.core.leader, false));
@@ -217,7 +215,7 @@ export class Proposals {
     for (const p of this.queue.splice(0)) p.reject(err);
     for (const list of this.awaiting.values()) for (const w of list) this.settle(w, err);
     this.awaiting.clear();
-    this.byAge.length = 0;
+    this.byDeadline.clear();
   }
 
   private lost(): NotAvailableError {
@@ -230,7 +228,7 @@ export class Proposals {
       const at = this.awaiting.get(index);
       if (at === undefined) this.awaiting.set(index, [w]);
       else at.push(w);
-      this.byAge.push(w);
+      this.byDeadline.push(w);
     });
   }
 

@@ -7,6 +7,7 @@
 import type { RaftNode } from "../core/raft.js";
 import { type NodeId, RaftRefusal } from "../core/types.js";
 import { NotAvailableError, refusalError } from "./errors.js";
+import { DeadlineQueue } from "./deadlines.js";
 import type { LeaderWatch } from "./leader_watch.js";
 import type { Timer } from "./ports.js";
 import type { DriverSettings } from "./settings.js";
@@ -22,8 +23,7 @@ interface IndexWaiter {
 /** Callers waiting for this node's state machine to reach an index; each wait is bounded. */
 export class AppliedWaiters {
   private readonly byIndex = new Map<number, IndexWaiter[]>();
-  /** Every waiter, oldest first: deadlines are assigned in the same order, so expiry pops the front. */
-  private readonly byAge: IndexWaiter[] = [];
+  private readonly byDeadline = new DeadlineQueue<IndexWaiter>();
   private appliedIndex = 0;
   private failure: Error | undefined;
 
@@ -38,7 +38,7 @@ export class AppliedWaiters {
       const at = this.byIndex.get(index);
       if (at === undefined) this.byIndex.set(index, [w]);
       else at.push(w);
-      this.byAge.push(w);
+      this.byDeadline.push(w);
     });
   }
 
@@ -60,9 +60,7 @@ export class AppliedWaiters {
 
   /** Fails the waits that passed their deadline. */
   expire(nowMs: number): void {
-    while (this.byAge.length > 0 && (this.byAge[0].settled || this.byAge[0].deadlineMs <= nowMs)) {
-      const w = this.byAge.shift() as IndexWaiter;
-      if (w.settled) continue;
+    for (const w of this.byDeadline.takeExpired(nowMs)) {
       this.settle(w, new NotAvailableError(
         `entry ${w.index} is committed, but this node has not applied it within ${this.settings.requestTimeoutMs} ms (applied: ${this.appliedIndex}); ` +
         "it may be cut off from the leader: read from another node"));
@@ -73,7 +71,7 @@ export class AppliedWaiters {
     this.failure = err;
     for (const list of this.byIndex.values()) for (const w of list) this.settle(w, err);
     this.byIndex.clear();
-    this.byAge.length = 0;
+    this.byDeadline.clear();
   }
 
   private settle(w: IndexWaiter, err: Error | undefined): void {
