@@ -439,10 +439,15 @@ class Simulation {
     const laggards = followers.slice(0, Math.max(1, Math.floor((followers.length - 1) / 2)));
     for (const n of laggards) n.disk.profile = STALLING_DISK;
     this.log(`${laggards.map((n) => n.id).join(",")}'s fsyncs stall; membership churns`);
-    for (const atMs of [30, 250, 500]) this.world.at(this.world.nowMs + atMs, () => this.changeMembership());
+    // Every later step checks the fault phase: once it ends, faults end.
+    for (const atMs of [30, 250, 500]) {
+      this.world.at(this.world.nowMs + atMs, () => {
+        if (this.world.nowMs < this.faultPhaseEndMs) this.changeMembership();
+      });
+    }
     this.world.at(this.world.nowMs + 700 + this.rng.nextInt(600), () => {
       const now = this.currentLeader();
-      if (now === undefined || this.upNodes().length <= 1) return;
+      if (now === undefined || this.upNodes().length <= 1 || this.world.nowMs >= this.faultPhaseEndMs) return;
       if (this.rng.chance(0.5)) this.crashAndRestart(now);
       else now.process.pauseUntilIn(300 + this.rng.nextInt(1500));
     });
@@ -568,12 +573,13 @@ class Simulation {
   }
 
   private healAll(): void {
-    this.log("faults end: heal the network and disks, restart every crashed node");
+    this.log("faults end: heal the network and disks, resume paused nodes, restart every crashed node");
     this.stampAtHeal = this.stamp;
     this.healPartition();
     this.network.healAll();
     this.network.profile = CALM_LINKS;
     for (const node of this.nodes.values()) {
+      node.process.resume();
       node.disk.profile = FAST_DISK;
       if (node.machine !== undefined) node.machine.applyBusyMs = 0;
       if (node.driver === undefined) this.restart(node);

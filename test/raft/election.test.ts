@@ -104,6 +104,20 @@ void describe("leader election", () => {
     assert.equal(voteGranted(answer(voter(), voteRequest("b", "a", 3, 1, 3))), true, "higher last term, however short");
   });
 
+  void test("a vote request from an older term is refused with the voter's term, so its candidate catches up", () => {
+    // n4 campaigns in term 3; its one voter, n2, is at term 9 (campaigning in a configuration that
+    // leaves n4 out, so it never writes to n4). Silence would leave n4 behind n2's term for good.
+    for (const cfg of [{ preVote: false, checkQuorum: true }, { preVote: true, checkQuorum: true }, { preVote: true, checkQuorum: false }]) {
+      const n2 = new RaftNode(nodeConfig("n2", 7, cfg), paperState(["n2", "n4"], [1], 9));
+      n2.step({ type: "vote", from: "n4", to: "n2", term: 3, lastLogIndex: 1, lastLogTerm: 1, transfer: false });
+      const answers = messagesOf(n2.ready().messages, "voteResp", "n2", "n4");
+      assert.deepEqual(answers.map((m) => ({ term: m.term, reject: m.reject })), [{ term: 9, reject: true }], JSON.stringify(cfg));
+    }
+    const n4 = new RaftNode(nodeConfig("n4", 7), paperState(["n2", "n4"], [1], 3));
+    n4.step({ type: "voteResp", from: "n2", to: "n4", term: 9, reject: true });
+    assert.equal(n4.term, 9, "the candidate adopts the newer term, and campaigns above it next");
+  });
+
   void test("a node that missed committed entries cannot become leader", async () => {
     const net = await electedCluster();
     net.isolate("c");

@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { RaftNode, bootstrapSnapshot } from "../../src/raft/core/raft.js";
 import { type ConfChange, type Entry, RaftRefusal, type RefusalReason } from "../../src/raft/core/types.js";
-import { Network, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
+import { Network, bytes, logTerms, messagesOf, nodeConfig, paperState } from "./harness.js";
 
 const ELECTION_TIMEOUT_TICKS = 10;
 
@@ -101,17 +101,18 @@ void describe("removal", () => {
     assert.deepEqual(net.peer("b").appliedTexts(), ["after-c"]);
   });
 
-  void test("a leader that removes itself steps down, never campaigns again, and the rest elect a new leader", async () => {
+  void test("a leader that removes itself hands leadership to a remaining voter, takes no proposals meanwhile, and never campaigns again", async () => {
     const net = await electedCluster();
+    const a = net.node("a");
     await change(net, { type: "remove", node: "a" });
     const removedAt = net.sent.length;
-    const a = net.node("a");
-    assert.equal(a.role, "follower");
     assert.deepEqual(a.conf.voters, ["b", "c"]);
+    assert.throws(() => a.propose([bytes("late")]), refusal("notLeader"), "a removed leader refuses new proposals");
 
-    await net.tickUntil(() => net.leaders().length > 0, 10 * ELECTION_TIMEOUT_TICKS);
+    await net.tickUntil(() => net.leaders().some((id) => id !== "a"), 3 * ELECTION_TIMEOUT_TICKS, ["a", "b", "c"]);
     const leader = net.leader();
     assert.ok(leader === "b" || leader === "c");
+    assert.ok(messagesOf(net.sent.slice(removedAt), "timeoutNow", "a").length > 0, "a handed over with TimeoutNow");
     await net.tick(5 * ELECTION_TIMEOUT_TICKS);
     assert.equal(a.role, "follower");
     const campaigns = net.sent.slice(removedAt).filter((m) => m.from === "a" && (m.type === "preVote" || m.type === "vote"));
@@ -120,6 +121,33 @@ void describe("removal", () => {
     const { index } = await net.propose(leader, "without-a");
     await net.tick(1, [leader]);
     assert.ok(net.node(leader).log.committed >= index);
+  });
+
+  void test("a leader that removes itself, with entries its last follower lacks, still leaves a leader behind", async () => {
+    // {a, c}: c holds "remove a" and acknowledged it, so a commits and applies it, but c never
+    // hears that it committed, and a also holds x, which c lacks. Had a stepped down at once, c
+    // would still count a as a voter, and a would refuse it its vote (a's log is longer): no
+    // leader, ever. The simulator found this (seed 2027).
+    const net = await Network.bootstrap(["a", "b", "c"], 41, { messageBytesMax: 1 });
+    await net.elect("a");
+    await change(net, { type: "remove", node: "b" });
+    const a = net.node("a");
+    const { index: removal } = a.proposeConfChange({ type: "remove", node: "a" });
+    a.propose([bytes("x")]);
+    let lossy = true;
+    net.drop((m) => lossy && m.from === "a" && m.to === "c" &&
+      ((m.type === "append" && (m.commit >= removal || m.entries.some((e) => e.index > removal))) || (m.type === "heartbeat" && m.commit >= removal)));
+    await net.stabilize();
+    assert.deepEqual(a.conf.voters, ["c"], "a applied its removal");
+    const c = net.node("c");
+    assert.equal(c.log.lastIndex(), removal, "c holds the removal, not x");
+    assert.ok(c.log.committed < removal, "c does not know the removal committed");
+
+    lossy = false;
+    await net.tickUntil(() => c.role === "leader", 5 * ELECTION_TIMEOUT_TICKS, ["a", "c"]);
+    await net.tick(2, ["c"]);
+    assert.deepEqual(c.conf.voters, ["c"], "c applied the removal once it led");
+    assert.ok(net.peer("c").appliedTexts().includes("x"), "x, which only a held, was not lost");
   });
 });
 

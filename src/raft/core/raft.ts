@@ -221,8 +221,10 @@ export class RaftNode {
         }
         for (const [id, pr] of this.progress) pr.recentActive = id === this.id;
       }
-      // A transfer that has not finished within an election timeout is abandoned.
+      // A transfer that has not finished within an election timeout is abandoned; a removed
+      // leader starts another, to whoever now holds most of its log.
       this.leadTransferee = NONE;
+      if (!isVoter(this.conf, this.id)) this.handOverAfterRemoval();
     }
     if (this.heartbeatElapsed >= this.cfg.heartbeatIntervalTicks) {
       this.heartbeatElapsed = 0;
@@ -269,6 +271,9 @@ export class RaftNode {
         this.leader === NONE ? "no leader is known; retry after an election" : `node ${this.id} is not the leader; ${this.leader} is`,
         this.leader);
     }
+    if (!isVoter(this.conf, this.id)) {
+      throw new RaftRefusal("notLeader", `node ${this.id} was removed from the cluster and is handing leadership over; retry shortly`, this.leadTransferee);
+    }
     if (this.leadTransferee !== NONE) {
       throw new RaftRefusal("transferInProgress",
         `leadership is moving to ${this.leadTransferee}; retry there shortly`, this.leadTransferee);
@@ -301,6 +306,21 @@ export class RaftNode {
       throw new RaftRefusal("notVoter", `node ${to} is not a voter, so it cannot lead`, this.id);
     }
     if (this.leadTransferee === to) return;
+    this.startTransfer(to);
+  }
+
+  /** A leader no longer among the voters hands over to the voter that holds most of its log. */
+  private handOverAfterRemoval(): void {
+    let best: NodeId = NONE;
+    let bestMatch = -1;
+    for (const id of this.conf.voters) {
+      const match = this.progress.get(id)?.match ?? -1;
+      if (match > bestMatch) [best, bestMatch] = [id, match];
+    }
+    if (best !== NONE) this.startTransfer(best);
+  }
+
+  private startTransfer(to: NodeId): void {
     this.leadTransferee = to;
     // The transfer must finish within one election timeout or it is abandoned.
     this.electionElapsed = 0;
@@ -368,6 +388,12 @@ export class RaftNode {
         } else if (m.type === "preVote") {
           this.send({ type: "preVoteResp", from: this.id, to: m.from, term: this.term, reject: true });
         }
+      }
+      if (m.type === "vote") {
+        // Raft's RequestVote answer carries the voter's term, so a candidate behind in term learns
+        // it. Silence (etcd's choice) can leave a candidate whose only voter campaigns in a
+        // configuration without it behind that voter's term for good (the simulator found it).
+        this.send({ type: "voteResp", from: this.id, to: m.from, term: this.term, reject: true });
       }
       return;
     }
@@ -951,9 +977,13 @@ export class RaftNode {
     }
     for (const id of [...this.progress.keys()]) if (!isMember(this.conf, id)) this.progress.delete(id);
     if (!isVoter(this.conf, this.id)) {
-      // A leader removed from the voters steps down; the rest elect a new leader among themselves.
-      this.becomeFollower(this.term, NONE);
-      return;
+      // A leader removed from the voters keeps leading until it has handed over. Stepping down at
+      // once would leave the remaining voters unaware that the change committed (they learn that
+      // from the leader), so still counting the departed leader as a voter, which refuses them its
+      // vote if its log is longer: no leader, for good (the simulator found it). It takes no new
+      // proposals, and hands leadership to the remaining voter that holds most of its log (etcd
+      // keeps a removed leader leading too).
+      this.handOverAfterRemoval();
     }
     if (this.leadTransferee !== NONE && !isVoter(this.conf, this.leadTransferee)) this.leadTransferee = NONE;
     // A smaller quorum may now agree on a higher commit index.

@@ -61,6 +61,10 @@ export class SimProcess {
   private incarnation = 0;
   private alive = false;
   private pausedUntilMs = 0;
+  /** What came due while paused, in order: it runs when the pause ends. */
+  private deferred: (() => void)[] = [];
+  /** When the pending wake-up is set for, or -1: a later pause or an early resume moves it. */
+  private wakeAtMs = -1;
   private rate = 1;
   private localStartMs = 0;
   private globalStartMs = 0;
@@ -90,6 +94,8 @@ export class SimProcess {
     this.incarnation++;
     this.alive = true;
     this.pausedUntilMs = 0;
+    this.deferred = [];
+    this.wakeAtMs = -1;
     this.rate = rate;
     // A fresh process's monotonic clock starts wherever it likes: use the world's time.
     this.globalStartMs = this.world.nowMs;
@@ -100,11 +106,20 @@ export class SimProcess {
   kill(): void {
     this.alive = false;
     this.incarnation++;
+    this.deferred = [];
+    this.wakeAtMs = -1;
   }
 
   /** SIGSTOP until `untilMs`, then SIGCONT. */
   pauseUntil(untilMs: number): void {
     this.pausedUntilMs = Math.max(this.pausedUntilMs, untilMs);
+  }
+
+  /** SIGCONT now: what came due while it was paused runs from now on, late, in order. */
+  resume(): void {
+    if (this.pausedUntilMs <= this.world.nowMs) return;
+    this.pausedUntilMs = this.world.nowMs;
+    this.scheduleWake();
   }
 
   /** Stalls for `ms` from now: a paused process, or one whose event loop is blocked. */
@@ -121,13 +136,27 @@ export class SimProcess {
     const run = (): void => {
       if (cancelled || !this.alive || this.incarnation !== incarnation) return;
       if (this.pausedUntilMs > this.world.nowMs) {
-        this.world.at(this.pausedUntilMs, run);
+        this.deferred.push(run);
+        this.scheduleWake();
         return;
       }
       fn();
     };
     this.world.at(atMs, run);
     return { cancel: () => { cancelled = true; } };
+  }
+
+  /** Sets the wake-up for the pause's end; each deferred event then runs as its own event, in order. */
+  private scheduleWake(): void {
+    const atMs = Math.max(this.pausedUntilMs, this.world.nowMs);
+    if (this.wakeAtMs === atMs || this.deferred.length === 0) return;
+    this.wakeAtMs = atMs;
+    this.world.at(atMs, () => {
+      if (this.wakeAtMs !== atMs) return;
+      this.wakeAtMs = -1;
+      // A pause extended meanwhile defers them again, to its new end.
+      for (const run of this.deferred.splice(0)) this.world.at(this.world.nowMs, run);
+    });
   }
 
   /** Runs `fn` after `delayMs` of world time, as schedule() does. */
