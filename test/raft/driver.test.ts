@@ -217,6 +217,24 @@ void describe("a leader that removes itself", () => {
   });
 });
 
+void describe("a membership change", () => {
+  void test("is in the membership a node reports by the time its client is answered, even while the Ready's fsync is still running", async () => {
+    const cluster = await DriverCluster.start(11);
+    const leader = cluster.leader() as string;
+    const victim = cluster.followers()[0];
+    // Every fsync on the leader takes 40 ms, so the committed removal is applied while its Ready's write is in flight.
+    cluster.diskOf(leader).profile = { syncLatencyMs: () => 40, errorRate: 0 };
+    let membersWhenAnswered: string[] | undefined;
+    const removal = cluster.track(cluster.driver(leader).changeMembership({ type: "remove", node: victim }).then((index) => {
+      membersWhenAnswered = cluster.driver(leader).status().members.map((m) => m.id);
+      return index;
+    }));
+    await cluster.runUntil(() => removal.settled, 1_000, "the removal is answered");
+    succeeded(removal, "the removal");
+    assert.deepEqual(membersWhenAnswered?.sort(), cluster.ids.filter((id) => id !== victim).sort());
+  });
+});
+
 void describe("read contexts", () => {
   void test("are unique across restarts: a ReadIndex answer held in flight from before a follower's restart does not answer a read made after it", async () => {
     // One entry per append, one append in flight: a restarted follower catches up slowly, so an

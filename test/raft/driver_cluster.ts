@@ -158,6 +158,11 @@ export class DriverCluster {
     return this.node(id).machine?.applied ?? [];
   }
 
+  /** The node's simulated disk, which outlives its incarnations (to slow its fsyncs, say). */
+  diskOf(id: NodeId): SimDisk {
+    return this.node(id).disk;
+  }
+
   observed(id: NodeId): ObservedNetwork {
     const network = this.node(id).network;
     if (network === undefined) throw new Error(`${id} is not running`);

@@ -97,8 +97,10 @@ export class ReadyLoop {
     for (const m of rd.messages) (sendAllFirst || (isLeader && SENDABLE_BEFORE_PERSIST.has(m.type)) ? early : late).push(m);
     if (early.length > 0) this.send(early);
     // Committed entries are already durable here (the core hands out no others), so apply them
-    // now and answer their clients while this batch's fsync runs, not after it.
-    const applyFirst = rd.snapshot === undefined;
+    // now and answer their clients while this batch's fsync runs, not after it. Not a membership
+    // change, though: the core's configuration moves only in advance(), and a client answered
+    // before then would see the old membership in this node's status.
+    const applyFirst = rd.snapshot === undefined && !rd.committedEntries.some((e) => e.type === "confChange");
     if (applyFirst) this.handlers.apply(rd.committedEntries);
     if (rd.hardState !== undefined || rd.entries.length > 0 || rd.snapshot !== undefined) {
       // Like etcd's MustSync: only entries, a snapshot, a term or a vote need fsync before the
