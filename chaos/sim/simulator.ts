@@ -212,6 +212,7 @@ class Simulation {
     else this.coreBug = opts.mutant as PlantedBug | undefined;
     this.network = new SimNetwork(this.world, this.rng);
     this.network.onSend = (m) => this.checkAcknowledgement(m);
+    this.network.aroundStep = (m, step) => this.stepCheckingAnswer(m, step);
     const voterCount = this.rng.chance(0.5) ? 3 : 5;
     for (let i = 1; i <= voterCount; i++) this.founders.push(`n${i}`);
     for (let i = voterCount + 1; i <= voterCount + 3; i++) this.spareIds.push(`n${i}`);
@@ -847,6 +848,34 @@ class Simulation {
     let pending = this.pendingClaims.get(m.term);
     if (pending === undefined) this.pendingClaims.set(m.term, (pending = []));
     pending.push(claim);
+  }
+
+  /**
+   * Answer conformance, Raft's matchIndex rule: a success answer to an append or a snapshot claims
+   * only what that request established (through its last entry, or the responder's commit index),
+   * never the rest of the responder's log; an answer to an older term's request claims nothing.
+   * The leader commits on these claims. A claim past what its request established is true only
+   * by luck, so this flags it the first time it is made, where the outcome checkers see it only
+   * once it covers another leader's entries.
+   */
+  private stepCheckingAnswer(m: Message, step: () => void): void {
+    const driver = this.nodes.get(m.to)?.driver;
+    if ((m.type !== "append" && m.type !== "snapshot") || driver === undefined || !driver.isStarted) {
+      step();
+      return;
+    }
+    const core = driver.core;
+    const queuedBefore = new Set(core.outbox);
+    step();
+    const established = Math.max(core.log.committed, m.type === "append" ? m.prevLogIndex + m.entries.length : m.snapshot.metadata.index);
+    for (const answer of core.outbox) {
+      if (queuedBefore.has(answer) || answer.type !== "appendResp" || answer.to !== m.from || answer.reject) continue;
+      const limit = answer.term > m.term ? 0 : established;
+      if (answer.index <= limit) continue;
+      this.violation(`answer conformance: ${m.to} answers ${m.from}'s ${m.type} of term ${m.term} ` +
+        `(${m.type === "append" ? `entries ${m.prevLogIndex + 1}..${m.prevLogIndex + m.entries.length}` : `snapshot through ${m.snapshot.metadata.index}`}) ` +
+        `claiming its log matches through ${answer.index} (in term ${answer.term}), but that request established only ${limit}`);
+    }
   }
 
   private verifyClaim({ message: m, heldTerm }: AckClaim): void {

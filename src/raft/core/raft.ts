@@ -509,6 +509,11 @@ export class RaftNode {
     return { term: this.term, vote: this.vote, commit: this.log.committed };
   }
 
+  /** Messages stepped but not yet handed out by ready(), oldest first: a checker can match each answer to its request. */
+  get outbox(): readonly Message[] {
+    return this.msgs;
+  }
+
   /** Reads this leader holds until a heartbeat round (or its first commit in the term) confirms them. */
   get pendingReadCount(): number {
     return this.reads.size + this.readsAwaitingCommit.length;

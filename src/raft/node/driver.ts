@@ -303,6 +303,11 @@ export class RaftDriver {
     return this.appliedIndex;
   }
 
+  /** Whether start() has finished, so that `core` may be read. */
+  get isStarted(): boolean {
+    return this.parts !== undefined;
+  }
+
   /** The core, for status pages, tests and the simulator's checkers: look, do not touch. */
   get core(): RaftNode {
     return this.started().core;

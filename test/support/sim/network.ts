@@ -58,6 +58,8 @@ export class SimNetwork {
 
   /** Optional: every message as its sender hands it over, before any fault touches it (checkers watch here). */
   onSend: ((m: Message) => void) | undefined;
+  /** Optional: wraps each delivery, so a checker can look at the receiver just before and just after it steps the message. */
+  aroundStep: ((m: Message, step: () => void) => void) | undefined;
 
   constructor(
     private readonly world: SimWorld,
@@ -234,7 +236,7 @@ export class SimNetwork {
       target.process.schedule(this.world.nowMs, () => {
         this.stats.delivered++;
         this.onDeliver?.(m);
-        target.handlers.onMessages([m]);
+        this.step(target, m);
       }, target.incarnation);
     });
   }
@@ -257,11 +259,17 @@ export class SimNetwork {
       target.process.schedule(this.world.nowMs, () => {
         this.stats.delivered++;
         this.onDeliver?.(m);
-        target.handlers.onMessages([m]);
+        this.step(target, m);
         // The transfer's call returns once the receiver holds the snapshot.
         this.reportSnapshot(m, true);
       }, target.incarnation);
     });
+  }
+
+  private step(target: Endpoint, m: Message): void {
+    const deliver = (): void => target.handlers.onMessages([m]);
+    if (this.aroundStep === undefined) deliver();
+    else this.aroundStep(m, deliver);
   }
 
   private reportSnapshot(m: SnapshotRequest, delivered: boolean): void {
