@@ -74,6 +74,7 @@ void describe("every planted bug is caught", () => {
       assert.ok(isMutant(name), `${name} is not a mutant`);
       const planted = await runSimulation({ seed, mutant: name });
       assert.notDeepEqual(planted.violations, [], `seed ${seed} no longer catches ${name}: run npm run sim -- --mutants and record the new first seed`);
+      assert.ok(planted.violations.some((v) => !/^t=\d+ms: liveness:/.test(v)), `seed ${seed} catches ${name} by liveness alone: record a seed a safety checker catches it at`);
       const clean = await runSimulation({ seed });
       assert.deepEqual(clean.violations, [], `seed ${seed} fails without the bug`);
     });
