@@ -121,7 +121,16 @@ export function writeMessage(w: Writer, m: Message): void {
       w.u8(m.transfer ? 1 : 0);
       return;
     case "voteResp":
-    case "preVoteResp":
+    case "preVoteResp": {
+      // Bit 0: rejected; bit 1: the voter's commit index and its term follow.
+      const hinted = m.commitIndex !== undefined && m.commitIndex > 0;
+      w.u8((m.reject ? 1 : 0) | (hinted ? 2 : 0));
+      if (hinted) {
+        w.uint(m.commitIndex ?? 0);
+        w.uint(m.commitTerm ?? 0);
+      }
+      return;
+    }
     case "snapshotStatus":
       w.u8(m.reject ? 1 : 0);
       return;
@@ -173,7 +182,13 @@ export function readMessage(r: Reader): Message {
     case "preVote":
       return { type, from, to, term, lastLogIndex: r.uint(), lastLogTerm: r.uint(), transfer: r.bool() };
     case "voteResp":
-    case "preVoteResp":
+    case "preVoteResp": {
+      const flags = r.u8();
+      if (flags > 3) throw new CodecError(`invalid vote response flags ${flags}`);
+      const reject = (flags & 1) !== 0;
+      if ((flags & 2) === 0) return { type, from, to, term, reject };
+      return { type, from, to, term, reject, commitIndex: r.uint(), commitTerm: r.uint() };
+    }
     case "snapshotStatus":
       return { type, from, to, term, reject: r.bool() };
     case "append": {

@@ -39,7 +39,7 @@ const SNAPSHOT = SNAPSHOTS[1];
 const MESSAGES = {
   vote: { type: "vote", from: "a", to: "b", term: 3, lastLogIndex: 10, lastLogTerm: 2, transfer: false },
   preVote: { type: "preVote", from: "a", to: "b", term: 4, lastLogIndex: 11, lastLogTerm: 3, transfer: true },
-  voteResp: { type: "voteResp", from: "b", to: "a", term: 3, reject: true },
+  voteResp: { type: "voteResp", from: "b", to: "a", term: 3, reject: true, commitIndex: 41, commitTerm: 2 },
   preVoteResp: { type: "preVoteResp", from: "b", to: "a", term: 4, reject: false },
   append: { type: "append", from: "a", to: "c", term: 8, prevLogIndex: 300, prevLogTerm: 7, entries: ENTRIES.slice(2, 7), commit: 299 },
   appendResp: { type: "appendResp", from: "c", to: "a", term: 8, reject: true, index: 300, rejectHintIndex: 120, rejectHintTerm: 5 },

@@ -149,6 +149,33 @@ void describe("removal", () => {
     assert.deepEqual(c.conf.voters, ["c"], "c applied the removal once it led");
     assert.ok(net.peer("c").appliedTexts().includes("x"), "x, which only a held, was not lost");
   });
+
+  void test("a leader that removes itself and crashes before it hands over still leaves a leader behind: a refused vote tells the candidate what committed", async () => {
+    // As above, but a is killed right after it applies its removal, so it never hands over, and
+    // restarts as a removed node. c still counts a as a voter and needs its vote; a refuses it
+    // (its log is longer). Only a knows the removal committed. The simulator found this (seed 1892).
+    const net = await Network.bootstrap(["a", "b", "c"], 41, { messageBytesMax: 1 });
+    await net.elect("a");
+    await change(net, { type: "remove", node: "b" });
+    const a = net.node("a");
+    const { index: removal } = a.proposeConfChange({ type: "remove", node: "a" });
+    a.propose([bytes("x")]);
+    net.drop((m) => m.from === "a" && m.to === "c" &&
+      ((m.type === "append" && (m.commit >= removal || m.entries.some((e) => e.index > removal))) || (m.type === "heartbeat" && m.commit >= removal)));
+    await net.stabilize();
+    assert.deepEqual(a.conf.voters, ["c"], "a applied its removal");
+    await net.restart("a");
+    net.heal();
+    const c = net.node("c");
+    assert.ok(c.log.committed < removal, "c does not know the removal committed");
+    assert.deepEqual(c.conf.voters, ["a", "c"]);
+
+    await net.tickUntil(() => c.role === "leader", 10 * ELECTION_TIMEOUT_TICKS, ["a", "c"]);
+    assert.deepEqual(c.conf.voters, ["c"], "c learned the removal committed, applied it, and won alone");
+    const { index } = await net.propose("c", "after");
+    await net.tick(1, ["c"]);
+    assert.ok(c.log.committed >= index, "c commits alone");
+  });
 });
 
 void describe("one change at a time", () => {

@@ -34,6 +34,7 @@ import {
   type SnapshotRequest,
   type SoftState,
   type VoteRequest,
+  type VoteResponse,
   entryPayloadBytes,
   invariant,
   isLocalMessage,
@@ -386,14 +387,14 @@ export class RaftNode {
           const index = this.cfg.plantedBug === "ackStaleAppend" ? this.log.lastIndex() : 0;
           this.send(this.appendResponse(m.from, false, index));
         } else if (m.type === "preVote") {
-          this.send({ type: "preVoteResp", from: this.id, to: m.from, term: this.term, reject: true });
+          this.send(this.voteRejection("preVoteResp", m.from));
         }
       }
       if (m.type === "vote") {
         // Raft's RequestVote answer carries the voter's term, so a candidate behind in term learns
         // it. Silence (etcd's choice) can leave a candidate whose only voter campaigns in a
         // configuration without it behind that voter's term for good (the simulator found it).
-        this.send({ type: "voteResp", from: this.id, to: m.from, term: this.term, reject: true });
+        this.send(this.voteRejection("voteResp", m.from));
       }
       return;
     }
@@ -402,6 +403,7 @@ export class RaftNode {
       this.handleVoteRequest(m);
       return;
     }
+    if ((m.type === "voteResp" || m.type === "preVoteResp") && m.reject) this.learnCommitFrom(m);
     switch (this.role) {
       case "leader":
         this.stepLeader(m);
@@ -651,7 +653,30 @@ export class RaftNode {
         this.vote = m.from;
       }
     } else {
-      this.send({ type: respType, from: this.id, to: m.from, term: this.term, reject: true });
+      this.send(this.voteRejection(respType, m.from));
+    }
+  }
+
+  /** A refusal tells the candidate what we know is committed, with its term, so it can learn it too. */
+  private voteRejection(type: "voteResp" | "preVoteResp", to: NodeId): VoteResponse {
+    const commitIndex = this.log.committed;
+    return { type, from: this.id, to, term: this.term, reject: true, commitIndex, commitTerm: this.log.term(commitIndex) ?? 0 };
+  }
+
+  /**
+   * A voter that refused us knows entries through `commitIndex` are committed. If we hold that
+   * entry with the same term, our log matches the voter's through it (log matching), so it is
+   * committed here too. Without this, a voter that missed the commit of a membership change can
+   * wait for a vote that never comes: after a leader of two voters commits its own removal and
+   * crashes, the other still counts it, and it, removed, refuses them for its longer log.
+   */
+  private learnCommitFrom(m: VoteResponse): void {
+    const index = m.commitIndex ?? 0;
+    if (index <= this.log.committed || index > this.log.lastIndex() || !this.log.matchTerm(index, m.commitTerm ?? 0)) return;
+    this.log.commitTo(index);
+    // A campaign under a configuration that a committed change replaces must not go on.
+    if ((this.role === "candidate" || this.role === "preCandidate") && this.log.hasUnappliedConfChange()) {
+      this.becomeFollower(this.term, NONE);
     }
   }
 

@@ -75,6 +75,12 @@ export interface VoteRequest extends MessageBase {
 export interface VoteResponse extends MessageBase {
   readonly type: "voteResp" | "preVoteResp";
   readonly reject: boolean;
+  /**
+   * On reject: the voter's commit index and its term there. A candidate holding that entry learns
+   * it is committed, which may be how it learns a membership change that lets it win.
+   */
+  readonly commitIndex?: number;
+  readonly commitTerm?: number;
 }
 
 export interface AppendRequest extends MessageBase {
