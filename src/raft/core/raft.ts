@@ -675,7 +675,7 @@ export class RaftNode {
     if (index <= this.log.committed || index > this.log.lastIndex() || !this.log.matchTerm(index, m.commitTerm ?? 0)) return;
     this.log.commitTo(index);
     // A campaign under a configuration that a committed change replaces must not go on.
-    if ((this.role === "candidate" || this.role === "preCandidate") && this.log.hasUnappliedConfChange()) {
+    if ((this.role === "candidate" || this.role === "preCandidate") && !this.mayCampaign()) {
       this.becomeFollower(this.term, NONE);
     }
   }
