@@ -6,12 +6,12 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "../../common/backoff.js";
+import { Fifo } from "../../common/fifo.js";
 import { type NodeId, type SnapshotRequest, invariant } from "../core/types.js";
 import { ForwardError } from "../node/ports.js";
 import type { ResolvedLimits } from "./limits.js";
 import {
   EMPTY_BUFFER,
-  EMPTY_BYTES,
   FORWARD_ERROR_METADATA_KEY,
   channelCredentials,
   channelOptions,
@@ -29,14 +29,13 @@ import {
 
 // ---------------------------------------------------------------- the outbound queue
 
-/** A FIFO of encoded messages. Shifting is O(1); the array is compacted as the head advances. */
+/** A FIFO of encoded messages, with their total size. */
 class EncodedQueue {
-  private items: Uint8Array[] = [];
-  private head = 0;
+  private readonly items = new Fifo<Uint8Array>();
   bytes = 0;
 
   get length(): number {
-    return this.items.length - this.head;
+    return this.items.length;
   }
 
   push(encoded: Uint8Array): void {
@@ -45,21 +44,14 @@ class EncodedQueue {
   }
 
   shift(): Uint8Array {
-    invariant(this.length > 0, "shift from an empty peer queue");
-    const encoded = this.items[this.head];
-    this.items[this.head] = EMPTY_BYTES;
-    this.head++;
+    const encoded = this.items.shift();
+    invariant(encoded !== undefined, "shift from an empty peer queue");
     this.bytes -= encoded.byteLength;
-    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
     return encoded;
   }
 
   clear(): void {
-    this.items = [];
-    this.head = 0;
+    this.items.clear();
     this.bytes = 0;
   }
 
@@ -72,7 +64,7 @@ class EncodedQueue {
     let count = 0;
     let bodyBytes = 0;
     while (count < this.length) {
-      const nextBytes = this.items[this.head + count].byteLength;
+      const nextBytes = (this.items.peek(count) as Uint8Array).byteLength;
       if (count > 0 && frameBytes(count + 1, bodyBytes + nextBytes) > frameBytesMax) break;
       count++;
       bodyBytes += nextBytes;
