@@ -35,6 +35,28 @@ function refusal(reason: RefusalReason): (e: unknown) => boolean {
   return (e: unknown) => e instanceof RaftRefusal && e.reason === reason;
 }
 
+/**
+ * {a, c} led by a: c holds "remove a" and acknowledged it, so a commits and applies it, but c never
+ * hears that it committed (a's appends and heartbeats to c are dropped until the network heals),
+ * and a also holds x, which c lacks.
+ */
+async function removalUnheardByLastFollower(): Promise<{ net: Network; c: RaftNode }> {
+  const net = await Network.bootstrap(["a", "b", "c"], 41, { messageBytesMax: 1 });
+  await net.elect("a");
+  await change(net, { type: "remove", node: "b" });
+  const a = net.node("a");
+  const { index: removal } = a.proposeConfChange({ type: "remove", node: "a" });
+  a.propose([bytes("x")]);
+  net.drop((m) => m.from === "a" && m.to === "c" &&
+    ((m.type === "append" && (m.commit >= removal || m.entries.some((e) => e.index > removal))) || (m.type === "heartbeat" && m.commit >= removal)));
+  await net.stabilize();
+  assert.deepEqual(a.conf.voters, ["c"], "a applied its removal");
+  const c = net.node("c");
+  assert.equal(c.log.lastIndex(), removal, "c holds the removal, not x");
+  assert.ok(c.log.committed < removal, "c does not know the removal committed");
+  return { net, c };
+}
+
 void describe("learners", () => {
   void test("a new learner receives the whole log", async () => {
     const net = await clusterWithLearner();
@@ -124,26 +146,10 @@ void describe("removal", () => {
   });
 
   void test("a leader that removes itself, with entries its last follower lacks, still leaves a leader behind", async () => {
-    // {a, c}: c holds "remove a" and acknowledged it, so a commits and applies it, but c never
-    // hears that it committed, and a also holds x, which c lacks. Had a stepped down at once, c
-    // would still count a as a voter, and a would refuse it its vote (a's log is longer): no
-    // leader, ever. The simulator found this (seed 2027).
-    const net = await Network.bootstrap(["a", "b", "c"], 41, { messageBytesMax: 1 });
-    await net.elect("a");
-    await change(net, { type: "remove", node: "b" });
-    const a = net.node("a");
-    const { index: removal } = a.proposeConfChange({ type: "remove", node: "a" });
-    a.propose([bytes("x")]);
-    let lossy = true;
-    net.drop((m) => lossy && m.from === "a" && m.to === "c" &&
-      ((m.type === "append" && (m.commit >= removal || m.entries.some((e) => e.index > removal))) || (m.type === "heartbeat" && m.commit >= removal)));
-    await net.stabilize();
-    assert.deepEqual(a.conf.voters, ["c"], "a applied its removal");
-    const c = net.node("c");
-    assert.equal(c.log.lastIndex(), removal, "c holds the removal, not x");
-    assert.ok(c.log.committed < removal, "c does not know the removal committed");
-
-    lossy = false;
+    // Had a stepped down at once, c would still count a as a voter, and a would refuse it its
+    // vote (a's log is longer): no leader, ever. The simulator found this (seed 2027).
+    const { net, c } = await removalUnheardByLastFollower();
+    net.heal();
     await net.tickUntil(() => c.role === "leader", 5 * ELECTION_TIMEOUT_TICKS, ["a", "c"]);
     await net.tick(2, ["c"]);
     assert.deepEqual(c.conf.voters, ["c"], "c applied the removal once it led");
@@ -154,20 +160,9 @@ void describe("removal", () => {
     // As above, but a is killed right after it applies its removal, so it never hands over, and
     // restarts as a removed node. c still counts a as a voter and needs its vote; a refuses it
     // (its log is longer). Only a knows the removal committed. The simulator found this (seed 1892).
-    const net = await Network.bootstrap(["a", "b", "c"], 41, { messageBytesMax: 1 });
-    await net.elect("a");
-    await change(net, { type: "remove", node: "b" });
-    const a = net.node("a");
-    const { index: removal } = a.proposeConfChange({ type: "remove", node: "a" });
-    a.propose([bytes("x")]);
-    net.drop((m) => m.from === "a" && m.to === "c" &&
-      ((m.type === "append" && (m.commit >= removal || m.entries.some((e) => e.index > removal))) || (m.type === "heartbeat" && m.commit >= removal)));
-    await net.stabilize();
-    assert.deepEqual(a.conf.voters, ["c"], "a applied its removal");
+    const { net, c } = await removalUnheardByLastFollower();
     await net.restart("a");
     net.heal();
-    const c = net.node("c");
-    assert.ok(c.log.committed < removal, "c does not know the removal committed");
     assert.deepEqual(c.conf.voters, ["a", "c"]);
 
     await net.tickUntil(() => c.role === "leader", 10 * ELECTION_TIMEOUT_TICKS, ["a", "c"]);
