@@ -781,7 +781,7 @@ class Simulation {
       const [t, i] = imageLast(voter.disk.durable);
       return candidateLast[0] > t || (candidateLast[0] === t && candidateLast[1] >= i);
     });
-    if (electors.length >= Math.floor(voters.length / 2) + 1) {
+    if (electors.length >= majorityOf(voters.length)) {
       this.violation(`election safety: ${node.id} campaigns in term ${core.term} under voters ${voters.join(",")} without committed entry ${index} ` +
         `(term ${term}), and could win with votes from ${electors.join(",")}`);
     }
@@ -899,7 +899,7 @@ class Simulation {
    */
   private checkCommitSafety(observer: SimNode, index: number, term: number): void {
     const voters = (observer.driver as RaftDriver).core.conf.voters;
-    const need = Math.floor(voters.length / 2) + 1;
+    const need = majorityOf(voters.length);
     for (const candidateId of voters) {
       const candidate = this.nodes.get(candidateId);
       if (candidate === undefined || imageHas(candidate.disk.durable, index, term)) continue;
@@ -1024,15 +1024,18 @@ interface AckClaim {
   readonly heldTerm: number;
 }
 
+/** The checkers' own count of a majority, kept apart from the core's so that a bug there cannot hide here. */
+function majorityOf(voterCount: number): number {
+  return Math.floor(voterCount / 2) + 1;
+}
+
 /** Whether every majority of `a` shares a member with every majority of `b`. */
 function majoritiesIntersect(a: readonly NodeId[], b: readonly NodeId[]): boolean {
   const shared = a.filter((id) => b.includes(id)).length;
   const onlyA = a.length - shared;
   const onlyB = b.length - shared;
   // Two disjoint majorities exist when each can be completed from the shared members the other left.
-  const needA = Math.floor(a.length / 2) + 1;
-  const needB = Math.floor(b.length / 2) + 1;
-  return Math.max(0, needA - onlyA) + Math.max(0, needB - onlyB) > shared;
+  return Math.max(0, majorityOf(a.length) - onlyA) + Math.max(0, majorityOf(b.length) - onlyB) > shared;
 }
 
 async function withTimeout<T>(promise: Promise<T>, process: SimProcess, timeoutMs: number): Promise<{ ok: true; value: T } | { ok: false }> {
