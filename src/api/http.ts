@@ -7,13 +7,13 @@ import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
 import { endWaitsOnClose } from "./blocking.js";
-import { caRoutes } from "./ca.js";
-import { clusterRoutes } from "./cluster.js";
-import { consulRoutes } from "./consul.js";
-import { kvRoutes } from "./kv.js";
+import { caRoutes } from "./ca/routes.js";
+import { clusterRoutes } from "./cluster/routes.js";
+import { consulRoutes } from "./consul/routes.js";
+import { kvRoutes } from "./native/kv.js";
 import { OpenApiCollector } from "./openapi.js";
-import { registryRoutes } from "./registry.js";
-import { statusRoutes } from "./status.js";
+import { registryRoutes } from "./native/registry.js";
+import { statusRoutes } from "./cluster/status.js";
 
 interface HttpError {
   readonly statusCode?: number;

@@ -1,5 +1,5 @@
 // The native API's JSON, as the client sends and reads it: written from the HTTP API's shapes
-// (src/api/registry.ts's schemas and answers), not imported from the server's modules, so the
+// (src/api/native/registry.ts's schemas and answers), not imported from the server's modules, so the
 // library depends on the protocol only. A change to the API's shapes is a change here too.
 
 export type HealthStatus = "passing" | "warning" | "critical";

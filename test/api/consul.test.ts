@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import Consul from "consul";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, goBool, parseIndex, readOptions, withJitterMs } from "../../src/api/consul.js";
-import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "../../src/api/consul-decode.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, goBool, parseIndex, readOptions, withJitterMs } from "../../src/api/consul/routes.js";
+import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "../../src/api/consul/decode.js";
 import { openApiPath, toOpenApiSchema } from "../../src/api/openapi.js";
 
 const DATACENTER = "test-dc";

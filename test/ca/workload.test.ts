@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
-import { type BundleMessage, loadProtoService } from "../../src/api/bundle_grpc.js";
+import type { BundleMessage } from "../../src/api/ca/bundle_grpc.js";
+import { loadProtoService } from "../../src/api/protos.js";
 import { DerReader, Tag, elementBytes, pemEncode } from "../../src/common/der.js";
 
 const TD = "cairn.local";

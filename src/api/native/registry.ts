@@ -3,13 +3,13 @@
 // makes a read block until the service's index passes N.
 
 import type { FastifyInstance, FastifyReply } from "fastify";
-import type { RaftDriver } from "../raft/node/driver.js";
-import { parseGoDuration } from "../common/duration.js";
-import { type Instance, aggregateStatus } from "../registry/model.js";
-import type { RegisterInput, Registry } from "../registry/registry.js";
-import type { WatchKey } from "../registry/watch.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
-import { sendError } from "./errors.js";
+import type { RaftDriver } from "../../raft/node/driver.js";
+import { parseGoDuration } from "../../common/duration.js";
+import { type Instance, aggregateStatus } from "../../registry/model.js";
+import type { RegisterInput, Registry } from "../../registry/registry.js";
+import type { WatchKey } from "../../registry/watch.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "../blocking.js";
+import { sendError } from "../errors.js";
 
 
 const checkSchema = {

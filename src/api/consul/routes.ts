@@ -12,23 +12,23 @@
 // Errors answer as Consul's do, with a text/plain reason, which both the Go client and the npm
 // client (papi, under 80 bytes) put into the error they raise.
 
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "../blocking.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { type RaftDriver } from "../raft/node/driver.js";
-import { NotAvailableError } from "../raft/node/errors.js";
-import { parseGoDuration } from "../common/duration.js";
-import { type HealthStatus, type Instance, aggregateStatus } from "../registry/model.js";
-import { type Registry, RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
-import type { WatchKey } from "../registry/watch.js";
-import { TooManyWatchersError, errorMessage } from "../common/errors.js";
-import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../ca/authority.js";
-import { LeafCache } from "../ca/leaves.js";
-import { connectRoutes } from "./consul-connect.js";
-import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./consul-decode.js";
+import { type RaftDriver } from "../../raft/node/driver.js";
+import { NotAvailableError } from "../../raft/node/errors.js";
+import { parseGoDuration } from "../../common/duration.js";
+import { type HealthStatus, type Instance, aggregateStatus } from "../../registry/model.js";
+import { type Registry, RegistryInputError, RegistryNotFoundError } from "../../registry/registry.js";
+import type { WatchKey } from "../../registry/watch.js";
+import { TooManyWatchersError, errorMessage } from "../../common/errors.js";
+import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../../ca/authority.js";
+import { LeafCache } from "../../ca/leaves.js";
+import { connectRoutes } from "./connect.js";
+import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./decode.js";
 import {
   type ConsulContext, agentSelfSchema, agentService, agentServiceSchema, catalogService, catalogServiceSchema,
   catalogServicesSchema, nodeId, serviceEntry, serviceEntrySchema,
-} from "./consul-shapes.js";
+} from "./shapes.js";
 
 export interface ConsulDeps {
   readonly registry: Registry;

@@ -13,13 +13,14 @@ import { connect } from "node:net";
 import { dirname, resolve as resolvePath } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { CaInputError, type CertificateAuthority } from "../ca/authority.js";
-import type { Authorizer, Caller } from "../ca/authorizer.js";
-import { trustDomainSpiffeId } from "../ca/spiffe.js";
-import { LatestStateStream, loadProtoService } from "./bundle_grpc.js";
-import { backoffDelayMs } from "../common/backoff.js";
-import { errorMessage } from "../common/errors.js";
-import { renewalAtMs, renewalWindowAround } from "../common/renewal.js";
+import { CaInputError, type CertificateAuthority } from "../../ca/authority.js";
+import type { Authorizer, Caller } from "../../ca/authorizer.js";
+import { trustDomainSpiffeId } from "../../ca/spiffe.js";
+import { LatestStateStream } from "./bundle_grpc.js";
+import { loadProtoService } from "../protos.js";
+import { backoffDelayMs } from "../../common/backoff.js";
+import { errorMessage } from "../../common/errors.js";
+import { renewalAtMs, renewalWindowAround } from "../../common/renewal.js";
 
 export interface WorkloadApiOptions {
   readonly socketPath: string;

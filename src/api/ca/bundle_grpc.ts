@@ -1,30 +1,11 @@
 // cairn.ca.v1.TrustBundle on the public gRPC port: the CA's roots as a stream, for proxies and
-// control planes that verify workloads but hold no identity themselves. Also the two pieces the
-// Workload API shares with it: loading a service from Cairn's proto/ directory, and a server
-// stream that carries only the latest full state.
+// control planes that verify workloads but hold no identity themselves. Also what the Workload API
+// shares with it: a server stream that carries only the latest full state.
 
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import type { CertificateAuthority } from "../ca/authority.js";
-import type { CaRoot } from "../ca/state.js";
-
-/** How proto3 maps to JS objects on both sides of Cairn's proto services: field names as written, 64-bit integers as numbers. */
-export const PROTO_LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
-
-/**
- * A service from Cairn's `proto/` directory. Compiled modules live in dist/src/api/, three levels
- * below the package root where proto/ sits; the files are committed, not copied by the build.
- */
-export function loadProtoService(file: string, serviceName: string): grpc.ServiceDefinition {
-  const path = fileURLToPath(new URL(`../../../proto/${file}`, import.meta.url));
-  if (!existsSync(path)) throw new Error(`the proto file ${path} is missing: Cairn's proto/ directory must sit in the package root, beside dist/`);
-  const definition = protoLoader.loadSync(path, PROTO_LOADER_OPTIONS)[serviceName];
-  // A message or enum definition carries `format`; a service is a map of methods.
-  if (definition === undefined || "format" in definition) throw new Error(`${path} defines no service ${serviceName}`);
-  return definition;
-}
+import type { CertificateAuthority } from "../../ca/authority.js";
+import type { CaRoot } from "../../ca/state.js";
+import { loadProtoService } from "../protos.js";
 
 /**
  * One server stream whose every message is the full current state, so a newer message makes an

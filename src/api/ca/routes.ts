@@ -4,14 +4,14 @@
 
 import { X509Certificate } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { Caller } from "../ca/authorizer.js";
-import type { CertificateAuthority } from "../ca/authority.js";
-import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
-import { type CaRoot, intermediatesOf } from "../ca/state.js";
-import type { RaftDriver } from "../raft/node/driver.js";
-import { parseGoDuration } from "../common/duration.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "./blocking.js";
-import { sendError } from "./errors.js";
+import type { Caller } from "../../ca/authorizer.js";
+import type { CertificateAuthority } from "../../ca/authority.js";
+import { CA_KEY_TYPES, type CaKeyType } from "../../ca/keys.js";
+import { type CaRoot, intermediatesOf } from "../../ca/state.js";
+import type { RaftDriver } from "../../raft/node/driver.js";
+import { parseGoDuration } from "../../common/duration.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "../blocking.js";
+import { sendError } from "../errors.js";
 
 /** A CSR of the largest accepted key (RSA 4096) with a long SAN list fits well within this. */
 const SIGN_BODY_BYTES_MAX = 64 * 1024;

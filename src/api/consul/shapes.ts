@@ -3,8 +3,8 @@
 // which is what its clients decode; lists are always [] and maps always {}, never null.
 
 import { createHash } from "node:crypto";
-import { formatGoDuration } from "../common/duration.js";
-import type { Check, Instance } from "../registry/model.js";
+import { formatGoDuration } from "../../common/duration.js";
+import type { Check, Instance } from "../../registry/model.js";
 
 /** What every Consul answer about an instance needs to know about where it was asked. */
 export interface ConsulContext {

@@ -2,8 +2,8 @@
 // remove one, and hand leadership to a named voter.
 
 import type { FastifyInstance } from "fastify";
-import type { RaftDriver } from "../raft/node/driver.js";
-import { sendError } from "./errors.js";
+import type { RaftDriver } from "../../raft/node/driver.js";
+import { sendError } from "../errors.js";
 
 const NODE_ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$";
 const HOST_PORT_PATTERN = "^[^\\s:]+:[0-9]{1,5}$";

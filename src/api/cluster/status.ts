@@ -1,7 +1,7 @@
 // Cluster status: Consul's /v1/status endpoints and Cairn's own cluster view.
 
 import type { FastifyInstance } from "fastify";
-import type { RaftDriver } from "../raft/node/driver.js";
+import type { RaftDriver } from "../../raft/node/driver.js";
 
 export function statusRoutes(app: FastifyInstance, driver: RaftDriver): void {
   // Consul's shape: the leader's peer address as a JSON string, "" when there is none.

@@ -3,13 +3,13 @@
 
 import { X509Certificate } from "node:crypto";
 import type { FastifyInstance, FastifyReply } from "fastify";
-import { type CertificateAuthority } from "../ca/authority.js";
-import type { LeafCache } from "../ca/leaves.js";
-import { type CaRoot, intermediatesOf } from "../ca/state.js";
-import { colonHex } from "../ca/certificates.js";
-import { trustDomainSpiffeId } from "../ca/spiffe.js";
-import { callerOf } from "./ca.js";
-import { waitEndSignal, withJitterMs } from "./blocking.js";
+import { type CertificateAuthority } from "../../ca/authority.js";
+import type { LeafCache } from "../../ca/leaves.js";
+import { type CaRoot, intermediatesOf } from "../../ca/state.js";
+import { colonHex } from "../../ca/certificates.js";
+import { trustDomainSpiffeId } from "../../ca/spiffe.js";
+import { callerOf } from "../ca/routes.js";
+import { waitEndSignal, withJitterMs } from "../blocking.js";
 
 export interface ConnectDeps {
   readonly ca: CertificateAuthority;

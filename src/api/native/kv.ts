@@ -1,10 +1,10 @@
 // The internal key/value API: writes acknowledged once applied here, linearizable reads by default.
 
 import type { FastifyInstance } from "fastify";
-import type { RaftDriver } from "../raft/node/driver.js";
-import { type KvStateMachine, encodeKvCommand } from "../kv/kv.js";
-import { sendError } from "./errors.js";
-import { STATE_TAG_KV, withTag } from "../state/tags.js";
+import type { RaftDriver } from "../../raft/node/driver.js";
+import { type KvStateMachine, encodeKvCommand } from "../../kv/kv.js";
+import { sendError } from "../errors.js";
+import { STATE_TAG_KV, withTag } from "../../state/tags.js";
 
 const KEY_SCHEMA = { type: "object", properties: { key: { type: "string", minLength: 1, maxLength: 512 } } } as const;
 const VALUE_BYTES_MAX = 64 * 1024;

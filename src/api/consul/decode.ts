@@ -5,9 +5,9 @@
 // does not model is accepted when it has no effect, and refused with a 400 that names it when
 // ignoring it would change what the registration means.
 
-import type { CheckInput, RegisterInput } from "../registry/registry.js";
-import type { HealthStatus } from "../registry/model.js";
-import { HEALTH_STATUSES } from "../registry/model.js";
+import type { CheckInput, RegisterInput } from "../../registry/registry.js";
+import type { HealthStatus } from "../../registry/model.js";
+import { HEALTH_STATUSES } from "../../registry/model.js";
 
 /** A request Consul would answer with 400; the message names the field and what to do. */
 export class ConsulBadRequest extends Error {
