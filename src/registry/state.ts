@@ -110,8 +110,27 @@ export function decodeRegistryCommand(data: Uint8Array): RegistryCommand {
   return cmd;
 }
 
-/** Which services a revision touched; "" stands for the catalog (the set of services and tags). */
-export type ChangeListener = (revision: number, services: ReadonlySet<string>, catalogChanged: boolean) => void;
+/**
+ * What one applied command did to one instance. `health` is a check's status or output changing;
+ * `upsert` is anything else that registered or changed an instance (its new state is given).
+ */
+export type InstanceChange =
+  | { readonly kind: "upsert" | "health"; readonly instance: Instance }
+  | { readonly kind: "delete"; readonly id: string; readonly service: string };
+
+/**
+ * The instance changes one revision made, in the order they were made; or `restored`: the state
+ * was replaced by a snapshot, so there are no deltas from the previous state to it.
+ */
+export type RegistryDelta = { readonly kind: "changes"; readonly changes: readonly InstanceChange[] } | { readonly kind: "restored" };
+
+/**
+ * Which services a revision touched, whether the catalog (the set of services and their tags)
+ * changed, and the instance changes themselves.
+ */
+export type ChangeListener = (revision: number, services: ReadonlySet<string>, catalogChanged: boolean, delta: RegistryDelta) => void;
+
+const RESTORED: RegistryDelta = Object.freeze({ kind: "restored" });
 
 /** Format 1: the JSON snapshots written before the binary format, still restored. */
 interface SnapshotShape {
@@ -142,38 +161,42 @@ export class RegistryState implements StateMachine {
   apply(index: number, data: Uint8Array): void {
     const cmd = decodeRegistryCommand(data);
     const touched = new Set<string>();
+    const changes: InstanceChange[] = [];
     let catalogChanged = false;
     switch (cmd.op) {
       case "register":
-        catalogChanged = this.register(index, cmd, touched);
+        catalogChanged = this.register(index, cmd, touched, changes);
         break;
       case "deregister":
-        catalogChanged = this.remove(cmd.id, touched);
+        catalogChanged = this.remove(cmd.id, touched, changes);
         break;
       case "setCheckStatus":
-        this.setCheckStatus(index, cmd, touched);
+        this.setCheckStatus(index, cmd, touched, changes);
         break;
     }
     this.revisionValue = index;
     for (const service of touched) this.serviceIndexes.set(service, index);
     if (catalogChanged) this.catalogIndexValue = index;
-    if (touched.size > 0 || catalogChanged) for (const l of this.listeners) l(index, touched, catalogChanged);
+    if (touched.size > 0 || catalogChanged) {
+      const delta: RegistryDelta = { kind: "changes", changes };
+      for (const l of this.listeners) l(index, touched, catalogChanged, delta);
+    }
   }
 
-  private register(index: number, cmd: Extract<RegistryCommand, { op: "register" }>, touched: Set<string>): boolean {
+  private register(index: number, cmd: Extract<RegistryCommand, { op: "register" }>, touched: Set<string>, changes: InstanceChange[]): boolean {
     const def = cmd.instance;
     const previous = this.instances.get(def.id);
     let catalogChanged = previous === undefined || previous.service !== def.service || !sameTags(previous.tags, def.tags);
     if (previous !== undefined && previous.service !== def.service) {
       // Re-registering an id under another service name moves it.
-      this.remove(def.id, touched);
+      this.remove(def.id, touched, changes);
       catalogChanged = true;
     }
     const oldChecks = new Map((previous?.service === def.service ? previous.checks : []).map((c) => [c.checkId, c]));
     const checks: Check[] = cmd.checks.map((c) => {
       // A check another instance owned moves to this one: the later registration wins, on every node alike.
       const owner = this.checkOwner.get(c.checkId);
-      if (owner !== undefined && owner !== def.id) this.dropCheck(owner, c.checkId, touched);
+      if (owner !== undefined && owner !== def.id) this.dropCheck(owner, c.checkId, touched, changes);
       const old = oldChecks.get(c.checkId);
       // Re-registering keeps a check's current health unless the registration states one.
       const status = old !== undefined && c.status === "critical" && c.output === "" ? old.status : c.status;
@@ -183,7 +206,9 @@ export class RegistryState implements StateMachine {
     });
     for (const old of oldChecks.keys()) if (!checks.some((c) => c.checkId === old)) this.checkOwner.delete(old);
     for (const c of checks) this.checkOwner.set(c.checkId, def.id);
-    this.instances.set(def.id, this.compact(def, checks, previous?.service === def.service ? previous.createIndex : index, index));
+    const instance = this.compact(def, checks, previous?.service === def.service ? previous.createIndex : index, index);
+    this.instances.set(def.id, instance);
+    changes.push({ kind: "upsert", instance });
     let ids = this.byService.get(def.service);
     if (ids === undefined) this.byService.set(def.service, (ids = new Set()));
     ids.add(def.id);
@@ -192,10 +217,11 @@ export class RegistryState implements StateMachine {
   }
 
   /** Removes an instance and its checks. Returns whether the catalog changed. */
-  private remove(id: string, touched: Set<string>): boolean {
+  private remove(id: string, touched: Set<string>, changes: InstanceChange[]): boolean {
     const inst = this.instances.get(id);
     if (inst === undefined) return false;
     this.instances.delete(id);
+    changes.push({ kind: "delete", id, service: inst.service });
     for (const c of inst.checks) this.checkOwner.delete(c.checkId);
     const ids = this.byService.get(inst.service);
     ids?.delete(id);
@@ -204,15 +230,17 @@ export class RegistryState implements StateMachine {
     return true;
   }
 
-  private dropCheck(ownerId: string, checkId: string, touched: Set<string>): void {
+  private dropCheck(ownerId: string, checkId: string, touched: Set<string>, changes: InstanceChange[]): void {
     const inst = this.instances.get(ownerId);
     if (inst === undefined) return;
-    this.instances.set(ownerId, this.compact(inst, inst.checks.filter((c) => c.checkId !== checkId), inst.createIndex, inst.modifyIndex));
+    const instance = this.compact(inst, inst.checks.filter((c) => c.checkId !== checkId), inst.createIndex, inst.modifyIndex);
+    this.instances.set(ownerId, instance);
+    changes.push({ kind: "upsert", instance });
     this.checkOwner.delete(checkId);
     touched.add(inst.service);
   }
 
-  private setCheckStatus(index: number, cmd: Extract<RegistryCommand, { op: "setCheckStatus" }>, touched: Set<string>): void {
+  private setCheckStatus(index: number, cmd: Extract<RegistryCommand, { op: "setCheckStatus" }>, touched: Set<string>, changes: InstanceChange[]): void {
     const ownerId = this.checkOwner.get(cmd.checkId);
     const inst = ownerId === undefined ? undefined : this.instances.get(ownerId);
     // The instance may have been deregistered after the leader decided; then there is nothing to do.
@@ -221,7 +249,9 @@ export class RegistryState implements StateMachine {
       if (c.checkId !== cmd.checkId) return c;
       return { ...c, status: cmd.status, output: cmd.output, statusSinceMs: c.status === cmd.status ? c.statusSinceMs : cmd.atMs };
     });
-    this.instances.set(inst.id, this.compact(inst, checks, inst.createIndex, index));
+    const instance = this.compact(inst, checks, inst.createIndex, index);
+    this.instances.set(inst.id, instance);
+    changes.push({ kind: "health", instance });
     touched.add(inst.service);
   }
 
@@ -319,7 +349,7 @@ export class RegistryState implements StateMachine {
     if (data.byteLength > 0 && data[0] === JSON_OPEN_BRACE) this.restoreJson(data);
     else if (data.byteLength > 0) this.restoreBinary(data);
     // Indexes may have moved backwards: wake every watcher so it re-reads (Consul clients then reset).
-    for (const l of this.listeners) l(this.revisionValue, new Set(this.serviceIndexes.keys()), true);
+    for (const l of this.listeners) l(this.revisionValue, new Set(this.serviceIndexes.keys()), true, RESTORED);
   }
 
   private restoreBinary(data: Uint8Array): void {

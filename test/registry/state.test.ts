@@ -66,6 +66,29 @@ void describe("registry state machine", () => {
     assert.deepEqual(s.instance("a")?.checks, []);
   });
 
+  void test("every revision reports its instance changes in order: upsert, health and delete; a restore reports no deltas", () => {
+    const s = new RegistryState();
+    const heard: string[] = [];
+    s.onChange((revision, _services, _catalog, delta) => {
+      if (delta.kind === "restored") heard.push(`${revision}:restored`);
+      else for (const c of delta.changes) heard.push(`${revision}:${c.kind}:${c.kind === "delete" ? c.id : `${c.instance.id}@${c.instance.modifyIndex}`}`);
+    });
+    apply(s, 3, { op: "register", instance: inst("a", "web"), checks: [ttlCheck("shared")], atMs: 1 });
+    apply(s, 4, { op: "setCheckStatus", checkId: "shared", status: "passing", output: "", atMs: 2 });
+    apply(s, 5, { op: "register", instance: inst("b", "web"), checks: [ttlCheck("shared")], atMs: 3 });
+    apply(s, 6, { op: "register", instance: inst("b", "db"), checks: [], atMs: 4 });
+    apply(s, 7, { op: "deregister", id: "a" });
+    apply(s, 8, { op: "deregister", id: "missing" });
+    s.restore(new Uint8Array(0));
+    assert.deepEqual(heard, [
+      "3:upsert:a@3", "4:health:a@4",
+      "5:upsert:a@4", "5:upsert:b@5",
+      "6:delete:b", "6:upsert:b@6",
+      "7:delete:a",
+      "0:restored",
+    ]);
+  });
+
   void test("snapshot and restore reproduce the state and its indexes exactly", async () => {
     const s = new RegistryState();
     apply(s, 3, { op: "register", instance: inst("web-1", "web", ["x"]), checks: [ttlCheck("c1")], atMs: 1 });
