@@ -9,6 +9,7 @@ import { HealthManager, UnknownCheckError } from "./health.js";
 import { type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type InstanceDefinition, registryLimits } from "./model.js";
 import { type RegistryCommand, type RegistryState, encodeRegistryCommand } from "./state.js";
 import { ChangeWaiters } from "./watch.js";
+import { ServiceViews } from "./service_views.js";
 import { STATE_TAG_REGISTRY, withTag } from "../state/tags.js";
 
 /** A bad request: names the field and says what is wrong with it. */
@@ -78,6 +79,8 @@ type HeartbeatReply = { ok: true } | { ok: false; unknownCheck: string };
 export class Registry {
   readonly state: RegistryState;
   readonly waiters: ChangeWaiters;
+  /** Each service's instances in answer order, shared by every read of it. */
+  readonly views: ServiceViews;
   readonly health: HealthManager;
   private readonly driver: RaftDriver;
 
@@ -85,6 +88,7 @@ export class Registry {
     this.driver = opts.driver;
     this.state = opts.state;
     this.waiters = new ChangeWaiters(this.state);
+    this.views = new ServiceViews(this.state);
     this.health = new HealthManager({
       state: this.state,
       isLeader: () => this.driver.role === "leader",
