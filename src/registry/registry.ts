@@ -9,6 +9,7 @@ import { HealthManager, UnknownCheckError } from "./health.js";
 import { type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type InstanceDefinition, registryLimits } from "./model.js";
 import { type RegistryCommand, type RegistryState, encodeRegistryCommand } from "./state.js";
 import { ChangeWaiters } from "./watch.js";
+import { WatchHub, type WatchHubOptions } from "./watch_hub.js";
 import { STATE_TAG_REGISTRY, withTag } from "../state/tags.js";
 
 /** A bad request: names the field and says what is wrong with it. */
@@ -62,6 +63,7 @@ export interface RegistryOptions {
   /** Consul's floor for DeregisterCriticalServiceAfter is one minute; tests may lower it. */
   readonly deregisterCriticalMinMs?: number;
   readonly healthScanIntervalMs?: number;
+  readonly watch?: WatchHubOptions;
 }
 
 /** DNS label rules for service names: what Consul's DNS interface can serve. */
@@ -78,6 +80,8 @@ type HeartbeatReply = { ok: true } | { ok: false; unknownCheck: string };
 export class Registry {
   readonly state: RegistryState;
   readonly waiters: ChangeWaiters;
+  /** Watch streams (gRPC, server-sent events) over this node's applied state. */
+  readonly watches: WatchHub;
   readonly health: HealthManager;
   private readonly driver: RaftDriver;
 
@@ -85,6 +89,7 @@ export class Registry {
     this.driver = opts.driver;
     this.state = opts.state;
     this.waiters = new ChangeWaiters(this.state);
+    this.watches = new WatchHub(this.state, opts.watch);
     this.health = new HealthManager({
       state: this.state,
       isLeader: () => this.driver.role === "leader",
@@ -112,6 +117,7 @@ export class Registry {
 
   stop(): void {
     this.health.stop();
+    this.watches.stop();
   }
 
   /** Registers (or replaces) an instance; resolves with the revision once applied here. */
