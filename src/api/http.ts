@@ -14,6 +14,7 @@ import { kvRoutes } from "./native/kv.js";
 import { OpenApiCollector } from "./openapi.js";
 import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
+import { watchRoutes } from "./watch/sse.js";
 
 interface HttpError {
   readonly statusCode?: number;
@@ -83,6 +84,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
   caRoutes(app, { ca: opts.ca, driver: opts.driver });
+  watchRoutes(app, opts.registry);
   consulRoutes(app, {
     registry: opts.registry,
     ca: opts.ca,

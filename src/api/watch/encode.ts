@@ -1,0 +1,181 @@
+// The watch stream's two wire encodings, protobuf (cairn.registry.v1, for gRPC) and JSON (for
+// server-sent events). Each event, instance, batch and reset chunk is encoded once, however many
+// streams it is written to: the hub hands every stream of a group the same objects, and these
+// caches are keyed by them (weakly, so they go when the objects do).
+
+import protobuf from "protobufjs";
+import { aggregateStatus, type HealthStatus, type Instance } from "../../registry/model.js";
+import type { RegistryEvent } from "../../registry/events.js";
+import type { EventBatch, ResetChunk } from "../../registry/watch_hub.js";
+import { loadProtoRoot } from "../protos.js";
+import { present } from "../native/registry.js";
+
+const root = loadProtoRoot("cairn/registry/v1/watch.proto");
+const InstanceType = root.lookupType("cairn.registry.v1.Instance");
+export const WatchRequestType = root.lookupType("cairn.registry.v1.WatchRequest");
+
+// Enum numbers and field tags of watch.proto, named.
+const KIND_EVENTS = 1;
+const KIND_RESET = 2;
+const KIND_PROGRESS = 3;
+const EVENT_TYPE = { upsert: 1, delete: 2, health: 3 } as const;
+const HEALTH_STATUS: Record<HealthStatus, number> = { passing: 1, warning: 2, critical: 3 };
+const WIRE_VARINT = 0;
+const WIRE_BYTES = 2;
+const tag = (field: number, wire: number): number => (field << 3) | wire;
+const RESPONSE_KIND = tag(1, WIRE_VARINT);
+const RESPONSE_REVISION = tag(2, WIRE_VARINT);
+const RESPONSE_EVENTS = tag(3, WIRE_BYTES);
+const RESPONSE_COALESCED = tag(4, WIRE_VARINT);
+const RESPONSE_INSTANCES = tag(5, WIRE_BYTES);
+const RESPONSE_RESET_FIRST = tag(6, WIRE_VARINT);
+const RESPONSE_RESET_LAST = tag(7, WIRE_VARINT);
+const RESPONSE_RESET_REASON = tag(8, WIRE_BYTES);
+
+const protoInstances = new WeakMap<Instance, Uint8Array>();
+const protoEvents = new WeakMap<RegistryEvent, Uint8Array>();
+const protoBatches = new WeakMap<EventBatch, Buffer>();
+const protoChunks = new WeakMap<ResetChunk, Buffer>();
+
+function protoInstance(inst: Instance): Uint8Array {
+  let bytes = protoInstances.get(inst);
+  if (bytes === undefined) {
+    bytes = InstanceType.encode({
+      id: inst.id,
+      service: inst.service,
+      address: inst.address === "" ? inst.nodeAddress : inst.address,
+      port: inst.port,
+      tags: inst.tags,
+      meta: inst.meta,
+      weight_passing: inst.weights.passing,
+      weight_warning: inst.weights.warning,
+      zone: inst.zone,
+      node: inst.node,
+      status: HEALTH_STATUS[aggregateStatus(inst.checks)],
+      checks: inst.checks.map((c) => ({ id: c.checkId, name: c.name, kind: c.kind, status: HEALTH_STATUS[c.status], output: c.output })),
+      create_revision: inst.createIndex,
+      modify_revision: inst.modifyIndex,
+    }).finish();
+    protoInstances.set(inst, bytes);
+  }
+  return bytes;
+}
+
+function protoEvent(e: RegistryEvent): Uint8Array {
+  let bytes = protoEvents.get(e);
+  if (bytes === undefined) {
+    const c = e.change;
+    const w = protobuf.Writer.create();
+    w.uint32(tag(1, WIRE_VARINT)).uint32(EVENT_TYPE[c.kind]);
+    w.uint32(tag(2, WIRE_VARINT)).uint64(e.revision);
+    if (c.kind === "delete") {
+      w.uint32(tag(3, WIRE_BYTES)).string(c.service);
+      w.uint32(tag(4, WIRE_BYTES)).string(c.id);
+    } else {
+      w.uint32(tag(3, WIRE_BYTES)).string(c.instance.service);
+      w.uint32(tag(4, WIRE_BYTES)).string(c.instance.id);
+      w.uint32(tag(5, WIRE_BYTES)).bytes(protoInstance(c.instance));
+    }
+    bytes = w.finish();
+    protoEvents.set(e, bytes);
+  }
+  return bytes;
+}
+
+/** A WatchResponse of kind EVENTS. */
+export function protoBatch(batch: EventBatch): Buffer {
+  let bytes = protoBatches.get(batch);
+  if (bytes === undefined) {
+    const w = protobuf.Writer.create();
+    w.uint32(RESPONSE_KIND).uint32(KIND_EVENTS);
+    w.uint32(RESPONSE_REVISION).uint64(batch.revision);
+    for (const e of batch.events) w.uint32(RESPONSE_EVENTS).bytes(protoEvent(e));
+    if (batch.coalesced) w.uint32(RESPONSE_COALESCED).bool(true);
+    bytes = Buffer.from(w.finish());
+    protoBatches.set(batch, bytes);
+  }
+  return bytes;
+}
+
+/** A WatchResponse of kind RESET. */
+export function protoResetChunk(chunk: ResetChunk): Buffer {
+  let bytes = protoChunks.get(chunk);
+  if (bytes === undefined) {
+    const w = protobuf.Writer.create();
+    w.uint32(RESPONSE_KIND).uint32(KIND_RESET);
+    w.uint32(RESPONSE_REVISION).uint64(chunk.revision);
+    for (const inst of chunk.instances) w.uint32(RESPONSE_INSTANCES).bytes(protoInstance(inst));
+    if (chunk.first) w.uint32(RESPONSE_RESET_FIRST).bool(true);
+    if (chunk.last) w.uint32(RESPONSE_RESET_LAST).bool(true);
+    w.uint32(RESPONSE_RESET_REASON).string(chunk.reason);
+    bytes = Buffer.from(w.finish());
+    protoChunks.set(chunk, bytes);
+  }
+  return bytes;
+}
+
+/** A WatchResponse of kind PROGRESS: a few bytes, made per stream. */
+export function protoProgress(revision: number): Buffer {
+  const w = protobuf.Writer.create();
+  w.uint32(RESPONSE_KIND).uint32(KIND_PROGRESS);
+  w.uint32(RESPONSE_REVISION).uint64(revision);
+  return Buffer.from(w.finish());
+}
+
+// ---------------------------------------------------------------- server-sent events
+
+const jsonInstances = new WeakMap<Instance, string>();
+const jsonEvents = new WeakMap<RegistryEvent, string>();
+const sseBatches = new WeakMap<EventBatch, string>();
+const sseChunks = new WeakMap<ResetChunk, string>();
+
+function jsonInstance(inst: Instance): string {
+  let text = jsonInstances.get(inst);
+  if (text === undefined) {
+    text = JSON.stringify(present(inst));
+    jsonInstances.set(inst, text);
+  }
+  return text;
+}
+
+function jsonEvent(e: RegistryEvent): string {
+  let text = jsonEvents.get(e);
+  if (text === undefined) {
+    const c = e.change;
+    text = c.kind === "delete"
+      ? `{"type":"delete","revision":${e.revision},"service":${JSON.stringify(c.service)},"id":${JSON.stringify(c.id)}}`
+      : `{"type":"${c.kind}","revision":${e.revision},"service":${JSON.stringify(c.instance.service)},"id":${JSON.stringify(c.instance.id)},"instance":${jsonInstance(c.instance)}}`;
+    jsonEvents.set(e, text);
+  }
+  return text;
+}
+
+/**
+ * `event: events`, with the batch's revision as the event id, which a reconnecting EventSource
+ * sends back as Last-Event-ID.
+ */
+export function sseBatch(batch: EventBatch): string {
+  let text = sseBatches.get(batch);
+  if (text === undefined) {
+    const events = batch.events.map(jsonEvent).join(",");
+    text = `event: events\nid: ${batch.revision}\ndata: {"revision":${batch.revision},"coalesced":${batch.coalesced},"events":[${events}]}\n\n`;
+    sseBatches.set(batch, text);
+  }
+  return text;
+}
+
+/** `event: reset`. Only the last chunk carries an id: a client cut off in the middle resumes from before the reset. */
+export function sseResetChunk(chunk: ResetChunk): string {
+  let text = sseChunks.get(chunk);
+  if (text === undefined) {
+    const instances = chunk.instances.map(jsonInstance).join(",");
+    text = `event: reset\n${chunk.last ? `id: ${chunk.revision}\n` : ""}data: {"revision":${chunk.revision},"reason":"${chunk.reason}",` +
+      `"first":${chunk.first},"last":${chunk.last},"instances":[${instances}]}\n\n`;
+    sseChunks.set(chunk, text);
+  }
+  return text;
+}
+
+export function sseProgress(revision: number): string {
+  return `event: progress\nid: ${revision}\ndata: {"revision":${revision}}\n\n`;
+}

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { ProcessCluster, type ProcessNode } from "../support/cluster.js";
+import { GrpcWatcher, SseWatcher, registryClient } from "../support/watch_client.js";
+
+const WINDOW_EVENTS = 20;
+
+async function call(node: ProcessNode, method: string, path: string, body?: unknown): Promise<{ status: number; json: { index?: number; error?: string } }> {
+  const res = await fetch(node.url(path), {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as { index?: number; error?: string } };
+}
+
+async function register(node: ProcessNode, id: string, service: string, checks: unknown[] = []): Promise<number> {
+  const r = await call(node, "POST", "/v1/registry/instances", { name: service, id, address: "10.1.0.1", port: 9000, checks });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  return r.json.index ?? 0;
+}
+
+void describe("watch streams over gRPC and server-sent events", () => {
+  let cluster: ProcessCluster;
+  let leader: ProcessNode;
+  let followers: ProcessNode[];
+  const clients: grpc.Client[] = [];
+  const client = (node: ProcessNode): grpc.Client => {
+    const c = registryClient(node.info.grpc);
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    cluster = await ProcessCluster.start(3, ["--watch-window", String(WINDOW_EVENTS)]);
+    leader = await cluster.agreedLeader();
+    followers = cluster.nodes.filter((n) => n !== leader);
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await cluster.close();
+  });
+
+  void test("a watcher on a follower sees the same events in the same order as one on the leader, and SSE carries them too", async () => {
+    const onLeader = new GrpcWatcher(client(leader), { services: ["web"], since_revision: 0 });
+    const onFollower = new GrpcWatcher(client(followers[0]), { services: ["web"], since_revision: 0 });
+    const sse = new SseWatcher(followers[1].url("/v1/watch?service=web"));
+    await onLeader.until(() => onLeader.messages.length > 0);
+    await onFollower.until(() => onFollower.messages.length > 0);
+    await register(followers[0], "web-1", "web", [{ ttl: "30s" }]);
+    await register(leader, "db-1", "db");
+    await register(followers[1], "web-2", "web");
+    const pass = await fetch(leader.url("/v1/registry/checks/service:web-1"), { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ status: "passing" }) });
+    assert.equal(pass.status, 200);
+    const last = (await call(leader, "DELETE", "/v1/registry/instances/web-2")).json.index ?? 0;
+    for (const w of [onLeader, onFollower]) await w.until(() => w.revision >= last);
+    await sse.until(() => sse.events().length >= 4);
+    const expected = onLeader.events();
+    assert.deepEqual(expected.map((e) => e.split(":").slice(1).join(":")), ["TYPE_UPSERT:web-1", "TYPE_UPSERT:web-2", "TYPE_HEALTH:web-1", "TYPE_DELETE:web-2"]);
+    assert.deepEqual(onFollower.events(), expected, "the follower's stream differs from the leader's");
+    assert.deepEqual(sse.events(), expected, "the SSE stream differs from gRPC's");
+    assert.equal(onFollower.view.get("web-1")?.status, "HEALTH_STATUS_PASSING");
+    assert.equal(onFollower.view.get("web-1")?.address, "10.1.0.1");
+    assert.deepEqual([...onFollower.view.keys()], ["web-1"]);
+    onLeader.cancel();
+    onFollower.cancel();
+    sse.close();
+  });
+
+  void test("resuming from a revision on another node replays exactly what came after it; from below the window, a reset first", async () => {
+    const first = await register(leader, "api-1", "api");
+    const second = await register(leader, "api-2", "api");
+    const resumed = new GrpcWatcher(client(followers[1]), { services: ["api"], since_revision: first });
+    await resumed.until(() => resumed.revision >= second);
+    assert.deepEqual(resumed.events(), [`${second}:TYPE_UPSERT:api-2`]);
+    assert.equal(resumed.messages.filter((m) => m.kind === "KIND_RESET").length, 0);
+    resumed.cancel();
+    let lastRevision = 0;
+    for (let i = 0; i < WINDOW_EVENTS + 5; i++) lastRevision = await register(leader, `filler-${i}`, "filler");
+    const stale = new GrpcWatcher(client(followers[0]), { services: ["api"], since_revision: first });
+    await stale.until(() => stale.revision >= lastRevision);
+    const reset = stale.messages.filter((m) => m.kind === "KIND_RESET");
+    assert.ok(reset.length >= 1 && reset[0].reset_first && reset.at(-1)?.reset_last === true, "no complete reset was sent");
+    assert.equal(reset[0].reset_reason, "compacted");
+    assert.deepEqual([...stale.view.keys()].sort(), ["api-1", "api-2"]);
+    stale.cancel();
+    // Server-sent events resume the same way, from Last-Event-ID.
+    const tail = await register(leader, "api-3", "api");
+    const sse = new SseWatcher(followers[0].url("/v1/watch?service=api"), { "last-event-id": String(second) });
+    await sse.until(() => sse.lastId() === String(tail) || sse.messages.some((m) => m.event === "reset"));
+    assert.equal(sse.messages[0].event, "reset", "a Last-Event-ID below the window must reset");
+    sse.close();
+    const sseInside = new SseWatcher(followers[0].url(`/v1/watch?service=api&since=${tail - 1}`));
+    await sseInside.until(() => sseInside.lastId() === String(tail));
+    assert.deepEqual(sseInside.events(), [`${tail}:TYPE_UPSERT:api-3`]);
+    sseInside.close();
+  });
+
+  void test("an idle watcher is told its progress, at a revision never below one it was sent", async () => {
+    const w = new GrpcWatcher(client(followers[0]), { services: ["quiet"], since_revision: 0, progress_interval_ms: 1000 });
+    await w.until(() => w.messages.length > 0);
+    const before = w.revision;
+    const elsewhere = await register(leader, "other-1", "other");
+    await w.until(() => w.messages.some((m) => m.kind === "KIND_PROGRESS" && m.revision >= elsewhere), 5000);
+    const revisions = w.messages.map((m) => m.revision);
+    assert.ok(revisions.every((r, i) => i === 0 || r >= revisions[i - 1]), `revisions went down: ${revisions.join(",")}`);
+    assert.ok(w.revision >= before);
+    w.cancel();
+  });
+
+  void test("bad requests are refused with the reason", async () => {
+    const bad = new GrpcWatcher(client(leader), { services: ["not a name"] });
+    await assert.rejects(bad.until(() => false, 5000), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && /not a service name/.test(err.details));
+    const res = await fetch(leader.url("/v1/watch?progress=soon"));
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { error: string }).error, /progress/);
+    const badId = await fetch(leader.url("/v1/watch"), { headers: { "last-event-id": "abc" } });
+    assert.equal(badId.status, 400);
+  });
+});

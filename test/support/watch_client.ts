@@ -1,0 +1,171 @@
+// Watch clients for tests and benchmarks, built the way a user would build them: gRPC from
+// proto/cairn/registry/v1/watch.proto with proto-loader (so the server's hand-assembled bytes are
+// checked by a decoder it did not write), and server-sent events over fetch.
+
+import * as grpc from "@grpc/grpc-js";
+import { loadProtoService } from "../../src/api/protos.js";
+
+export interface WireInstance {
+  readonly id: string;
+  readonly service: string;
+  readonly address: string;
+  readonly port: number;
+  readonly status: string;
+  readonly modify_revision: number;
+}
+
+export interface WireEvent {
+  readonly type: string;
+  readonly revision: number;
+  readonly service: string;
+  readonly instance_id: string;
+  readonly instance: WireInstance | null;
+}
+
+export interface WireResponse {
+  readonly kind: "KIND_EVENTS" | "KIND_RESET" | "KIND_PROGRESS";
+  readonly revision: number;
+  readonly events: WireEvent[];
+  readonly coalesced: boolean;
+  readonly instances: WireInstance[];
+  readonly reset_first: boolean;
+  readonly reset_last: boolean;
+  readonly reset_reason: string;
+}
+
+const watchService = loadProtoService("cairn/registry/v1/watch.proto", "cairn.registry.v1.Registry");
+export const RegistryClient = grpc.makeGenericClientConstructor(watchService, "Registry");
+
+export interface WatchRequestMessage {
+  readonly services?: string[];
+  readonly since_revision?: number;
+  readonly progress_interval_ms?: number;
+}
+
+/** One gRPC watch stream, recording what it is sent and the state it holds. */
+export class GrpcWatcher {
+  readonly messages: WireResponse[] = [];
+  readonly view = new Map<string, WireInstance>();
+  revision = 0;
+  error: grpc.ServiceError | undefined;
+  private readonly call: grpc.ClientReadableStream<WireResponse>;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(readonly client: grpc.Client, request: WatchRequestMessage) {
+    const call = (client as unknown as { Watch(r: WatchRequestMessage): grpc.ClientReadableStream<WireResponse> }).Watch(request);
+    this.call = call;
+    call.on("data", (m: WireResponse) => {
+      this.messages.push(m);
+      if (m.kind === "KIND_RESET" && m.reset_first) this.view.clear();
+      for (const inst of m.instances) this.view.set(inst.id, inst);
+      for (const e of m.events) {
+        if (e.type === "TYPE_DELETE") this.view.delete(e.instance_id);
+        else if (e.instance !== null) this.view.set(e.instance_id, e.instance);
+      }
+      if (m.kind !== "KIND_RESET" || m.reset_last) this.revision = m.revision;
+      this.wake();
+    });
+    call.on("error", (err: grpc.ServiceError) => {
+      this.error = err;
+      this.wake();
+    });
+  }
+
+  /** Every event received, as "revision:type:id". */
+  events(): string[] {
+    return this.messages.flatMap((m) => m.events.map((e) => `${e.revision}:${e.type}:${e.instance_id}`));
+  }
+
+  /** Resolves once `done()` holds, or rejects after `timeoutMs` describing what arrived. */
+  async until(done: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done()) {
+      if (this.error !== undefined && this.error.code !== grpc.status.CANCELLED) throw this.error;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`watch: timed out; at revision ${this.revision} after ${this.messages.length} messages: ${this.events().slice(-5).join(" ")}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 200));
+        this.waiters.add(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  cancel(): void {
+    this.call.cancel();
+  }
+
+  private wake(): void {
+    for (const w of this.waiters) w();
+    this.waiters.clear();
+  }
+}
+
+export function registryClient(grpcAddress: string): grpc.Client {
+  return new RegistryClient(grpcAddress, grpc.credentials.createInsecure());
+}
+
+export interface SseMessage {
+  readonly event: string;
+  readonly id: string | undefined;
+  readonly data: { readonly revision: number; readonly events?: { type: string; revision: number; id: string }[]; readonly instances?: { id: string }[]; readonly reason?: string; readonly last?: boolean };
+}
+
+/** One server-sent event stream over fetch. */
+export class SseWatcher {
+  readonly messages: SseMessage[] = [];
+  status = 0;
+  /** Why the stream ended, when it was not closed by close(). */
+  error: unknown;
+  private readonly abort = new AbortController();
+  readonly done: Promise<void>;
+
+  constructor(url: string, headers: Record<string, string> = {}) {
+    this.done = (async () => {
+      const res = await fetch(url, { headers, signal: this.abort.signal });
+      this.status = res.status;
+      if (res.body === null) return;
+      const decoder = new TextDecoder();
+      let buffered = "";
+      for await (const piece of res.body) {
+        buffered += decoder.decode(piece as Uint8Array, { stream: true });
+        for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
+          const frame = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const fields = new Map<string, string>();
+          for (const line of frame.split("\n")) {
+            const colon = line.indexOf(": ");
+            if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 2));
+          }
+          const data = fields.get("data");
+          if (data === undefined) continue;
+          this.messages.push({ event: fields.get("event") ?? "message", id: fields.get("id"), data: JSON.parse(data) as SseMessage["data"] });
+        }
+      }
+    })().catch((err: unknown) => {
+      if (!this.abort.signal.aborted) this.error = err;
+    });
+  }
+
+  events(): string[] {
+    return this.messages.flatMap((m) => (m.data.events ?? []).map((e) => `${e.revision}:TYPE_${e.type.toUpperCase()}:${e.id}`));
+  }
+
+  lastId(): string | undefined {
+    return this.messages.map((m) => m.id).filter((id) => id !== undefined).at(-1);
+  }
+
+  async until(done: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`SSE watch: timed out after ${this.messages.length} messages (status ${this.status}): ${this.events().slice(-5).join(" ")}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  close(): void {
+    this.abort.abort();
+  }
+}
