@@ -109,9 +109,31 @@ void describe("watch streams over gRPC and server-sent events", () => {
     w.cancel();
   });
 
+  void test("one stream carries several watches, each created and cancelled on its own", async () => {
+    const w = new GrpcWatcher(client(followers[0]), { watch_id: 7, services: ["alpha"], since_revision: 0 });
+    w.more({ watch_id: 8, services: ["beta"], since_revision: 0 });
+    await w.until(() => w.messages.some((m) => m.kind === "KIND_CREATED") && w.others.some((m) => m.kind === "KIND_CREATED"));
+    const a = await register(leader, "alpha-1", "alpha");
+    const b = await register(leader, "beta-1", "beta");
+    await w.until(() => w.revision >= a && w.others.some((m) => m.kind === "KIND_EVENTS" && m.revision >= b));
+    assert.deepEqual(w.events(), [`${a}:TYPE_UPSERT:alpha-1`]);
+    w.cancelWatch(8);
+    await w.until(() => w.others.some((m) => m.kind === "KIND_CANCELED"));
+    const later = await register(leader, "beta-2", "beta");
+    const alphaLater = await register(leader, "alpha-2", "alpha");
+    await w.until(() => w.revision >= alphaLater);
+    assert.ok(!w.others.some((m) => m.kind === "KIND_EVENTS" && m.revision >= later), "a cancelled watch was still sent events");
+    w.more({ watch_id: 7, services: ["gamma"] });
+    await w.until(() => w.messages.some((m) => m.kind === "KIND_CANCELED"));
+    assert.match(w.messages.find((m) => m.kind === "KIND_CANCELED")?.cancel_reason ?? "", /already exists/);
+    w.cancel();
+  });
+
   void test("bad requests are refused with the reason", async () => {
     const bad = new GrpcWatcher(client(leader), { services: ["not a name"] });
-    await assert.rejects(bad.until(() => false, 5000), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && /not a service name/.test(err.details));
+    await bad.until(() => bad.messages.some((m) => m.kind === "KIND_CANCELED"), 5000);
+    assert.match(bad.messages[0].cancel_reason, /not a service name/);
+    bad.cancel();
     const res = await fetch(leader.url("/v1/watch?progress=soon"));
     assert.equal(res.status, 400);
     assert.match(((await res.json()) as { error: string }).error, /progress/);

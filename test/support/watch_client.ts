@@ -23,7 +23,9 @@ export interface WireEvent {
 }
 
 export interface WireResponse {
-  readonly kind: "KIND_EVENTS" | "KIND_RESET" | "KIND_PROGRESS";
+  readonly kind: "KIND_EVENTS" | "KIND_RESET" | "KIND_PROGRESS" | "KIND_CREATED" | "KIND_CANCELED";
+  readonly watch_id: number;
+  readonly cancel_reason: string;
   readonly revision: number;
   readonly events: WireEvent[];
   readonly coalesced: boolean;
@@ -36,25 +38,40 @@ export interface WireResponse {
 const watchService = loadProtoService("cairn/registry/v1/watch.proto", "cairn.registry.v1.Registry");
 export const RegistryClient = grpc.makeGenericClientConstructor(watchService, "Registry");
 
-export interface WatchRequestMessage {
+export interface WatchCreateMessage {
+  readonly watch_id?: number;
   readonly services?: string[];
   readonly since_revision?: number;
   readonly progress_interval_ms?: number;
 }
 
-/** One gRPC watch stream, recording what it is sent and the state it holds. */
+type WatchCall = grpc.ClientDuplexStream<{ create_request?: WatchCreateMessage; cancel_request?: { watch_id: number } }, WireResponse>;
+
+/**
+ * One watch on a gRPC watch stream of its own, recording what it is sent and the state it holds.
+ * `more` creates further watches on the same stream; their responses go to `others`.
+ */
 export class GrpcWatcher {
   readonly messages: WireResponse[] = [];
+  readonly others: WireResponse[] = [];
   readonly view = new Map<string, WireInstance>();
   revision = 0;
   error: grpc.ServiceError | undefined;
-  private readonly call: grpc.ClientReadableStream<WireResponse>;
+  private readonly call: WatchCall;
   private readonly waiters = new Set<() => void>();
+  private readonly watchId: number;
 
-  constructor(readonly client: grpc.Client, request: WatchRequestMessage) {
-    const call = (client as unknown as { Watch(r: WatchRequestMessage): grpc.ClientReadableStream<WireResponse> }).Watch(request);
+  constructor(readonly client: grpc.Client, request: WatchCreateMessage) {
+    const call = (client as unknown as { Watch(): WatchCall }).Watch();
     this.call = call;
+    this.watchId = request.watch_id ?? 1;
+    call.write({ create_request: { ...request, watch_id: this.watchId } });
     call.on("data", (m: WireResponse) => {
+      if (m.watch_id !== this.watchId) {
+        this.others.push(m);
+        this.wake();
+        return;
+      }
       this.messages.push(m);
       if (m.kind === "KIND_RESET" && m.reset_first) this.view.clear();
       for (const inst of m.instances) this.view.set(inst.id, inst);
@@ -62,7 +79,7 @@ export class GrpcWatcher {
         if (e.type === "TYPE_DELETE") this.view.delete(e.instance_id);
         else if (e.instance !== null) this.view.set(e.instance_id, e.instance);
       }
-      if (m.kind !== "KIND_RESET" || m.reset_last) this.revision = m.revision;
+      if (m.kind === "KIND_EVENTS" || m.kind === "KIND_PROGRESS" || (m.kind === "KIND_RESET" && m.reset_last)) this.revision = m.revision;
       this.wake();
     });
     call.on("error", (err: grpc.ServiceError) => {
@@ -93,6 +110,16 @@ export class GrpcWatcher {
     }
   }
 
+  /** Creates another watch on this stream. */
+  more(request: WatchCreateMessage): void {
+    this.call.write({ create_request: request });
+  }
+
+  cancelWatch(watchId: number): void {
+    this.call.write({ cancel_request: { watch_id: watchId } });
+  }
+
+  /** Ends the whole stream. */
   cancel(): void {
     this.call.cancel();
   }

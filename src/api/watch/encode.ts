@@ -18,6 +18,8 @@ export const WatchRequestType = root.lookupType("cairn.registry.v1.WatchRequest"
 const KIND_EVENTS = 1;
 const KIND_RESET = 2;
 const KIND_PROGRESS = 3;
+const KIND_CREATED = 4;
+const KIND_CANCELED = 5;
 const EVENT_TYPE = { upsert: 1, delete: 2, health: 3 } as const;
 const HEALTH_STATUS: Record<HealthStatus, number> = { passing: 1, warning: 2, critical: 3 };
 const WIRE_VARINT = 0;
@@ -31,6 +33,8 @@ const RESPONSE_INSTANCES = tag(5, WIRE_BYTES);
 const RESPONSE_RESET_FIRST = tag(6, WIRE_VARINT);
 const RESPONSE_RESET_LAST = tag(7, WIRE_VARINT);
 const RESPONSE_RESET_REASON = tag(8, WIRE_BYTES);
+const RESPONSE_WATCH_ID = tag(9, WIRE_VARINT);
+const RESPONSE_CANCEL_REASON = tag(10, WIRE_BYTES);
 
 const protoInstances = new WeakMap<Instance, Uint8Array>();
 const protoEvents = new WeakMap<RegistryEvent, Uint8Array>();
@@ -82,7 +86,16 @@ function protoEvent(e: RegistryEvent): Uint8Array {
   return bytes;
 }
 
-/** A WatchResponse of kind EVENTS. */
+/**
+ * A response's watch_id field, encoded once per watch. Protobuf fields may come in any order, so
+ * appending it to a batch encoded once for every watch names that batch's watch without
+ * re-encoding it.
+ */
+export function protoWatchIdField(watchId: number): Buffer {
+  return Buffer.from(protobuf.Writer.create().uint32(RESPONSE_WATCH_ID).uint64(watchId).finish());
+}
+
+/** A WatchResponse of kind EVENTS, without its watch_id. */
 export function protoBatch(batch: EventBatch): Buffer {
   let bytes = protoBatches.get(batch);
   if (bytes === undefined) {
@@ -97,7 +110,7 @@ export function protoBatch(batch: EventBatch): Buffer {
   return bytes;
 }
 
-/** A WatchResponse of kind RESET. */
+/** A WatchResponse of kind RESET, without its watch_id. */
 export function protoResetChunk(chunk: ResetChunk): Buffer {
   let bytes = protoChunks.get(chunk);
   if (bytes === undefined) {
@@ -114,11 +127,28 @@ export function protoResetChunk(chunk: ResetChunk): Buffer {
   return bytes;
 }
 
-/** A WatchResponse of kind PROGRESS: a few bytes, made per stream. */
-export function protoProgress(revision: number): Buffer {
+/** A WatchResponse of kind PROGRESS: a few bytes, made per watch. */
+export function protoProgress(watchId: number, revision: number): Buffer {
   const w = protobuf.Writer.create();
   w.uint32(RESPONSE_KIND).uint32(KIND_PROGRESS);
   w.uint32(RESPONSE_REVISION).uint64(revision);
+  w.uint32(RESPONSE_WATCH_ID).uint64(watchId);
+  return Buffer.from(w.finish());
+}
+
+export function protoCreated(watchId: number, revision: number): Buffer {
+  const w = protobuf.Writer.create();
+  w.uint32(RESPONSE_KIND).uint32(KIND_CREATED);
+  w.uint32(RESPONSE_REVISION).uint64(revision);
+  w.uint32(RESPONSE_WATCH_ID).uint64(watchId);
+  return Buffer.from(w.finish());
+}
+
+export function protoCanceled(watchId: number, reason: string): Buffer {
+  const w = protobuf.Writer.create();
+  w.uint32(RESPONSE_KIND).uint32(KIND_CANCELED);
+  w.uint32(RESPONSE_WATCH_ID).uint64(watchId);
+  if (reason !== "") w.uint32(RESPONSE_CANCEL_REASON).string(reason);
   return Buffer.from(w.finish());
 }
 
