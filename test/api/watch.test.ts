@@ -97,6 +97,43 @@ void describe("watch streams over gRPC and server-sent events", () => {
     sseInside.close();
   });
 
+  void test("a watcher that stops reading holds up no other watcher, and catches up by a reset when it reads again", async () => {
+    const slow = new SseWatcher(followers[0].url("/v1/watch?service=bulk"));
+    const fast = new GrpcWatcher(client(followers[0]), { services: ["bulk"], since_revision: 0 });
+    await slow.until(() => slow.messages.some((m) => m.event === "reset"));
+    slow.pause();
+    // Large instances (16 KB each) fill the paused socket's buffers (about 10 MB on loopback); the
+    // node then skips the stream, and when it reads again its backlog has left this cluster's
+    // small window, so it is reset.
+    const meta = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`key${i}`, "v".repeat(500)]));
+    const rounds = 24;
+    let last = 0;
+    for (let round = 0; round < rounds; round++) {
+      const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+        const r = await call(leader, "POST", "/v1/registry/instances", { name: "bulk", id: `bulk-${round}-${i}`, port: 1000 + i, meta });
+        assert.equal(r.status, 200, JSON.stringify(r.json));
+        return r.json.index ?? 0;
+      }));
+      last = Math.max(last, ...answers);
+    }
+    await fast.until(() => fast.revision >= last, 15_000);
+    assert.equal(fast.view.size, rounds * 50);
+    assert.ok(Number(slow.lastId() ?? 0) < last, "the paused watcher was not held back at all: the test proves nothing");
+    slow.resume();
+    await slow.until(() => Number(slow.lastId() ?? 0) >= last, 15_000);
+    const ids = new Set<string>();
+    for (const m of slow.messages) {
+      if (m.event === "reset" && m.data.first === true) ids.clear();
+      for (const inst of m.data.instances ?? []) ids.add(inst.id);
+      for (const e of m.data.events ?? []) if (e.type === "delete") ids.delete(e.id); else ids.add(e.id);
+    }
+    assert.equal(ids.size, rounds * 50);
+    const caughtUp = slow.messages.filter((m) => m.data.coalesced === true || (m.event === "reset" && m.data.reason !== "initial"));
+    assert.ok(caughtUp.length > 0, `the slow watcher was sent every event one by one: ${slow.messages.length} messages`);
+    slow.close();
+    fast.cancel();
+  });
+
   void test("an idle watcher is told its progress, at a revision never below one it was sent", async () => {
     const w = new GrpcWatcher(client(followers[0]), { services: ["quiet"], since_revision: 0, progress_interval_ms: 1000 });
     await w.until(() => w.messages.length > 0);

@@ -1,7 +1,8 @@
 // Watch clients for tests and benchmarks, built the way a user would build them: gRPC from
 // proto/cairn/registry/v1/watch.proto with proto-loader (so the server's hand-assembled bytes are
-// checked by a decoder it did not write), and server-sent events over fetch.
+// checked by a decoder it did not write), and server-sent events over node:http.
 
+import { type ClientRequest, type IncomingMessage, get as httpGet } from "node:http";
 import * as grpc from "@grpc/grpc-js";
 import { loadProtoService } from "../../src/api/protos.js";
 
@@ -33,6 +34,7 @@ export interface WireResponse {
   readonly reset_first: boolean;
   readonly reset_last: boolean;
   readonly reset_reason: string;
+  readonly fragment: boolean;
 }
 
 const watchService = loadProtoService("cairn/registry/v1/watch.proto", "cairn.registry.v1.Registry");
@@ -60,6 +62,8 @@ export class GrpcWatcher {
   private readonly call: WatchCall;
   private readonly waiters = new Set<() => void>();
   private readonly watchId: number;
+  /** Events of a batch whose last fragment has not arrived yet. */
+  private readonly fragments: WireEvent[] = [];
 
   constructor(readonly client: grpc.Client, request: WatchCreateMessage) {
     const call = (client as unknown as { Watch(): WatchCall }).Watch();
@@ -73,9 +77,14 @@ export class GrpcWatcher {
         return;
       }
       this.messages.push(m);
+      if (m.kind === "KIND_EVENTS" && m.fragment) {
+        this.fragments.push(...m.events);
+        return;
+      }
       if (m.kind === "KIND_RESET" && m.reset_first) this.view.clear();
       for (const inst of m.instances) this.view.set(inst.id, inst);
-      for (const e of m.events) {
+      const events = this.fragments.length === 0 ? m.events : [...this.fragments.splice(0), ...m.events];
+      for (const e of events) {
         if (e.type === "TYPE_DELETE") this.view.delete(e.instance_id);
         else if (e.instance !== null) this.view.set(e.instance_id, e.instance);
       }
@@ -93,6 +102,11 @@ export class GrpcWatcher {
     return this.messages.flatMap((m) => m.events.map((e) => `${e.revision}:${e.type}:${e.instance_id}`));
   }
 
+  /** Messages that completed a batch or a reset: a client is complete up to their revision. */
+  complete(): WireResponse[] {
+    return this.messages.filter((m) => (m.kind === "KIND_EVENTS" && !m.fragment) || (m.kind === "KIND_RESET" && m.reset_last) || m.kind === "KIND_PROGRESS");
+  }
+
   /** Resolves once `done()` holds, or rejects after `timeoutMs` describing what arrived. */
   async until(done: () => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -108,6 +122,15 @@ export class GrpcWatcher {
         });
       });
     }
+  }
+
+  /** Stops reading the stream (HTTP/2 flow control then holds the server back), or resumes. */
+  pause(): void {
+    this.call.pause();
+  }
+
+  resume(): void {
+    this.call.resume();
   }
 
   /** Creates another watch on this stream. */
@@ -137,43 +160,75 @@ export function registryClient(grpcAddress: string): grpc.Client {
 export interface SseMessage {
   readonly event: string;
   readonly id: string | undefined;
-  readonly data: { readonly revision: number; readonly events?: { type: string; revision: number; id: string }[]; readonly instances?: { id: string }[]; readonly reason?: string; readonly last?: boolean };
+  readonly data: {
+    readonly revision: number;
+    readonly events?: { type: string; revision: number; id: string }[];
+    readonly instances?: { id: string }[];
+    readonly reason?: string;
+    readonly first?: boolean;
+    readonly last?: boolean;
+    readonly coalesced?: boolean;
+  };
 }
 
-/** One server-sent event stream over fetch. */
+/** One server-sent event stream over node:http, which can stop reading (pause) to play a slow client. */
 export class SseWatcher {
   readonly messages: SseMessage[] = [];
   status = 0;
   /** Why the stream ended, when it was not closed by close(). */
   error: unknown;
-  private readonly abort = new AbortController();
   readonly done: Promise<void>;
+  private request: ClientRequest | undefined;
+  private response: IncomingMessage | undefined;
+  private closed = false;
+  private paused = false;
 
   constructor(url: string, headers: Record<string, string> = {}) {
-    this.done = (async () => {
-      const res = await fetch(url, { headers, signal: this.abort.signal });
-      this.status = res.status;
-      if (res.body === null) return;
-      const decoder = new TextDecoder();
-      let buffered = "";
-      for await (const piece of res.body) {
-        buffered += decoder.decode(piece as Uint8Array, { stream: true });
-        for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
-          const frame = buffered.slice(0, end);
-          buffered = buffered.slice(end + 2);
-          const fields = new Map<string, string>();
-          for (const line of frame.split("\n")) {
-            const colon = line.indexOf(": ");
-            if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 2));
+    this.done = new Promise<void>((resolve) => {
+      const req = httpGet(url, { headers }, (res) => {
+        this.response = res;
+        this.status = res.statusCode ?? 0;
+        if (this.paused) res.pause();
+        res.setEncoding("utf8");
+        let buffered = "";
+        res.on("data", (piece: string) => {
+          buffered += piece;
+          for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
+            const frame = buffered.slice(0, end);
+            buffered = buffered.slice(end + 2);
+            const fields = new Map<string, string>();
+            for (const line of frame.split("\n")) {
+              const colon = line.indexOf(": ");
+              if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 2));
+            }
+            const data = fields.get("data");
+            if (data === undefined) continue;
+            this.messages.push({ event: fields.get("event") ?? "message", id: fields.get("id"), data: JSON.parse(data) as SseMessage["data"] });
           }
-          const data = fields.get("data");
-          if (data === undefined) continue;
-          this.messages.push({ event: fields.get("event") ?? "message", id: fields.get("id"), data: JSON.parse(data) as SseMessage["data"] });
-        }
-      }
-    })().catch((err: unknown) => {
-      if (!this.abort.signal.aborted) this.error = err;
+        });
+        res.on("end", () => resolve());
+        res.on("error", (err) => {
+          if (!this.closed) this.error = err;
+          resolve();
+        });
+      });
+      req.on("error", (err) => {
+        if (!this.closed) this.error = err;
+        resolve();
+      });
+      this.request = req;
     });
+  }
+
+  /** Stops reading: the socket's buffers fill and the server is held back. */
+  pause(): void {
+    this.paused = true;
+    this.response?.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.response?.resume();
   }
 
   events(): string[] {
@@ -193,6 +248,7 @@ export class SseWatcher {
   }
 
   close(): void {
-    this.abort.abort();
+    this.closed = true;
+    this.request?.destroy();
   }
 }

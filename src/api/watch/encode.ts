@@ -35,11 +35,35 @@ const RESPONSE_RESET_LAST = tag(7, WIRE_VARINT);
 const RESPONSE_RESET_REASON = tag(8, WIRE_BYTES);
 const RESPONSE_WATCH_ID = tag(9, WIRE_VARINT);
 const RESPONSE_CANCEL_REASON = tag(10, WIRE_BYTES);
+const RESPONSE_FRAGMENT = tag(11, WIRE_VARINT);
+
+/**
+ * Bytes of instances or events per gRPC message, at most (one larger instance goes alone): well
+ * under the 4 MiB that gRPC clients accept by default.
+ */
+export const GRPC_MESSAGE_BYTES_MAX = 1024 * 1024;
 
 const protoInstances = new WeakMap<Instance, Uint8Array>();
 const protoEvents = new WeakMap<RegistryEvent, Uint8Array>();
-const protoBatches = new WeakMap<EventBatch, Buffer>();
-const protoChunks = new WeakMap<ResetChunk, Buffer>();
+const protoBatches = new WeakMap<EventBatch, readonly Buffer[]>();
+const protoChunks = new WeakMap<ResetChunk, readonly Buffer[]>();
+
+/** Cuts encoded items into runs of at most GRPC_MESSAGE_BYTES_MAX bytes (at least one item each). */
+function runs(items: readonly Uint8Array[]): Uint8Array[][] {
+  const out: Uint8Array[][] = [[]];
+  let bytes = 0;
+  for (const item of items) {
+    const run = out[out.length - 1];
+    if (run.length > 0 && bytes + item.byteLength > GRPC_MESSAGE_BYTES_MAX) {
+      out.push([item]);
+      bytes = item.byteLength;
+    } else {
+      run.push(item);
+      bytes += item.byteLength;
+    }
+  }
+  return out;
+}
 
 function protoInstance(inst: Instance): Uint8Array {
   let bytes = protoInstances.get(inst);
@@ -95,36 +119,43 @@ export function protoWatchIdField(watchId: number): Buffer {
   return Buffer.from(protobuf.Writer.create().uint32(RESPONSE_WATCH_ID).uint64(watchId).finish());
 }
 
-/** A WatchResponse of kind EVENTS, without its watch_id. */
-export function protoBatch(batch: EventBatch): Buffer {
-  let bytes = protoBatches.get(batch);
-  if (bytes === undefined) {
-    const w = protobuf.Writer.create();
-    w.uint32(RESPONSE_KIND).uint32(KIND_EVENTS);
-    w.uint32(RESPONSE_REVISION).uint64(batch.revision);
-    for (const e of batch.events) w.uint32(RESPONSE_EVENTS).bytes(protoEvent(e));
-    if (batch.coalesced) w.uint32(RESPONSE_COALESCED).bool(true);
-    bytes = Buffer.from(w.finish());
-    protoBatches.set(batch, bytes);
+/** A batch as WatchResponses of kind EVENTS, without their watch_id: one, or fragments of it. */
+export function protoBatch(batch: EventBatch): readonly Buffer[] {
+  let messages = protoBatches.get(batch);
+  if (messages === undefined) {
+    const pieces = runs(batch.events.map(protoEvent));
+    messages = pieces.map((events, i) => {
+      const w = protobuf.Writer.create();
+      w.uint32(RESPONSE_KIND).uint32(KIND_EVENTS);
+      w.uint32(RESPONSE_REVISION).uint64(batch.revision);
+      for (const e of events) w.uint32(RESPONSE_EVENTS).bytes(e);
+      if (batch.coalesced) w.uint32(RESPONSE_COALESCED).bool(true);
+      if (i < pieces.length - 1) w.uint32(RESPONSE_FRAGMENT).bool(true);
+      return Buffer.from(w.finish());
+    });
+    protoBatches.set(batch, messages);
   }
-  return bytes;
+  return messages;
 }
 
-/** A WatchResponse of kind RESET, without its watch_id. */
-export function protoResetChunk(chunk: ResetChunk): Buffer {
-  let bytes = protoChunks.get(chunk);
-  if (bytes === undefined) {
-    const w = protobuf.Writer.create();
-    w.uint32(RESPONSE_KIND).uint32(KIND_RESET);
-    w.uint32(RESPONSE_REVISION).uint64(chunk.revision);
-    for (const inst of chunk.instances) w.uint32(RESPONSE_INSTANCES).bytes(protoInstance(inst));
-    if (chunk.first) w.uint32(RESPONSE_RESET_FIRST).bool(true);
-    if (chunk.last) w.uint32(RESPONSE_RESET_LAST).bool(true);
-    w.uint32(RESPONSE_RESET_REASON).string(chunk.reason);
-    bytes = Buffer.from(w.finish());
-    protoChunks.set(chunk, bytes);
+/** A reset chunk as WatchResponses of kind RESET, without their watch_id: more chunks when it is large. */
+export function protoResetChunk(chunk: ResetChunk): readonly Buffer[] {
+  let messages = protoChunks.get(chunk);
+  if (messages === undefined) {
+    const pieces = runs(chunk.instances.map(protoInstance));
+    messages = pieces.map((instances, i) => {
+      const w = protobuf.Writer.create();
+      w.uint32(RESPONSE_KIND).uint32(KIND_RESET);
+      w.uint32(RESPONSE_REVISION).uint64(chunk.revision);
+      for (const inst of instances) w.uint32(RESPONSE_INSTANCES).bytes(inst);
+      if (chunk.first && i === 0) w.uint32(RESPONSE_RESET_FIRST).bool(true);
+      if (chunk.last && i === pieces.length - 1) w.uint32(RESPONSE_RESET_LAST).bool(true);
+      w.uint32(RESPONSE_RESET_REASON).string(chunk.reason);
+      return Buffer.from(w.finish());
+    });
+    protoChunks.set(chunk, messages);
   }
-  return bytes;
+  return messages;
 }
 
 /** A WatchResponse of kind PROGRESS: a few bytes, made per watch. */

@@ -79,6 +79,12 @@ export function addWatchService(server: grpc.Server, registry: Registry, logger:
       let nextAutoId = 1;
       let ended = false;
       const write = (bytes: Buffer): boolean => (ended ? false : call.write(bytes));
+      /** Every message of one batch or chunk goes at once; false when the stream is full after them. */
+      const writeAll = (messages: readonly Buffer[], idField: Buffer): boolean => {
+        let room = true;
+        for (const m of messages) room = write(Buffer.concat([m, idField])) && room;
+        return room;
+      };
       const create = (watchId: number, request: WatchRequest): void => {
         if (watchId === 0) {
           while (watches.has(nextAutoId)) nextAutoId++;
@@ -98,8 +104,8 @@ export function addWatchService(server: grpc.Server, registry: Registry, logger:
         const revision = registry.state.revision;
         try {
           handle = registry.watches.open({
-            events: (batch) => write(Buffer.concat([protoBatch(batch), idField])),
-            reset: (chunk) => write(Buffer.concat([protoResetChunk(chunk), idField])),
+            events: (batch) => writeAll(protoBatch(batch), idField),
+            reset: (chunk) => writeAll(protoResetChunk(chunk), idField),
             progress: (at) => write(protoProgress(watchId, at)),
           }, request);
         } catch (err) {
