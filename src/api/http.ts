@@ -15,6 +15,7 @@ import { OpenApiCollector } from "./openapi.js";
 import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
 import { runtimeRoutes } from "./cluster/runtime.js";
+import { watchRoutes } from "./watch/sse.js";
 
 interface HttpError {
   readonly statusCode?: number;
@@ -85,6 +86,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
   caRoutes(app, { ca: opts.ca, driver: opts.driver });
+  watchRoutes(app, opts.registry);
   consulRoutes(app, {
     registry: opts.registry,
     ca: opts.ca,

@@ -23,6 +23,7 @@ export interface ServerConfig {
   readonly logLevel: string;
   readonly tickMs: number | undefined;
   readonly snapshotEntries: number | undefined;
+  readonly watchWindowEvents: number | undefined;
   readonly catchUpEntries: number | undefined;
   /** Consul's "datacenter": reported by /v1/agent/self and in catalog answers. */
   readonly datacenter: string;
@@ -76,6 +77,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--log-level", env: "CAIRN_LOG_LEVEL", key: "logLevel", help: "trace, debug, info, warn, error (default info)" },
   { flag: "--tick-ms", env: "CAIRN_TICK_MS", key: "tickMs", help: "Raft tick in ms; heartbeats every tick, election timeout 12 ticks (default 50)" },
   { flag: "--snapshot-entries", env: "CAIRN_SNAPSHOT_ENTRIES", key: "snapshotEntries", help: "compact the log every N applied entries (default 50000)" },
+  { flag: "--watch-window", env: "CAIRN_WATCH_WINDOW", key: "watchWindowEvents", help: "registry events each node retains for watches to resume from (default 50000); older resumes get a reset" },
   { flag: "--catch-up-entries", env: "CAIRN_CATCH_UP_ENTRIES", key: "catchUpEntries", help: "entries kept below each snapshot so a lagging follower catches up without one (default 5000; 0 keeps none)" },
   { flag: "--datacenter", env: "CAIRN_DATACENTER", key: "datacenter", help: "datacenter name reported to Consul clients (default dc1)" },
   { flag: "--deregister-critical-min", env: "CAIRN_DEREGISTER_CRITICAL_MIN", key: "deregisterCriticalMin", help: "floor for DeregisterCriticalServiceAfter (Go duration, default 1m)" },
@@ -217,6 +219,7 @@ export function parseServerConfig(
   const leaderWaitMs = leaderWaitText === undefined ? undefined : parseLeaderWait(leaderWaitText);
   const tickMs = get("tickMs");
   const snapshotEntries = get("snapshotEntries");
+  const watchWindowEvents = get("watchWindowEvents");
   const catchUpEntries = get("catchUpEntries");
   const ca = parseCaConfig(get, env, readBytes);
   return {
@@ -232,6 +235,7 @@ export function parseServerConfig(
     logLevel,
     tickMs: tickMs === undefined ? undefined : positiveInt("--tick-ms", tickMs),
     snapshotEntries: snapshotEntries === undefined ? undefined : positiveInt("--snapshot-entries", snapshotEntries),
+    watchWindowEvents: watchWindowEvents === undefined ? undefined : positiveInt("--watch-window", watchWindowEvents),
     catchUpEntries: catchUpEntries === undefined ? undefined : wholeNumber("--catch-up-entries", catchUpEntries),
     datacenter,
     deregisterCriticalMinMs,

@@ -7,6 +7,7 @@ import { buildHttpServer } from "../api/http.js";
 import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
 import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
+import { addWatchService } from "../api/watch/grpc.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
 import { CertificateAuthority, caDefaults } from "../ca/authority.js";
 import { listAuthorizer, openAuthorizer } from "../ca/authorizer.js";
@@ -53,7 +54,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   }
 
   const kv = new KvStateMachine();
-  const registryState = new RegistryState();
+  const registryState = new RegistryState(cfg.watchWindowEvents === undefined ? {} : { eventsMax: cfg.watchWindowEvents });
   const caState = new CaState();
   let sealer: KeySealer;
   try {
@@ -117,6 +118,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
+    addWatchService(server, registry, logger.child({ component: "watch" }));
   });
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {

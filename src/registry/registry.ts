@@ -10,6 +10,7 @@ import { type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatu
 import { type RegistryCommand, type RegistryState, encodeRegistryCommand } from "./state.js";
 import { ChangeWaiters } from "./watch.js";
 import { ServiceViews } from "./service_views.js";
+import { WatchHub, type WatchHubOptions } from "./watch_hub.js";
 import { STATE_TAG_REGISTRY, withTag } from "../state/tags.js";
 
 /** A bad request: names the field and says what is wrong with it. */
@@ -63,6 +64,7 @@ export interface RegistryOptions {
   /** Consul's floor for DeregisterCriticalServiceAfter is one minute; tests may lower it. */
   readonly deregisterCriticalMinMs?: number;
   readonly healthScanIntervalMs?: number;
+  readonly watch?: WatchHubOptions;
 }
 
 /** DNS label rules for service names: what Consul's DNS interface can serve. */
@@ -81,6 +83,8 @@ export class Registry {
   readonly waiters: ChangeWaiters;
   /** Each service's instances in answer order, shared by every read of it. */
   readonly views: ServiceViews;
+  /** Watch streams (gRPC, server-sent events) over this node's applied state. */
+  readonly watches: WatchHub;
   readonly health: HealthManager;
   private readonly driver: RaftDriver;
 
@@ -89,6 +93,7 @@ export class Registry {
     this.state = opts.state;
     this.waiters = new ChangeWaiters(this.state);
     this.views = new ServiceViews(this.state);
+    this.watches = new WatchHub(this.state, opts.watch);
     this.health = new HealthManager({
       state: this.state,
       isLeader: () => this.driver.role === "leader",
@@ -116,6 +121,7 @@ export class Registry {
 
   stop(): void {
     this.health.stop();
+    this.watches.stop();
   }
 
   /** Registers (or replaces) an instance; resolves with the revision once applied here. */

@@ -9,6 +9,7 @@
 
 import { type Chunks, CodecError, Reader, Writer } from "../common/codec.js";
 import type { StateMachine } from "../raft/state_machine.js";
+import { EventWindow, eventWindowDefaults } from "./events.js";
 import {
   type Check, type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type Instance, type InstanceDefinition, type Weights,
 } from "./model.js";
@@ -151,6 +152,12 @@ export class RegistryState implements StateMachine {
   private readonly listeners: ChangeListener[] = [];
   private readonly strings = new Map<string, string>();
   private readonly tagLists = new Map<string, readonly string[]>();
+  /** This node's record of recent changes, which watches resume from; not part of the snapshot. */
+  readonly events: EventWindow;
+
+  constructor(opts: { readonly eventsMax?: number } = {}) {
+    this.events = new EventWindow(opts.eventsMax ?? eventWindowDefaults.eventsMax);
+  }
 
   onChange(listener: ChangeListener): void {
     this.listeners.push(listener);
@@ -177,6 +184,7 @@ export class RegistryState implements StateMachine {
     this.revisionValue = index;
     for (const service of touched) this.serviceIndexes.set(service, index);
     if (catalogChanged) this.catalogIndexValue = index;
+    if (changes.length > 0) this.events.append(index, changes);
     if (touched.size > 0 || catalogChanged) {
       const delta: RegistryDelta = { kind: "changes", changes };
       for (const l of this.listeners) l(index, touched, catalogChanged, delta);
@@ -348,6 +356,7 @@ export class RegistryState implements StateMachine {
     this.revisionValue = 0;
     if (data.byteLength > 0 && data[0] === JSON_OPEN_BRACE) this.restoreJson(data);
     else if (data.byteLength > 0) this.restoreBinary(data);
+    this.events.restart(this.revisionValue);
     // Indexes may have moved backwards: wake every watcher so it re-reads (Consul clients then reset).
     for (const l of this.listeners) l(this.revisionValue, new Set(this.serviceIndexes.keys()), true, RESTORED);
   }

@@ -190,7 +190,8 @@ function keep(inst: Instance, health: Health): boolean {
   return health === "passing" ? status === "passing" : status !== "critical";
 }
 
-function present(inst: Instance): object {
+/** An instance as Cairn's native API shows it: its reads and its watch stream alike. */
+export function present(inst: Instance): object {
   return {
     id: inst.id,
     service: inst.service,
