@@ -64,9 +64,14 @@ export async function measureBlockingQueries(opts: BlockingQueryOptions): Promis
       if (i > 0 && i % PARK_BATCH === 0) await new Promise((resolve) => setImmediate(resolve));
       answers.push(get(agent, follower, `/v1/health/service/${service}?index=${index}&wait=${BLOCKING_WAIT}`, DELIVERY_TIMEOUT_MS + PARK_TIMEOUT_MS)
         .then((res) => {
-          if (res.status !== 200 || writeAtMs === 0) failed++;
-          else latenciesMs.push(performance.now() - writeAtMs);
-        }, () => { failed++; }));
+          if (res.status !== 200 || writeAtMs === 0) {
+            failed++;
+            if (process.env.BENCH_DEBUG !== undefined) process.stderr.write(`answer before the write: ${res.status} ${res.body.slice(0, 200)}\n`);
+          } else latenciesMs.push(performance.now() - writeAtMs);
+        }, (err: unknown) => {
+          failed++;
+          if (process.env.BENCH_DEBUG !== undefined) process.stderr.write(`query failed: ${String(err)}\n`);
+        }));
     }
     await waitUntilParked(agent, follower, pid, parkedBefore + watchers);
     const rssGrowthBytes = rssBytesOf(pid) - rssBeforeBytes;
@@ -76,6 +81,7 @@ export async function measureBlockingQueries(opts: BlockingQueryOptions): Promis
     await Promise.race([Promise.all(answers), new Promise((resolve) => setTimeout(resolve, DELIVERY_TIMEOUT_MS).unref())]);
     // A failed query (an error status, a reset) counts as missed; say how many there were.
     if (failed > 0) process.stderr.write(`${failed} of ${watchers} blocking queries failed rather than answering\n`);
+    if (process.env.BENCH_DEBUG !== undefined) process.stderr.write(`first answer after ${Math.min(...latenciesMs).toFixed(0)} ms\n`);
     return {
       kind: "cairn HTTP blocking query",
       watchers,

@@ -2,8 +2,9 @@
 // last saw, or until the wait runs out. Waiters are woken only by revisions that touched what
 // they watch, a bounded number per event-loop iteration, and their number is bounded.
 //
-// A parked waiter is small: one object in one set, and its timer. Nothing of the answer is
-// built here; the first woken reader builds it and the others share it (src/common/shared_answers.ts).
+// A parked waiter is small: one object in two sets (what it watches, and its deadline's bucket).
+// Nothing of the answer is built here; the first woken reader builds it and the others share it
+// (src/common/shared_answers.ts).
 
 import { TooManyWatchersError } from "../common/errors.js";
 import { WakeQueue } from "../common/slices.js";
@@ -27,10 +28,18 @@ export interface ChangeWaitersLimits {
 
 export const changeWaitersDefaults: ChangeWaitersLimits = { waitersMax: 100_000, wakePerTurn: 64 };
 
-/** One parked blocking query: the set it sits in (until it is woken), and how to end it. */
+/**
+ * Waits end on a clock of this resolution: a wait may run up to this much past its time. Far
+ * below Consul's jitter (up to wait/16), and one timer for every waiter, where a timer each cost
+ * 10,000 timers (jittered waits rarely share a duration, so rarely a timer list).
+ */
+export const DEADLINE_RESOLUTION_MS = 100;
+
+/** One parked blocking query: the set it sits in (until it is woken), its deadline, and how to end it. */
 class Waiter {
-  timer: NodeJS.Timeout | undefined;
   done = false;
+  /** The deadline's bucket: DEADLINE_RESOLUTION_MS-long slots of performance.now(). */
+  bucket = 0;
 
   /** `service` is undefined for the catalog. */
   constructor(readonly owner: ChangeWaiters, readonly service: string | undefined, readonly set: Set<Waiter>, readonly resolve: () => void) {}
@@ -39,10 +48,57 @@ class Waiter {
   readonly end = (): void => {
     if (this.done) return;
     this.done = true;
-    clearTimeout(this.timer);
     this.owner.leave(this);
     this.resolve();
   };
+}
+
+/** Every waiter's deadline, in buckets of DEADLINE_RESOLUTION_MS; one interval runs while any is set. */
+class Deadlines {
+  private readonly buckets = new Map<number, Set<Waiter>>();
+  /** The first bucket not yet expired. */
+  private nextBucket = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly expire: (waiter: Waiter) => void) {}
+
+  add(waiter: Waiter, timeoutMs: number): void {
+    if (this.timer === undefined) {
+      this.nextBucket = Math.floor(performance.now() / DEADLINE_RESOLUTION_MS);
+      // Held (not unref'd) while any wait is, as a timer per wait would be; it stops with the last.
+      this.timer = setInterval(this.tick, DEADLINE_RESOLUTION_MS);
+    }
+    // Never a bucket already expired: it would not be looked at again.
+    waiter.bucket = Math.max(this.nextBucket, Math.ceil((performance.now() + timeoutMs) / DEADLINE_RESOLUTION_MS));
+    let set = this.buckets.get(waiter.bucket);
+    if (set === undefined) this.buckets.set(waiter.bucket, (set = new Set()));
+    set.add(waiter);
+  }
+
+  remove(waiter: Waiter): void {
+    const set = this.buckets.get(waiter.bucket);
+    if (set === undefined || !set.delete(waiter)) return;
+    if (set.size === 0) this.buckets.delete(waiter.bucket);
+    if (this.buckets.size === 0) this.stop();
+  }
+
+  private readonly tick = (): void => {
+    const current = Math.floor(performance.now() / DEADLINE_RESOLUTION_MS);
+    // Every bucket since the last tick: a stalled loop skips none.
+    for (; this.nextBucket <= current && this.buckets.size > 0; this.nextBucket++) {
+      const set = this.buckets.get(this.nextBucket);
+      if (set === undefined) continue;
+      this.buckets.delete(this.nextBucket);
+      for (const waiter of set) this.expire(waiter);
+    }
+    this.nextBucket = Math.max(this.nextBucket, current + 1);
+    if (this.buckets.size === 0) this.stop();
+  };
+
+  private stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
 }
 
 export class ChangeWaiters {
@@ -50,6 +106,7 @@ export class ChangeWaiters {
   private readonly catalog = new Set<Waiter>();
   private count = 0;
   private readonly wakeQueue: WakeQueue;
+  private readonly deadlines = new Deadlines((waiter) => this.wakeQueue.push(waiter.end));
   readonly limits: ChangeWaitersLimits;
 
   constructor(private readonly state: RegistryState, limits: Partial<ChangeWaitersLimits> = {}) {
@@ -88,7 +145,7 @@ export class ChangeWaiters {
       const waiter = new Waiter(this, service, set, resolve);
       set.add(waiter);
       this.count++;
-      waiter.timer = setTimeout(waiter.end, timeoutMs);
+      this.deadlines.add(waiter, timeoutMs);
       onGone?.(waiter.end);
     });
   }
@@ -110,6 +167,7 @@ export class ChangeWaiters {
   /** Called once by a waiter as it ends: it leaves its set (if still in it: not yet woken), and the count. */
   leave(waiter: Waiter): void {
     waiter.set.delete(waiter);
+    this.deadlines.remove(waiter);
     this.count--;
     this.forgetIfEmpty(waiter.service, waiter.set);
   }
