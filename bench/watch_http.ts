@@ -32,6 +32,7 @@ const BLOCKING_WAIT = "5m";
 
 interface RuntimeStats {
   readonly blockingQueries?: number;
+  readonly heapUsedBytes?: number;
 }
 
 /**
@@ -53,7 +54,8 @@ export async function measureBlockingQueries(opts: BlockingQueryOptions): Promis
     }, 10_000, () => `the follower never listed ${service}`);
     const pid = follower.process?.pid;
     if (pid === undefined) throw new Error(`follower ${follower.info.id} has no process`);
-    const parkedBefore = (await runtimeStats(agent, follower))?.blockingQueries ?? 0;
+    const statsBefore = await runtimeStats(agent, follower);
+    const parkedBefore = statsBefore?.blockingQueries ?? 0;
     const rssBeforeBytes = rssBytesOf(pid);
 
     let writeAtMs = 0;
@@ -75,7 +77,14 @@ export async function measureBlockingQueries(opts: BlockingQueryOptions): Promis
     }
     await waitUntilParked(agent, follower, pid, parkedBefore + watchers);
     const rssGrowthBytes = rssBytesOf(pid) - rssBeforeBytes;
+    if (process.env.BENCH_DEBUG !== undefined) {
+      const heapBytes = ((await runtimeStats(agent, follower))?.heapUsedBytes ?? 0) - (statsBefore?.heapUsedBytes ?? 0);
+      process.stderr.write(`follower heap +${(heapBytes / watchers / 1024).toFixed(2)} KB per query (not collected first)\n`);
+    }
 
+    // A hook for diagnosis (a heap snapshot of the follower, say) with the queries parked.
+    const hook = (globalThis as { __beforeWrite?: () => Promise<void> }).__beforeWrite;
+    if (hook !== undefined) await hook();
     writeAtMs = performance.now();
     await post(agent, leader, "/v1/agent/service/register", { Name: service, ID: `${service}-change`, Port: 2 });
     await Promise.race([Promise.all(answers), new Promise((resolve) => setTimeout(resolve, DELIVERY_TIMEOUT_MS).unref())]);

@@ -85,7 +85,7 @@ void describe("large reads on the leader", () => {
     await cluster?.close();
   });
 
-  void test(`${READERS_PER_KIND} Consul health and ${READERS_PER_KIND} native reads of ${INSTANCES} instances at once: complete answers, the leader's loop never held long, no election, writes commit`, { timeout: 120_000 }, async (t) => {
+  void test(`${READERS_PER_KIND} Consul health, ${READERS_PER_KIND} native and one agent read of ${INSTANCES} instances at once, and the catalog: complete answers, the leader's loop never held long, no election, writes commit`, { timeout: 120_000 }, async (t) => {
     const c = cluster as ProcessCluster;
     const before = await leader.cluster();
     // The runtime route's window starts at its previous call.
@@ -106,6 +106,9 @@ void describe("large reads on the leader", () => {
     const reads = await Promise.all([
       ...Array.from({ length: READERS_PER_KIND }, () => call(leader, "GET", `/v1/health/service/${SERVICE}`)),
       ...Array.from({ length: READERS_PER_KIND }, () => call(leader, "GET", `/v1/registry/services/${SERVICE}/instances`)),
+      // The catalog, and the agent's own list (every instance here: the leader registered them all).
+      call(leader, "GET", "/v1/catalog/services"),
+      call(leader, "GET", "/v1/agent/services"),
     ]);
     const readsMs = performance.now() - readsStartMs;
     reading = false;
@@ -113,7 +116,11 @@ void describe("large reads on the leader", () => {
     const runtime = JSON.parse((await call(leader, "GET", "/v1/status/runtime")).body.toString()) as { eventLoopDelayMs: { p50: number; p99: number; max: number } };
 
     const health = reads.slice(0, READERS_PER_KIND);
-    const native = reads.slice(READERS_PER_KIND);
+    const native = reads.slice(READERS_PER_KIND, 2 * READERS_PER_KIND);
+    const [catalog, agentServices] = reads.slice(2 * READERS_PER_KIND);
+    assert.deepEqual((JSON.parse(catalog.body.toString()) as Record<string, string[]>)[SERVICE]?.sort(), ["even", "odd"]);
+    const mine = JSON.parse(agentServices.body.toString()) as Record<string, { ID: string; Service: string }>;
+    assert.equal(Object.keys(mine).filter((id) => mine[id].Service === SERVICE).length, INSTANCES);
     for (const res of health) {
       assert.equal(res.status, 200);
       assert.match(String(res.headers["content-type"]), /^application\/json/);

@@ -128,7 +128,7 @@ void describe("service views", () => {
     return { index: snap.index, ids: (await snap.instances).map((i) => i.id) };
   };
 
-  void test("a random run of registrations, re-registrations on other nodes, moves between services and deregistrations: every snapshot is the state at its index, in (node, ID) order", async () => {
+  void test("a random run of registrations, re-registrations on other nodes, moves between services and deregistrations: every snapshot is the state at its index, in (node, ID) order, and so is the catalog", async () => {
     const random = seeded(7);
     const s = new RegistryState();
     const views = new ServiceViews(s);
@@ -141,7 +141,7 @@ void describe("service views", () => {
         if (random() < 0.2) {
           if (s.instance(id) !== undefined) apply(s, ++index, { op: "deregister", id });
         } else {
-          register(s, ++index, inst(id, service, `n${1 + Math.floor(random() * 3)}`));
+          register(s, ++index, inst(id, service, `n${1 + Math.floor(random() * 3)}`, random() < 0.5 ? [] : [`t${Math.floor(random() * 4)}`]));
         }
       }
     };
@@ -151,10 +151,16 @@ void describe("service views", () => {
       const taken = services.map((service) => ({ service, index: s.serviceIndex(service), want: expected(s, service), snap: views.snapshot(service) }));
       if (random() < 0.5) changes();
       if (random() < 0.5) await turns(1);
+      const catalogWanted = [...s.services()].map(([name, tags]) => ({ name, tags: [...tags].sort(), instances: s.instancesOf(name).length }));
+      const catalog = views.catalog();
+      assert.equal(catalog.index, s.catalogIndex);
+      if (random() < 0.5) changes();
       for (const { service, index: at, want, snap } of taken) {
         assert.equal(snap.index, at);
         assert.deepEqual((await snap.instances).map((i) => i.id), want, `service ${service} at round ${round}`);
       }
+      const listed = (await catalog.services).map((c) => ({ name: c.name, tags: [...c.tags].sort(), instances: c.instances }));
+      assert.deepEqual(listed, catalogWanted, `the catalog at round ${round}`);
     }
   });
 
@@ -199,6 +205,10 @@ void describe("service views", () => {
     // Before the rebuild's first slice: a change, and a read.
     register(s, 5001, inst("r-5001", "odd"));
     apply(s, 5002, { op: "deregister", id: "r-2" });
+    register(s, 5003, inst("t-1", "third"));
+    const catalog = views.catalog();
+    apply(s, 5004, { op: "deregister", id: "t-1" });
+    assert.deepEqual((await catalog.services).map((c) => [c.name, c.instances]), [["even", 2499], ["odd", 2501], ["third", 1]], "the catalog when it was asked");
     const odd = await ids(views, "odd");
     assert.deepEqual(odd.ids, expected(s, "odd"));
     assert.equal(odd.ids.length, 2501);

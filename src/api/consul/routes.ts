@@ -21,8 +21,9 @@ import { type HealthStatus, type Instance, aggregateStatus } from "../../registr
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../../registry/registry.js";
 import type { WatchKey } from "../../registry/watch.js";
 import { compareInstances } from "../../registry/service_views.js";
-import { type EncodedBody, encodeArrayInSlices, encodedJson } from "../../common/json_chunks.js";
+import { type EncodedBody, encodeArrayInSlices } from "../../common/json_chunks.js";
 import { SharedAnswers } from "../../common/shared_answers.js";
+import { filterInSlices, sortInSlices } from "../../common/slices.js";
 import { TooManyWatchersError, errorMessage } from "../../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../../ca/authority.js";
 import { LeafCache } from "../../ca/leaves.js";
@@ -235,14 +236,15 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
       summary: "The service instances registered through this node, by ID", tags: CONSUL_TAGS, querystring: readQuerySchema,
       response: { 200: { type: "object", additionalProperties: agentServiceSchema } },
     },
-  }, (req, reply) => {
+  }, async (req, reply) => {
     readOptions(req.query, deps.datacenter);
-    const out: Record<string, object> = {};
-    for (const inst of sortInstances([...registry.state.allInstances()].filter((i) => i.node === deps.nodeName))) {
-      out[inst.id] = agentService(inst, ctx);
-    }
-    readHeaders(reply, deps.driver, registry.state.revision);
-    return reply.send(out);
+    const index = registry.state.revision;
+    // One copy of the state's instances (~1 ms at 100,000), then filtered, sorted and encoded in slices.
+    const all = [...registry.state.allInstances()];
+    const mine = await sortInSlices(await filterInSlices(all, (i) => i.node === deps.nodeName), compareInstances);
+    const body = await encodeArrayInSlices(mine, () => true, (i) => `${JSON.stringify(i.id)}:${JSON.stringify(agentService(i, ctx))}`, { open: "{", close: "}" });
+    readHeaders(reply, deps.driver, index);
+    return sendEncoded(reply, body);
   });
 
   app.get("/v1/agent/self", {
@@ -342,7 +344,8 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   }, async (req, reply) => {
     await blockingRead(req.query, { catalog: true }, reply);
     const index = registry.waiters.indexOf({ catalog: true });
-    const body = await answers.get("catalog", index, () => Promise.resolve(encodedJson(Object.fromEntries(registry.state.services()))));
+    const body = await answers.get("catalog", index, async () => encodeArrayInSlices(await registry.views.catalog().services, () => true,
+      (s) => `${JSON.stringify(s.name)}:${JSON.stringify(s.tags)}`, { open: "{", close: "}" }));
     readHeaders(reply, deps.driver, index);
     return sendEncoded(reply, body);
   });
@@ -437,10 +440,6 @@ function hasTags(inst: Instance, tags: readonly string[]): boolean {
   return tags.every((t) => inst.tags.includes(t));
 }
 
-/** Consul answers in node order, then by service ID; a stable order also keeps answers comparable. */
-function sortInstances(instances: Instance[]): Instance[] {
-  return instances.sort(compareInstances);
-}
 
 /**
  * The headers every Consul read carries. An index of 0 would make the npm client's watch give up

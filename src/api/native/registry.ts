@@ -114,10 +114,11 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
 
   app.get<{ Querystring: ReadQuery }>("/v1/registry/services", { schema: { querystring: readQuerySchema } }, async (req, reply) => {
     if (!await blockingRead(registry, reply, req.query, leaderAddress, { catalog: true })) return reply;
-    const read = Math.max(1, registry.waiters.indexOf({ catalog: true }));
-    void reply.header("x-cairn-index", String(read));
-    const services = [...registry.state.services()].map(([name, tags]) => ({ name, tags, instances: registry.state.instancesOf(name).length }));
-    return reply.send({ index: read, services });
+    const index = Math.max(1, registry.waiters.indexOf({ catalog: true }));
+    const body = await answers.get("services", index, async () => encodeArrayInSlices(await registry.views.catalog().services, () => true,
+      (s) => JSON.stringify({ name: s.name, tags: s.tags, instances: s.instances }), { open: `{"index":${index},"services":[`, close: "]}" }));
+    void reply.header("x-cairn-index", String(index));
+    return sendEncoded(reply, body);
   });
 
   app.get<{ Params: { name: string }; Querystring: ReadQuery & { health?: Health } }>("/v1/registry/services/:name/instances", {
