@@ -4,8 +4,9 @@
 //
 // measureBlockingQueries() is the piece the watch benchmark (`npm run bench:watch`) calls; run
 // alone (`node dist/bench/watch_http.js`) it starts its own three-node cluster and measures
-// BENCH_WATCHERS (default "1000,10000"). The client process needs one socket per query:
-// `ulimit -n` must exceed the largest count. Never part of npm test.
+// BENCH_WATCHERS (default "1000,10000"); BENCH_DEBUG=1 also prints the follower's heap growth,
+// the first answer's time and any query that failed. The client process needs one socket per
+// query: `ulimit -n` must exceed the largest count. Never part of npm test.
 
 import { Agent, request } from "node:http";
 import { readFileSync } from "node:fs";
@@ -82,9 +83,6 @@ export async function measureBlockingQueries(opts: BlockingQueryOptions): Promis
       process.stderr.write(`follower heap +${(heapBytes / watchers / 1024).toFixed(2)} KB per query (not collected first)\n`);
     }
 
-    // A hook for diagnosis (a heap snapshot of the follower, say) with the queries parked.
-    const hook = (globalThis as { __beforeWrite?: () => Promise<void> }).__beforeWrite;
-    if (hook !== undefined) await hook();
     writeAtMs = performance.now();
     await post(agent, leader, "/v1/agent/service/register", { Name: service, ID: `${service}-change`, Port: 2 });
     await Promise.race([Promise.all(answers), new Promise((resolve) => setTimeout(resolve, DELIVERY_TIMEOUT_MS).unref())]);

@@ -10,6 +10,8 @@ import { type EncodedBody, JsonArrayWriter, encodeArrayInSlices } from "../../sr
 import { SharedAnswers } from "../../src/common/shared_answers.js";
 import { SliceClock, mergeInSlices, sortInSlices } from "../../src/common/slices.js";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
+import { ConsulEncoder, catalogService, serviceEntry } from "../../src/api/consul/shapes.js";
+import type { Check, Instance } from "../../src/registry/model.js";
 
 const body = (text: string): EncodedBody => ({ chunks: [Buffer.from(text)], bytes: Buffer.byteLength(text) });
 const text = (b: EncodedBody): string => Buffer.concat(b.chunks).toString("utf8");
@@ -125,6 +127,29 @@ void describe("sliced work", () => {
     const wrapped = await encodeArrayInSlices([1, 2, 3, 4], (n) => n % 2 === 0, (n) => String(n), { open: '{"index":7,"items":[', close: "]}" });
     assert.deepEqual(JSON.parse(Buffer.concat(wrapped.chunks).toString()), { index: 7, items: [2, 4] });
     assert.equal(Buffer.concat((await encodeArrayInSlices([], () => true, String)).chunks).toString(), "[]");
+  });
+});
+
+void describe("Consul entries encoded straight to JSON", () => {
+  void test("are exactly JSON.stringify of the shaped entries, for every kind of check, locality, meta and weights, with each node's part reused", () => {
+    const ctx = { datacenter: "dc1" };
+    const encoder = new ConsulEncoder(ctx);
+    const check = (kind: Check["kind"], n: number): Check => ({
+      checkId: `c-${n}`, name: `check ${n}`, kind, notes: "n\u00e9", ttlMs: kind === "ttl" ? 30_000 : 0, target: kind === "http" ? "http://x/" : kind === "ttl" ? "" : "h:1",
+      intervalMs: kind === "ttl" ? 0 : 10_000, timeoutMs: kind === "ttl" ? 0 : 1000, deregisterCriticalAfterMs: n % 2 === 0 ? 60_000 : 0,
+      status: n % 3 === 0 ? "critical" : "passing", output: `out "${n}"`, statusSinceMs: 1,
+    });
+    const kinds: Check["kind"][] = ["ttl", "http", "tcp", "grpc"];
+    for (let i = 0; i < 40; i++) {
+      const inst: Instance = {
+        id: `svc-${i}`, service: "svc", address: i % 2 === 0 ? "" : `10.0.0.${i}`, port: i, tags: i % 3 === 0 ? [] : ["a", `t${i}`],
+        meta: i % 4 === 0 ? {} : { k: `v${i}`, "__proto__x": "p" }, weights: { passing: 1 + (i % 2), warning: i % 3 }, zone: i % 5 === 0 ? "z1" : "",
+        node: `n${i % 3}`, nodeAddress: i % 2 === 0 ? "127.0.0.1" : "::1",
+        checks: Array.from({ length: i % 3 }, (_, n) => check(kinds[(i + n) % 4], n)), createIndex: i + 1, modifyIndex: i + 2,
+      };
+      assert.equal(encoder.healthEntry(inst), JSON.stringify(serviceEntry(inst, ctx)));
+      assert.equal(encoder.catalogEntry(inst), JSON.stringify(catalogService(inst, ctx)));
+    }
   });
 });
 

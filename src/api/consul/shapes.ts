@@ -308,20 +308,20 @@ export class ConsulEncoder {
   }
 }
 
-/** One value of GET /v1/agent/services. */
+/** One value of GET /v1/agent/services, its fields in its schema's order (as the serializer wrote them). */
 export function agentService(inst: Instance, ctx: ConsulContext): object {
   return {
     ID: inst.id,
     Service: inst.service,
     Tags: [...inst.tags],
+    Address: inst.address,
     Meta: { ...inst.meta },
     Port: inst.port,
-    Address: inst.address,
     Weights: { Passing: inst.weights.passing, Warning: inst.weights.warning },
     EnableTagOverride: false,
     Locality: localityOf(inst),
-    Datacenter: ctx.datacenter,
     CreateIndex: inst.createIndex,
     ModifyIndex: inst.modifyIndex,
+    Datacenter: ctx.datacenter,
   };
 }
