@@ -4,6 +4,7 @@
 import { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import type { EncodedBody } from "../common/json_chunks.js";
+import { TurnBudget } from "../common/slices.js";
 
 /** Consul's blocking-query bounds: wait defaults to 5 minutes and is capped at 10. */
 export const WAIT_DEFAULT_MS = 5 * 60_000;
@@ -70,14 +71,29 @@ export function onReplyGone(reply: FastifyReply): (end: () => void) => void {
 }
 
 /**
+ * Bytes of answers handed to sockets per event-loop iteration, at most (one answer always goes):
+ * 10,000 woken queries of a 100-instance service are 900 MB, and the kernel's copies of them
+ * held iterations for 100-380 ms at 64 answers each. At 256 KB the longest was ~30 ms, and all
+ * the answers arrived sooner (p99 3-4 s instead of 5.5 s).
+ */
+export const SEND_BYTES_PER_TURN = 256 * 1024;
+const sendBudget = new TurnBudget(SEND_BYTES_PER_TURN);
+
+/**
  * Sends an encoded JSON answer that other readers may share: a small one as one Buffer, a large
- * one chunk by chunk at the pace the client reads (never concatenated into one Buffer).
+ * one chunk by chunk at the pace the client reads (never concatenated into one Buffer). Sends
+ * share SEND_BYTES_PER_TURN; past it they wait, in order, for the next iterations.
  */
 export function sendEncoded(reply: FastifyReply, body: EncodedBody): FastifyReply {
   void reply.type("application/json; charset=utf-8");
-  if (body.chunks.length === 1) return reply.send(body.chunks[0]);
+  if (body.chunks.length === 1) {
+    sendBudget.run(body.bytes, () => void reply.send(body.chunks[0]));
+    return reply;
+  }
   void reply.header("content-length", String(body.bytes));
-  return reply.send(Readable.from(body.chunks, { objectMode: false }));
+  // A stream writes a chunk each time its socket drains: only its first counts here.
+  sendBudget.run(body.chunks[0].length, () => void reply.send(Readable.from(body.chunks, { objectMode: false })));
+  return reply;
 }
 
 /**

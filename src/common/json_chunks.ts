@@ -11,6 +11,11 @@ export interface EncodedBody {
 
 /** Bytes of one chunk (an entry larger than this gets a chunk of its own size). */
 export const JSON_CHUNK_BYTES = 64 * 1024;
+/**
+ * An answer up to this size is joined into one Buffer when it is finished (once, for every reader
+ * that shares it): one write per reply, where a stream of chunks costs each reply far more.
+ */
+export const JSON_WHOLE_BYTES_MAX = 1024 * 1024;
 /** UTF-8 takes at most this many bytes per UTF-16 code unit (a lone surrogate becomes a 3-byte U+FFFD). */
 const UTF8_BYTES_PER_UNIT_MAX = 3;
 
@@ -35,8 +40,8 @@ export class JsonArrayWriter {
 
   item(json: string): void {
     if (this.finished) throw new Error("JsonArrayWriter: item() after finish()");
-    if (!this.first) this.write(",");
-    this.write(json);
+    // The comma goes with its item: never a chunk of its own.
+    this.write(this.first ? json : `,${json}`);
     this.first = false;
   }
 
@@ -45,6 +50,7 @@ export class JsonArrayWriter {
     this.write(this.close);
     this.seal();
     this.finished = true;
+    if (this.chunks.length > 1 && this.bytes <= JSON_WHOLE_BYTES_MAX) return { chunks: [Buffer.concat(this.chunks, this.bytes)], bytes: this.bytes };
     return { chunks: this.chunks, bytes: this.bytes };
   }
 

@@ -193,3 +193,59 @@ export class WakeQueue {
     }
   };
 }
+
+/**
+ * A budget of work per event-loop iteration, in units the caller chooses (bytes handed to
+ * sockets, say): work that fits runs at once; the rest waits, in order, for later iterations.
+ * One piece always runs in an iteration, however large, so nothing waits forever.
+ */
+export class TurnBudget {
+  private spent = 0;
+  private resetScheduled = false;
+  private readonly waiting = new Fifo<{ readonly cost: number; readonly fn: () => void }>();
+
+  constructor(readonly perTurn: number) {
+    if (!(perTurn > 0)) throw new RangeError(`perTurn ${perTurn} must be positive`);
+  }
+
+  run(cost: number, fn: () => void): void {
+    if (this.waiting.length === 0 && this.fits(cost)) {
+      this.charge(cost);
+      fn();
+      return;
+    }
+    this.waiting.push({ cost, fn });
+    this.scheduleReset();
+  }
+
+  /** Work waiting for a later iteration. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  private fits(cost: number): boolean {
+    return this.spent === 0 || this.spent + cost <= this.perTurn;
+  }
+
+  private charge(cost: number): void {
+    this.spent += cost;
+    this.scheduleReset();
+  }
+
+  private scheduleReset(): void {
+    if (this.resetScheduled) return;
+    this.resetScheduled = true;
+    setImmediate(this.nextTurn);
+  }
+
+  private readonly nextTurn = (): void => {
+    this.resetScheduled = false;
+    this.spent = 0;
+    for (let next = this.waiting.peek(); next !== undefined && this.fits(next.cost); next = this.waiting.peek()) {
+      this.waiting.shift();
+      this.charge(next.cost);
+      next.fn();
+    }
+    if (this.waiting.length > 0) this.scheduleReset();
+  };
+}

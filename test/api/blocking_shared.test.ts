@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Agent, request } from "node:http";
 import { after, before, describe, test } from "node:test";
-import { type EncodedBody, JsonArrayWriter, encodeArrayInSlices } from "../../src/common/json_chunks.js";
+import { type EncodedBody, JSON_WHOLE_BYTES_MAX, JsonArrayWriter, encodeArrayInSlices } from "../../src/common/json_chunks.js";
 import { SharedAnswers } from "../../src/common/shared_answers.js";
 import { SliceClock, mergeInSlices, sortInSlices } from "../../src/common/slices.js";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
@@ -111,17 +111,25 @@ void describe("sliced work", () => {
     assert.deepEqual(merged.map((x) => `${x.k}${x.from}`), ["1a", "1b", "2b", "3a", "4b"]);
   });
 
-  void test("a JSON array is written in chunks of at most the chunk size (an item larger gets its own), and multi-byte text survives the cuts", async () => {
+  void test("a JSON array is written in chunks of at most the chunk size (an item larger gets its own), and multi-byte text survives the cuts; up to JSON_WHOLE_BYTES_MAX it is joined into one", async () => {
+    const small = new JsonArrayWriter("[", "]", 64);
+    for (let i = 0; i < 50; i++) small.item(JSON.stringify({ i }));
+    const joined = small.finish();
+    assert.equal(joined.chunks.length, 1);
+    assert.equal(JSON.parse(joined.chunks[0].toString()).length, 50);
+
     const writer = new JsonArrayWriter("[", "]", 64);
     const items = Array.from({ length: 50 }, (_, i) => JSON.stringify({ i, name: `é€😀-${i}` }));
     for (const item of items) writer.item(item);
     writer.item(JSON.stringify("x".repeat(200)));
+    // Past the joining bound, so the chunks stay as written.
+    writer.item(JSON.stringify("y".repeat(JSON_WHOLE_BYTES_MAX)));
     const encoded = writer.finish();
     assert.ok(encoded.chunks.length > 10);
-    assert.ok(encoded.chunks.slice(0, -2).every((c) => c.length <= 64), encoded.chunks.map((c) => c.length).join(","));
+    assert.equal(encoded.chunks.filter((c) => c.length > 64).length, 2, `only the two long items' chunks are longer: ${encoded.chunks.map((c) => c.length).join(",")}`);
     assert.equal(encoded.bytes, encoded.chunks.reduce((n, c) => n + c.length, 0));
     const parsed = JSON.parse(Buffer.concat(encoded.chunks).toString("utf8")) as unknown[];
-    assert.equal(parsed.length, 51);
+    assert.equal(parsed.length, 52);
     assert.deepEqual(parsed[49], { i: 49, name: "é€😀-49" });
 
     const wrapped = await encodeArrayInSlices([1, 2, 3, 4], (n) => n % 2 === 0, (n) => String(n), { open: '{"index":7,"items":[', close: "]}" });
