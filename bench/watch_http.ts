@@ -4,7 +4,8 @@
 //
 // measureBlockingQueries() is the piece the watch benchmark (`npm run bench:watch`) calls; run
 // alone (`node dist/bench/watch_http.js`) it starts its own three-node cluster and measures
-// BENCH_WATCHERS (default "1000,10000"); BENCH_DEBUG=1 also prints the follower's heap growth,
+// BENCH_WATCHERS (default "1000,10000") queries on a service of BENCH_INSTANCES instances (default
+// 1, each with a passing TTL check); BENCH_DEBUG=1 also prints the follower's heap growth,
 // the first answer's time and any query that failed. The client process needs one socket per
 // query: `ulimit -n` must exceed the largest count. Never part of npm test.
 
@@ -19,6 +20,8 @@ export interface BlockingQueryOptions {
   readonly leader: ProcessNode;
   readonly watchers: number;
   readonly service: string;
+  /** Instances the service has before the queries park (default 1): each answer lists them all. */
+  readonly instances?: number;
 }
 
 /** Every query must be parked within this long, or the measurement fails. */
@@ -42,17 +45,22 @@ interface RuntimeStats {
  */
 export async function measureBlockingQueries(opts: BlockingQueryOptions): Promise<FanoutResult> {
   const { follower, leader, watchers, service } = opts;
+  const instances = opts.instances ?? 1;
   // Every query keeps its socket: a pool that closed sockets as answers arrive would make the
   // follower close connections while it answers, and that would be measured too.
   const agent = new Agent({ keepAlive: true, maxSockets: watchers + 16, maxFreeSockets: watchers + 16 });
   try {
     // The service exists, and the follower has applied it, before anyone parks.
-    await post(agent, leader, "/v1/agent/service/register", { Name: service, ID: `${service}-seed`, Port: 1 });
+    for (let i = 0; i < instances; i++) {
+      await post(agent, leader, "/v1/agent/service/register", {
+        Name: service, ID: `${service}-seed-${i}`, Port: 1 + i, Tags: ["bench"], Check: { TTL: "10m", Status: "passing" },
+      });
+    }
     const index = await waitFor(async () => {
       const res = await get(agent, follower, `/v1/health/service/${service}?stale`);
       const body = JSON.parse(res.body) as unknown[];
-      return body.length > 0 ? Number(res.headers["x-consul-index"]) : undefined;
-    }, 10_000, () => `the follower never listed ${service}`);
+      return body.length >= instances ? Number(res.headers["x-consul-index"]) : undefined;
+    }, 30_000, () => `the follower never listed ${instances} instances of ${service}`);
     const pid = follower.process?.pid;
     if (pid === undefined) throw new Error(`follower ${follower.info.id} has no process`);
     const statsBefore = await runtimeStats(agent, follower);
@@ -90,7 +98,7 @@ export async function measureBlockingQueries(opts: BlockingQueryOptions): Promis
     if (failed > 0) process.stderr.write(`${failed} of ${watchers} blocking queries failed rather than answering\n`);
     if (process.env.BENCH_DEBUG !== undefined) process.stderr.write(`first answer after ${Math.min(...latenciesMs).toFixed(0)} ms\n`);
     return {
-      kind: "cairn HTTP blocking query",
+      kind: instances === 1 ? "cairn HTTP blocking query" : `cairn HTTP blocking query (${instances} instances)`,
       watchers,
       ...timings(latenciesMs),
       missed: watchers - latenciesMs.length,
@@ -177,6 +185,8 @@ function watcherCounts(): number[] {
 
 async function main(): Promise<void> {
   const counts = watcherCounts();
+  const instances = Number(process.env.BENCH_INSTANCES ?? "1");
+  if (!Number.isInteger(instances) || instances < 1 || instances > 10_000) throw new RangeError(`BENCH_INSTANCES=${process.env.BENCH_INSTANCES}: give a whole number from 1 to 10000`);
   for (const watchers of counts) {
     // A fresh cluster per count, so one measurement's sockets and garbage do not weigh on the next.
     const cluster = await ProcessCluster.start(3);
@@ -184,7 +194,7 @@ async function main(): Promise<void> {
       const leader = await cluster.agreedLeader();
       const follower = cluster.nodes.find((n) => n !== leader);
       if (follower === undefined) throw new Error("no follower");
-      const result = await measureBlockingQueries({ follower, leader, watchers, service: "fanout" });
+      const result = await measureBlockingQueries({ follower, leader, watchers, service: "fanout", instances });
       process.stdout.write(`${describeFanout(result)}\n`);
     } finally {
       await cluster.close();

@@ -8,7 +8,7 @@ import { Agent, request } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { type EncodedBody, JSON_WHOLE_BYTES_MAX, JsonArrayWriter, encodeArrayInSlices } from "../../src/common/json_chunks.js";
 import { SharedAnswers } from "../../src/common/shared_answers.js";
-import { SliceClock, mergeInSlices, sortInSlices } from "../../src/common/slices.js";
+import { SliceClock, TurnBudget, mergeInSlices, sortInSlices } from "../../src/common/slices.js";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { ConsulEncoder, catalogService, serviceEntry } from "../../src/api/consul/shapes.js";
 import type { Check, Instance } from "../../src/registry/model.js";
@@ -104,6 +104,26 @@ void describe("sliced work", () => {
     assert.ok(ticks > 0, "no timer ran during the sort");
   });
 
+  void test("a TurnBudget runs what fits at once, the rest in order in later iterations, and always one piece per iteration however large", async () => {
+    const budget = new TurnBudget(100);
+    const ran: string[] = [];
+    budget.run(60, () => ran.push("a"));
+    budget.run(30, () => ran.push("b"));
+    budget.run(30, () => ran.push("c"));
+    budget.run(5, () => ran.push("d"));
+    assert.deepEqual(ran, ["a", "b"], "what fits runs at once; the rest waits, and nothing overtakes it");
+    assert.equal(budget.queued, 2);
+    await turns(1);
+    assert.deepEqual(ran, ["a", "b", "c", "d"]);
+    budget.run(500, () => ran.push("huge"));
+    budget.run(1, () => ran.push("after"));
+    assert.deepEqual(ran.slice(4), [], "an iteration that has spent its budget runs nothing more");
+    await turns(1);
+    assert.deepEqual(ran.slice(4), ["huge"], "a piece larger than the budget runs alone");
+    await turns(1);
+    assert.deepEqual(ran.slice(4), ["huge", "after"]);
+  });
+
   void test("mergeInSlices merges two sorted lists, taking the first list's item on ties", async () => {
     const a = [{ k: 1, from: "a" }, { k: 3, from: "a" }];
     const b = [{ k: 1, from: "b" }, { k: 2, from: "b" }, { k: 4, from: "b" }];
@@ -116,7 +136,7 @@ void describe("sliced work", () => {
     for (let i = 0; i < 50; i++) small.item(JSON.stringify({ i }));
     const joined = small.finish();
     assert.equal(joined.chunks.length, 1);
-    assert.equal(JSON.parse(joined.chunks[0].toString()).length, 50);
+    assert.equal((JSON.parse(joined.chunks[0].toString()) as unknown[]).length, 50);
 
     const writer = new JsonArrayWriter("[", "]", 64);
     const items = Array.from({ length: 50 }, (_, i) => JSON.stringify({ i, name: `é€😀-${i}` }));
