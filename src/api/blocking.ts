@@ -3,8 +3,11 @@
 
 import { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply } from "fastify";
-import type { EncodedBody } from "../common/json_chunks.js";
+import { type EncodedBody, encodeArrayInSlices } from "../common/json_chunks.js";
+import { SharedAnswers } from "../common/shared_answers.js";
 import { TurnBudget } from "../common/slices.js";
+import type { Instance } from "../registry/model.js";
+import type { Registry } from "../registry/registry.js";
 
 /** Consul's blocking-query bounds: wait defaults to 5 minutes and is capped at 10. */
 export const WAIT_DEFAULT_MS = 5 * 60_000;
@@ -68,6 +71,38 @@ export function onReplyGone(reply: FastifyReply): (end: () => void) => void {
     if (reply.raw.destroyed) end();
     else reply.raw.on("close", end);
   };
+}
+
+/**
+ * A route group's shared answers: one build per (query, index) for every reader of it, so
+ * 10,000 blocking queries woken by one change cost one evaluation and one encoding. They are
+ * forgotten when a snapshot replaces the state (indexes may go back, and then mean something
+ * else), and the group's waits end when the server begins to close.
+ */
+export function sharedReads(app: FastifyInstance, registry: Registry): SharedAnswers {
+  const answers = new SharedAnswers();
+  registry.state.onChange((_revision, _services, _catalogChanged, delta) => {
+    if (delta.kind === "restored") answers.clear();
+  });
+  whenClosing(app, () => registry.waiters.wakeAll());
+  return answers;
+}
+
+/**
+ * A service's instances that `keep` accepts, in answer order, each encoded by `encode`, as a JSON
+ * array inside `wrap(index)`: shared per (query, index), built from the service's view in slices.
+ * The index is the service's now, read in the same synchronous step as the view's snapshot.
+ */
+export function serviceAnswer(answers: SharedAnswers, registry: Registry, query: string, service: string,
+  keep: (i: Instance) => boolean, encode: (i: Instance) => string,
+  wrap: (index: number) => { readonly open?: string; readonly close?: string } = () => ({})): { index: number; body: EncodedBody | Promise<EncodedBody> } {
+  const index = registry.waiters.indexOf({ service });
+  const body = answers.get(query, index, async () => {
+    const snapshot = registry.views.snapshot(service);
+    if (snapshot.index !== index) throw new Error(`service ${service}: its view was taken at index ${snapshot.index}, its answer is for ${index}`);
+    return encodeArrayInSlices(await snapshot.instances, keep, encode, wrap(index));
+  });
+  return { index, body };
 }
 
 /**

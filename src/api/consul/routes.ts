@@ -12,7 +12,7 @@
 // Errors answer as Consul's do, with a text/plain reason, which both the Go client and the npm
 // client (papi, under 80 bytes) put into the error they raise.
 
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, whenClosing, withJitterMs } from "../blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, serviceAnswer, sharedReads, withJitterMs } from "../blocking.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type RaftDriver } from "../../raft/node/driver.js";
 import { NotAvailableError } from "../../raft/node/errors.js";
@@ -21,8 +21,7 @@ import { type HealthStatus, type Instance, aggregateStatus } from "../../registr
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../../registry/registry.js";
 import type { WatchKey } from "../../registry/watch.js";
 import { compareInstances } from "../../registry/service_views.js";
-import { type EncodedBody, encodeArrayInSlices } from "../../common/json_chunks.js";
-import { SharedAnswers } from "../../common/shared_answers.js";
+import { encodeArrayInSlices } from "../../common/json_chunks.js";
 import { filterInSlices, sortInSlices } from "../../common/slices.js";
 import { TooManyWatchersError, errorMessage } from "../../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../../ca/authority.js";
@@ -296,14 +295,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   const { registry } = deps;
   const random = deps.random ?? Math.random;
   const encoder = new ConsulEncoder({ datacenter: deps.datacenter });
-  // One build per (query, index), shared by every reader of it: 10,000 blocking queries woken
-  // by one change cost one evaluation and one encoding.
-  const answers = new SharedAnswers();
-  registry.state.onChange((_revision, _services, _catalogChanged, delta) => {
-    // Indexes may have gone back; what was built for them may no longer be what they mean.
-    if (delta.kind === "restored") answers.clear();
-  });
-  whenClosing(app, () => registry.waiters.wakeAll());
+  const answers = sharedReads(app, registry);
 
   /** Waits as the query asks. The index to answer with is read after, in the same step as the answer. */
   const blockingRead = async (query: ReadQuery, key: WatchKey, reply: FastifyReply): Promise<void> => {
@@ -316,24 +308,13 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     }
   };
 
-  /**
-   * A service's instances that `keep` accepts, encoded as a JSON array by `encode`: shared per
-   * (query, index), built from the service's shared sorted view, in slices.
-   */
-  const serviceAnswer = (reply: FastifyReply, query: string, service: string, keep: (i: Instance) => boolean,
-    encode: (i: Instance) => string): Promise<FastifyReply> | FastifyReply => {
-    // The index and the view's snapshot are taken in one synchronous step: they agree.
-    const index = registry.waiters.indexOf({ service });
-    const body = answers.get(query, index, async () => {
-      const snapshot = registry.views.snapshot(service);
-      assertSameIndex(snapshot.index, index, service);
-      return encodeArrayInSlices(await snapshot.instances, keep, encode);
-    });
-    const send = (b: EncodedBody): FastifyReply => {
-      readHeaders(reply, deps.driver, index);
-      return sendEncoded(reply, b);
-    };
-    return body instanceof Promise ? body.then(send) : send(body);
+  /** A service's instances that `keep` accepts, as `encode` shapes them, with Consul's headers. */
+  const sendServiceAnswer = async (reply: FastifyReply, query: string, service: string, keep: (i: Instance) => boolean,
+    encode: (i: Instance) => string): Promise<FastifyReply> => {
+    const { index, body } = serviceAnswer(answers, registry, query, service, keep, encode);
+    const encoded = await body;
+    readHeaders(reply, deps.driver, index);
+    return sendEncoded(reply, encoded);
   };
 
   app.get<{ Querystring: ReadQuery }>("/v1/catalog/services", {
@@ -360,7 +341,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     const service = req.params.service;
     const tags = tagFilter(req.query.tag);
     await blockingRead(req.query, { service }, reply);
-    return serviceAnswer(reply, queryKey("catalog-service", service, tags), service, (i) => hasTags(i, tags), (i) => encoder.catalogEntry(i));
+    return sendServiceAnswer(reply, queryKey("catalog-service", service, tags), service, (i) => hasTags(i, tags), (i) => encoder.catalogEntry(i));
   });
 
   app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/health/service/:service", {
@@ -375,7 +356,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     const tags = tagFilter(req.query.tag);
     await blockingRead(req.query, { service }, reply);
     const keep = (i: Instance): boolean => hasTags(i, tags) && (!passing || aggregateStatus(i.checks) === "passing");
-    return serviceAnswer(reply, queryKey(passing ? "health-passing" : "health", service, tags), service, keep, (i) => encoder.healthEntry(i));
+    return sendServiceAnswer(reply, queryKey(passing ? "health-passing" : "health", service, tags), service, keep, (i) => encoder.healthEntry(i));
   });
 }
 
@@ -387,10 +368,6 @@ function tagFilter(tags: readonly string[] | undefined): string[] {
 /** The key of a query's shared answer. A newline cannot appear in a service name or a tag here. */
 function queryKey(route: string, service: string, tags: readonly string[]): string {
   return [route, service, ...tags].join("\n");
-}
-
-function assertSameIndex(snapshotIndex: number, index: number, service: string): void {
-  if (snapshotIndex !== index) throw new Error(`service ${service}: its view was taken at index ${snapshotIndex}, its answer is for ${index}`);
 }
 
 // ---------------------------------------------------------------- query parsing
@@ -439,7 +416,6 @@ export function goBool(name: string, text: string | undefined): boolean {
 function hasTags(inst: Instance, tags: readonly string[]): boolean {
   return tags.every((t) => inst.tags.includes(t));
 }
-
 
 /**
  * The headers every Consul read carries. An index of 0 would make the npm client's watch give up

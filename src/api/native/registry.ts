@@ -8,9 +8,8 @@ import { parseGoDuration } from "../../common/duration.js";
 import { type Instance, aggregateStatus } from "../../registry/model.js";
 import type { RegisterInput, Registry } from "../../registry/registry.js";
 import type { WatchKey } from "../../registry/watch.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, whenClosing, withJitterMs } from "../blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, serviceAnswer, sharedReads, withJitterMs } from "../blocking.js";
 import { encodeArrayInSlices } from "../../common/json_chunks.js";
-import { SharedAnswers } from "../../common/shared_answers.js";
 import { sendError } from "../errors.js";
 
 
@@ -71,12 +70,7 @@ interface ReadQuery {
 
 export function registryRoutes(app: FastifyInstance, registry: Registry, driver: RaftDriver): void {
   const leaderAddress = (id: string): string | undefined => driver.peerAddressOf(id);
-  // One build per (query, index), shared by every reader of it (see src/common/shared_answers.ts).
-  const answers = new SharedAnswers();
-  registry.state.onChange((_revision, _services, _catalogChanged, delta) => {
-    if (delta.kind === "restored") answers.clear();
-  });
-  whenClosing(app, () => registry.waiters.wakeAll());
+  const answers = sharedReads(app, registry);
 
   app.post<{ Body: RegisterInput }>("/v1/registry/instances", { schema: { body: registerSchema } }, async (req, reply) => {
     try {
@@ -129,16 +123,12 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
     const service = req.params.name;
     if (!await blockingRead(registry, reply, req.query, leaderAddress, { service })) return reply;
     const health = req.query.health ?? "all";
-    // The index and the view's snapshot are taken in one synchronous step: they agree.
-    const index = Math.max(1, registry.waiters.indexOf({ service }));
-    const body = await answers.get(`instances\n${service}\n${health}`, index, async () => {
-      const snapshot = registry.views.snapshot(service);
-      if (Math.max(1, snapshot.index) !== index) throw new Error(`service ${service}: its view was taken at index ${snapshot.index}, its answer is for ${index}`);
-      return encodeArrayInSlices(await snapshot.instances, (i) => keep(i, health), (i) => JSON.stringify(present(i)),
-        { open: `{"index":${index},"instances":[`, close: "]}" });
-    });
-    void reply.header("x-cairn-index", String(index));
-    return sendEncoded(reply, body);
+    // A never-touched service reports 1, as Consul's routes do.
+    const { index, body } = serviceAnswer(answers, registry, `instances\n${service}\n${health}`, service, (i) => keep(i, health),
+      (i) => JSON.stringify(present(i)), (at) => ({ open: `{"index":${Math.max(1, at)},"instances":[`, close: "]}" }));
+    const encoded = await body;
+    void reply.header("x-cairn-index", String(Math.max(1, index)));
+    return sendEncoded(reply, encoded);
   });
 
   app.get<{ Params: { id: string }; Querystring: { stale?: string } }>("/v1/registry/instances/:id", async (req, reply) => {
