@@ -1,10 +1,11 @@
 // CairnClient: the library a service embeds to register itself, keep its TTL checks passing,
 // and discover other services. It speaks Cairn's native API to any node of the cluster and
-// fails over between them; see transport.ts for what is retried and registration.ts for how
-// heartbeats are paced.
+// fails over between them; see transport.ts for what is retried, registration.ts for how
+// heartbeats are paced, watch.ts for watch() (blocking queries) and view.ts for serviceView() (a
+// local view kept by a streaming watch, watch_stream.ts).
 //
-// Shutdown: close() deregisters every instance this client registered and stops its heartbeats
-// and watches. deregisterAllOnShutdown() wires close() to SIGTERM and SIGINT for services that
+// Shutdown: close() deregisters every instance this client registered and stops its heartbeats,
+// watches and views. deregisterAllOnShutdown() wires close() to SIGTERM and SIGINT for services that
 // have no shutdown path of their own.
 
 import type { Logger } from "pino";
@@ -250,7 +251,7 @@ export class CairnClient {
   }
 
   /**
-   * Stops every watch and heartbeat and deregisters every instance this client registered.
+   * Stops every watch, view and heartbeat and deregisters every instance this client registered.
    * Idempotent. Rejects, after trying them all, if some deregistration failed.
    */
   close(): Promise<void> {

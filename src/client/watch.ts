@@ -5,6 +5,10 @@
 // An index lower than the last one seen (a restored snapshot, a node that lost its state) means
 // the history the watch was following is gone: the watch restarts from 0, which answers at once
 // with the current instances.
+//
+// It stays on blocking queries, beside serviceView()'s stream (view.ts), for what its callers rely
+// on: the whole list on every call, the per-service index (Consul's semantics), and plain
+// request/answer HTTP that any proxy passes.
 
 import type { Logger } from "pino";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
