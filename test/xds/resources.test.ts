@@ -1,0 +1,99 @@
+// What the resources say: the endpoints chosen from a service's instances, and the encoded
+// listener, cluster and assignment as a client decodes them.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { pino } from "pino";
+import { ResourceCache } from "../../src/api/xds/cache.js";
+import { loadXdsProtos } from "../../src/api/xds/protos.js";
+import { encodeLoadAssignment, LOCALITY_WEIGHTS_TOTAL_MAX, passingEndpoints } from "../../src/api/xds/resources.js";
+import type { Check, HealthStatus, Instance } from "../../src/registry/model.js";
+import { RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
+import type { LogLine } from "./harness.js";
+import type { DecodedAssignment } from "./raw_client.js";
+
+function check(status: HealthStatus): Check {
+  return { checkId: "c", name: "c", kind: "ttl", notes: "", ttlMs: 1000, target: "", intervalMs: 0, timeoutMs: 0, deregisterCriticalAfterMs: 0, status, output: "", statusSinceMs: 0 };
+}
+
+function inst(id: string, fields: Partial<Instance> = {}): Instance {
+  return {
+    id, service: "web", address: "10.0.0.1", port: 80, tags: [], meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1",
+    nodeAddress: "192.168.0.1", checks: [], createIndex: 1, modifyIndex: 1, ...fields,
+  };
+}
+
+void describe("xDS resources", () => {
+  void test("endpoints are the passing instances, by zone, weighted, with the node's address for an empty one", () => {
+    const { localities, skipped } = passingEndpoints([
+      inst("b1", { zone: "b", address: "10.0.0.3", weights: { passing: 3, warning: 1 } }),
+      inst("a1", { zone: "a", address: "10.0.0.2" }),
+      inst("a2", { zone: "a", address: "", port: 81 }),
+      inst("warn", { address: "10.0.0.9", checks: [check("warning")] }),
+      inst("down", { address: "10.0.0.8", checks: [check("critical")] }),
+      inst("ok", { address: "10.0.0.7", checks: [check("passing")] }),
+    ]);
+    assert.deepEqual(skipped, []);
+    assert.deepEqual(localities, [
+      { zone: "", weight: 1, endpoints: [{ address: "10.0.0.7", port: 80, weight: 1 }] },
+      { zone: "a", weight: 2, endpoints: [{ address: "10.0.0.2", port: 80, weight: 1 }, { address: "192.168.0.1", port: 81, weight: 1 }] },
+      { zone: "b", weight: 3, endpoints: [{ address: "10.0.0.3", port: 80, weight: 3 }] },
+    ]);
+  });
+
+  void test("an address that is not an IP literal, or one already taken, is left out and said why", () => {
+    const { localities, skipped } = passingEndpoints([
+      inst("named", { address: "web.internal" }),
+      inst("z-second", { address: "10.0.0.1", zone: "b" }),
+      inst("a-first", { address: "10.0.0.1", zone: "b" }),
+      inst("v6", { address: "fd00::1" }),
+    ]);
+    assert.deepEqual(localities.flatMap((l) => l.endpoints.map((e) => e.address)), ["fd00::1", "10.0.0.1"], "zone \"\" sorts before b");
+    assert.deepEqual(skipped.map((s) => s.id).sort(), ["named", "z-second"]);
+    assert.match(skipped.find((s) => s.id === "named")?.reason ?? "", /not an IP literal/);
+    assert.match(skipped.find((s) => s.id === "z-second")?.reason ?? "", /already the endpoint of instance a-first/);
+  });
+
+  void test("locality weights that would pass gRPC's limit are scaled down together", () => {
+    const many = Array.from({ length: 70_000 }, (_, i) => inst(`i${i}`, { zone: i % 2 === 0 ? "a" : "b", address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, weights: { passing: 100_000, warning: 1 } }));
+    const { localities } = passingEndpoints(many);
+    const total = localities.reduce((sum, l) => sum + l.weight, 0);
+    assert.ok(total <= LOCALITY_WEIGHTS_TOTAL_MAX, `total ${total}`);
+    assert.equal(localities[0].weight, localities[1].weight);
+    assert.equal(localities[0].endpoints[0].weight, 65_535, "an endpoint's weight is capped");
+  });
+
+  void test("every group of an assignment carries a locality, also an empty zone's", async () => {
+    const protos = await loadXdsProtos();
+    const bytes = encodeLoadAssignment(protos, "web", passingEndpoints([inst("x"), inst("y", { zone: "eu-1", address: "10.0.0.2" })]).localities);
+    const cla = protos.ClusterLoadAssignment.toObject(protos.ClusterLoadAssignment.decode(bytes), { defaults: true, enums: String }) as DecodedAssignment;
+    assert.deepEqual(cla.endpoints.map((g) => g.locality?.zone), ["", "eu-1"]);
+    assert.deepEqual(cla.endpoints.map((g) => g.load_balancing_weight?.value), [1, 1]);
+    assert.deepEqual(cla.endpoints.map((g) => g.lb_endpoints[0].health_status), ["HEALTHY", "HEALTHY"]);
+  });
+
+  void test("the cache gives the same bytes the same version, and warns once per skipped instance", async () => {
+    const protos = await loadXdsProtos();
+    const state = new RegistryState();
+    const lines: LogLine[] = [];
+    const cache = new ResourceCache(state, { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10 }, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }));
+    let index = 0;
+    const register = (id: string, address: string, tags: string[] = []): void => state.apply(++index, encodeRegistryCommand({
+      op: "register", atMs: 0, checks: [],
+      instance: { id, service: "web", address, port: 80, tags, meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" },
+    }));
+    register("web-1", "10.0.0.1");
+    register("web-dns", "web.example");
+    cache.start(protos);
+    await cache.built;
+    const v1 = cache.get("endpoint", "web")?.version;
+    register("web-1", "10.0.0.1", ["tagged"]);
+    register("web-dns", "web.example", ["tagged"]);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(cache.get("endpoint", "web")?.version, v1, "a tag does not change the assignment");
+    assert.equal(lines.filter((l) => l.instance === "web-dns").length, 1);
+    assert.equal(cache.get("listener", "nothing"), undefined);
+    assert.notEqual(cache.get("endpoint", "nothing"), undefined, "an unknown service's endpoints are an empty assignment");
+    cache.close();
+  });
+});
