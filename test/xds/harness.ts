@@ -39,7 +39,7 @@ export class XdsHarness {
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)));
     });
-    await xds.ready;
+    await xds.warmUp();
     return new XdsHarness(state, xds, server, `127.0.0.1:${port}`, lines);
   }
 

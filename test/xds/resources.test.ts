@@ -9,6 +9,7 @@ import { loadXdsProtos } from "../../src/api/xds/protos.js";
 import { encodeLoadAssignment, LOCALITY_WEIGHTS_TOTAL_MAX, passingEndpoints } from "../../src/api/xds/resources.js";
 import type { Check, HealthStatus, Instance } from "../../src/registry/model.js";
 import { RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
+import { waitFor } from "../support/cluster.js";
 import type { LogLine } from "./harness.js";
 import type { DecodedAssignment } from "./raw_client.js";
 
@@ -76,7 +77,8 @@ void describe("xDS resources", () => {
     const protos = await loadXdsProtos();
     const state = new RegistryState();
     const lines: LogLine[] = [];
-    const cache = new ResourceCache(state, { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10 }, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }));
+    const limits = { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10, rebuildCostHoldFactor: 4 };
+    const cache = new ResourceCache(state, limits, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }), () => true);
     let index = 0;
     const register = (id: string, address: string, tags: string[] = []): void => state.apply(++index, encodeRegistryCommand({
       op: "register", atMs: 0, checks: [],
@@ -94,6 +96,48 @@ void describe("xDS resources", () => {
     assert.equal(lines.filter((l) => l.instance === "web-dns").length, 1);
     assert.equal(cache.get("listener", "nothing"), undefined);
     assert.notEqual(cache.get("endpoint", "nothing"), undefined, "an unknown service's endpoints are an empty assignment");
+    cache.close();
+  });
+
+  void test("endpoints nobody subscribes to are not encoded on a change; a costly rebuild holds its service back a while", async () => {
+    const protos = await loadXdsProtos();
+    const state = new RegistryState();
+    const subscribed = new Set<string>();
+    const cache = new ResourceCache(state, { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10, rebuildCostHoldFactor: 4 }, pino({ level: "silent" }), (s) => subscribed.has(s));
+    const changes: string[] = [];
+    cache.onChange((cs) => changes.push(...cs.map((c) => `${c.kind}:${c.name}`)));
+    let index = 0;
+    const register = (id: string, service: string, n: number): void => state.apply(++index, encodeRegistryCommand({
+      op: "register", atMs: 0, checks: [],
+      instance: { id, service, address: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, port: 80, tags: [], meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" },
+    }));
+    cache.start(protos);
+    await cache.built;
+    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+    register("quiet-1", "quiet", 1);
+    await turn();
+    register("quiet-2", "quiet", 2);
+    await turn();
+    assert.deepEqual(changes, ["listener:quiet", "cluster:quiet"], "no endpoint is built for a service nobody subscribes to");
+    // A framed resource is itself a DiscoveryResponse holding just that resource.
+    const framed = protos.DiscoveryResponse.toObject(protos.DiscoveryResponse.decode(cache.get("endpoint", "quiet")?.sotwField ?? new Uint8Array())) as { resources: { value: Uint8Array }[] };
+    const cla = protos.ClusterLoadAssignment.toObject(protos.ClusterLoadAssignment.decode(framed.resources[0].value)) as DecodedAssignment;
+    assert.equal(cla.endpoints[0].lb_endpoints.length, 2, "asked for, they are built on the spot, current");
+
+    // Encoding 5,000 endpoints takes well over 2 ms on any machine.
+    for (let i = 0; i < 5000; i++) register(`big-${i}`, "big", i);
+    subscribed.add("big");
+    await turn();
+    const first = cache.get("endpoint", "big")?.version;
+    changes.length = 0;
+    register("big-extra", "big", 5000);
+    await turn();
+    assert.deepEqual(changes, [], "the next rebuild waits four times as long as the last one took");
+    register("big-extra-2", "big", 5001);
+    await waitFor(() => Promise.resolve(changes.length > 0 ? true : undefined), 10_000, () => "the held rebuild never ran");
+    assert.deepEqual(changes, ["endpoint:big"], "both writes in one rebuild");
+    assert.notEqual(cache.get("endpoint", "big")?.version, first);
     cache.close();
   });
 });

@@ -9,7 +9,10 @@
 //
 // The registry's change listener runs inside Raft's apply, so it only notes which services were
 // touched; the rebuild runs on a later turn of the event loop, in slices of services, and then
-// tells the streams which resources changed.
+// tells the streams which resources changed. A listener and a cluster depend on the service's
+// name alone and are built once per service; a service's endpoints, the one resource whose cost
+// grows with its instances, are encoded only while some stream subscribes to them, so a node
+// nobody asks for endpoints spends nothing on them however fast its registry changes.
 
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
@@ -56,12 +59,22 @@ export interface ResourceCacheLimits {
   readonly absentEndpointsCachedMax: number;
   /** Distinct skipped instance addresses warned about; past it they are not logged again. */
   readonly skipWarningsMax: number;
+  /**
+   * After rebuilding a service's endpoints took t ms (t of at least 2 ms), that service
+   * is not rebuilt again for this many times t: a service of 100,000 instances that changes
+   * without pause costs xDS about 1 / (1 + factor) of a core, and coalesces its changes meanwhile.
+   */
+  readonly rebuildCostHoldFactor: number;
 }
+
+/** Rebuilds cheaper than this (a service of a few hundred instances) are never held back. */
+const REBUILD_HOLD_MIN_COST_MS = 2;
 
 interface ServiceResources {
   readonly listener: EncodedResource;
   readonly cluster: EncodedResource;
-  endpoints: EncodedResource;
+  /** Encoded on first request, and kept up to date while someone subscribes to them; else dropped. */
+  endpoints: EncodedResource | undefined;
   /** No passing endpoint: the same bytes, and so the same version, as the assignment of an unknown name. */
   endpointsEmpty: boolean;
 }
@@ -72,8 +85,11 @@ export class ResourceCache {
   private readonly services = new Map<string, ServiceResources>();
   private readonly absentEndpoints = new Map<string, EncodedResource>();
   private readonly dirty = new Set<string>();
+  /** Services whose last rebuild was costly, and the time before which they are not rebuilt again. */
+  private readonly heldUntilMs = new Map<string, number>();
   private rebuildAll = false;
   private rebuildScheduled = false;
+  private holdTimer: NodeJS.Timeout | undefined;
   private protos: XdsProtos | undefined;
   private closed = false;
   private readonly listeners: ((changes: readonly ResourceKey[]) => void)[] = [];
@@ -83,13 +99,19 @@ export class ResourceCache {
   /** Resolves once the first full build has completed, so lookups reflect the state. */
   readonly built: Promise<void> = new Promise((resolve) => (this.resolveBuilt = resolve));
 
+  /**
+   * `subscribed(name)` says whether some stream subscribes to a service's endpoints: only then
+   * are they rebuilt on a change.
+   */
   constructor(
     private readonly state: RegistryState,
     private readonly limits: ResourceCacheLimits,
     private readonly logger: Logger,
+    private readonly subscribed: (service: string) => boolean,
   ) {
     state.onChange((_revision, services, _catalogChanged, delta) => {
-      if (this.closed) return;
+      // Before start() nothing is built, and start() builds everything.
+      if (this.closed || this.protos === undefined) return;
       // A restored snapshot may have dropped services no listener was told about.
       if (delta.kind === "restored") this.rebuildAll = true;
       else for (const s of services) this.dirty.add(s);
@@ -106,6 +128,7 @@ export class ResourceCache {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.holdTimer);
   }
 
   /** Called with the resources each rebuild slice changed. */
@@ -131,7 +154,9 @@ export class ResourceCache {
       case "cluster":
         return service?.cluster;
       case "endpoint":
-        return service?.endpoints ?? this.absentEndpointsOf(name);
+        if (service === undefined) return this.absentEndpointsOf(name);
+        if (service.endpoints === undefined && this.protos !== undefined) this.buildEndpoints(this.protos, name, service);
+        return service.endpoints;
     }
   }
 
@@ -169,50 +194,84 @@ export class ResourceCache {
       for (const name of this.state.services().keys()) this.dirty.add(name);
     }
     const changes: ResourceKey[] = [];
+    const nowMs = performance.now();
     let done = 0;
+    let heldBackUntilMs = Number.POSITIVE_INFINITY;
+    let ready = 0;
     for (const name of this.dirty) {
-      if (done++ >= this.limits.rebuildSliceServices) break;
+      const heldUntil = this.heldUntilMs.get(name);
+      if (heldUntil !== undefined && heldUntil > nowMs) {
+        heldBackUntilMs = Math.min(heldBackUntilMs, heldUntil);
+        continue;
+      }
+      if (done >= this.limits.rebuildSliceServices) {
+        ready++;
+        break;
+      }
+      done++;
       this.dirty.delete(name);
-      this.rebuildService(protos, name, changes);
+      const costMs = this.rebuildService(protos, name, changes);
+      if (costMs >= REBUILD_HOLD_MIN_COST_MS && this.limits.rebuildCostHoldFactor > 0) this.heldUntilMs.set(name, nowMs + costMs * this.limits.rebuildCostHoldFactor);
+      else this.heldUntilMs.delete(name);
     }
     this.builtRevisionValue = this.state.revision;
-    if (this.dirty.size > 0) this.scheduleRebuild();
+    if (ready > 0) this.scheduleRebuild();
+    else if (heldBackUntilMs !== Number.POSITIVE_INFINITY) this.scheduleHeld(heldBackUntilMs - nowMs);
     else this.resolveBuilt?.();
     if (changes.length > 0) for (const l of this.listeners) l(changes);
   }
 
-  private rebuildService(protos: XdsProtos, name: string, changes: ResourceKey[]): void {
+  private scheduleHeld(delayMs: number): void {
+    if (this.holdTimer !== undefined) return;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.scheduleRebuild();
+    }, Math.max(1, Math.ceil(delayMs)));
+  }
+
+  /** Brings one service's resources up to date; returns how long its endpoints took, in milliseconds. */
+  private rebuildService(protos: XdsProtos, name: string, changes: ResourceKey[]): number {
     const instances = this.state.instancesOf(name);
     const previous = this.services.get(name);
     if (instances.length === 0) {
-      if (previous === undefined) return;
+      this.heldUntilMs.delete(name);
+      if (previous === undefined) return 0;
       this.services.delete(name);
       changes.push({ kind: "listener", name }, { kind: "cluster", name });
       // An empty assignment encodes the same with or without the service, so is no change.
-      if (!previous.endpointsEmpty) changes.push({ kind: "endpoint", name });
-      return;
+      if (previous.endpoints !== undefined && !previous.endpointsEmpty) changes.push({ kind: "endpoint", name });
+      return 0;
     }
-    const { localities, skipped } = passingEndpoints(instances);
-    this.warnSkipped(name, skipped);
-    const endpoints = this.encode(protos, "endpoint", name, encodeLoadAssignment(protos, name, localities));
-    const endpointsEmpty = localities.length === 0;
-    if (previous === undefined) {
-      // A listener and a cluster depend on the name alone: built once, while the service exists.
-      this.services.set(name, {
+    let service = previous;
+    if (service === undefined) {
+      service = {
         listener: this.encode(protos, "listener", name, encodeListener(protos, name)),
         cluster: this.encode(protos, "cluster", name, encodeCluster(protos, name)),
-        endpoints,
-        endpointsEmpty,
-      });
+        endpoints: undefined,
+        endpointsEmpty: true,
+      };
+      this.services.set(name, service);
       this.absentEndpoints.delete(name);
       changes.push({ kind: "listener", name }, { kind: "cluster", name });
-      if (!endpointsEmpty) changes.push({ kind: "endpoint", name });
-      return;
     }
-    if (previous.endpoints.version === endpoints.version) return;
-    previous.endpoints = endpoints;
-    previous.endpointsEmpty = endpointsEmpty;
-    changes.push({ kind: "endpoint", name });
+    if (!this.subscribed(name)) {
+      service.endpoints = undefined;
+      return 0;
+    }
+    // Subscribers hold the previous assignment, or the empty one of a service that did not exist.
+    const heldVersion = service.endpoints?.version ?? this.absentEndpointsOf(name)?.version;
+    const startedMs = performance.now();
+    this.buildEndpoints(protos, name, service);
+    const costMs = performance.now() - startedMs;
+    if (service.endpoints?.version !== heldVersion) changes.push({ kind: "endpoint", name });
+    return costMs;
+  }
+
+  private buildEndpoints(protos: XdsProtos, name: string, service: ServiceResources): void {
+    const { localities, skipped } = passingEndpoints(this.state.instancesOf(name));
+    this.warnSkipped(name, skipped);
+    service.endpoints = this.encode(protos, "endpoint", name, encodeLoadAssignment(protos, name, localities));
+    service.endpointsEmpty = localities.length === 0;
   }
 
   private encode(protos: XdsProtos, kind: ResourceKind, name: string, value: Uint8Array): EncodedResource {

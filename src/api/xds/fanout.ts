@@ -51,6 +51,11 @@ export class SubscriberIndex<S extends IndexedSubscription> {
     else subs.delete(sub);
   }
 
+  /** Whether some subscription names `name` explicitly. */
+  hasNamed(kind: ResourceKind, name: string): boolean {
+    return this.byName.get(kind)?.has(name) ?? false;
+  }
+
   /** Each subscription covering `name`, once. */
   *subscribersOf(kind: ResourceKind, name: string): Generator<S> {
     const named = this.byName.get(kind)?.get(name);

@@ -36,6 +36,8 @@ export interface XdsProtos {
   readonly Router: protobuf.Type;
   readonly Cluster: protobuf.Type;
   readonly ClusterLoadAssignment: protobuf.Type;
+  /** envoy.config.core.v3.HealthStatus.HEALTHY, for encoding without name conversion. */
+  readonly healthStatusHealthy: number;
   /** The key (field number and wire type) of DiscoveryResponse.resources, which each pre-encoded resource is framed with. */
   readonly sotwResourceKey: number;
   /** The key of DeltaDiscoveryResponse.resources. */
@@ -87,6 +89,7 @@ async function loadProtos(): Promise<XdsProtos> {
     Router: type("envoy.extensions.filters.http.router.v3.Router"),
     Cluster: type("envoy.config.cluster.v3.Cluster"),
     ClusterLoadAssignment: type("envoy.config.endpoint.v3.ClusterLoadAssignment"),
+    healthStatusHealthy: enumValue(root.lookupEnum("envoy.config.core.v3.HealthStatus"), "HEALTHY"),
     sotwResourceKey: lengthDelimitedKey(DiscoveryResponse, "resources"),
     deltaResourceKey: lengthDelimitedKey(DeltaDiscoveryResponse, "resources"),
   };
@@ -96,6 +99,12 @@ function lengthDelimitedKey(type: protobuf.Type, fieldName: string): number {
   const field = type.fields[fieldName];
   if (field === undefined) throw new Error(`${type.fullName} has no field ${fieldName}: the Envoy protos in @grpc/grpc-js-xds are not the ones this build expects`);
   return (field.id << 3) | WIRE_TYPE_LENGTH_DELIMITED;
+}
+
+function enumValue(type: protobuf.Enum, name: string): number {
+  const value = type.values[name];
+  if (value === undefined) throw new Error(`${type.fullName} has no value ${name}: the Envoy protos in @grpc/grpc-js-xds are not the ones this build expects`);
+  return value;
 }
 
 /** `bytes` framed as one length-delimited field with `key`: what a repeated message field holds per element. */

@@ -63,6 +63,7 @@ export const xdsServerDefaults: XdsServerLimits = {
   rebuildSliceServices: 256,
   absentEndpointsCachedMax: 1024,
   skipWarningsMax: 1000,
+  rebuildCostHoldFactor: 4,
 };
 
 export interface XdsServiceOptions {
@@ -77,8 +78,11 @@ export interface XdsServiceOptions {
 
 export interface XdsService {
   readonly stats: XdsStats;
-  /** Resolves once the protos are loaded and every service's resources are built. */
-  readonly ready: Promise<void>;
+  /**
+   * Loads the protos and builds every service's resources now, rather than when the first stream
+   * arrives; resolves once done. A node that never serves xDS never does this work.
+   */
+  warmUp(): Promise<void>;
   /** Ends every stream (their clients move to another node) and stops the fan-out. */
   close(): void;
 }
@@ -90,6 +94,7 @@ export function resolveXdsLimits(given: XdsServiceOptions["limits"] = {}): XdsSe
     const v = limits[key];
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`xDS limit ${key} = ${v}: give a whole number of at least 1`);
   }
+  if (!(limits.rebuildCostHoldFactor >= 0)) throw new RangeError(`xDS limit rebuildCostHoldFactor = ${limits.rebuildCostHoldFactor}: give a number of at least 0 (0 never holds a rebuild back)`);
   return limits;
 }
 
@@ -97,24 +102,33 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
   const limits = resolveXdsLimits(options.limits);
   const logger = options.logger;
   const stats = new XdsStats();
-  const cache = new ResourceCache(options.state, limits, logger);
+  const index = new SubscriberIndex<Subscription>((sub) => sub.type.kind);
+  const cache = new ResourceCache(options.state, limits, logger, (service) => index.hasNamed("endpoint", service));
   const gate = new AdmissionGate(limits.admission, options.admissionClock ?? realAdmissionClock);
   const scheduler = new PushScheduler(limits.fanoutSliceStreams);
-  const index = new SubscriberIndex<Subscription>((sub) => sub.type.kind);
   const sessions = new Set<XdsSession>();
   /** Streams not yet started (waiting for admission or for the protos): ended too when the node stops. */
   const unstarted = new Set<XdsCall>();
   let closed = false;
-
-  const hubReady = loadXdsProtos().then(async (protos): Promise<XdsHub> => {
-    cache.start(protos);
-    await cache.built;
-    return { protos, cache, index, scheduler, stats, logger, limits, controlPlaneId: options.controlPlaneId };
-  });
-  hubReady.catch((err: unknown) => logger.error({ err: errorMessage(err) }, "xDS cannot start: Envoy's protos did not load; xDS streams will fail"));
   cache.onChange((changes) => {
     stats.coalesced += fanOut(index, scheduler, changes);
   });
+
+  // Loading Envoy's protos parses about 70 files (a few hundred milliseconds of CPU), so it waits
+  // for the first stream (or warmUp): a node nobody asks for xDS spends nothing on it.
+  let hub: Promise<XdsHub> | undefined;
+  const activate = (): Promise<XdsHub> => {
+    if (hub !== undefined) return hub;
+    const startedMs = Date.now();
+    hub = loadXdsProtos().then(async (protos): Promise<XdsHub> => {
+      cache.start(protos);
+      await cache.built;
+      logger.info({ durationMs: Date.now() - startedMs, revision: cache.builtRevision }, "xDS ready: Envoy's protos loaded and every service's listener and cluster built");
+      return { protos, cache, index, scheduler, stats, logger, limits, controlPlaneId: options.controlPlaneId };
+    });
+    hub.catch((err: unknown) => logger.error({ err: errorMessage(err) }, "xDS cannot start: Envoy's protos did not load; xDS streams fail with UNAVAILABLE"));
+    return hub;
+  };
 
   const open = (call: XdsCall, protocol: "sotw" | "delta"): void => {
     if (closed) {
@@ -148,7 +162,7 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
     };
     const ticket = gate.enter(() => {
       stats.streamsWaiting = gate.waitingCount;
-      hubReady.then(begin, (err: unknown) => {
+      activate().then(begin, (err: unknown) => {
         if (!ended) call.emit("error", { code: grpc.status.UNAVAILABLE, details: `xDS is not available on this node: ${errorMessage(err)}` });
       });
     });
@@ -173,7 +187,7 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
 
   return {
     stats,
-    ready: hubReady.then(() => undefined),
+    warmUp: () => activate().then(() => undefined),
     close: () => {
       if (closed) return;
       closed = true;
