@@ -39,7 +39,7 @@ export class RawAdsStream<R> {
   private readonly received: R[] = [];
   private readonly waiters: (() => void)[] = [];
   private statusValue: grpc.StatusObject | undefined;
-  /** Called with each response as it arrives (after it is queued). */
+  /** When set, each response goes to it as it arrives, instead of to the queue next() reads. */
   onResponse: ((response: R) => void) | undefined;
 
   private constructor(
@@ -50,8 +50,11 @@ export class RawAdsStream<R> {
   ) {
     call.on("data", (bytes: Buffer) => {
       const response = decode(bytes);
+      if (this.onResponse !== undefined) {
+        this.onResponse(response);
+        return;
+      }
       this.received.push(response);
-      this.onResponse?.(response);
       this.wake();
     });
     call.on("status", (status: grpc.StatusObject) => {
