@@ -104,11 +104,13 @@ void describe("delta ADS", () => {
     harness.register("d-pay-2", "d-pay", { address: "10.1.0.2" });
     const v2 = await s.next();
     assert.notEqual(v2.resources[0].version, v1.resources[0].version);
-    s.send({ type_url: ENDPOINT_TYPE.typeUrl, response_nonce: v2.nonce, error_detail: { code: 3, message: "delta client refuses it" } });
+    const detail = `delta client refuses it: ${"x".repeat(3000)}`;
+    s.send({ type_url: ENDPOINT_TYPE.typeUrl, response_nonce: v2.nonce, error_detail: { code: 3, message: detail } });
     await barrier(s);
     assert.equal(s.pending, 0);
     assert.equal(harness.xds.stats.nacks, nacks + 1);
-    assert.ok(harness.warnings().some((l) => l.errorDetail === "delta client refuses it"));
+    const logged = harness.warnings().find((l) => typeof l.errorDetail === "string" && l.errorDetail.startsWith("delta client refuses it"));
+    assert.equal(logged?.errorDetail, `${detail.slice(0, 2048)}...`, "a long error_detail is cut at 2,048 characters");
 
     // Not an answer to the latest response, but its subscription counts.
     const stale = harness.xds.stats.staleRequests;

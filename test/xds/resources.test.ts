@@ -140,4 +140,37 @@ void describe("xDS resources", () => {
     assert.notEqual(cache.get("endpoint", "big")?.version, first);
     cache.close();
   });
+
+  void test("the cache's bounds: services rebuilt per turn, empty assignments kept, skipped instances logged", async () => {
+    const protos = await loadXdsProtos();
+    const state = new RegistryState();
+    const lines: LogLine[] = [];
+    const limits = { rebuildSliceServices: 2, absentEndpointsCachedMax: 2, skipWarningsMax: 1, rebuildCostHoldFactor: 0 };
+    const cache = new ResourceCache(state, limits, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }), () => true);
+    const changed: string[] = [];
+    cache.onChange((cs) => changed.push(...cs.filter((c) => c.kind === "listener").map((c) => c.name)));
+    cache.start(protos);
+    await cache.built;
+    let index = 0;
+    for (const [id, address] of [["s1-1", "host-a"], ["s2-1", "host-b"], ["s3-1", "host-c"], ["s4-1", "10.0.0.4"], ["s5-1", "10.0.0.5"]]) {
+      state.apply(++index, encodeRegistryCommand({
+        op: "register", atMs: 0, checks: [],
+        instance: { id, service: id.slice(0, 2), address, port: 80, tags: [], meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" },
+      }));
+    }
+    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    await turn();
+    assert.equal(changed.length, 2, "two services in the first turn");
+    await turn();
+    await turn();
+    assert.deepEqual(changed.sort(), ["s1", "s2", "s3", "s4", "s5"]);
+    const skips = lines.filter((l) => l.instance !== undefined);
+    assert.equal(skips.length, 1, "one skipped instance is logged; then one line says no more are");
+    assert.equal(lines.filter((l) => l.msg.includes("no more are reported")).length, 1);
+
+    const absent = ["x1", "x2", "x3"].map((n) => cache.get("endpoint", n)?.version);
+    assert.equal(new Set(absent).size, 3, "each unknown name has its own empty assignment");
+    assert.equal(cache.get("endpoint", "x1")?.version, absent[0], "one dropped past the bound is encoded again, the same");
+    cache.close();
+  });
 });

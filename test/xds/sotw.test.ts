@@ -183,16 +183,21 @@ void describe("state-of-the-world ADS", () => {
     assert.deepEqual(cla.endpoints, []);
   });
 
-  void test("a client that does not ACK gets the latest version once it does, however many changes came between", async () => {
+  void test("a client that does not ACK gets the latest version once it does, however many changes came between, and holds up no other", async () => {
     harness.register("slow-1", "slow", { address: "10.0.2.1" });
     const s = await open();
     s.send({ node: NODE, type_url: ENDPOINT_TYPE.typeUrl, resource_names: ["slow"] });
     const first = await s.next();
+    const brisk = await open();
+    brisk.send({ node: NODE, type_url: ENDPOINT_TYPE.typeUrl, resource_names: ["slow"] });
+    let briskLast = await brisk.next();
     const coalescedBefore = harness.xds.stats.coalesced;
     for (let i = 2; i <= 6; i++) {
+      brisk.send({ type_url: ENDPOINT_TYPE.typeUrl, resource_names: ["slow"], response_nonce: briskLast.nonce, version_info: briskLast.version_info });
       harness.register(`slow-${i}`, "slow", { address: `10.0.2.${i}` });
-      // The rebuild was queued by the write; this turn runs after it, so each write is its own change.
-      await new Promise((resolve) => setImmediate(resolve));
+      // The stream that ACKs has each version while the other has not answered the first.
+      briskLast = await brisk.next();
+      assert.equal(endpointAddresses(assignment(briskLast)).length, i);
     }
     assert.equal(harness.xds.stats.coalesced, coalescedBefore + 4, "changes 3 to 6 fold into change 2, unsent");
     assert.equal(s.pending, 0, "nothing is sent while a response is unacknowledged");
@@ -210,5 +215,20 @@ void describe("state-of-the-world ADS", () => {
     const status = await s.status();
     assert.equal(status.code, 3);
     assert.match(status.details, /not a valid envoy\.service\.discovery\.v3\.DiscoveryRequest/);
+  });
+
+  void test("a stream subscribing to more names of a type than its bound ends with RESOURCE_EXHAUSTED", async () => {
+    const small = await XdsHarness.start({ limits: { subscribedNamesMax: 2 } });
+    const smallClient = adsClient(small.address);
+    try {
+      const s = await RawAdsStream.sotw(smallClient);
+      s.send({ node: NODE, type_url: ENDPOINT_TYPE.typeUrl, resource_names: ["a", "b", "c"] });
+      const status = await s.status();
+      assert.equal(status.code, 8);
+      assert.match(status.details, /more than 2 resources of type\.googleapis\.com\/envoy\.config\.endpoint\.v3\.ClusterLoadAssignment/);
+    } finally {
+      smallClient.close();
+      await small.close();
+    }
   });
 });
