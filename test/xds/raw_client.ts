@@ -4,7 +4,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { adsServiceDefinition } from "../../src/api/xds/service.js";
-import { encodeMessage, loadXdsProtos, type XdsProtos } from "../../src/api/xds/protos.js";
+import { loadXdsProtos, type XdsProtos } from "../../src/api/xds/protos.js";
 
 export interface AnyMessage {
   readonly type_url: string;
@@ -34,7 +34,10 @@ export function adsClient(address: string): grpc.Client {
   return new grpc.Client(address, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
 }
 
-/** One ADS stream: requests are plain objects in the proto's field names; responses queue until taken. */
+/**
+ * One ADS stream: requests are plain objects in the proto's field names; responses, decoded
+ * messages read in the same names (absent fields read as their defaults), queue until taken.
+ */
 export class RawAdsStream<R> {
   private readonly received: R[] = [];
   private readonly waiters: (() => void)[] = [];
@@ -68,18 +71,19 @@ export class RawAdsStream<R> {
     const protos = await loadXdsProtos();
     const m = adsServiceDefinition.StreamAggregatedResources;
     const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize);
-    return new RawAdsStream(protos, call, "DiscoveryRequest", (bytes) => protos.DiscoveryResponse.toObject(protos.DiscoveryResponse.decode(bytes), CONVERSION) as SotwResponse);
+    return new RawAdsStream(protos, call, "DiscoveryRequest", (bytes) => protos.DiscoveryResponse.decode(bytes) as unknown as SotwResponse);
   }
 
   static async delta(client: grpc.Client): Promise<RawAdsStream<DeltaResponse>> {
     const protos = await loadXdsProtos();
     const m = adsServiceDefinition.DeltaAggregatedResources;
     const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize);
-    return new RawAdsStream(protos, call, "DeltaDiscoveryRequest", (bytes) => protos.DeltaDiscoveryResponse.toObject(protos.DeltaDiscoveryResponse.decode(bytes), CONVERSION) as DeltaResponse);
+    return new RawAdsStream(protos, call, "DeltaDiscoveryRequest", (bytes) => protos.DeltaDiscoveryResponse.decode(bytes) as unknown as DeltaResponse);
   }
 
+  /** Sends a request given in the proto's field names (no enums: a plain object encodes as it is). */
   send(request: object): void {
-    this.call.write(Buffer.from(encodeMessage(this.protos[this.requestType], request)));
+    this.call.write(Buffer.from(this.protos[this.requestType].encode(request).finish()));
   }
 
   /** Bytes as they are, for a request that is not a valid message. */

@@ -9,7 +9,7 @@
 import type { EncodedResource } from "./cache.js";
 import { encodeMessage } from "./protos.js";
 import type { ResourceType } from "./resources.js";
-import { plainRequest, readNode, readStatus, readString, readStrings, XdsRequestError, XdsSession, type ClientNode, type RpcStatus } from "./session.js";
+import { decodeRequest, readNode, readStatus, readString, readStrings, XdsRequestError, XdsSession, type ClientNode, type RpcStatus, type XdsCall, type XdsHub } from "./session.js";
 import type { ResponsePlan } from "./subscription.js";
 
 interface DeltaRequest {
@@ -25,6 +25,10 @@ interface DeltaRequest {
 const NO_VERSIONS: ReadonlyMap<string, string> = new Map();
 
 export class DeltaSession extends XdsSession {
+  constructor(hub: XdsHub, call: XdsCall, onClose: (session: XdsSession) => void) {
+    super(hub, call, "delta", onClose);
+  }
+
   protected handle(bytes: Buffer): void {
     const request = this.decode(bytes);
     this.identify(request.node);
@@ -58,7 +62,7 @@ export class DeltaSession extends XdsSession {
   }
 
   private decode(bytes: Buffer): DeltaRequest {
-    const m = plainRequest(this.hub.protos.DeltaDiscoveryRequest, bytes);
+    const m = decodeRequest(this.hub.protos.DeltaDiscoveryRequest, bytes);
     return {
       node: readNode(m.node),
       typeUrl: readString(m.type_url, "type_url"),

@@ -23,6 +23,9 @@ export const ADS_SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryS
 
 const passThrough = (bytes: Buffer): Buffer => bytes;
 
+/** Refused streams per warning logged. */
+const REFUSALS_PER_LOG_LINE = 1000;
+
 function bidiMethod(name: string): grpc.MethodDefinition<Buffer, Buffer> {
   return {
     path: `/${ADS_SERVICE_NAME}/${name}`,
@@ -155,7 +158,7 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
         sessions.delete(s);
         stats.streamsActive = sessions.size;
       };
-      session = protocol === "sotw" ? new SotwSession(hub, call, "sotw", onClose) : new DeltaSession(hub, call, "delta", onClose);
+      session = protocol === "sotw" ? new SotwSession(hub, call, onClose) : new DeltaSession(hub, call, onClose);
       sessions.add(session);
       stats.streamsActive = sessions.size;
       session.start();
@@ -168,7 +171,10 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
     });
     if (ticket === undefined) {
       stats.admissionRefused++;
-      logger.warn({ peer: call.getPeer(), waiting: gate.waitingCount }, "xDS stream refused: too many streams are waiting for admission");
+      // A reconnect storm refuses thousands: the first, then one line per thousand.
+      if (stats.admissionRefused % REFUSALS_PER_LOG_LINE === 1) {
+        logger.warn({ peer: call.getPeer(), waiting: gate.waitingCount, refusedSoFar: stats.admissionRefused }, "xDS stream refused: too many streams are waiting for admission");
+      }
       call.emit("error", {
         code: grpc.status.RESOURCE_EXHAUSTED,
         details: `this Cairn node already has ${limits.admission.waitingMax} xDS streams waiting to be admitted (at ${limits.admission.ratePerSecond} a second); retry with backoff or connect to another node`,

@@ -69,13 +69,17 @@ export abstract class XdsSession implements Flushable {
   private pushes = 0;
   private readonly openedAtMs = Date.now();
   private readonly ignoredTypes = new Set<string>();
+  /** Read once: a connection that has gone may no longer say. */
+  private readonly peer: string;
 
   constructor(
     protected readonly hub: XdsHub,
     private readonly call: XdsCall,
     private readonly protocol: "sotw" | "delta",
     private readonly onClose: (session: XdsSession) => void,
-  ) {}
+  ) {
+    this.peer = call.getPeer();
+  }
 
   /** Starts reading requests: until now the stream was left unread (it waited for admission). */
   start(): void {
@@ -117,7 +121,7 @@ export abstract class XdsSession implements Flushable {
     for (const sub of this.subscriptions.values()) sub.close();
     this.hub.scheduler.delete(this);
     this.onClose(this);
-    this.hub.logger.info({ client: this.client?.id, peer: this.call.getPeer(), protocol: this.protocol, durationMs: Date.now() - this.openedAtMs, pushes: this.pushes }, "xDS stream closed");
+    this.hub.logger.info({ client: this.client?.id, peer: this.peer, protocol: this.protocol, durationMs: Date.now() - this.openedAtMs, pushes: this.pushes }, "xDS stream closed");
   }
 
   protected abstract handle(bytes: Buffer): void;
@@ -147,7 +151,7 @@ export abstract class XdsSession implements Flushable {
   protected identify(node: ClientNode | undefined): void {
     if (this.client !== undefined || node === undefined) return;
     this.client = node;
-    this.hub.logger.info({ client: node.id, cluster: node.cluster, userAgent: node.userAgent, peer: this.call.getPeer(), protocol: this.protocol }, "xDS stream opened");
+    this.hub.logger.info({ client: node.id, cluster: node.cluster, userAgent: node.userAgent, peer: this.peer, protocol: this.protocol }, "xDS stream opened");
   }
 
   /** A request answering `sub`'s unacknowledged response: an ACK, or with error_detail a NACK. */
@@ -198,16 +202,19 @@ const IGNORED_TYPES_LOGGED_MAX = 8;
 
 // ---------------------------------------------------------------- decoding requests strictly
 
-/** protobufjs' decoded message as a plain object: defaults filled in, absent messages null. */
-export function plainRequest(type: protobuf.Type, bytes: Uint8Array): Record<string, unknown> {
-  let message: protobuf.Message;
+/**
+ * A request's fields, read straight from protobufjs' decoded message (absent fields read as the
+ * proto3 defaults its prototype holds: "", [], {} and null for messages), without a conversion
+ * to a plain object, since every ACK of every stream passes through here. The read* functions
+ * below check each field's type.
+ */
+export function decodeRequest(type: protobuf.Type, bytes: Uint8Array): Readonly<Record<string, unknown>> {
   try {
-    message = type.decode(bytes);
+    // A decoded message is an object of its fields; the index signature is what protobufjs' type leaves out.
+    return type.decode(bytes) as unknown as Readonly<Record<string, unknown>>;
   } catch (err) {
     throw new XdsRequestError(`the request is not a valid ${type.fullName.slice(1)}: ${errorMessage(err)}`);
   }
-  const plain: Record<string, unknown> = type.toObject(message, { defaults: true, arrays: true, objects: true, longs: Number, enums: String });
-  return plain;
 }
 
 export function readString(value: unknown, field: string): string {

@@ -6,7 +6,7 @@
 import type { EncodedResource } from "./cache.js";
 import { encodeMessage } from "./protos.js";
 import type { ResourceType } from "./resources.js";
-import { plainRequest, readNode, readStatus, readString, readStrings, XdsSession, type ClientNode, type RpcStatus } from "./session.js";
+import { decodeRequest, readNode, readStatus, readString, readStrings, XdsSession, type ClientNode, type RpcStatus, type XdsCall, type XdsHub } from "./session.js";
 import type { ResponsePlan, ResponseShape } from "./subscription.js";
 
 interface SotwRequest {
@@ -21,6 +21,10 @@ interface SotwRequest {
 const shapeOf = (type: ResourceType): ResponseShape => (type.fullStateInSotw ? "full-state" : "incremental");
 
 export class SotwSession extends XdsSession {
+  constructor(hub: XdsHub, call: XdsCall, onClose: (session: XdsSession) => void) {
+    super(hub, call, "sotw", onClose);
+  }
+
   protected handle(bytes: Buffer): void {
     const request = this.decode(bytes);
     this.identify(request.node);
@@ -47,7 +51,7 @@ export class SotwSession extends XdsSession {
   }
 
   private decode(bytes: Buffer): SotwRequest {
-    const m = plainRequest(this.hub.protos.DiscoveryRequest, bytes);
+    const m = decodeRequest(this.hub.protos.DiscoveryRequest, bytes);
     return {
       versionInfo: readString(m.version_info, "version_info"),
       node: readNode(m.node),
