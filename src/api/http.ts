@@ -14,6 +14,7 @@ import { kvRoutes } from "./native/kv.js";
 import { OpenApiCollector } from "./openapi.js";
 import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
+import { runtimeRoutes } from "./cluster/runtime.js";
 import { watchRoutes } from "./watch/sse.js";
 
 interface HttpError {
@@ -80,6 +81,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     return reply.code(status).send({ error: err.message });
   });
   statusRoutes(app, opts.driver);
+  runtimeRoutes(app, { blockingQueries: () => opts.registry.waiters.waiting });
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);

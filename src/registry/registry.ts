@@ -9,6 +9,7 @@ import { HealthManager, UnknownCheckError } from "./health.js";
 import { type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type InstanceDefinition, registryLimits } from "./model.js";
 import { type RegistryCommand, type RegistryState, encodeRegistryCommand } from "./state.js";
 import { ChangeWaiters } from "./watch.js";
+import { ServiceViews } from "./service_views.js";
 import { WatchHub, type WatchHubOptions } from "./watch_hub.js";
 import { STATE_TAG_REGISTRY, withTag } from "../state/tags.js";
 
@@ -80,6 +81,8 @@ type HeartbeatReply = { ok: true } | { ok: false; unknownCheck: string };
 export class Registry {
   readonly state: RegistryState;
   readonly waiters: ChangeWaiters;
+  /** Each service's instances in answer order, shared by every read of it. */
+  readonly views: ServiceViews;
   /** Watch streams (gRPC, server-sent events) over this node's applied state. */
   readonly watches: WatchHub;
   readonly health: HealthManager;
@@ -89,6 +92,7 @@ export class Registry {
     this.driver = opts.driver;
     this.state = opts.state;
     this.waiters = new ChangeWaiters(this.state);
+    this.views = new ServiceViews(this.state);
     this.watches = new WatchHub(this.state, opts.watch);
     this.health = new HealthManager({
       state: this.state,

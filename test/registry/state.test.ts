@@ -2,8 +2,6 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, decodeRegistryCommand, encodeRegistryCommand } from "../../src/registry/state.js";
-import { ChangeWaiters } from "../../src/registry/watch.js";
-import { TooManyWatchersError } from "../../src/common/errors.js";
 import { concatChunks } from "../../src/common/codec.js";
 
 function inst(id: string, service: string, tags: string[] = []): InstanceDefinition {
@@ -268,23 +266,5 @@ void describe("registry snapshots, binary format", () => {
     const bytes = concatChunks(await s.snapshot()).byteLength;
     // An instance like the benchmark's takes ~240 bytes as JSON; the binary format stays under 48.
     assert.ok(bytes / n < 48, `${(bytes / n).toFixed(1)} bytes per instance`);
-  });
-});
-
-void describe("blocking waits", () => {
-  void test("a waiter is woken by its own service, freed when its client goes away, and bounded in number", async () => {
-    const s = new RegistryState();
-    const waiters = new ChangeWaiters(s, 2);
-    const woken = waiters.wait({ service: "web" }, 0, 60_000);
-    const gone = new AbortController();
-    const abandoned = waiters.wait({ service: "db" }, 0, 60_000, gone.signal);
-    assert.equal(waiters.waiting, 2);
-    await assert.rejects(waiters.wait({ catalog: true }, 0, 60_000), TooManyWatchersError);
-    gone.abort();
-    await abandoned;
-    assert.equal(waiters.waiting, 1, "the abandoned waiter's place is freed at once");
-    apply(s, 2, { op: "register", instance: inst("web-1", "web"), checks: [], atMs: 1 });
-    await woken;
-    assert.equal(waiters.waiting, 0);
   });
 });

@@ -12,7 +12,7 @@
 // Errors answer as Consul's do, with a text/plain reason, which both the Go client and the npm
 // client (papi, under 80 bytes) put into the error they raise.
 
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "../blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, whenClosing, withJitterMs } from "../blocking.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type RaftDriver } from "../../raft/node/driver.js";
 import { NotAvailableError } from "../../raft/node/errors.js";
@@ -20,14 +20,18 @@ import { parseGoDuration } from "../../common/duration.js";
 import { type HealthStatus, type Instance, aggregateStatus } from "../../registry/model.js";
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../../registry/registry.js";
 import type { WatchKey } from "../../registry/watch.js";
+import { compareInstances } from "../../registry/service_views.js";
+import { type EncodedBody, encodeArrayInSlices } from "../../common/json_chunks.js";
+import { SharedAnswers } from "../../common/shared_answers.js";
+import { filterInSlices, sortInSlices } from "../../common/slices.js";
 import { TooManyWatchersError, errorMessage } from "../../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../../ca/authority.js";
 import { LeafCache } from "../../ca/leaves.js";
 import { connectRoutes } from "./connect.js";
 import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./decode.js";
 import {
-  type ConsulContext, agentSelfSchema, agentService, agentServiceSchema, catalogService, catalogServiceSchema,
-  catalogServicesSchema, nodeId, serviceEntry, serviceEntrySchema,
+  ConsulEncoder, type ConsulContext, agentSelfSchema, agentService, agentServiceSchema, catalogServiceSchema,
+  catalogServicesSchema, nodeId, serviceEntrySchema,
 } from "./shapes.js";
 
 export interface ConsulDeps {
@@ -232,14 +236,15 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
       summary: "The service instances registered through this node, by ID", tags: CONSUL_TAGS, querystring: readQuerySchema,
       response: { 200: { type: "object", additionalProperties: agentServiceSchema } },
     },
-  }, (req, reply) => {
+  }, async (req, reply) => {
     readOptions(req.query, deps.datacenter);
-    const out: Record<string, object> = {};
-    for (const inst of sortInstances([...registry.state.allInstances()].filter((i) => i.node === deps.nodeName))) {
-      out[inst.id] = agentService(inst, ctx);
-    }
-    readHeaders(reply, deps.driver, registry.state.revision);
-    return reply.send(out);
+    const index = registry.state.revision;
+    // One copy of the state's instances (~1 ms at 100,000), then filtered, sorted and encoded in slices.
+    const all = [...registry.state.allInstances()];
+    const mine = await sortInSlices(await filterInSlices(all, (i) => i.node === deps.nodeName), compareInstances);
+    const body = await encodeArrayInSlices(mine, () => true, (i) => `${JSON.stringify(i.id)}:${JSON.stringify(agentService(i, ctx))}`, { open: "{", close: "}" });
+    readHeaders(reply, deps.driver, index);
+    return sendEncoded(reply, body);
   });
 
   app.get("/v1/agent/self", {
@@ -289,17 +294,46 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
 
 function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   const { registry } = deps;
-  const ctx: ConsulContext = { datacenter: deps.datacenter };
   const random = deps.random ?? Math.random;
+  const encoder = new ConsulEncoder({ datacenter: deps.datacenter });
+  // One build per (query, index), shared by every reader of it: 10,000 blocking queries woken
+  // by one change cost one evaluation and one encoding.
+  const answers = new SharedAnswers();
+  registry.state.onChange((_revision, _services, _catalogChanged, delta) => {
+    // Indexes may have gone back; what was built for them may no longer be what they mean.
+    if (delta.kind === "restored") answers.clear();
+  });
+  whenClosing(app, () => registry.waiters.wakeAll());
 
-  /** Waits as the query asks, then returns the index of what is about to be answered. */
-  const blockingRead = async (query: ReadQuery, key: WatchKey, signal: AbortSignal): Promise<number> => {
+  /** Waits as the query asks. The index to answer with is read after, in the same step as the answer. */
+  const blockingRead = async (query: ReadQuery, key: WatchKey, reply: FastifyReply): Promise<void> => {
     const opts = readOptions(query, deps.datacenter);
     // The barrier comes first: a blocking query then waits from a state at least as new as
     // every write acknowledged before it was asked.
     await registry.consistentRead(opts.stale);
-    if (opts.sinceIndex > 0) await registry.waiters.wait(key, opts.sinceIndex, withJitterMs(opts.waitMs, random()), signal);
-    return registry.waiters.indexOf(key);
+    if (opts.sinceIndex > 0 && !serverClosing(reply)) {
+      await registry.waiters.wait(key, opts.sinceIndex, withJitterMs(opts.waitMs, random()), onReplyGone(reply));
+    }
+  };
+
+  /**
+   * A service's instances that `keep` accepts, encoded as a JSON array by `encode`: shared per
+   * (query, index), built from the service's shared sorted view, in slices.
+   */
+  const serviceAnswer = (reply: FastifyReply, query: string, service: string, keep: (i: Instance) => boolean,
+    encode: (i: Instance) => string): Promise<FastifyReply> | FastifyReply => {
+    // The index and the view's snapshot are taken in one synchronous step: they agree.
+    const index = registry.waiters.indexOf({ service });
+    const body = answers.get(query, index, async () => {
+      const snapshot = registry.views.snapshot(service);
+      assertSameIndex(snapshot.index, index, service);
+      return encodeArrayInSlices(await snapshot.instances, keep, encode);
+    });
+    const send = (b: EncodedBody): FastifyReply => {
+      readHeaders(reply, deps.driver, index);
+      return sendEncoded(reply, b);
+    };
+    return body instanceof Promise ? body.then(send) : send(body);
   };
 
   app.get<{ Querystring: ReadQuery }>("/v1/catalog/services", {
@@ -308,9 +342,12 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
       response: { 200: catalogServicesSchema },
     },
   }, async (req, reply) => {
-    const index = await blockingRead(req.query, { catalog: true }, waitEndSignal(reply));
+    await blockingRead(req.query, { catalog: true }, reply);
+    const index = registry.waiters.indexOf({ catalog: true });
+    const body = await answers.get("catalog", index, async () => encodeArrayInSlices(await registry.views.catalog().services, () => true,
+      (s) => `${JSON.stringify(s.name)}:${JSON.stringify(s.tags)}`, { open: "{", close: "}" }));
     readHeaders(reply, deps.driver, index);
-    return reply.send(Object.fromEntries(registry.state.services()));
+    return sendEncoded(reply, body);
   });
 
   app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/catalog/service/:service", {
@@ -321,10 +358,9 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     },
   }, async (req, reply) => {
     const service = req.params.service;
-    const index = await blockingRead(req.query, { service }, waitEndSignal(reply));
-    const tags = req.query.tag ?? [];
-    readHeaders(reply, deps.driver, index);
-    return reply.send(sortInstances(registry.state.instancesOf(service)).filter((i) => hasTags(i, tags)).map((i) => catalogService(i, ctx)));
+    const tags = tagFilter(req.query.tag);
+    await blockingRead(req.query, { service }, reply);
+    return serviceAnswer(reply, queryKey("catalog-service", service, tags), service, (i) => hasTags(i, tags), (i) => encoder.catalogEntry(i));
   });
 
   app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/health/service/:service", {
@@ -336,14 +372,25 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   }, async (req, reply) => {
     const service = req.params.service;
     const passing = goBool("passing", req.query.passing);
-    const index = await blockingRead(req.query, { service }, waitEndSignal(reply));
-    const tags = req.query.tag ?? [];
-    const entries = sortInstances(registry.state.instancesOf(service))
-      .filter((i) => hasTags(i, tags) && (!passing || aggregateStatus(i.checks) === "passing"))
-      .map((i) => serviceEntry(i, ctx));
-    readHeaders(reply, deps.driver, index);
-    return reply.send(entries);
+    const tags = tagFilter(req.query.tag);
+    await blockingRead(req.query, { service }, reply);
+    const keep = (i: Instance): boolean => hasTags(i, tags) && (!passing || aggregateStatus(i.checks) === "passing");
+    return serviceAnswer(reply, queryKey(passing ? "health-passing" : "health", service, tags), service, keep, (i) => encoder.healthEntry(i));
   });
+}
+
+/** The tags a query filters on, once each and in order: `?tag=a&tag=b` and `?tag=b&tag=a` ask the same. */
+function tagFilter(tags: readonly string[] | undefined): string[] {
+  return tags === undefined || tags.length === 0 ? [] : [...new Set(tags)].sort();
+}
+
+/** The key of a query's shared answer. A newline cannot appear in a service name or a tag here. */
+function queryKey(route: string, service: string, tags: readonly string[]): string {
+  return [route, service, ...tags].join("\n");
+}
+
+function assertSameIndex(snapshotIndex: number, index: number, service: string): void {
+  if (snapshotIndex !== index) throw new Error(`service ${service}: its view was taken at index ${snapshotIndex}, its answer is for ${index}`);
 }
 
 // ---------------------------------------------------------------- query parsing
@@ -393,10 +440,6 @@ function hasTags(inst: Instance, tags: readonly string[]): boolean {
   return tags.every((t) => inst.tags.includes(t));
 }
 
-/** Consul answers in node order, then by service ID; a stable order also keeps answers comparable. */
-function sortInstances(instances: Instance[]): Instance[] {
-  return instances.sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
 
 /**
  * The headers every Consul read carries. An index of 0 would make the npm client's watch give up

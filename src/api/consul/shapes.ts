@@ -140,13 +140,23 @@ export const agentSelfSchema = {
 
 export const catalogServicesSchema = { type: "object", additionalProperties: stringList } as const;
 
+/** Node IDs remembered, at most: a cluster has a handful of nodes, so this is only a guard. */
+const NODE_IDS_MAX = 4096;
+const nodeIds = new Map<string, string>();
+
 /**
  * Consul nodes have a UUID. Cairn nodes have a name, so derive a stable UUID-shaped id from it:
- * the same node reports the same id on every answer and across restarts.
+ * the same node reports the same id on every answer and across restarts. Remembered per name:
+ * an answer of 100,000 instances would otherwise hash 100,000 times.
  */
 export function nodeId(nodeName: string): string {
+  const known = nodeIds.get(nodeName);
+  if (known !== undefined) return known;
   const h = createHash("sha256").update(`cairn-node:${nodeName}`).digest("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  if (nodeIds.size >= NODE_IDS_MAX) nodeIds.clear();
+  nodeIds.set(nodeName, id);
+  return id;
 }
 
 /** Consul's TaggedAddresses for a node: its LAN and WAN addresses, which are the same here. */
@@ -164,8 +174,8 @@ function localityOf(inst: Instance): { Region: string; Zone: string } | undefine
   return inst.zone === "" ? undefined : { Region: "", Zone: inst.zone };
 }
 
-/** One entry of GET /v1/catalog/service/:name. ServiceAddress stays empty when the node's applies. */
-export function catalogService(inst: Instance, ctx: ConsulContext): object {
+/** The node half of a catalog entry: the same for every instance the node registered. */
+function catalogNode(inst: Instance, ctx: ConsulContext): object {
   return {
     ID: nodeId(inst.node),
     Node: inst.node,
@@ -173,6 +183,12 @@ export function catalogService(inst: Instance, ctx: ConsulContext): object {
     Datacenter: ctx.datacenter,
     TaggedAddresses: taggedAddresses(inst.nodeAddress),
     NodeMeta: {},
+  };
+}
+
+/** The service half of a catalog entry. */
+function catalogInstance(inst: Instance): object {
+  return {
     ServiceKind: "",
     ServiceID: inst.id,
     ServiceName: inst.service,
@@ -186,6 +202,11 @@ export function catalogService(inst: Instance, ctx: ConsulContext): object {
     CreateIndex: inst.createIndex,
     ModifyIndex: inst.modifyIndex,
   };
+}
+
+/** One entry of GET /v1/catalog/service/:name. ServiceAddress stays empty when the node's applies. */
+export function catalogService(inst: Instance, ctx: ConsulContext): object {
+  return { ...catalogNode(inst, ctx), ...catalogInstance(inst) };
 }
 
 export function healthCheck(inst: Instance, c: Check): object {
@@ -215,48 +236,92 @@ export function healthCheck(inst: Instance, c: Check): object {
   };
 }
 
-/** One entry of GET /v1/health/service/:name. */
-export function serviceEntry(inst: Instance, ctx: ConsulContext): object {
+/** The Node of a health entry: the same for every instance the node registered. */
+function healthNode(inst: Instance, ctx: ConsulContext): object {
   return {
-    Node: {
-      ID: nodeId(inst.node),
-      Node: inst.node,
-      Address: inst.nodeAddress,
-      Datacenter: ctx.datacenter,
-      TaggedAddresses: taggedAddresses(inst.nodeAddress),
-      Meta: {},
-    },
-    Service: {
-      ID: inst.id,
-      Service: inst.service,
-      Tags: [...inst.tags],
-      Address: inst.address,
-      Meta: { ...inst.meta },
-      Port: inst.port,
-      Weights: { Passing: inst.weights.passing, Warning: inst.weights.warning },
-      EnableTagOverride: false,
-      Locality: localityOf(inst),
-      CreateIndex: inst.createIndex,
-      ModifyIndex: inst.modifyIndex,
-    },
-    Checks: inst.checks.map((c) => healthCheck(inst, c)),
+    ID: nodeId(inst.node),
+    Node: inst.node,
+    Address: inst.nodeAddress,
+    Datacenter: ctx.datacenter,
+    TaggedAddresses: taggedAddresses(inst.nodeAddress),
+    Meta: {},
   };
 }
 
-/** One value of GET /v1/agent/services. */
+function healthService(inst: Instance): object {
+  return {
+    ID: inst.id,
+    Service: inst.service,
+    Tags: [...inst.tags],
+    Address: inst.address,
+    Meta: { ...inst.meta },
+    Port: inst.port,
+    Weights: { Passing: inst.weights.passing, Warning: inst.weights.warning },
+    EnableTagOverride: false,
+    Locality: localityOf(inst),
+    CreateIndex: inst.createIndex,
+    ModifyIndex: inst.modifyIndex,
+  };
+}
+
+/** One entry of GET /v1/health/service/:name. */
+export function serviceEntry(inst: Instance, ctx: ConsulContext): object {
+  return { Node: healthNode(inst, ctx), Service: healthService(inst), Checks: inst.checks.map((c) => healthCheck(inst, c)) };
+}
+
+/** Node parts encoded, remembered per encoder, at most: a guard, as nodes are few. */
+const ENCODED_NODES_MAX = 4096;
+
+/**
+ * Encodes answer entries straight to JSON, as serviceEntry and catalogService shape them, with
+ * each node's half encoded once: in an answer of 100,000 instances it repeats 100,000 times.
+ * The output is what JSON.stringify of the shaped object gives (the tests compare them).
+ */
+export class ConsulEncoder {
+  private readonly healthNodes = new Map<string, string>();
+  private readonly catalogNodes = new Map<string, string>();
+
+  constructor(private readonly ctx: ConsulContext) {}
+
+  healthEntry(inst: Instance): string {
+    const node = this.nodePart(this.healthNodes, inst, () => JSON.stringify(healthNode(inst, this.ctx)));
+    const checks = inst.checks.length === 0 ? "[]" : JSON.stringify(inst.checks.map((c) => healthCheck(inst, c)));
+    return `{"Node":${node},"Service":${JSON.stringify(healthService(inst))},"Checks":${checks}}`;
+  }
+
+  catalogEntry(inst: Instance): string {
+    // The node's fields without the closing brace, then the service's without the opening one.
+    const node = this.nodePart(this.catalogNodes, inst, () => JSON.stringify(catalogNode(inst, this.ctx)).slice(0, -1));
+    return `${node},${JSON.stringify(catalogInstance(inst)).slice(1)}`;
+  }
+
+  private nodePart(cache: Map<string, string>, inst: Instance, encode: () => string): string {
+    // The node's name and address both go into its half.
+    const key = `${inst.node}\n${inst.nodeAddress}`;
+    let part = cache.get(key);
+    if (part === undefined) {
+      part = encode();
+      if (cache.size >= ENCODED_NODES_MAX) cache.clear();
+      cache.set(key, part);
+    }
+    return part;
+  }
+}
+
+/** One value of GET /v1/agent/services, its fields in its schema's order (as the serializer wrote them). */
 export function agentService(inst: Instance, ctx: ConsulContext): object {
   return {
     ID: inst.id,
     Service: inst.service,
     Tags: [...inst.tags],
+    Address: inst.address,
     Meta: { ...inst.meta },
     Port: inst.port,
-    Address: inst.address,
     Weights: { Passing: inst.weights.passing, Warning: inst.weights.warning },
     EnableTagOverride: false,
     Locality: localityOf(inst),
-    Datacenter: ctx.datacenter,
     CreateIndex: inst.createIndex,
     ModifyIndex: inst.modifyIndex,
+    Datacenter: ctx.datacenter,
   };
 }

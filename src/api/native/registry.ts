@@ -8,7 +8,9 @@ import { parseGoDuration } from "../../common/duration.js";
 import { type Instance, aggregateStatus } from "../../registry/model.js";
 import type { RegisterInput, Registry } from "../../registry/registry.js";
 import type { WatchKey } from "../../registry/watch.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "../blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, whenClosing, withJitterMs } from "../blocking.js";
+import { encodeArrayInSlices } from "../../common/json_chunks.js";
+import { SharedAnswers } from "../../common/shared_answers.js";
 import { sendError } from "../errors.js";
 
 
@@ -69,6 +71,12 @@ interface ReadQuery {
 
 export function registryRoutes(app: FastifyInstance, registry: Registry, driver: RaftDriver): void {
   const leaderAddress = (id: string): string | undefined => driver.peerAddressOf(id);
+  // One build per (query, index), shared by every reader of it (see src/common/shared_answers.ts).
+  const answers = new SharedAnswers();
+  registry.state.onChange((_revision, _services, _catalogChanged, delta) => {
+    if (delta.kind === "restored") answers.clear();
+  });
+  whenClosing(app, () => registry.waiters.wakeAll());
 
   app.post<{ Body: RegisterInput }>("/v1/registry/instances", { schema: { body: registerSchema } }, async (req, reply) => {
     try {
@@ -105,10 +113,12 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
   });
 
   app.get<{ Querystring: ReadQuery }>("/v1/registry/services", { schema: { querystring: readQuerySchema } }, async (req, reply) => {
-    const read = await blockingRead(registry, reply, req.query, { catalog: true }, leaderAddress);
-    if (read === undefined) return reply;
-    const services = [...registry.state.services()].map(([name, tags]) => ({ name, tags, instances: registry.state.instancesOf(name).length }));
-    return reply.send({ index: read, services });
+    if (!await blockingRead(registry, reply, req.query, leaderAddress, { catalog: true })) return reply;
+    const index = Math.max(1, registry.waiters.indexOf({ catalog: true }));
+    const body = await answers.get("services", index, async () => encodeArrayInSlices(await registry.views.catalog().services, () => true,
+      (s) => JSON.stringify({ name: s.name, tags: s.tags, instances: s.instances }), { open: `{"index":${index},"services":[`, close: "]}" }));
+    void reply.header("x-cairn-index", String(index));
+    return sendEncoded(reply, body);
   });
 
   app.get<{ Params: { name: string }; Querystring: ReadQuery & { health?: Health } }>("/v1/registry/services/:name/instances", {
@@ -116,11 +126,19 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
       querystring: { ...readQuerySchema, properties: { ...readQuerySchema.properties, health: { type: "string", enum: ["passing", "notCritical", "all"] } } },
     },
   }, async (req, reply) => {
-    const read = await blockingRead(registry, reply, req.query, { service: req.params.name }, leaderAddress);
-    if (read === undefined) return reply;
+    const service = req.params.name;
+    if (!await blockingRead(registry, reply, req.query, leaderAddress, { service })) return reply;
     const health = req.query.health ?? "all";
-    const instances = registry.state.instancesOf(req.params.name).filter((i) => keep(i, health)).map(present);
-    return reply.send({ index: read, instances });
+    // The index and the view's snapshot are taken in one synchronous step: they agree.
+    const index = Math.max(1, registry.waiters.indexOf({ service }));
+    const body = await answers.get(`instances\n${service}\n${health}`, index, async () => {
+      const snapshot = registry.views.snapshot(service);
+      if (Math.max(1, snapshot.index) !== index) throw new Error(`service ${service}: its view was taken at index ${snapshot.index}, its answer is for ${index}`);
+      return encodeArrayInSlices(await snapshot.instances, (i) => keep(i, health), (i) => JSON.stringify(present(i)),
+        { open: `{"index":${index},"instances":[`, close: "]}" });
+    });
+    void reply.header("x-cairn-index", String(index));
+    return sendEncoded(reply, body);
   });
 
   app.get<{ Params: { id: string }; Querystring: { stale?: string } }>("/v1/registry/instances/:id", async (req, reply) => {
@@ -136,37 +154,35 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
 }
 
 /**
- * A read at the consistency asked for, blocking when ?index is given. Returns the index to
- * report, or undefined when an error answer was already sent.
+ * A read at the consistency asked for, blocking when ?index is given. Returns false when an
+ * error answer was already sent. The index to answer with is read after, in the same step as the answer.
  */
-async function blockingRead(registry: Registry, reply: FastifyReply, query: ReadQuery, key: WatchKey,
-  leaderAddress: (id: string) => string | undefined): Promise<number | undefined> {
+async function blockingRead(registry: Registry, reply: FastifyReply, query: ReadQuery,
+  leaderAddress: (id: string) => string | undefined, key: WatchKey): Promise<boolean> {
   const since = query.index === undefined ? 0 : Number(query.index);
   if (!Number.isSafeInteger(since)) {
     await reply.code(400).send({ error: `index ${query.index} is not a valid index`, field: "index" });
-    return undefined;
+    return false;
   }
   let waitMs = WAIT_DEFAULT_MS;
   if (query.wait !== undefined) {
     const parsed = parseGoDuration(query.wait);
     if (parsed === undefined) {
       await reply.code(400).send({ error: `wait "${query.wait}" is not a duration like "30s"`, field: "wait" });
-      return undefined;
+      return false;
     }
     waitMs = Math.min(parsed, WAIT_MAX_MS);
   }
   try {
     await registry.consistentRead(query.stale !== undefined);
-    if (since > 0) {
-      await registry.waiters.wait(key, since, withJitterMs(waitMs, Math.random()), waitEndSignal(reply));
+    if (since > 0 && !serverClosing(reply)) {
+      await registry.waiters.wait(key, since, withJitterMs(waitMs, Math.random()), onReplyGone(reply));
     }
   } catch (err) {
     await sendError(reply, err, leaderAddress);
-    return undefined;
+    return false;
   }
-  const index = Math.max(1, registry.waiters.indexOf(key));
-  void reply.header("x-cairn-index", String(index));
-  return index;
+  return true;
 }
 
 function keep(inst: Instance, health: Health): boolean {
