@@ -15,7 +15,7 @@ import { Agent, request } from "node:http";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import type { ProcessCluster, ProcessNode } from "../test/support/cluster.js";
-import { EtcdCluster } from "./support/etcd.js";
+import { EtcdCluster, installedEtcdVersion } from "./support/etcd.js";
 import { cleanup, spawnTracked, startCairnCluster, tempDir } from "./support/processes.js";
 
 // ---------------------------------------------------------------- settings, each bounded
@@ -362,13 +362,7 @@ async function main(): Promise<void> {
   const etcdScript = join(dir, "etcd.lua");
   writeFileSync(cairnScript, CAIRN_ROUTE === "register" ? LUA_CAIRN_REGISTER : LUA_CAIRN_KV);
   writeFileSync(etcdScript, LUA_ETCD);
-  const etcdVersion = await new Promise<string>((resolve, reject) => {
-    const p = spawnTracked("etcd", ["--version"]);
-    let out = "";
-    p.stdout?.on("data", (b: Buffer) => { out += b.toString(); });
-    p.on("error", () => reject(new Error("etcd is not installed: apt-get install -y etcd-server")));
-    p.on("close", () => resolve(out.split("\n")[0] ?? "etcd"));
-  });
+  const etcdVersion = await installedEtcdVersion();
   const spread = TARGET === "spread"
     ? `all 3 nodes at once (3 wrk processes x 1 thread, ${CONNECTIONS} connections split 22/21/21)`
     : `the leader only (1 wrk, ${THREADS} threads, ${CONNECTIONS} connections)`;

@@ -93,6 +93,17 @@ export class EtcdCluster {
   }
 }
 
+/** The first line of `etcd --version`, e.g. "etcd Version: 3.4.23"; fails with the fix when etcd is missing. */
+export function installedEtcdVersion(): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const p = spawnTracked("etcd", ["--version"]);
+    let out = "";
+    p.stdout?.on("data", (b: Buffer) => { out += b.toString(); });
+    p.on("error", () => reject(new Error("etcd is not installed: apt-get install -y etcd-server")));
+    p.on("close", () => resolve(out.split("\n")[0] ?? "etcd"));
+  });
+}
+
 /** The end of etcd's key range for `prefix` (exclusive): the prefix with its last character incremented. */
 export function prefixRangeEnd(prefix: string): string {
   if (prefix === "") throw new RangeError("an empty prefix has no range end here: etcd spells 'every key' as range_end \"\\0\"");
