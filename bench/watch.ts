@@ -1,14 +1,15 @@
 // npm run bench:watch: how fast one change reaches many parked watchers, and what each watcher
 // costs the node serving it, Cairn against etcd, side by side on this machine:
-//   - grpc:         BENCH_WATCHERS Cairn gRPC watch streams on a follower; the change is written
-//                   through the leader (bench/watch_grpc.ts).
+//   - grpc:         BENCH_WATCHERS Cairn gRPC watches on a follower, sharing streams as etcd3's
+//                   clients share theirs (watch_grpc.ts's default per stream); the change is
+//                   written through the leader (bench/watch_grpc.ts).
 //   - http:         BENCH_WATCHERS Cairn HTTP blocking queries on a follower (bench/watch_http.ts).
 //   - etcd:         BENCH_WATCHERS etcd 3.4 watchers on a follower, through the npm etcd3 client,
 //                   BENCH_ETCD_CLIENTS clients sharing them (bench/watch_etcd.ts).
 //   - etcd-gateway: the same count of HTTP streams on etcd's JSON gateway, POST /v3/watch: a
 //                   secondary line, for what a client without gRPC gets from etcd.
-//   - streams:      BENCH_STREAMS Cairn gRPC watch streams on one node: memory per stream, and the
-//                   time for one change to reach them all.
+//   - streams:      BENCH_STREAMS Cairn gRPC watch streams on one node (a follower), one watch
+//                   each: memory per stream, and the time for one change to reach them all.
 //   - xds:          BENCH_XDS_SUBSCRIBERS xDS subscribers on a follower receiving one EDS change
 //                   (bench/watch_xds.ts).
 // Latency runs from just before the write until each watcher had the change; memory is the serving
@@ -27,6 +28,7 @@
 //   BENCH_STREAMS          streams for the one-node measurement       (default 100000, 1-1000000)
 //   BENCH_XDS_SUBSCRIBERS  xDS subscribers                            (default 1000, 1-100000)
 //   BENCH_ETCD_CLIENTS     etcd3 clients sharing etcd's watchers      (default 100, 1-BENCH_WATCHERS)
+//   BENCH_STREAM_WATCHES   watches per gRPC stream in `streams`       (default 1: as many streams as watches, 1-1000)
 //   BENCH_KINDS            which measurements, comma-separated        (default all: grpc,http,etcd,etcd-gateway,streams,xds)
 //   BENCH_CAIRN_ARGS       extra `cairn server` flags, split on spaces (default none)
 
@@ -68,6 +70,7 @@ const WATCHERS = envInt("BENCH_WATCHERS", 10_000, 1, 100_000);
 const STREAMS = envInt("BENCH_STREAMS", 100_000, 1, 1_000_000);
 const XDS_SUBSCRIBERS = envInt("BENCH_XDS_SUBSCRIBERS", 1_000, 1, 100_000);
 const ETCD_CLIENTS = envInt("BENCH_ETCD_CLIENTS", Math.min(100, WATCHERS), 1, WATCHERS);
+const STREAM_WATCHES = envInt("BENCH_STREAM_WATCHES", 1, 1, 1000);
 const RUN_KINDS = envKinds("BENCH_KINDS");
 const CAIRN_EXTRA_ARGS = (process.env.BENCH_CAIRN_ARGS ?? "").split(" ").filter((a) => a !== "");
 const CAIRN_ARGS = ["--log-level", "warn", ...CAIRN_EXTRA_ARGS];
@@ -129,7 +132,7 @@ const MEASUREMENTS: Readonly<Record<Kind, Measurement>> = {
   },
   streams: {
     kind: "streams", watchers: STREAMS, latencyGoals: false, memoryGoal: true, cairn: true,
-    run: () => onFreshCairn(({ leader, follower }) => measureGrpcWatchers({ node: follower, writer: leader, watchers: STREAMS, service: SERVICE })),
+    run: () => onFreshCairn(({ leader, follower }) => measureGrpcWatchers({ node: follower, writer: leader, watchers: STREAMS, service: SERVICE, watchesPerStream: STREAM_WATCHES })),
   },
   xds: {
     kind: "xds", watchers: XDS_SUBSCRIBERS, latencyGoals: false, memoryGoal: false, cairn: true,
@@ -247,7 +250,7 @@ function round2(x: number): number {
 async function main(): Promise<void> {
   const etcdVersion = RUN_KINDS.some((k) => k.startsWith("etcd")) ? await installedEtcdVersion() : "not run";
   process.stdout.write(`bench:watch: ${ROUNDS} rounds of ${RUN_KINDS.join(", ")}, taking turns, fresh clusters per measurement, fsync on; ` +
-    `${WATCHERS} watchers (etcd over ${ETCD_CLIENTS} etcd3 clients), ${STREAMS} streams on one node, ${XDS_SUBSCRIBERS} xDS subscribers\n` +
+    `${WATCHERS} watchers (etcd over ${ETCD_CLIENTS} etcd3 clients), ${STREAMS} streams on one node (${STREAM_WATCHES} watch each), ${XDS_SUBSCRIBERS} xDS subscribers\n` +
     `  etcd: ${etcdVersion}${CAIRN_EXTRA_ARGS.length > 0 ? `; cairn server flags: ${CAIRN_EXTRA_ARGS.join(" ")}` : ""}\n`);
   // Fails here, before any round, if /proc cannot be read for memory.
   rssBytesOf(process.pid);
