@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ProcessCluster, type ProcessNode } from "../support/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { GrpcWatcher, SseWatcher, registryClient } from "../support/watch_client.js";
 
 const WINDOW_EVENTS = 20;
@@ -78,6 +78,8 @@ void describe("watch streams over gRPC and server-sent events", () => {
     resumed.cancel();
     let lastRevision = 0;
     for (let i = 0; i < WINDOW_EVENTS + 5; i++) lastRevision = await register(leader, `filler-${i}`, "filler");
+    // Only once the node has applied the fillers has `first` left its window.
+    await waitFor(async () => ((await followers[0].cluster()).appliedIndex >= lastRevision ? true : undefined), 10_000, () => `${followers[0].info.id} did not apply ${lastRevision}`);
     const stale = new GrpcWatcher(client(followers[0]), { services: ["api"], since_revision: first });
     await stale.until(() => stale.revision >= lastRevision);
     const reset = stale.messages.filter((m) => m.kind === "KIND_RESET");
