@@ -16,6 +16,9 @@ class Source {
 
   get = (name: string): Versioned | undefined => this.resources.get(name);
   names = (): Iterable<string> => this.resources.keys();
+  /** Names still being built. */
+  readonly building = new Set<string>();
+  pending = (name: string): boolean => this.building.has(name);
 }
 
 class Registry implements SubscriberRegistry<TypeSubscription<Versioned>> {
