@@ -137,6 +137,20 @@ void describe("xDS subscription bookkeeping", () => {
     assert.equal(sub.takeResponse(), undefined, "an unsubscribed name is not the client's concern");
   });
 
+  void test("a resource still being built is neither sent nor reported absent; it goes out once it lands", () => {
+    const source = new Source();
+    source.building.add("big");
+    const { sub } = subscription(ENDPOINT_TYPE, "incremental", source);
+    sub.subscribe(["big"], true, new Map());
+    assert.equal(sub.takeResponse(), undefined, "no response that would say big has no assignment");
+    source.building.delete("big");
+    source.set("big", "7");
+    sub.markChanged("big");
+    const plan = sub.takeResponse();
+    assert.deepEqual(sent(plan), ["big@7"]);
+    assert.deepEqual(plan?.removed, []);
+  });
+
   void test("a subscription past its bound of names is refused", () => {
     const { sub } = subscription(ENDPOINT_TYPE, "incremental", new Source(), 2);
     assert.throws(() => sub.replaceNames(["a", "b", "c"]), SubscriptionLimitError);

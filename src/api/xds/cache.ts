@@ -170,6 +170,11 @@ export class ResourceCache {
     this.listeners.push(listener);
   }
 
+  /** Sliced builds of large services in flight: at most one per service. */
+  get buildsInFlight(): number {
+    return this.slicedBuilds.size;
+  }
+
   /** The registry revision the resources were last brought up to. */
   get builtRevision(): number {
     return this.builtRevisionValue;

@@ -121,23 +121,25 @@ export function endpointWeight(inst: Instance): number {
 
 /**
  * Groups candidates by zone, fed in compareCandidates order: a duplicate address keeps the first
- * (and is reported in `skipped`), and each zone's weight is summed as its members come.
+ * (and is reported in `skipped`), and each zone's weight is summed as its members come. No map of
+ * addresses: growing one of 100,000 entries rehashes it in one piece of several milliseconds.
  */
 export class ZoneGrouper {
   private readonly byZone = new Map<string, { members: EndpointCandidate[]; weightSum: number }>();
-  private readonly firstAt = new Map<string, string>();
+  /** The last candidate kept: in compareCandidates order a duplicate address follows the one it repeats. */
+  private previous: EndpointCandidate | undefined;
 
   constructor(private readonly skipped: SkippedInstance[]) {}
 
   readonly add = (candidate: EndpointCandidate): void => {
     const { inst, address } = candidate;
-    const key = `${address}:${inst.port}`;
-    const first = this.firstAt.get(key);
-    if (first !== undefined) {
-      this.skipped.push({ id: inst.id, address, reason: `${key} is already the endpoint of instance ${first}, and xDS clients refuse duplicate addresses: give each instance its own address and port` });
+    const first = this.previous;
+    if (first !== undefined && first.address === address && first.inst.port === inst.port) {
+      const key = `${address}:${inst.port}`;
+      this.skipped.push({ id: inst.id, address, reason: `${key} is already the endpoint of instance ${first.inst.id}, and xDS clients refuse duplicate addresses: give each instance its own address and port` });
       return;
     }
-    this.firstAt.set(key, inst.id);
+    this.previous = candidate;
     let zone = this.byZone.get(inst.zone);
     if (zone === undefined) this.byZone.set(inst.zone, (zone = { members: [], weightSum: 0 }));
     zone.members.push(candidate);
