@@ -121,7 +121,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
-    xds = addXdsService(server, { state: registryState, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
+    xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
   });
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {

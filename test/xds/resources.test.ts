@@ -8,6 +8,7 @@ import { ResourceCache } from "../../src/api/xds/cache.js";
 import { loadXdsProtos } from "../../src/api/xds/protos.js";
 import { encodeLoadAssignment, LOCALITY_WEIGHTS_TOTAL_MAX, passingEndpoints } from "../../src/api/xds/resources.js";
 import type { Check, HealthStatus, Instance } from "../../src/registry/model.js";
+import { ServiceViews } from "../../src/registry/service_views.js";
 import { RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
 import { waitFor } from "../support/cluster.js";
 import type { LogLine } from "./harness.js";
@@ -78,7 +79,7 @@ void describe("xDS resources", () => {
     const state = new RegistryState();
     const lines: LogLine[] = [];
     const limits = { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10, rebuildCostHoldFactor: 4 };
-    const cache = new ResourceCache(state, limits, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }), () => true);
+    const cache = new ResourceCache(state, limits, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }), () => true, new ServiceViews(state));
     let index = 0;
     const register = (id: string, address: string, tags: string[] = []): void => state.apply(++index, encodeRegistryCommand({
       op: "register", atMs: 0, checks: [],
@@ -103,7 +104,7 @@ void describe("xDS resources", () => {
     const protos = await loadXdsProtos();
     const state = new RegistryState();
     const subscribed = new Set<string>();
-    const cache = new ResourceCache(state, { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10, rebuildCostHoldFactor: 4 }, pino({ level: "silent" }), (s) => subscribed.has(s));
+    const cache = new ResourceCache(state, { rebuildSliceServices: 10, absentEndpointsCachedMax: 4, skipWarningsMax: 10, rebuildCostHoldFactor: 4 }, pino({ level: "silent" }), (s) => subscribed.has(s), new ServiceViews(state));
     const changes: string[] = [];
     cache.onChange((cs) => changes.push(...cs.map((c) => `${c.kind}:${c.name}`)));
     let index = 0;
@@ -125,11 +126,12 @@ void describe("xDS resources", () => {
     const cla = protos.ClusterLoadAssignment.toObject(protos.ClusterLoadAssignment.decode(framed.resources[0].value)) as DecodedAssignment;
     assert.equal(cla.endpoints[0].lb_endpoints.length, 2, "asked for, they are built on the spot, current");
 
-    // Encoding 5,000 endpoints takes well over 2 ms on any machine.
-    for (let i = 0; i < 5000; i++) register(`big-${i}`, "big", i);
+    // Building 5,000 endpoints (in slices, being past SYNC_BUILD_INSTANCES_MAX) takes well over 2 ms on any machine.
     subscribed.add("big");
-    await turn();
+    for (let i = 0; i < 5000; i++) register(`big-${i}`, "big", i);
+    await waitFor(() => Promise.resolve(changes.includes("endpoint:big") ? true : undefined), 10_000, () => "the sliced build of big never landed");
     const first = cache.get("endpoint", "big")?.version;
+    assert.notEqual(first, undefined);
     changes.length = 0;
     register("big-extra", "big", 5000);
     await turn();
@@ -146,7 +148,7 @@ void describe("xDS resources", () => {
     const state = new RegistryState();
     const lines: LogLine[] = [];
     const limits = { rebuildSliceServices: 2, absentEndpointsCachedMax: 2, skipWarningsMax: 1, rebuildCostHoldFactor: 0 };
-    const cache = new ResourceCache(state, limits, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }), () => true);
+    const cache = new ResourceCache(state, limits, pino({}, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) }), () => true, new ServiceViews(state));
     const changed: string[] = [];
     cache.onChange((cs) => changed.push(...cs.filter((c) => c.kind === "listener").map((c) => c.name)));
     cache.start(protos);

@@ -16,6 +16,9 @@ class Source {
 
   get = (name: string): Versioned | undefined => this.resources.get(name);
   names = (): Iterable<string> => this.resources.keys();
+  /** Names still being built. */
+  readonly building = new Set<string>();
+  pending = (name: string): boolean => this.building.has(name);
 }
 
 class Registry implements SubscriberRegistry<TypeSubscription<Versioned>> {
@@ -132,6 +135,20 @@ void describe("xDS subscription bookkeeping", () => {
     source.resources.delete("a");
     sub.markChanged("a");
     assert.equal(sub.takeResponse(), undefined, "an unsubscribed name is not the client's concern");
+  });
+
+  void test("a resource still being built is neither sent nor reported absent; it goes out once it lands", () => {
+    const source = new Source();
+    source.building.add("big");
+    const { sub } = subscription(ENDPOINT_TYPE, "incremental", source);
+    sub.subscribe(["big"], true, new Map());
+    assert.equal(sub.takeResponse(), undefined, "no response that would say big has no assignment");
+    source.building.delete("big");
+    source.set("big", "7");
+    sub.markChanged("big");
+    const plan = sub.takeResponse();
+    assert.deepEqual(sent(plan), ["big@7"]);
+    assert.deepEqual(plan?.removed, []);
   });
 
   void test("a subscription past its bound of names is refused", () => {

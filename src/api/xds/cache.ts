@@ -13,12 +13,26 @@
 // name alone and are built once per service; a service's endpoints, the one resource whose cost
 // grows with its instances, are encoded only while some stream subscribes to them, so a node
 // nobody asks for endpoints spends nothing on them however fast its registry changes.
+//
+// A service of more than SYNC_BUILD_INSTANCES_MAX instances is rebuilt apart from the others, in
+// slices (src/common/slices.ts): its instances come from the registry's service views, and its
+// endpoints are filtered, sorted, assembled and hashed a few milliseconds at a time, so that a
+// service of 100,000 instances never holds the event loop (and with it Raft's ticks) for long.
+// One such build per service is in flight at a time; a change meanwhile is noted and rebuilt
+// after it, so builds publish in the order they started and a newer change always ends in a newer
+// build. While one runs, streams get the previous assignment, or, before the first, nothing yet
+// (pending): they are told when it lands.
 
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
+import { SliceClock } from "../../common/slices.js";
+import type { Instance } from "../../registry/model.js";
+import type { ServiceViews } from "../../registry/service_views.js";
 import type { RegistryState } from "../../registry/state.js";
+import { errorMessage } from "../../common/errors.js";
+import { EndpointEncoder, type AssembledAssignment } from "./assignment.js";
 import { frameField, type XdsProtos } from "./protos.js";
-import { encodeCluster, encodeListener, encodeLoadAssignment, passingEndpoints, RESOURCE_TYPES, type ResourceKind, type ResourceType, type SkippedInstance } from "./resources.js";
+import { encodeCluster, encodeListener, encodeLoadAssignment, passingCandidates, passingCandidatesInSlices, RESOURCE_TYPES, type ResourceKind, type ResourceType, type SkippedInstance } from "./resources.js";
 
 /** Hex digits of the SHA-256 of a resource's bytes that make its version: 64 bits. */
 const VERSION_HEX_DIGITS = 16;
@@ -67,6 +81,13 @@ export interface ResourceCacheLimits {
   readonly rebuildCostHoldFactor: number;
 }
 
+/**
+ * Services of up to this many instances are rebuilt in one call (filtering, sorting and encoding
+ * 2,000 endpoints takes a few milliseconds here, mostly less once their encodings are cached);
+ * larger ones in slices.
+ */
+export const SYNC_BUILD_INSTANCES_MAX = 2000;
+
 /** Rebuilds cheaper than this (a service of a few hundred instances) are never held back. */
 const REBUILD_HOLD_MIN_COST_MS = 2;
 
@@ -79,6 +100,11 @@ interface ServiceResources {
   endpointsEmpty: boolean;
 }
 
+/** A sliced build in flight: whether a change came in meanwhile, to be rebuilt after it. */
+interface SlicedBuild {
+  again: boolean;
+}
+
 const typeOf = new Map(RESOURCE_TYPES.map((t) => [t.kind, t]));
 
 export class ResourceCache {
@@ -88,6 +114,12 @@ export class ResourceCache {
   /** Services whose last rebuild was costly, and the time before which they are not rebuilt again. */
   private readonly heldUntilMs = new Map<string, number>();
   private rebuildAll = false;
+  /** While the service names are listed in slices after a start or a restore. */
+  private listing = false;
+  /** Services last seen with more than SYNC_BUILD_INSTANCES_MAX instances: rebuilt in slices. */
+  private readonly largeServices = new Set<string>();
+  private readonly slicedBuilds = new Map<string, SlicedBuild>();
+  private encoder: EndpointEncoder | undefined;
   private rebuildScheduled = false;
   private holdTimer: NodeJS.Timeout | undefined;
   private protos: XdsProtos | undefined;
@@ -108,6 +140,7 @@ export class ResourceCache {
     private readonly limits: ResourceCacheLimits,
     private readonly logger: Logger,
     private readonly subscribed: (service: string) => boolean,
+    private readonly views: ServiceViews,
   ) {
     state.onChange((_revision, services, _catalogChanged, delta) => {
       // Before start() nothing is built, and start() builds everything.
@@ -122,6 +155,7 @@ export class ResourceCache {
   /** Called once the protos are loaded: builds every service, then keeps up with changes. */
   start(protos: XdsProtos): void {
     this.protos = protos;
+    this.encoder = new EndpointEncoder(protos);
     this.rebuildAll = true;
     this.scheduleRebuild();
   }
@@ -134,6 +168,11 @@ export class ResourceCache {
   /** Called with the resources each rebuild slice changed. */
   onChange(listener: (changes: readonly ResourceKey[]) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** Sliced builds of large services in flight: at most one per service. */
+  get buildsInFlight(): number {
+    return this.slicedBuilds.size;
   }
 
   /** The registry revision the resources were last brought up to. */
@@ -155,9 +194,17 @@ export class ResourceCache {
         return service?.cluster;
       case "endpoint":
         if (service === undefined) return this.absentEndpointsOf(name);
-        if (service.endpoints === undefined && this.protos !== undefined) this.buildEndpoints(this.protos, name, service);
+        if (service.endpoints === undefined && this.protos !== undefined && !this.slicedBuilds.has(name)) {
+          if (this.largeServices.has(name)) this.startSlicedBuild(this.protos, name, undefined);
+          else this.buildEndpoints(this.protos, name, service, this.state.instancesOf(name));
+        }
         return service.endpoints;
     }
+  }
+
+  /** Whether `name` of `kind` is being built for the first time: get() gave nothing yet, and onChange will say when it lands. */
+  pending(kind: ResourceKind, name: string): boolean {
+    return kind === "endpoint" && this.services.get(name)?.endpoints === undefined && this.slicedBuilds.has(name);
   }
 
   /** Every service name: what a wildcard subscription covers. */
@@ -190,8 +237,8 @@ export class ResourceCache {
     if (protos === undefined || this.closed) return;
     if (this.rebuildAll) {
       this.rebuildAll = false;
-      for (const name of this.services.keys()) this.dirty.add(name);
-      for (const name of this.state.services().keys()) this.dirty.add(name);
+      this.listServices();
+      return;
     }
     const changes: ResourceKey[] = [];
     const nowMs = performance.now();
@@ -204,12 +251,22 @@ export class ResourceCache {
         heldBackUntilMs = Math.min(heldBackUntilMs, heldUntil);
         continue;
       }
+      const inFlight = this.slicedBuilds.get(name);
+      if (inFlight !== undefined) {
+        inFlight.again = true;
+        this.dirty.delete(name);
+        continue;
+      }
       if (done >= this.limits.rebuildSliceServices) {
         ready++;
         break;
       }
       done++;
       this.dirty.delete(name);
+      if (this.largeServices.has(name)) {
+        this.startSlicedBuild(protos, name, undefined);
+        continue;
+      }
       const costMs = this.rebuildService(protos, name, changes);
       if (costMs >= REBUILD_HOLD_MIN_COST_MS && this.limits.rebuildCostHoldFactor > 0) this.heldUntilMs.set(name, nowMs + costMs * this.limits.rebuildCostHoldFactor);
       else this.heldUntilMs.delete(name);
@@ -217,8 +274,34 @@ export class ResourceCache {
     this.builtRevisionValue = this.state.revision;
     if (ready > 0) this.scheduleRebuild();
     else if (heldBackUntilMs !== Number.POSITIVE_INFINITY) this.scheduleHeld(heldBackUntilMs - nowMs);
-    else this.resolveBuilt?.();
+    else if (!this.listing) this.resolveBuilt?.();
+    this.publish(changes);
+  }
+
+  private publish(changes: readonly ResourceKey[]): void {
     if (changes.length > 0) for (const l of this.listeners) l(changes);
+  }
+
+  /**
+   * Every service is rebuilt (start-up, restore): their names and sizes come from the views in
+   * slices, since the state's services() walks every instance in one call (60-80 ms at 100,000).
+   */
+  private listServices(): void {
+    this.listing = true;
+    this.views.catalog().services.then((catalog) => {
+      this.listing = false;
+      if (this.closed) return;
+      for (const name of this.services.keys()) this.dirty.add(name);
+      for (const { name, instances } of catalog) {
+        this.dirty.add(name);
+        if (instances > SYNC_BUILD_INSTANCES_MAX) this.largeServices.add(name);
+        else this.largeServices.delete(name);
+      }
+      this.scheduleRebuild();
+    }, (err: unknown) => {
+      this.listing = false;
+      this.logger.error({ err: errorMessage(err) }, "xDS could not list the registry's services; their resources are rebuilt at the next restore");
+    });
   }
 
   private scheduleHeld(delayMs: number): void {
@@ -232,17 +315,48 @@ export class ResourceCache {
   /** Brings one service's resources up to date; returns how long its endpoints took, in milliseconds. */
   private rebuildService(protos: XdsProtos, name: string, changes: ResourceKey[]): number {
     const instances = this.state.instancesOf(name);
-    const previous = this.services.get(name);
     if (instances.length === 0) {
-      this.heldUntilMs.delete(name);
-      if (previous === undefined) return 0;
-      this.services.delete(name);
-      changes.push({ kind: "listener", name }, { kind: "cluster", name });
-      // An empty assignment encodes the same with or without the service, so is no change.
-      if (previous.endpoints !== undefined && !previous.endpointsEmpty) changes.push({ kind: "endpoint", name });
+      this.dropService(name, changes);
       return 0;
     }
-    let service = previous;
+    if (instances.length > SYNC_BUILD_INSTANCES_MAX) {
+      // From now on rebuilt in slices, from the views; this once from the list at hand.
+      this.largeServices.add(name);
+      this.startSlicedBuild(protos, name, instances);
+      return 0;
+    }
+    const service = this.serviceOf(protos, name, changes);
+    if (!this.subscribed(name)) {
+      service.endpoints = undefined;
+      return 0;
+    }
+    // Subscribers hold the previous assignment, or the empty one of a service that did not exist.
+    const heldVersion = this.heldEndpointsVersion(name, service);
+    const startedMs = performance.now();
+    this.buildEndpoints(protos, name, service, instances);
+    const costMs = performance.now() - startedMs;
+    if (service.endpoints?.version !== heldVersion) changes.push({ kind: "endpoint", name });
+    return costMs;
+  }
+
+  private heldEndpointsVersion(name: string, service: ServiceResources): string | undefined {
+    return service.endpoints?.version ?? this.absentEndpointsOf(name)?.version;
+  }
+
+  private dropService(name: string, changes: ResourceKey[]): void {
+    this.heldUntilMs.delete(name);
+    this.largeServices.delete(name);
+    const previous = this.services.get(name);
+    if (previous === undefined) return;
+    this.services.delete(name);
+    changes.push({ kind: "listener", name }, { kind: "cluster", name });
+    // An empty assignment encodes the same with or without the service, so is no change.
+    if (previous.endpoints !== undefined && !previous.endpointsEmpty) changes.push({ kind: "endpoint", name });
+  }
+
+  /** The service's resources, created with its listener and cluster if it had none. */
+  private serviceOf(protos: XdsProtos, name: string, changes: ResourceKey[]): ServiceResources {
+    let service = this.services.get(name);
     if (service === undefined) {
       service = {
         listener: this.encode(protos, "listener", name, encodeListener(protos, name)),
@@ -254,31 +368,94 @@ export class ResourceCache {
       this.absentEndpoints.delete(name);
       changes.push({ kind: "listener", name }, { kind: "cluster", name });
     }
-    if (!this.subscribed(name)) {
-      service.endpoints = undefined;
-      return 0;
-    }
-    // Subscribers hold the previous assignment, or the empty one of a service that did not exist.
-    const heldVersion = service.endpoints?.version ?? this.absentEndpointsOf(name)?.version;
-    const startedMs = performance.now();
-    this.buildEndpoints(protos, name, service);
-    const costMs = performance.now() - startedMs;
-    if (service.endpoints?.version !== heldVersion) changes.push({ kind: "endpoint", name });
-    return costMs;
+    return service;
   }
 
-  private buildEndpoints(protos: XdsProtos, name: string, service: ServiceResources): void {
-    const { localities, skipped } = passingEndpoints(this.state.instancesOf(name));
+  private buildEndpoints(protos: XdsProtos, name: string, service: ServiceResources, instances: readonly Instance[]): void {
+    const { localities, skipped } = passingCandidates(instances);
     this.warnSkipped(name, skipped);
-    service.endpoints = this.encode(protos, "endpoint", name, encodeLoadAssignment(protos, name, localities));
-    service.endpointsEmpty = localities.length === 0;
+    this.setEndpoints(protos, name, service, this.encoderOf(protos).assemble(name, localities), localities.length === 0);
+  }
+
+  private setEndpoints(protos: XdsProtos, name: string, service: ServiceResources, assembled: AssembledAssignment, empty: boolean): void {
+    service.endpoints = this.encodeVersioned(protos, "endpoint", name, assembled.bytes, assembled.sha256Hex);
+    service.endpointsEmpty = empty;
+  }
+
+  private encoderOf(protos: XdsProtos): EndpointEncoder {
+    this.encoder ??= new EndpointEncoder(protos);
+    return this.encoder;
+  }
+
+  /**
+   * Starts the sliced rebuild of a large service, from `listed` (its instances, listed now) or
+   * from a snapshot of its view taken now: either way the build is of the state at this moment.
+   */
+  private startSlicedBuild(protos: XdsProtos, name: string, listed: readonly Instance[] | undefined): void {
+    const build: SlicedBuild = { again: false };
+    this.slicedBuilds.set(name, build);
+    const instances = listed !== undefined ? Promise.resolve(listed) : this.views.snapshot(name).instances;
+    const startedMs = performance.now();
+    this.slicedBuild(protos, name, instances).catch((err: unknown) => {
+      this.logger.error({ service: name, err: errorMessage(err) }, `xDS could not rebuild the resources of ${name}; they are rebuilt at its next change`);
+    }).finally(() => {
+      this.slicedBuilds.delete(name);
+      if (this.closed) return;
+      // Wall time, slices of other work included: a hold at least as long as the CPU time would be.
+      const costMs = performance.now() - startedMs;
+      if (costMs >= REBUILD_HOLD_MIN_COST_MS && this.limits.rebuildCostHoldFactor > 0) this.heldUntilMs.set(name, performance.now() + costMs * this.limits.rebuildCostHoldFactor);
+      if (build.again) {
+        this.dirty.add(name);
+        this.scheduleRebuild();
+      }
+    });
+  }
+
+  private async slicedBuild(protos: XdsProtos, name: string, listing: Promise<readonly Instance[]>): Promise<void> {
+    const instances = await listing;
+    if (this.closed) return;
+    const changes: ResourceKey[] = [];
+    if (instances.length === 0) {
+      this.dropService(name, changes);
+      this.publish(changes);
+      return;
+    }
+    if (instances.length <= SYNC_BUILD_INSTANCES_MAX) this.largeServices.delete(name);
+    const service = this.serviceOf(protos, name, changes);
+    if (!this.subscribed(name)) {
+      service.endpoints = undefined;
+      this.publish(changes);
+      return;
+    }
+    const clock = new SliceClock();
+    const { localities, skipped } = await passingCandidatesInSlices(instances, clock);
+    const assembled = await this.encoderOf(protos).assembleInSlices(name, localities, clock);
+    // Nothing else rebuilds this service while its build is in flight, but it may have been
+    // unsubscribed meanwhile, or the cache closed.
+    if (this.closed || this.services.get(name) !== service) return;
+    if (!this.subscribed(name)) {
+      service.endpoints = undefined;
+      this.publish(changes);
+      return;
+    }
+    this.warnSkipped(name, skipped);
+    // Streams that asked while it was pending wait for word that it landed, whatever its version.
+    const wasPending = service.endpoints === undefined;
+    const heldVersion = this.heldEndpointsVersion(name, service);
+    this.setEndpoints(protos, name, service, assembled, localities.length === 0);
+    if (wasPending || service.endpoints?.version !== heldVersion) changes.push({ kind: "endpoint", name });
+    this.publish(changes);
   }
 
   private encode(protos: XdsProtos, kind: ResourceKind, name: string, value: Uint8Array): EncodedResource {
+    return this.encodeVersioned(protos, kind, name, value, createHash("sha256").update(value).digest("hex"));
+  }
+
+  /** `value` as a resource whose version comes from `sha256Hex`, the SHA-256 of `value`. */
+  private encodeVersioned(protos: XdsProtos, kind: ResourceKind, name: string, value: Uint8Array, sha256Hex: string): EncodedResource {
     const type = typeOf.get(kind);
     if (type === undefined) throw new Error(`no xDS resource type ${kind}`);
-    const version = createHash("sha256").update(value).digest("hex").slice(0, VERSION_HEX_DIGITS);
-    return new EncodedResource(protos, type, name, version, { type_url: type.typeUrl, value });
+    return new EncodedResource(protos, type, name, sha256Hex.slice(0, VERSION_HEX_DIGITS), { type_url: type.typeUrl, value });
   }
 
   /** Says once per instance and address why a passing instance is not served. */

@@ -36,12 +36,15 @@ export interface XdsProtos {
   readonly Router: protobuf.Type;
   readonly Cluster: protobuf.Type;
   readonly ClusterLoadAssignment: protobuf.Type;
+  readonly LocalityLbEndpoints: protobuf.Type;
   /** envoy.config.core.v3.HealthStatus.HEALTHY, for encoding without name conversion. */
   readonly healthStatusHealthy: number;
   /** The key (field number and wire type) of DiscoveryResponse.resources, which each pre-encoded resource is framed with. */
   readonly sotwResourceKey: number;
   /** The key of DeltaDiscoveryResponse.resources. */
   readonly deltaResourceKey: number;
+  /** The key of ClusterLoadAssignment.endpoints, which each hand-assembled locality group is framed with. */
+  readonly assignmentEndpointsKey: number;
 }
 
 let loading: Promise<XdsProtos> | undefined;
@@ -77,6 +80,7 @@ async function loadProtos(): Promise<XdsProtos> {
   const type = (name: string): protobuf.Type => root.lookupType(name);
   const DiscoveryResponse = type("envoy.service.discovery.v3.DiscoveryResponse");
   const DeltaDiscoveryResponse = type("envoy.service.discovery.v3.DeltaDiscoveryResponse");
+  const ClusterLoadAssignment = type("envoy.config.endpoint.v3.ClusterLoadAssignment");
   return {
     DiscoveryRequest: type("envoy.service.discovery.v3.DiscoveryRequest"),
     DiscoveryResponse,
@@ -88,10 +92,12 @@ async function loadProtos(): Promise<XdsProtos> {
     HttpConnectionManager: type("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
     Router: type("envoy.extensions.filters.http.router.v3.Router"),
     Cluster: type("envoy.config.cluster.v3.Cluster"),
-    ClusterLoadAssignment: type("envoy.config.endpoint.v3.ClusterLoadAssignment"),
+    ClusterLoadAssignment,
+    LocalityLbEndpoints: type("envoy.config.endpoint.v3.LocalityLbEndpoints"),
     healthStatusHealthy: enumValue(root.lookupEnum("envoy.config.core.v3.HealthStatus"), "HEALTHY"),
     sotwResourceKey: lengthDelimitedKey(DiscoveryResponse, "resources"),
     deltaResourceKey: lengthDelimitedKey(DeltaDiscoveryResponse, "resources"),
+    assignmentEndpointsKey: lengthDelimitedKey(ClusterLoadAssignment, "endpoints"),
   };
 }
 

@@ -12,6 +12,7 @@
 
 import { isIP } from "node:net";
 import { aggregateStatus, type Instance } from "../../registry/model.js";
+import { forEachInSlices, sortInSlices, type SliceClock } from "../../common/slices.js";
 import { encodeMessage, type XdsProtos } from "./protos.js";
 
 export type ResourceKind = "listener" | "cluster" | "endpoint";
@@ -76,6 +77,120 @@ export interface SkippedInstance {
   readonly reason: string;
 }
 
+/** A passing instance that can be an endpoint, with the address it is reached at (its own, or its node's). */
+export interface EndpointCandidate {
+  readonly inst: Instance;
+  readonly address: string;
+}
+
+/** One locality's candidates, in endpoint order, and the locality's weight. */
+export interface CandidateLocality {
+  readonly zone: string;
+  readonly weight: number;
+  readonly members: readonly EndpointCandidate[];
+}
+
+/**
+ * `inst` as an endpoint candidate, or undefined when it is not passing or cannot be an endpoint
+ * (then pushed onto `skipped` with the reason). gRPC refuses a whole assignment over one address
+ * that is not an IP literal, so such instances are left out.
+ */
+export function endpointCandidate(inst: Instance, skipped: SkippedInstance[]): EndpointCandidate | undefined {
+  if (aggregateStatus(inst.checks) !== "passing") return undefined;
+  const address = inst.address === "" ? inst.nodeAddress : inst.address;
+  if (isIP(address) === 0) {
+    skipped.push({ id: inst.id, address, reason: "its address is not an IP literal, and xDS clients accept only IP addresses: register it with one" });
+    return undefined;
+  }
+  if (inst.port < 1 || inst.port > 65_535) {
+    skipped.push({ id: inst.id, address, reason: `its port ${inst.port} is not one a client can connect to: register it with its port` });
+    return undefined;
+  }
+  return { inst, address };
+}
+
+/** Endpoint order: (address, port, zone, id), so a duplicate address keeps the same instance on every node. */
+export function compareCandidates(a: EndpointCandidate, b: EndpointCandidate): number {
+  return compare(a.address, b.address) || a.inst.port - b.inst.port || compare(a.inst.zone, b.inst.zone) || compare(a.inst.id, b.inst.id);
+}
+
+/** An instance's endpoint weight: its passing weight, at least 1 and at most ENDPOINT_WEIGHT_MAX. */
+export function endpointWeight(inst: Instance): number {
+  return Math.min(ENDPOINT_WEIGHT_MAX, Math.max(1, inst.weights.passing));
+}
+
+/**
+ * Groups candidates by zone, fed in compareCandidates order: a duplicate address keeps the first
+ * (and is reported in `skipped`), and each zone's weight is summed as its members come. No map of
+ * addresses: growing one of 100,000 entries rehashes it in one piece of several milliseconds.
+ */
+export class ZoneGrouper {
+  private readonly byZone = new Map<string, { members: EndpointCandidate[]; weightSum: number }>();
+  /** The last candidate kept: in compareCandidates order a duplicate address follows the one it repeats. */
+  private previous: EndpointCandidate | undefined;
+
+  constructor(private readonly skipped: SkippedInstance[]) {}
+
+  readonly add = (candidate: EndpointCandidate): void => {
+    const { inst, address } = candidate;
+    const first = this.previous;
+    if (first !== undefined && first.address === address && first.inst.port === inst.port) {
+      const key = `${address}:${inst.port}`;
+      this.skipped.push({ id: inst.id, address, reason: `${key} is already the endpoint of instance ${first.inst.id}, and xDS clients refuse duplicate addresses: give each instance its own address and port` });
+      return;
+    }
+    this.previous = candidate;
+    let zone = this.byZone.get(inst.zone);
+    if (zone === undefined) this.byZone.set(inst.zone, (zone = { members: [], weightSum: 0 }));
+    zone.members.push(candidate);
+    zone.weightSum += endpointWeight(inst);
+  };
+
+  /** The localities, by zone. */
+  localities(): CandidateLocality[] {
+    const zones = [...this.byZone.keys()].sort(compare);
+    const total = zones.reduce((sum, zone) => sum + (this.byZone.get(zone)?.weightSum ?? 0), 0);
+    // Locality weights are the sums of their endpoints' weights, so traffic splits as the instances'
+    // weights say; scaled down together in the rare case their total would pass gRPC's limit.
+    const scale = total > LOCALITY_WEIGHTS_TOTAL_MAX ? LOCALITY_WEIGHTS_TOTAL_MAX / total : 1;
+    return zones.map((zone) => {
+      const { members, weightSum } = this.byZone.get(zone) ?? { members: [], weightSum: 0 };
+      return { zone, weight: Math.max(1, Math.floor(weightSum * scale)), members };
+    });
+  }
+}
+
+/**
+ * A service's passing instances as endpoint candidates grouped by zone, in one call: filter, sort,
+ * group. A service of a few thousand instances or more goes through passingCandidatesInSlices.
+ */
+export function passingCandidates(instances: Iterable<Instance>): { readonly localities: CandidateLocality[]; readonly skipped: SkippedInstance[] } {
+  const skipped: SkippedInstance[] = [];
+  const candidates: EndpointCandidate[] = [];
+  for (const inst of instances) {
+    const candidate = endpointCandidate(inst, skipped);
+    if (candidate !== undefined) candidates.push(candidate);
+  }
+  candidates.sort(compareCandidates);
+  const grouper = new ZoneGrouper(skipped);
+  for (const candidate of candidates) grouper.add(candidate);
+  return { localities: grouper.localities(), skipped };
+}
+
+/** passingCandidates in slices: the same result, never holding the loop past the clock's budget. */
+export async function passingCandidatesInSlices(instances: readonly Instance[], clock: SliceClock): Promise<{ readonly localities: CandidateLocality[]; readonly skipped: SkippedInstance[] }> {
+  const skipped: SkippedInstance[] = [];
+  const candidates: EndpointCandidate[] = [];
+  await forEachInSlices(instances, (inst) => {
+    const candidate = endpointCandidate(inst, skipped);
+    if (candidate !== undefined) candidates.push(candidate);
+  }, clock);
+  const sorted = await sortInSlices(candidates, compareCandidates, clock);
+  const grouper = new ZoneGrouper(skipped);
+  await forEachInSlices(sorted, grouper.add, clock);
+  return { localities: grouper.localities(), skipped };
+}
+
 /**
  * The endpoints of a service's passing instances, grouped by zone. An instance's address "" is
  * its node's address. gRPC refuses a whole assignment over one address that is not an IP literal
@@ -84,42 +199,13 @@ export interface SkippedInstance {
  * Localities and endpoints come out sorted, so the same instances always encode to the same bytes.
  */
 export function passingEndpoints(instances: Iterable<Instance>): { readonly localities: LocalityEndpoints[]; readonly skipped: SkippedInstance[] } {
-  const skipped: SkippedInstance[] = [];
-  const candidates: { inst: Instance; address: string }[] = [];
-  for (const inst of instances) {
-    if (aggregateStatus(inst.checks) !== "passing") continue;
-    const address = inst.address === "" ? inst.nodeAddress : inst.address;
-    if (isIP(address) === 0) {
-      skipped.push({ id: inst.id, address, reason: "its address is not an IP literal, and xDS clients accept only IP addresses: register it with one" });
-    } else if (inst.port < 1 || inst.port > 65_535) {
-      skipped.push({ id: inst.id, address, reason: `its port ${inst.port} is not one a client can connect to: register it with its port` });
-    } else {
-      candidates.push({ inst, address });
-    }
-  }
-  candidates.sort((a, b) => compare(a.address, b.address) || a.inst.port - b.inst.port || compare(a.inst.zone, b.inst.zone) || compare(a.inst.id, b.inst.id));
-  const byZone = new Map<string, Endpoint[]>();
-  const firstAt = new Map<string, string>();
-  for (const { inst, address } of candidates) {
-    const key = `${address}:${inst.port}`;
-    const first = firstAt.get(key);
-    if (first !== undefined) {
-      skipped.push({ id: inst.id, address, reason: `${key} is already the endpoint of instance ${first}, and xDS clients refuse duplicate addresses: give each instance its own address and port` });
-      continue;
-    }
-    firstAt.set(key, inst.id);
-    let endpoints = byZone.get(inst.zone);
-    if (endpoints === undefined) byZone.set(inst.zone, (endpoints = []));
-    endpoints.push({ address, port: inst.port, weight: Math.min(ENDPOINT_WEIGHT_MAX, Math.max(1, inst.weights.passing)) });
-  }
-  const zones = [...byZone.keys()].sort(compare);
-  const sums = zones.map((zone) => (byZone.get(zone) ?? []).reduce((sum, e) => sum + e.weight, 0));
-  const total = sums.reduce((a, b) => a + b, 0);
-  // Locality weights are the sums of their endpoints' weights, so traffic splits as the instances'
-  // weights say; scaled down together in the rare case their total would pass gRPC's limit.
-  const scale = total > LOCALITY_WEIGHTS_TOTAL_MAX ? LOCALITY_WEIGHTS_TOTAL_MAX / total : 1;
-  const localities = zones.map((zone, i) => ({ zone, weight: Math.max(1, Math.floor(sums[i] * scale)), endpoints: byZone.get(zone) ?? [] }));
-  return { localities, skipped };
+  const { localities, skipped } = passingCandidates(instances);
+  return { localities: localities.map(localityEndpoints), skipped };
+}
+
+/** A locality's candidates as the endpoints they become. */
+export function localityEndpoints(locality: CandidateLocality): LocalityEndpoints {
+  return { zone: locality.zone, weight: locality.weight, endpoints: locality.members.map(({ inst, address }) => ({ address, port: inst.port, weight: endpointWeight(inst) })) };
 }
 
 /** Code-unit order: the same on every node, whatever its locale. */

@@ -8,6 +8,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { ServiceViews } from "../../registry/service_views.js";
 import type { RegistryState } from "../../registry/state.js";
 import { errorMessage } from "../../common/errors.js";
 import { AdmissionGate, type AdmissionClock, type AdmissionLimits, realAdmissionClock } from "./admission.js";
@@ -71,6 +72,8 @@ export const xdsServerDefaults: XdsServerLimits = {
 
 export interface XdsServiceOptions {
   readonly state: RegistryState;
+  /** The registry's service views, which large services' endpoints are built from in slices; the cache keeps its own without them. */
+  readonly views?: ServiceViews;
   readonly logger: Logger;
   /** Who answers, in each response's control_plane.identifier (the node id). */
   readonly controlPlaneId: string;
@@ -106,7 +109,7 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
   const logger = options.logger;
   const stats = new XdsStats();
   const index = new SubscriberIndex<Subscription>((sub) => sub.type.kind);
-  const cache = new ResourceCache(options.state, limits, logger, (service) => index.hasNamed("endpoint", service));
+  const cache = new ResourceCache(options.state, limits, logger, (service) => index.hasNamed("endpoint", service), options.views ?? new ServiceViews(options.state));
   const gate = new AdmissionGate(limits.admission, options.admissionClock ?? realAdmissionClock);
   const scheduler = new PushScheduler(limits.fanoutSliceStreams);
   const sessions = new Set<XdsSession>();

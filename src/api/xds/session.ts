@@ -142,7 +142,7 @@ export abstract class XdsSession implements Flushable {
     if (known !== undefined) return { sub: known, first: false };
     const hub = this.hub;
     const kind = type.kind;
-    const sub: Subscription = new TypeSubscription(this, type, shapeOf(type), { get: (name) => hub.cache.get(kind, name), names: () => hub.cache.names() }, hub.index, hub.limits.subscribedNamesMax);
+    const sub: Subscription = new TypeSubscription(this, type, shapeOf(type), { get: (name) => hub.cache.get(kind, name), names: () => hub.cache.names(), pending: (name) => hub.cache.pending(kind, name) }, hub.index, hub.limits.subscribedNamesMax);
     this.subscriptions.set(kind, sub);
     return { sub, first: true };
   }

@@ -32,6 +32,11 @@ export interface ResourceSource<R extends Versioned> {
   get(name: string): R | undefined;
   /** Every existing resource's name: what a wildcard subscription covers. */
   names(): Iterable<string>;
+  /**
+   * Whether a resource get() gave nothing for is still being built: it is then neither sent nor
+   * reported absent, and the source's change notification marks it when it lands.
+   */
+  pending(name: string): boolean;
 }
 
 /**
@@ -214,8 +219,13 @@ export class TypeSubscription<R extends Versioned> {
   takeResponse(): ResponsePlan<R> | undefined {
     if (!this.hasWork) return undefined;
     const changed: string[] = [];
+    let pendingSkipped = false;
     for (const name of this.dirty) {
       const resource = this.source.get(name);
+      if (resource === undefined && this.source.pending(name)) {
+        pendingSkipped = true;
+        continue;
+      }
       const version = resource?.version ?? ABSENT;
       const covered = this.explicit.has(name) || (this.wildcardOn && resource !== undefined);
       if (!covered) {
@@ -227,7 +237,8 @@ export class TypeSubscription<R extends Versioned> {
       changed.push(name);
     }
     this.dirty.clear();
-    if (changed.length === 0 && !this.mustRespond) return undefined;
+    // A response that would hold nothing but the absence of what is still being built waits for it.
+    if (changed.length === 0 && (!this.mustRespond || pendingSkipped)) return undefined;
     this.mustRespond = false;
     const inFlight = new Map<string, string>();
     this.inFlight = inFlight;
