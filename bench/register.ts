@@ -17,21 +17,9 @@ import { join } from "node:path";
 import type { ProcessCluster, ProcessNode } from "../test/support/cluster.js";
 import { EtcdCluster, installedEtcdVersion } from "./support/etcd.js";
 import { cleanup, spawnTracked, startCairnCluster, tempDir } from "./support/processes.js";
+import { envChoice, envInt, median } from "./support/settings.js";
 
 // ---------------------------------------------------------------- settings, each bounded
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name}=${raw}: give a whole number from ${min} to ${max}`);
-  return v;
-}
-
-function envChoice<T extends string>(name: string, choices: readonly T[]): T {
-  const v = process.env[name] ?? choices[0];
-  if (!choices.includes(v as T)) throw new RangeError(`${name}=${v}: give one of ${choices.join(", ")}`);
-  return v as T;
-}
 
 const RUN_SECONDS = envInt("BENCH_SECONDS", 15, 1, 120);
 const WARMUP_SECONDS = envInt("BENCH_WARMUP_SECONDS", 2, 0, 30);
@@ -312,12 +300,6 @@ async function memory(instances: number): Promise<void> {
 }
 
 // ---------------------------------------------------------------- the run
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid] : ((s[mid - 1]) + (s[mid])) / 2;
-}
 
 function describeRun(r: LoadResult): string {
   return `${r.rate.toFixed(0).padStart(6)} req/s  p50 ${r.p50Ms.toFixed(2).padStart(7)} ms  p99 ${r.p99Ms.toFixed(2).padStart(7)} ms  non-2xx ${r.non2xx}  socket errors ${r.socketErrors}`;

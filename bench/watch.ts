@@ -42,15 +42,9 @@ import { measureEtcdGatewayWatchers, measureEtcdWatchers } from "./watch_etcd.js
 import { measureGrpcWatchers } from "./watch_grpc.js";
 import { measureBlockingQueries } from "./watch_http.js";
 import { measureXdsFanout } from "./watch_xds.js";
+import { envInt, median } from "./support/settings.js";
 
 // ---------------------------------------------------------------- settings, each bounded
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name}=${raw}: give a whole number from ${min} to ${max}`);
-  return v;
-}
 
 const KINDS = ["grpc", "http", "etcd", "etcd-gateway", "streams", "xds"] as const;
 type Kind = (typeof KINDS)[number];
@@ -148,12 +142,6 @@ interface Outcome {
   readonly measurement: Measurement;
   readonly results: FanoutResult[];
   readonly failures: string[];
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
 /** The rounds' medians; `missed` is summed instead, since one missed watcher in any round matters. */

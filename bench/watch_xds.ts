@@ -13,6 +13,7 @@ import { ENDPOINT_TYPE } from "../src/api/xds/resources.js";
 import { ProcessCluster } from "../test/support/cluster.js";
 import { adsClient, RawAdsStream, type SotwResponse } from "../test/xds/raw_client.js";
 import { describeFanout, type FanoutResult, rssBytesOf, timings } from "./support/fanout.js";
+import { envInt } from "./support/settings.js";
 
 /** Streams multiplexed on one connection, as a process's xDS client would share one; more connections spread the load as separate proxies would. */
 const STREAMS_PER_CONNECTION = 100;
@@ -124,13 +125,6 @@ async function until(done: () => boolean, timeoutMs: number, describe: () => str
 }
 
 // ---------------------------------------------------------------- run alone
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name}=${raw}: give a whole number from ${min} to ${max}`);
-  return v;
-}
 
 async function main(): Promise<void> {
   const subscribers = envInt("BENCH_SUBSCRIBERS", 1000, 1, SUBSCRIBERS_MAX);
