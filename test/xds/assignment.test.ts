@@ -7,17 +7,12 @@ import { EndpointEncoder } from "../../src/api/xds/assignment.js";
 import { loadXdsProtos } from "../../src/api/xds/protos.js";
 import { encodeLoadAssignment, localityEndpoints, passingCandidates, passingCandidatesInSlices } from "../../src/api/xds/resources.js";
 import type { Check, Instance } from "../../src/registry/model.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
 
-/** A seeded generator (mulberry32): the same inputs on every run. */
+/** Seeded, so a failing sequence replays: numbers in [0, 1). */
 function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.nextUint32() / 2 ** 32;
 }
 
 const critical: Check = { checkId: "c", name: "c", kind: "ttl", notes: "", ttlMs: 1000, target: "", intervalMs: 0, timeoutMs: 0, deregisterCriticalAfterMs: 0, status: "critical", output: "", statusSinceMs: 0 };
