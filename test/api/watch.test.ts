@@ -87,9 +87,9 @@ void describe("watch streams over gRPC and server-sent events", () => {
     assert.equal(reset[0].reset_reason, "compacted");
     assert.deepEqual([...stale.view.keys()].sort(), ["api-1", "api-2"]);
     stale.cancel();
-    // Server-sent events resume the same way, from Last-Event-ID.
+    // Server-sent events resume the same way, from Last-Event-ID; api-2, after it, has left the window.
     const tail = await register(leader, "api-3", "api");
-    const sse = new SseWatcher(followers[0].url("/v1/watch?service=api"), { "last-event-id": String(second) });
+    const sse = new SseWatcher(followers[0].url("/v1/watch?service=api"), { "last-event-id": String(first) });
     await sse.until(() => sse.lastId() === String(tail) || sse.messages.some((m) => m.event === "reset"));
     assert.equal(sse.messages[0].event, "reset", "a Last-Event-ID below the window must reset");
     sse.close();
