@@ -33,15 +33,9 @@ import { DerReader, Tag, elementBytes, pemDecodeBlocks, readBitStringOctets } fr
 import { generateCaKey } from "../src/ca/keys.js";
 import { type LeafRequest, LeafSigner } from "../src/ca/leaf.js";
 import { x509 } from "../test/ca/x509_support.js";
+import { envInt, median } from "./support/settings.js";
 
 // ---------------------------------------------------------------- settings, each bounded
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name}=${raw}: give a whole number from ${min} to ${max}`);
-  return v;
-}
 
 const ROUND_SECONDS = envInt("BENCH_SECONDS", 3, 1, 60);
 const ROUNDS = envInt("BENCH_ROUNDS", 5, 1, 15);
@@ -191,12 +185,6 @@ class Meter {
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** Runs `op` back to back for `ms`, timing each call; `next` numbers the calls across slices. */

@@ -10,27 +10,16 @@
 // (BENCH_TARGET=leader: one wrk, -t2 -c64). wrk pins each thread to one address, so two threads
 // cannot cover three nodes. Never part of npm test. Needs `apt-get install -y wrk etcd-server`.
 
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
-import { loadavg, tmpdir } from "node:os";
+import { loadavg } from "node:os";
 import { join } from "node:path";
-import { ProcessCluster, type ProcessNode, freePort, waitFor } from "../test/support/cluster.js";
+import type { ProcessCluster, ProcessNode } from "../test/support/cluster.js";
+import { EtcdCluster, installedEtcdVersion } from "./support/etcd.js";
+import { cleanup, spawnTracked, startCairnCluster, tempDir } from "./support/processes.js";
+import { envChoice, envInt, median } from "./support/settings.js";
 
 // ---------------------------------------------------------------- settings, each bounded
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name}=${raw}: give a whole number from ${min} to ${max}`);
-  return v;
-}
-
-function envChoice<T extends string>(name: string, choices: readonly T[]): T {
-  const v = process.env[name] ?? choices[0];
-  if (!choices.includes(v as T)) throw new RangeError(`${name}=${v}: give one of ${choices.join(", ")}`);
-  return v as T;
-}
 
 const RUN_SECONDS = envInt("BENCH_SECONDS", 15, 1, 120);
 const WARMUP_SECONDS = envInt("BENCH_WARMUP_SECONDS", 2, 0, 30);
@@ -53,61 +42,6 @@ const READY_TIMEOUT_MS = 30_000;
 const WRK_GRACE_MS = 30_000;
 const ETCD_VALUE = "v".repeat(100);
 const HOST = "127.0.0.1";
-
-// ---------------------------------------------------------------- cleanup, even on failure
-
-/** Every child process and temp dir this bench made; killed and removed on any exit path. */
-const children = new Set<ChildProcess>();
-const tempDirs = new Set<string>();
-const cairnClusters = new Set<ProcessCluster>();
-const closers = new Set<() => Promise<void>>();
-
-/** Registers an async close for the failure path; the returned function closes once and forgets it. */
-function tracked(close: () => Promise<void>): () => Promise<void> {
-  closers.add(close);
-  return async () => {
-    closers.delete(close);
-    await close();
-  };
-}
-
-function spawnTracked(cmd: string, args: string[]): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  child.on("exit", () => children.delete(child));
-  return child;
-}
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.add(dir);
-  return dir;
-}
-
-async function cleanup(): Promise<void> {
-  await Promise.allSettled([...closers].map((c) => c()));
-  closers.clear();
-  killAllSync();
-}
-
-/** Synchronous, so it also runs from process.on("exit"). */
-function killAllSync(): void {
-  for (const c of children) c.kill("SIGKILL");
-  for (const cluster of cairnClusters) {
-    for (const n of cluster.nodes) n.process?.kill("SIGKILL");
-    rmSync(cluster.root, { recursive: true, force: true });
-  }
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-process.on("exit", killAllSync);
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\n${signal}: cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
 
 // ---------------------------------------------------------------- wrk
 
@@ -260,96 +194,11 @@ function mergedPercentile(results: readonly WrkResult[], p: number): number {
   return weighted.at(-1)?.us ?? Number.NaN;
 }
 
-// ---------------------------------------------------------------- etcd
-
-class EtcdCluster {
-  private readonly procs: ChildProcess[] = [];
-  readonly clientUrls: string[] = [];
-  private stderr = "";
-  private readonly root = tempDir("cairn-bench-etcd-");
-  /** Kills the members and removes their data; safe to call more than once. */
-  readonly close = tracked(() => this.stop());
-
-  static async start(size: number): Promise<EtcdCluster> {
-    const c = new EtcdCluster();
-    try {
-      await c.launch(size);
-    } catch (err) {
-      await c.close();
-      throw err;
-    }
-    return c;
-  }
-
-  private async launch(size: number): Promise<void> {
-    const members: { name: string; client: number; peer: number }[] = [];
-    for (let i = 1; i <= size; i++) members.push({ name: `e${i}`, client: await freePort(), peer: await freePort() });
-    const initial = members.map((m) => `${m.name}=http://${HOST}:${m.peer}`).join(",");
-    const token = `bench-${process.pid}-${Date.now()}`;
-    for (const m of members) {
-      const client = `http://${HOST}:${m.client}`;
-      const peer = `http://${HOST}:${m.peer}`;
-      const proc = spawnTracked("etcd", [
-        "--name", m.name, "--data-dir", join(this.root, m.name),
-        "--listen-client-urls", client, "--advertise-client-urls", client,
-        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", token,
-        "--logger", "zap", "--log-level", "error",
-      ]);
-      proc.stderr?.on("data", (b: Buffer) => { this.stderr = (this.stderr + b.toString()).slice(-4000); });
-      this.procs.push(proc);
-      this.clientUrls.push(client);
-    }
-    await waitFor(async () => {
-      const healthy = await Promise.all(this.clientUrls.map((u) => fetch(`${u}/health`).then(async (r) => ((await r.json()) as { health?: string }).health === "true", () => false)));
-      return healthy.every(Boolean) ? true : undefined;
-    }, READY_TIMEOUT_MS, () => `etcd did not become healthy: ${this.stderr}`);
-  }
-
-  /** The member that leads, from its own status: /v3/maintenance/status names the leader's id. */
-  async leaderUrl(): Promise<string> {
-    for (const u of this.clientUrls) {
-      const s = await (await fetch(`${u}/v3/maintenance/status`, { method: "POST", body: "{}" })).json() as { header?: { member_id?: string }; leader?: string };
-      if (s.header?.member_id !== undefined && s.header.member_id === s.leader) return u;
-    }
-    throw new Error("no etcd member reports itself as leader");
-  }
-
-  /** Keys under `prefix`, counted by the cluster (a linearizable range, count only). */
-  async countKeys(prefix: string): Promise<number> {
-    const b64 = (x: string): string => Buffer.from(x).toString("base64");
-    const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-    const res = await fetch(`${this.clientUrls[0]}/v3/kv/range`, { method: "POST", body: JSON.stringify({ key: b64(prefix), range_end: b64(end), count_only: true }) });
-    return Number(((await res.json()) as { count?: string }).count ?? 0);
-  }
-
-  private async stop(): Promise<void> {
-    await Promise.all(this.procs.map((p) => p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => {
-      p.on("exit", () => resolve());
-      p.kill("SIGKILL");
-    })));
-    rmSync(this.root, { recursive: true, force: true });
-    tempDirs.delete(this.root);
-  }
-}
-
 // ---------------------------------------------------------------- Cairn
 
 /** A fresh three-node Cairn cluster with an agreed leader, and the function that closes it. */
-async function startCairn(): Promise<{ cluster: ProcessCluster; close: () => Promise<void> }> {
-  const cluster = await ProcessCluster.start(3, ["--log-level", "warn", ...CAIRN_EXTRA_ARGS]);
-  cairnClusters.add(cluster);
-  const close = tracked(async () => {
-    await cluster.close();
-    cairnClusters.delete(cluster);
-  });
-  try {
-    await cluster.agreedLeader(READY_TIMEOUT_MS);
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  return { cluster, close };
+function startCairn(): Promise<{ cluster: ProcessCluster; close: () => Promise<void> }> {
+  return startCairnCluster(3, ["--log-level", "warn", ...CAIRN_EXTRA_ARGS], READY_TIMEOUT_MS);
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: MEMORY_CONCURRENCY });
@@ -452,12 +301,6 @@ async function memory(instances: number): Promise<void> {
 
 // ---------------------------------------------------------------- the run
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid] : ((s[mid - 1]) + (s[mid])) / 2;
-}
-
 function describeRun(r: LoadResult): string {
   return `${r.rate.toFixed(0).padStart(6)} req/s  p50 ${r.p50Ms.toFixed(2).padStart(7)} ms  p99 ${r.p99Ms.toFixed(2).padStart(7)} ms  non-2xx ${r.non2xx}  socket errors ${r.socketErrors}`;
 }
@@ -501,13 +344,7 @@ async function main(): Promise<void> {
   const etcdScript = join(dir, "etcd.lua");
   writeFileSync(cairnScript, CAIRN_ROUTE === "register" ? LUA_CAIRN_REGISTER : LUA_CAIRN_KV);
   writeFileSync(etcdScript, LUA_ETCD);
-  const etcdVersion = await new Promise<string>((resolve, reject) => {
-    const p = spawnTracked("etcd", ["--version"]);
-    let out = "";
-    p.stdout?.on("data", (b: Buffer) => { out += b.toString(); });
-    p.on("error", () => reject(new Error("etcd is not installed: apt-get install -y etcd-server")));
-    p.on("close", () => resolve(out.split("\n")[0] ?? "etcd"));
-  });
+  const etcdVersion = await installedEtcdVersion();
   const spread = TARGET === "spread"
     ? `all 3 nodes at once (3 wrk processes x 1 thread, ${CONNECTIONS} connections split 22/21/21)`
     : `the leader only (1 wrk, ${THREADS} threads, ${CONNECTIONS} connections)`;

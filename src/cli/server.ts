@@ -8,6 +8,7 @@ import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
 import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
+import { addXdsService, type XdsService } from "../api/xds/service.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
 import { CertificateAuthority, caDefaults } from "../ca/authority.js";
 import { listAuthorizer, openAuthorizer } from "../ca/authorizer.js";
@@ -116,9 +117,11 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
 
   const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
+  let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
+    xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
   });
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {
@@ -146,6 +149,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
       await workload?.close();
       ca.stop();
       registry.stop();
+      xds?.close();
       await grpcServer.stop();
       await driver.stop();
       process.exit(0);

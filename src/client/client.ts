@@ -1,10 +1,11 @@
 // CairnClient: the library a service embeds to register itself, keep its TTL checks passing,
 // and discover other services. It speaks Cairn's native API to any node of the cluster and
-// fails over between them; see transport.ts for what is retried and registration.ts for how
-// heartbeats are paced.
+// fails over between them; see transport.ts for what is retried, registration.ts for how
+// heartbeats are paced, watch.ts for watch() (blocking queries) and view.ts for serviceView() (a
+// local view kept by a streaming watch, watch_stream.ts).
 //
-// Shutdown: close() deregisters every instance this client registered and stops its heartbeats
-// and watches. deregisterAllOnShutdown() wires close() to SIGTERM and SIGINT for services that
+// Shutdown: close() deregisters every instance this client registered and stops its heartbeats,
+// watches and views. deregisterAllOnShutdown() wires close() to SIGTERM and SIGINT for services that
 // have no shutdown path of their own.
 
 import type { Logger } from "pino";
@@ -14,6 +15,7 @@ import { errorMessage } from "../common/errors.js";
 import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
 import { Registration, checkIdsOf } from "./registration.js";
 import { Transport } from "./transport.js";
+import { ServiceView, type ServiceViewOptions } from "./view.js";
 import { type HealthFilter, ServiceWatch, type WatchOptions, instancesAnswer, instancesPath } from "./watch.js";
 
 export {
@@ -29,8 +31,11 @@ export {
 } from "./certificates.js";
 export { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
 export { Registration, heartbeatIntervalMs, heartbeatLimits } from "./registration.js";
+export { CairnLimitError, CairnProtocolError } from "./errors.js";
+export { ServiceView, type ServiceViewOptions, type ViewChange, viewDefaults, viewLimits } from "./view.js";
+export { CairnWatchStalledError, type WatchStreamStats } from "./watch_stream.js";
 export { type HealthFilter, type WatchOptions, watchLimits } from "./watch.js";
-export type { CheckInput, CheckKind, HealthStatus, Instance, InstanceCheck, RegisterInput, Weights } from "./types.js";
+export type { CheckInput, CheckKind, HealthStatus, Instance, InstanceCheck, RegisterInput, ResetReason, WatchEvent, Weights } from "./types.js";
 
 export interface CairnClientOptions {
   /** HTTP base URLs of the cluster's nodes, such as http://127.0.0.1:8501. */
@@ -86,8 +91,10 @@ export class CairnClient {
   private readonly backoffMaxMs: number;
   private readonly random: () => number;
   private readonly logger: Logger | undefined;
+  private readonly responseBytesMax: number;
   private readonly registrations = new Map<string, Registration>();
   private readonly watches = new Set<ServiceWatch>();
+  private readonly views = new Set<ServiceView>();
   private readonly certificateSet = new Set<WorkloadCertificate>();
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -99,13 +106,14 @@ export class CairnClient {
     this.backoffMaxMs = positive("backoffMaxMs", opts.backoffMaxMs ?? clientDefaults.backoffMaxMs);
     this.random = opts.random ?? Math.random;
     this.logger = opts.logger;
+    this.responseBytesMax = positive("responseBytesMax", opts.responseBytesMax ?? clientDefaults.responseBytesMax);
     this.transport = new Transport({
       endpoints: opts.endpoints,
       requestTimeoutMs: this.requestTimeoutMs,
       attemptsMax: positive("attemptsMax", opts.attemptsMax ?? clientDefaults.attemptsMax),
       backoffBaseMs: this.backoffBaseMs,
       backoffMaxMs: this.backoffMaxMs,
-      responseBytesMax: positive("responseBytesMax", opts.responseBytesMax ?? clientDefaults.responseBytesMax),
+      responseBytesMax: this.responseBytesMax,
       random: this.random,
       logger: this.logger,
     });
@@ -190,6 +198,40 @@ export class CairnClient {
   }
 
   /**
+   * A local view of `service`'s instances (or several services'), kept current by one streaming
+   * watch that resumes on another node when its node dies or stalls, missing nothing and applying
+   * nothing twice. It is ready once it holds the first complete state; close() (its own, or the
+   * client's) stops it. A name the cluster refuses ends it: `ready` rejects and onError is told.
+   */
+  serviceView(service: string | readonly string[], opts: ServiceViewOptions = {}): ServiceView {
+    const services = typeof service === "string" ? [service] : [...service];
+    if (services.length === 0) throw new RangeError("serviceView: name at least one service, or use catalogView() to watch every service");
+    return this.openView(services, opts);
+  }
+
+  /** A view of every service's instances, as serviceView(). */
+  catalogView(opts: ServiceViewOptions = {}): ServiceView {
+    return this.openView([], opts);
+  }
+
+  private openView(services: readonly string[], opts: ServiceViewOptions): ServiceView {
+    if (this.closed) throw new Error("the client is closed; create a new CairnClient to watch");
+    const view = new ServiceView({
+      endpoints: this.transport.endpoints,
+      // Where requests go now: the node that last answered.
+      firstEndpoint: Math.max(0, this.transport.endpoints.indexOf(this.transport.currentEndpoint)),
+      eventCharsMax: this.responseBytesMax,
+      backoffBaseMs: this.backoffBaseMs,
+      backoffMaxMs: this.backoffMaxMs,
+      random: this.random,
+      logger: this.logger,
+    }, services, opts);
+    this.views.add(view);
+    void view.done.finally(() => this.views.delete(view));
+    return view;
+  }
+
+  /**
    * A certificate for `opts.spiffeId`, signed by the cluster's CA for a key made here, renewed
    * before it expires and after root rotations, with TLS options that follow it. Resolves once
    * the first certificate is held. close() (its own, or the client's) stops it.
@@ -209,7 +251,7 @@ export class CairnClient {
   }
 
   /**
-   * Stops every watch and heartbeat and deregisters every instance this client registered.
+   * Stops every watch, view and heartbeat and deregisters every instance this client registered.
    * Idempotent. Rejects, after trying them all, if some deregistration failed.
    */
   close(): Promise<void> {
@@ -220,10 +262,12 @@ export class CairnClient {
   private async doClose(): Promise<void> {
     this.closed = true;
     for (const w of this.watches) w.stop();
+    for (const v of this.views) v.close();
     await Promise.all([...this.certificateSet].map((c) => c.close()));
     const regs = [...this.registrations.values()];
     const results = await Promise.allSettled(regs.map((r) => r.deregister()));
     await Promise.all([...this.watches].map((w) => w.done));
+    await Promise.all([...this.views].map((v) => v.done));
     this.uninstallSignalHandlers();
     const failed = results.flatMap((r, i) => r.status === "rejected" ? [`${regs[i]?.id}: ${errorMessage(r.reason)}`] : []);
     if (failed.length > 0) throw new Error(`close: ${failed.length} of ${regs.length} instance(s) could not be deregistered: ${failed.join("; ")}`);

@@ -46,3 +46,22 @@ export class CairnAbortedError extends Error {
     this.name = "CairnAbortedError";
   }
 }
+
+/**
+ * A node answered with something that is not Cairn's protocol: a malformed watch message, an
+ * answer of the wrong shape. A watch moves to another node; a request fails with this.
+ */
+export class CairnProtocolError extends Error {
+  constructor(readonly endpoint: string, readonly detail: string, options?: ErrorOptions) {
+    super(`${endpoint} sent a malformed answer: ${detail}; is it a Cairn node of a compatible version?`, options);
+    this.name = "CairnProtocolError";
+  }
+}
+
+/** A bound of the client's own was exceeded. Final for what hit it: the same data would exceed it anywhere. */
+export class CairnLimitError extends Error {
+  constructor(readonly limit: string, readonly value: number, message: string) {
+    super(message);
+    this.name = "CairnLimitError";
+  }
+}

@@ -141,7 +141,7 @@ function describeError(err: Error): string {
   return code === undefined ? err.message : `${err.message} (${code})`;
 }
 
-function parseBody(res: Response, text: string): unknown {
+export function parseBody(res: Response, text: string): unknown {
   if (text === "") return undefined;
   if (!(res.headers.get("content-type") ?? "").includes("json")) return text;
   try {
@@ -151,7 +151,7 @@ function parseBody(res: Response, text: string): unknown {
   }
 }
 
-function errorBody(body: unknown): CairnErrorBody {
+export function errorBody(body: unknown): CairnErrorBody {
   if (typeof body === "object" && body !== null && typeof (body as { error?: unknown }).error === "string") {
     const b = body as { error: string; leader?: unknown; field?: unknown };
     return {
@@ -163,7 +163,8 @@ function errorBody(body: unknown): CairnErrorBody {
   return { error: typeof body === "string" && body !== "" ? body.slice(0, 512) : "(no error message in the answer)" };
 }
 
-async function readBounded(res: Response, bytesMax: number): Promise<string> {
+/** The answer's text; refused (CairnRequestError) past `bytesMax`. */
+export async function readBounded(res: Response, bytesMax: number): Promise<string> {
   const declared = Number(res.headers.get("content-length") ?? "0");
   if (declared > bytesMax) {
     await res.body?.cancel();

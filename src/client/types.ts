@@ -86,3 +86,19 @@ export interface Instance {
   readonly createIndex: number;
   readonly modifyIndex: number;
 }
+
+/** Why a watch's state was replaced wholesale instead of updated by events. */
+export type ResetReason =
+  /** The first state of a new watch. */
+  | "initial"
+  /** The watch resumed from a revision older than the node's retained events. */
+  | "compacted"
+  /** The node's state was replaced by a Raft snapshot. */
+  | "restored"
+  /** The stream fell so far behind that its backlog was too large to send as events. */
+  | "behind";
+
+/** One change, in GET /v1/watch's `events` messages. upsert and health carry the whole instance as it now is. */
+export type WatchEvent =
+  | { readonly type: "upsert" | "health"; readonly revision: number; readonly service: string; readonly id: string; readonly instance: Instance }
+  | { readonly type: "delete"; readonly revision: number; readonly service: string; readonly id: string };

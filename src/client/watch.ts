@@ -5,10 +5,15 @@
 // An index lower than the last one seen (a restored snapshot, a node that lost its state) means
 // the history the watch was following is gone: the watch restarts from 0, which answers at once
 // with the current instances.
+//
+// It stays on blocking queries, beside serviceView()'s stream (view.ts), for what its callers rely
+// on: the whole list on every call, the per-service index (Consul's semantics), and plain
+// request/answer HTTP that any proxy passes.
 
 import type { Logger } from "pino";
 import { CairnAbortedError, CairnRequestError } from "./errors.js";
 import { backoffDelayMs } from "../common/backoff.js";
+import { WireDecodeError, decodeInstances } from "./decode.js";
 import { asError } from "../common/errors.js";
 import { type Transport, sleep } from "./transport.js";
 import type { Instance } from "./types.js";
@@ -51,7 +56,12 @@ export function instancesAnswer(body: unknown, path: string): InstancesAnswer {
   if (typeof b !== "object" || b === null || typeof b.index !== "number" || !Array.isArray(b.instances)) {
     throw new Error(`GET ${path}: expected {index, instances}, got ${JSON.stringify(body)?.slice(0, 200)}`);
   }
-  return { index: b.index, instances: b.instances as Instance[] };
+  try {
+    return { index: b.index, instances: decodeInstances(b.instances, "instances") };
+  } catch (err) {
+    if (err instanceof WireDecodeError) throw new Error(`GET ${path}: ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 export interface WatchDeps {

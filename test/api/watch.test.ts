@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ProcessCluster, type ProcessNode } from "../support/cluster.js";
+import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { GrpcWatcher, SseWatcher, registryClient } from "../support/watch_client.js";
 
 const WINDOW_EVENTS = 20;
@@ -78,6 +78,8 @@ void describe("watch streams over gRPC and server-sent events", () => {
     resumed.cancel();
     let lastRevision = 0;
     for (let i = 0; i < WINDOW_EVENTS + 5; i++) lastRevision = await register(leader, `filler-${i}`, "filler");
+    // Only once the node has applied the fillers has `first` left its window.
+    await waitFor(async () => ((await followers[0].cluster()).appliedIndex >= lastRevision ? true : undefined), 10_000, () => `${followers[0].info.id} did not apply ${lastRevision}`);
     const stale = new GrpcWatcher(client(followers[0]), { services: ["api"], since_revision: first });
     await stale.until(() => stale.revision >= lastRevision);
     const reset = stale.messages.filter((m) => m.kind === "KIND_RESET");
@@ -85,9 +87,9 @@ void describe("watch streams over gRPC and server-sent events", () => {
     assert.equal(reset[0].reset_reason, "compacted");
     assert.deepEqual([...stale.view.keys()].sort(), ["api-1", "api-2"]);
     stale.cancel();
-    // Server-sent events resume the same way, from Last-Event-ID.
+    // Server-sent events resume the same way, from Last-Event-ID; api-2, after it, has left the window.
     const tail = await register(leader, "api-3", "api");
-    const sse = new SseWatcher(followers[0].url("/v1/watch?service=api"), { "last-event-id": String(second) });
+    const sse = new SseWatcher(followers[0].url("/v1/watch?service=api"), { "last-event-id": String(first) });
     await sse.until(() => sse.lastId() === String(tail) || sse.messages.some((m) => m.event === "reset"));
     assert.equal(sse.messages[0].event, "reset", "a Last-Event-ID below the window must reset");
     sse.close();

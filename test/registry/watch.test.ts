@@ -8,6 +8,7 @@ import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../.
 import { ChangeWaiters, DEADLINE_RESOLUTION_MS } from "../../src/registry/watch.js";
 import { PENDING_MERGE_MIN, ServiceViews, compareInstances } from "../../src/registry/service_views.js";
 import { TooManyWatchersError } from "../../src/common/errors.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
 
 function inst(id: string, service: string, node = "n1", tags: string[] = []): InstanceDefinition {
   return { id, service, address: "10.0.0.1", port: 80, tags, meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node, nodeAddress: "127.0.0.1" };
@@ -25,16 +26,10 @@ async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
-/** A small seeded generator (mulberry32), so a failing sequence replays. */
+/** Seeded, so a failing sequence replays: numbers in [0, 1). */
 function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.nextUint32() / 2 ** 32;
 }
 
 void describe("blocking waits", () => {

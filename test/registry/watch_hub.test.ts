@@ -4,6 +4,7 @@ import type { Instance, InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
 import { type EventBatch, type ResetChunk, WatchHub, type WatchHubOptions, WatchInputError, type WatchRequest } from "../../src/registry/watch_hub.js";
 import { instanceIdOf } from "../../src/registry/events.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
 
 function def(id: string, service: string, port = 80): InstanceDefinition {
   return { id, service, address: "10.0.0.1", port, tags: [], meta: {}, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" };
@@ -307,8 +308,8 @@ void describe("watch hub", () => {
 
   void test("random writes, slow streams and resumes: every stream converges to the state, revisions never go down, no gap without a reset", async () => {
     for (let seed = 1; seed <= 20; seed++) {
-      let x = seed * 7919;
-      const rand = (): number => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+      const source = new SeededRandom(seed);
+      const rand = (): number => source.nextUint32() / 2 ** 32;
       const { feed, hub } = setup({ streamEventsMax: 8, coalescedInstancesMax: 12, resetChunkInstances: 3, sliceStreams: 3 }, 16);
       const services = ["a", "b", "c"];
       const streams: { sink: RecordingSink; handle: ReturnType<WatchHub["open"]>; services: string[] }[] = [];

@@ -1,0 +1,212 @@
+// envoy.service.discovery.v3.AggregatedDiscoveryService on the public gRPC port: state of the
+// world (StreamAggregatedResources) and delta (DeltaAggregatedResources), served from this
+// node's applied registry state. See docs/xds.md.
+//
+// The methods are registered with pass-through serializers: requests are decoded here, strictly,
+// and responses are assembled from resources encoded once per version in the cache, so the bytes
+// go out as they are, never re-encoded per stream.
+
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { ServiceViews } from "../../registry/service_views.js";
+import type { RegistryState } from "../../registry/state.js";
+import { errorMessage } from "../../common/errors.js";
+import { AdmissionGate, type AdmissionClock, type AdmissionLimits, realAdmissionClock } from "./admission.js";
+import { ResourceCache, type ResourceCacheLimits } from "./cache.js";
+import { DeltaSession } from "./delta.js";
+import { fanOut, PushScheduler, SubscriberIndex } from "./fanout.js";
+import { loadXdsProtos } from "./protos.js";
+import { type Subscription, type XdsCall, type XdsHub, type XdsLimits, type XdsSession } from "./session.js";
+import { SotwSession } from "./sotw.js";
+import { XdsStats } from "./stats.js";
+
+export const ADS_SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+
+const passThrough = (bytes: Buffer): Buffer => bytes;
+
+/** Refused streams per warning logged. */
+const REFUSALS_PER_LOG_LINE = 1000;
+
+function bidiMethod(name: string): grpc.MethodDefinition<Buffer, Buffer> {
+  return {
+    path: `/${ADS_SERVICE_NAME}/${name}`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: passThrough,
+    requestDeserialize: passThrough,
+    responseSerialize: passThrough,
+    responseDeserialize: passThrough,
+  };
+}
+
+/** The service as grpc-js sees it; also what a raw test or bench client calls. */
+export const adsServiceDefinition = {
+  StreamAggregatedResources: bidiMethod("StreamAggregatedResources"),
+  DeltaAggregatedResources: bidiMethod("DeltaAggregatedResources"),
+} satisfies grpc.ServiceDefinition;
+
+export interface XdsServerLimits extends XdsLimits, ResourceCacheLimits {
+  readonly admission: AdmissionLimits;
+  /** Streams flushed per turn of the event loop when a change fans out. */
+  readonly fanoutSliceStreams: number;
+}
+
+/**
+ * The defaults. Admission: a node answers a stream's first requests from encoded resources in
+ * well under a millisecond, so 500 new streams a second is far below what it can take, while a
+ * fleet of 10,000 reconnecting at once is spread over 20 s instead of landing in one instant.
+ * A waiting stream waits at most waitingMax / rate = 10 s, under the 15 s a gRPC client gives a
+ * resource before it decides it does not exist.
+ */
+export const xdsServerDefaults: XdsServerLimits = {
+  admission: { ratePerSecond: 500, burst: 200, waitingMax: 5000 },
+  fanoutSliceStreams: 128,
+  subscribedNamesMax: 10_000,
+  nackDetailLoggedMax: 2048,
+  nackNamesLoggedMax: 20,
+  rebuildSliceServices: 256,
+  absentEndpointsCachedMax: 1024,
+  skipWarningsMax: 1000,
+  rebuildCostHoldFactor: 4,
+};
+
+export interface XdsServiceOptions {
+  readonly state: RegistryState;
+  /** The registry's service views, which large services' endpoints are built from in slices; the cache keeps its own without them. */
+  readonly views?: ServiceViews;
+  readonly logger: Logger;
+  /** Who answers, in each response's control_plane.identifier (the node id). */
+  readonly controlPlaneId: string;
+  readonly limits?: Partial<Omit<XdsServerLimits, "admission">> & { readonly admission?: Partial<AdmissionLimits> };
+  /** For tests of admission: time and timers. */
+  readonly admissionClock?: AdmissionClock;
+}
+
+export interface XdsService {
+  readonly stats: XdsStats;
+  /**
+   * Loads the protos and builds every service's resources now, rather than when the first stream
+   * arrives; resolves once done. A node that never serves xDS never does this work.
+   */
+  warmUp(): Promise<void>;
+  /** Ends every stream (their clients move to another node) and stops the fan-out. */
+  close(): void;
+}
+
+/** Options resolved once, with the relations between them checked. */
+export function resolveXdsLimits(given: XdsServiceOptions["limits"] = {}): XdsServerLimits {
+  const limits: XdsServerLimits = { ...xdsServerDefaults, ...given, admission: { ...xdsServerDefaults.admission, ...given.admission } };
+  for (const key of ["fanoutSliceStreams", "subscribedNamesMax", "nackDetailLoggedMax", "nackNamesLoggedMax", "rebuildSliceServices", "absentEndpointsCachedMax", "skipWarningsMax"] as const) {
+    const v = limits[key];
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`xDS limit ${key} = ${v}: give a whole number of at least 1`);
+  }
+  if (!(limits.rebuildCostHoldFactor >= 0)) throw new RangeError(`xDS limit rebuildCostHoldFactor = ${limits.rebuildCostHoldFactor}: give a number of at least 0 (0 never holds a rebuild back)`);
+  return limits;
+}
+
+export function addXdsService(server: grpc.Server, options: XdsServiceOptions): XdsService {
+  const limits = resolveXdsLimits(options.limits);
+  const logger = options.logger;
+  const stats = new XdsStats();
+  const index = new SubscriberIndex<Subscription>((sub) => sub.type.kind);
+  const cache = new ResourceCache(options.state, limits, logger, (service) => index.hasNamed("endpoint", service), options.views ?? new ServiceViews(options.state));
+  const gate = new AdmissionGate(limits.admission, options.admissionClock ?? realAdmissionClock);
+  const scheduler = new PushScheduler(limits.fanoutSliceStreams);
+  const sessions = new Set<XdsSession>();
+  /** Streams not yet started (waiting for admission or for the protos): ended too when the node stops. */
+  const unstarted = new Set<XdsCall>();
+  let closed = false;
+  cache.onChange((changes) => {
+    stats.coalesced += fanOut(index, scheduler, changes);
+  });
+
+  // Loading Envoy's protos parses about 70 files (a few hundred milliseconds of CPU), so it waits
+  // for the first stream (or warmUp): a node nobody asks for xDS spends nothing on it.
+  let hub: Promise<XdsHub> | undefined;
+  const activate = (): Promise<XdsHub> => {
+    if (hub !== undefined) return hub;
+    const startedMs = Date.now();
+    hub = loadXdsProtos().then(async (protos): Promise<XdsHub> => {
+      cache.start(protos);
+      await cache.built;
+      logger.info({ durationMs: Date.now() - startedMs, revision: cache.builtRevision }, "xDS ready: Envoy's protos loaded and every service's listener and cluster built");
+      return { protos, cache, index, scheduler, stats, logger, limits, controlPlaneId: options.controlPlaneId };
+    });
+    hub.catch((err: unknown) => logger.error({ err: errorMessage(err) }, "xDS cannot start: Envoy's protos did not load; xDS streams fail with UNAVAILABLE"));
+    return hub;
+  };
+
+  const open = (call: XdsCall, protocol: "sotw" | "delta"): void => {
+    if (closed) {
+      call.emit("error", { code: grpc.status.UNAVAILABLE, details: "this Cairn node is shutting down; connect to another node" });
+      return;
+    }
+    let session: XdsSession | undefined;
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      unstarted.delete(call);
+      ticket?.cancel();
+      stats.streamsWaiting = gate.waitingCount;
+      session?.close();
+    };
+    call.on("cancelled", end);
+    call.on("error", end);
+    call.on("close", end);
+    const begin = (hub: XdsHub): void => {
+      if (ended || closed) return;
+      unstarted.delete(call);
+      const onClose = (s: XdsSession): void => {
+        sessions.delete(s);
+        stats.streamsActive = sessions.size;
+      };
+      session = protocol === "sotw" ? new SotwSession(hub, call, onClose) : new DeltaSession(hub, call, onClose);
+      sessions.add(session);
+      stats.streamsActive = sessions.size;
+      session.start();
+    };
+    const ticket = gate.enter(() => {
+      stats.streamsWaiting = gate.waitingCount;
+      activate().then(begin, (err: unknown) => {
+        if (!ended) call.emit("error", { code: grpc.status.UNAVAILABLE, details: `xDS is not available on this node: ${errorMessage(err)}` });
+      });
+    });
+    if (ticket === undefined) {
+      stats.admissionRefused++;
+      // A reconnect storm refuses thousands: the first, then one line per thousand.
+      if (stats.admissionRefused % REFUSALS_PER_LOG_LINE === 1) {
+        logger.warn({ peer: call.getPeer(), waiting: gate.waitingCount, refusedSoFar: stats.admissionRefused }, "xDS stream refused: too many streams are waiting for admission");
+      }
+      call.emit("error", {
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `this Cairn node already has ${limits.admission.waitingMax} xDS streams waiting to be admitted (at ${limits.admission.ratePerSecond} a second); retry with backoff or connect to another node`,
+      });
+      return;
+    }
+    unstarted.add(call);
+    if (ticket.waited) stats.admissionWaits++;
+    stats.streamsWaiting = gate.waitingCount;
+  };
+
+  server.addService(adsServiceDefinition, {
+    StreamAggregatedResources: (call: XdsCall) => open(call, "sotw"),
+    DeltaAggregatedResources: (call: XdsCall) => open(call, "delta"),
+  });
+
+  return {
+    stats,
+    warmUp: () => activate().then(() => undefined),
+    close: () => {
+      if (closed) return;
+      closed = true;
+      cache.close();
+      gate.close();
+      stats.streamsWaiting = 0;
+      const details = "this Cairn node is shutting down; connect to another node";
+      for (const s of [...sessions]) s.fail(grpc.status.UNAVAILABLE, details);
+      for (const call of [...unstarted]) call.emit("error", { code: grpc.status.UNAVAILABLE, details });
+      unstarted.clear();
+    },
+  };
+}
