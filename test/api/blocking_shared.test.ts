@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { type EncodedBody, JSON_WHOLE_BYTES_MAX, JsonArrayWriter, encodeArrayInSlices } from "../../src/common/json_chunks.js";
 import { SharedAnswers } from "../../src/common/shared_answers.js";
 import { SliceClock, TurnBudget, mergeInSlices, sortInSlices } from "../../src/common/slices.js";
+import { SeededRandom } from "../../src/raft/core/random.js";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { ConsulEncoder, catalogService, serviceEntry } from "../../src/api/consul/shapes.js";
 import type { Check, Instance } from "../../src/registry/model.js";
@@ -82,10 +83,9 @@ void describe("shared answers", () => {
 
 void describe("sliced work", () => {
   void test("sortInSlices sorts as Array.prototype.sort does, stably, at every size around its run length", async () => {
-    let seed = 1;
-    const random = (): number => (seed = (seed * 48271) % 2147483647) / 2147483647;
+    const random = new SeededRandom(1);
     for (const n of [0, 1, 2, 1023, 1024, 1025, 3000, 5000]) {
-      const items = Array.from({ length: n }, (_, i) => ({ key: Math.floor(random() * 50), i }));
+      const items = Array.from({ length: n }, (_, i) => ({ key: random.nextInt(50), i }));
       const byKey = (a: { key: number }, b: { key: number }): number => a.key - b.key;
       assert.deepEqual(await sortInSlices(items, byKey), [...items].sort(byKey), `n=${n}`);
     }
