@@ -93,7 +93,7 @@ export class Registry {
     this.state = opts.state;
     this.waiters = new ChangeWaiters(this.state);
     this.views = new ServiceViews(this.state);
-    this.watches = new WatchHub(this.state, opts.watch);
+    this.watches = new WatchHub(this.state, { ...opts.watch, views: this.views });
     this.health = new HealthManager({
       state: this.state,
       isLeader: () => this.driver.role === "leader",
