@@ -20,7 +20,7 @@
 import { Fifo } from "../common/fifo.js";
 import type { Instance } from "./model.js";
 import type { EventWindow, RegistryEvent } from "./events.js";
-import { instanceIdOf } from "./events.js";
+import { instanceIdOf, serviceOf } from "./events.js";
 import type { ServiceViews } from "./service_views.js";
 import type { RegistryState } from "./state.js";
 
@@ -425,7 +425,7 @@ export class WatchHub {
     else if (g.services.size === 1) events = range.byService.get([...g.services][0]) ?? [];
     else {
       const services = g.services;
-      events = range.events.filter((e) => services.has(e.change.kind === "delete" ? e.change.service : e.change.instance.service));
+      events = range.events.filter((e) => services.has(serviceOf(e)));
     }
     let coalesced = false;
     if (events.length > this.opts.streamEventsMax) {

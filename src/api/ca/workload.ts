@@ -10,25 +10,15 @@ import { chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
 import { dirname, resolve as resolvePath } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "pino";
-import type { CertificateAuthority } from "../../ca/authority.js";
-import type { Authorizer } from "../../ca/authorizer.js";
 import { trustDomainSpiffeId } from "../../ca/spiffe.js";
-import { SvidCache } from "../../ca/svid_cache.js";
+import { SvidCache, type SvidCacheOptions } from "../../ca/svid_cache.js";
 import { LatestStateStream } from "./bundle_grpc.js";
 import { loadProtoService } from "../protos.js";
 import { errorMessage } from "../../common/errors.js";
 
-export interface WorkloadApiOptions {
+/** The cache's options, for the identities the socket hands out; the socket is their caller. */
+export interface WorkloadApiOptions extends Omit<SvidCacheOptions, "caller"> {
   readonly socketPath: string;
-  readonly authority: CertificateAuthority;
-  readonly authorizer: Authorizer;
-  /** The SPIFFE IDs the socket hands out (each still subject to `authorizer`). */
-  readonly identities: readonly string[];
-  readonly logger: Logger;
-  /** In [0, 1): the renewal jitter. Tests fix it. */
-  readonly random?: () => number;
-  readonly now?: () => number;
 }
 
 export interface WorkloadApi {

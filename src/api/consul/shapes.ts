@@ -174,16 +174,20 @@ function localityOf(inst: Instance): { Region: string; Zone: string } | undefine
   return inst.zone === "" ? undefined : { Region: "", Zone: inst.zone };
 }
 
-/** The node half of a catalog entry: the same for every instance the node registered. */
-function catalogNode(inst: Instance, ctx: ConsulContext): object {
+/** What Consul says of the node an instance was registered through, in catalog and health answers alike. */
+function nodeFields(inst: Instance, ctx: ConsulContext): object {
   return {
     ID: nodeId(inst.node),
     Node: inst.node,
     Address: inst.nodeAddress,
     Datacenter: ctx.datacenter,
     TaggedAddresses: taggedAddresses(inst.nodeAddress),
-    NodeMeta: {},
   };
+}
+
+/** The node half of a catalog entry: the same for every instance the node registered. */
+function catalogNode(inst: Instance, ctx: ConsulContext): object {
+  return { ...nodeFields(inst, ctx), NodeMeta: {} };
 }
 
 /** The service half of a catalog entry. */
@@ -238,14 +242,7 @@ export function healthCheck(inst: Instance, c: Check): object {
 
 /** The Node of a health entry: the same for every instance the node registered. */
 function healthNode(inst: Instance, ctx: ConsulContext): object {
-  return {
-    ID: nodeId(inst.node),
-    Node: inst.node,
-    Address: inst.nodeAddress,
-    Datacenter: ctx.datacenter,
-    TaggedAddresses: taggedAddresses(inst.nodeAddress),
-    Meta: {},
-  };
+  return { ...nodeFields(inst, ctx), Meta: {} };
 }
 
 function healthService(inst: Instance): object {

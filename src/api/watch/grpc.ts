@@ -1,6 +1,6 @@
 // cairn.registry.v1.Registry/Watch on the public gRPC port (proto/cairn/registry/v1/watch.proto).
 // A bidirectional stream carrying any number of watches, as etcd's does: one HTTP/2 stream costs
-// the node about 12 KB (Node's http2 and grpc-js), one watch on it a few hundred bytes, so a client
+// the node 10-12 KB (Node's http2 and grpc-js), one watch on it about 3 KB, so a client
 // with many watches multiplexes them. Responses are written as bytes encoded once per batch
 // (encode.ts) plus the watch's id, so the service is declared with its own serializers rather
 // than through proto-loader.
