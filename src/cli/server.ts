@@ -24,6 +24,7 @@ import { PeerTransport } from "../raft/transport/transport.js";
 import { LevelLogStorage, StorageCorruptionError } from "../raft/storage/leveldb.js";
 import { formatHostPort, parseHostPort, type ServerConfig } from "./config.js";
 import { errorMessage } from "../common/errors.js";
+import { PLANTED_BUG_ENV, plantedBugFromEnv } from "./planted_bugs.js";
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
@@ -31,6 +32,10 @@ const CLUSTER_ID_META = "clusterId";
 
 export async function runServer(cfg: ServerConfig): Promise<void> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
+  const plantedBug = plantedBugFromEnv();
+  if (plantedBug !== undefined) {
+    logger.warn({ plantedBug: plantedBug.name }, `${PLANTED_BUG_ENV} plants a bug in this server (${plantedBug.description}): for chaos tests only, never in production`);
+  }
   let storage: LevelLogStorage;
   let clusterId: string;
   let joinPeers: Map<string, string> | undefined;
@@ -86,6 +91,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.leaderWaitMs === undefined ? {} : { leaderWaitMs: cfg.leaderWaitMs }),
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
     ...(cfg.catchUpEntries === undefined ? {} : { raft: { catchUpEntries: cfg.catchUpEntries } }),
+    ...(plantedBug?.driver === undefined ? {} : { plantedBug: plantedBug.driver }),
   });
   try {
     await driver.start();
@@ -102,6 +108,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     nodeName: cfg.id,
     nodeAddress,
     logger: logger.child({ component: "registry" }),
+    ...(plantedBug?.watchHub === undefined ? {} : { watch: { plantedBug: plantedBug.watchHub } }),
     ...(cfg.deregisterCriticalMinMs === undefined ? {} : { deregisterCriticalMinMs: cfg.deregisterCriticalMinMs }),
   });
   registry.start();

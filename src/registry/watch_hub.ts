@@ -119,8 +119,19 @@ export const watchHubDefaults: WatchHubBounds = {
   progressJitterFraction: 0.1,
 };
 
+/** Bugs a chaos run plants in the hub (CAIRN_PLANTED_BUG), to show its watch checker catches them. */
+export const WATCH_HUB_PLANTED_BUGS = {
+  watchSkipsEvent: "leave out of every stream's batch the events whose revision is a multiple of 29",
+} as const;
+
+export type WatchHubPlantedBug = keyof typeof WATCH_HUB_PLANTED_BUGS;
+
+/** Every 29th revision's events go missing under the planted bug: rare enough to look healthy. */
+const SKIPPED_REVISION_MODULUS = 29;
+
 export type WatchHubOptions = Partial<WatchHubBounds> & {
   readonly random?: () => number;
+  readonly plantedBug?: WatchHubPlantedBug;
   /**
    * Where a reset takes a service's instances from: the registry's views, which list a service of
    * 100,000 instances in slices (the state lists it in one call of 20-30 ms). Without them, the state.
@@ -204,6 +215,7 @@ export class WatchHub {
   private readonly opts: WatchHubBounds;
   private readonly random: () => number;
   private readonly views: ServiceViews | undefined;
+  private readonly plantedBug: WatchHubPlantedBug | undefined;
   private readonly window: EventWindow;
   private readonly groups = new Map<string, Group>();
   private readonly groupsByService = new Map<string, Set<Group>>();
@@ -217,7 +229,8 @@ export class WatchHub {
   private progressStreams = 0;
 
   constructor(private readonly state: RegistryState, options: WatchHubOptions = {}) {
-    const { random, views, ...bounds } = options;
+    const { random, views, plantedBug, ...bounds } = options;
+    this.plantedBug = plantedBug;
     this.opts = { ...watchHubDefaults, ...bounds };
     this.random = random ?? Math.random;
     this.views = views;
@@ -427,6 +440,7 @@ export class WatchHub {
       const services = g.services;
       events = range.events.filter((e) => services.has(serviceOf(e)));
     }
+    if (this.plantedBug === "watchSkipsEvent") events = events.filter((e) => e.revision % SKIPPED_REVISION_MODULUS !== 0);
     let coalesced = false;
     if (events.length > this.opts.streamEventsMax) {
       const latest = new Map<string, RegistryEvent>();

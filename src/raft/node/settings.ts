@@ -12,6 +12,8 @@ import { type Clock, type PeerNetwork, systemClock } from "./ports.js";
 /** Bugs planted in the driver, as PLANTED_BUGS plants them in the core, for the mutation run. */
 export const DRIVER_PLANTED_BUGS = {
   ackBeforeFsync: "send a Ready's messages (votes, acknowledgements) before its write is durable",
+  readWithoutReadIndex: "answer linearizable reads from this node's applied state, without confirming leadership by ReadIndex",
+  ackBeforeCommit: "answer a write once the leader has appended it, before a majority holds it or anyone applied it",
 } as const;
 
 export type DriverPlantedBug = keyof typeof DRIVER_PLANTED_BUGS;
