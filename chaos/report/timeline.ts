@@ -95,14 +95,15 @@ export function renderTimeline(history: RunHistory, verdicts: readonly Verdict[]
   const lanes = leaderLanes(history.observations, nodesOf(history, columns), observationGapMsMax);
   const scatterFrame: ScatterFrame = { xPxOfMs: time.xPxOfMs, heightPx: layout.scatterHeightPx, latency: latencyRange(columns), unknownYPx: -layout.unknownStripPx / 2 };
   const points = scatterPoints(columns, scatterFrame, scatterPointsMax);
+  const colors = nemesisColors(history.faults);
   const listed = listedAnomalies(verdicts);
 
   const blocks: Block[] = [
     timeAxis(time, "top"),
     anomalyMarkers(listed.slice(0, anomalyMarkersMax), time),
-    faultLanes(history.faults, time),
+    faultLanes(history.faults, colors, time),
     nodeLanes(lanes, time),
-    latencyScatter(points, columns, scatterFrame, history.faults, time),
+    latencyScatter(points, columns, scatterFrame, history.faults, colors, time),
     timeAxis(time, "bottom"),
   ];
   const chart = stack(blocks, time);
@@ -197,13 +198,24 @@ function anomalyMarkers(listed: readonly ListedAnomaly[], time: TimeFrame): Bloc
   const parts = [`<text class="label" x="4" y="${layout.anomalyRowPx - 3}">anomalies</text>`];
   for (const { number, checker, anomaly } of listed) {
     if (anomaly.atMs === undefined) continue;
-    const xPx = time.xPxOfMs(anomaly.atMs);
+    // A checker may place an anomaly after the last recorded event; it is pinned to the axis end.
+    const xPx = time.xPxOfMs(Math.min(Math.max(0, anomaly.atMs), time.endMs));
     parts.push(`<path class="anomaly" d="M${px(xPx)} ${layout.anomalyRowPx - 1}l-5 -9h10z"><title>#${number} ${escapeHtml(checker)} at ${formatSeconds(anomaly.atMs)}: ${escapeHtml(anomaly.message)}</title></path>`);
   }
   return { svg: parts.join(""), heightPx: layout.anomalyRowPx };
 }
 
-function faultLanes(faults: readonly FaultRecord[], time: TimeFrame): Block {
+/** One color per nemesis, the same in its lane and behind the scatter. */
+function nemesisColors(faults: readonly FaultRecord[]): ReadonlyMap<string, string> {
+  const colors = new Map<string, string>();
+  let fallbackIndex = 0;
+  for (const fault of [...faults].sort((a, b) => a.startMs - b.startMs)) {
+    if (!colors.has(fault.nemesis)) colors.set(fault.nemesis, NEMESIS_COLORS[fault.nemesis] ?? NEMESIS_FALLBACK_COLORS[fallbackIndex++ % NEMESIS_FALLBACK_COLORS.length]);
+  }
+  return colors;
+}
+
+function faultLanes(faults: readonly FaultRecord[], colors: ReadonlyMap<string, string>, time: TimeFrame): Block {
   const byNemesis = new Map<string, FaultRecord[]>();
   for (const fault of [...faults].sort((a, b) => a.startMs - b.startMs)) {
     const lane = byNemesis.get(fault.nemesis);
@@ -212,9 +224,8 @@ function faultLanes(faults: readonly FaultRecord[], time: TimeFrame): Block {
   }
   const parts = [sectionTitle("faults", faults.length === 0 ? "none injected" : `${faults.length} injected`)];
   let yPx = layout.sectionTitlePx;
-  let fallbackIndex = 0;
   for (const [nemesis, laneFaults] of byNemesis) {
-    const color = NEMESIS_COLORS[nemesis] ?? NEMESIS_FALLBACK_COLORS[fallbackIndex++ % NEMESIS_FALLBACK_COLORS.length];
+    const color = colors.get(nemesis) ?? NEMESIS_FALLBACK_COLORS[0];
     const rows = faultRows(laneFaults, time.endMs);
     const rowCount = Math.max(...rows) + 1;
     const laneHeightPx = rowCount * layout.faultRowPx;
@@ -296,18 +307,15 @@ function nodeLanes(lanes: readonly NodeLane[], time: TimeFrame): Block {
   return { svg: parts.join(""), heightPx: yPx + layout.laneGapPx };
 }
 
-function latencyScatter(points: ScatterPoints, columns: OpColumns, frame: ScatterFrame, faults: readonly FaultRecord[], time: TimeFrame): Block {
+function latencyScatter(points: ScatterPoints, columns: OpColumns, frame: ScatterFrame, faults: readonly FaultRecord[], colors: ReadonlyMap<string, string>, time: TimeFrame): Block {
   const plotTopPx = layout.sectionTitlePx + layout.unknownStripPx;
   const parts = [sectionTitle("latency", "x = invoked, y = latency (log); red = failed; orange ticks on top = unknown outcome")];
   parts.push(`<g transform="translate(0 ${plotTopPx})">`);
   // Faint fault spans behind the points, so a latency spike lines up with the fault that caused it.
-  let fallbackIndex = 0;
-  const backdropColors = new Map<string, string>();
   for (const fault of faults) {
-    if (!backdropColors.has(fault.nemesis)) backdropColors.set(fault.nemesis, NEMESIS_COLORS[fault.nemesis] ?? NEMESIS_FALLBACK_COLORS[fallbackIndex++ % NEMESIS_FALLBACK_COLORS.length]);
     const xPx = time.xPxOfMs(fault.startMs);
     const widthPx = Math.max(1, time.xPxOfMs(fault.endMs ?? time.endMs) - xPx);
-    parts.push(`<rect class="backdrop" x="${px(xPx)}" y="0" width="${px(widthPx)}" height="${frame.heightPx}" fill="${backdropColors.get(fault.nemesis)}"/>`);
+    parts.push(`<rect class="backdrop" x="${px(xPx)}" y="0" width="${px(widthPx)}" height="${frame.heightPx}" fill="${colors.get(fault.nemesis) ?? NEMESIS_FALLBACK_COLORS[0]}"/>`);
   }
   parts.push(`<rect class="frame" x="${layout.labelWidthPx}" y="0" width="${plotWidthPx}" height="${frame.heightPx}"/>`);
   parts.push(`<text class="label unknown" x="4" y="${px(frame.unknownYPx + 4)}">unknown</text>`);
