@@ -158,7 +158,7 @@ export class Workload {
       for (const service of this.opts.services) {
         const listing = await this.untilOk(deadline, `a linearizable read of ${service} on ${node.id}`, async () => {
           const { op, listing } = await readService(ctx, node, service, "linearizable");
-          return listing ?? op.error ?? `HTTP ${op.status ?? "?"}`;
+          return listing === undefined ? op.error ?? `HTTP ${op.status ?? "?"}` : { value: listing };
         });
         reads.push({ node: node.id, service, instances: listing.instances.map((i) => i.id), revision: listing.revision });
       }
@@ -170,7 +170,8 @@ export class Workload {
         await this.untilOk(deadline, `a health read of ${instance}`, async () => {
           const node = pickNode(healthCtx);
           if (node === undefined) return "no node to ask";
-          return await readHealth(healthCtx, node, instance) ?? "the read failed";
+          const health = await readHealth(healthCtx, node, instance);
+          return health === undefined ? "the read failed" : { value: health };
         });
       }
     })();
@@ -204,6 +205,12 @@ export class Workload {
     } finally {
       for (const w of this.watchers) w.close();
     }
+  }
+
+  /** Stops everything at once without waiting, for cleanup when a run fails: clients stop issuing, watchers close. */
+  close(): void {
+    this.stopSignal.stop();
+    for (const w of this.watchers) w.close();
   }
 
   watchRecords(): WatchRecord[] {
@@ -241,19 +248,19 @@ export class Workload {
         const node = pickNode(ctx);
         if (node === undefined) return "no node to ask";
         const { op, listing } = await readService(ctx, node, service, "linearizable");
-        return listing ?? op.error ?? `HTTP ${op.status ?? "?"}`;
+        return listing === undefined ? op.error ?? `HTTP ${op.status ?? "?"}` : { value: listing };
       });
       expected.set(service, passingEndpoints(listing));
     }
     return expected;
   }
 
-  /** Runs `attempt` until it returns a value (a string is why it did not), pausing between tries; throws past `deadline`. */
-  private async untilOk<T>(deadline: number, what: string, attempt: () => Promise<T | string>): Promise<T> {
+  /** Runs `attempt` until it returns a value (a string says why it did not), pausing between tries; throws past `deadline`. */
+  private async untilOk<T>(deadline: number, what: string, attempt: () => Promise<{ value: T } | string>): Promise<T> {
     let last = "never tried";
     while (this.recorder.now() < deadline) {
       const got = await attempt();
-      if (typeof got !== "string") return got;
+      if (typeof got !== "string") return got.value;
       last = got;
       await new Promise((r) => setTimeout(r, RETRY_PAUSE_MS));
     }
