@@ -47,6 +47,16 @@ export interface WatchCreateMessage {
   readonly progress_interval_ms?: number;
 }
 
+/** For a long-running client: hooks instead of (or beside) the recorded messages. */
+export interface GrpcWatcherOptions {
+  /** Called with each response of this watch, after the watcher applied it to its view. */
+  readonly onResponse?: (m: WireResponse) => void;
+  /** Called once when the stream ends with an error (CANCELLED after cancel() included). */
+  readonly onError?: (err: grpc.ServiceError) => void;
+  /** False: keep no responses in `messages`, so memory stays bounded over a long run. Default true. */
+  readonly retainMessages?: boolean;
+}
+
 type WatchCall = grpc.ClientDuplexStream<{ create_request?: WatchCreateMessage; cancel_request?: { watch_id: number } }, WireResponse>;
 
 /**
@@ -65,7 +75,8 @@ export class GrpcWatcher {
   /** Events of a batch whose last fragment has not arrived yet. */
   private readonly fragments: WireEvent[] = [];
 
-  constructor(readonly client: grpc.Client, request: WatchCreateMessage) {
+  constructor(readonly client: grpc.Client, request: WatchCreateMessage, options: GrpcWatcherOptions = {}) {
+    const retain = options.retainMessages ?? true;
     const call = (client as unknown as { Watch(): WatchCall }).Watch();
     this.call = call;
     this.watchId = request.watch_id ?? 1;
@@ -76,9 +87,10 @@ export class GrpcWatcher {
         this.wake();
         return;
       }
-      this.messages.push(m);
+      if (retain) this.messages.push(m);
       if (m.kind === "KIND_EVENTS" && m.fragment) {
         this.fragments.push(...m.events);
+        options.onResponse?.(m);
         return;
       }
       if (m.kind === "KIND_RESET" && m.reset_first) this.view.clear();
@@ -89,10 +101,12 @@ export class GrpcWatcher {
         else if (e.instance !== null) this.view.set(e.instance_id, e.instance);
       }
       if (m.kind === "KIND_EVENTS" || m.kind === "KIND_PROGRESS" || (m.kind === "KIND_RESET" && m.reset_last)) this.revision = m.revision;
+      options.onResponse?.(m);
       this.wake();
     });
     call.on("error", (err: grpc.ServiceError) => {
       this.error = err;
+      options.onError?.(err);
       this.wake();
     });
   }
@@ -162,13 +176,21 @@ export interface SseMessage {
   readonly id: string | undefined;
   readonly data: {
     readonly revision: number;
-    readonly events?: { type: string; revision: number; id: string }[];
+    readonly events?: { type: string; revision: number; id: string; service?: string }[];
     readonly instances?: { id: string }[];
     readonly reason?: string;
     readonly first?: boolean;
     readonly last?: boolean;
     readonly coalesced?: boolean;
   };
+}
+
+/** For a long-running client: a hook instead of (or beside) the recorded messages. */
+export interface SseWatcherOptions {
+  /** Called with each event as it is parsed. */
+  readonly onMessage?: (m: SseMessage) => void;
+  /** False: keep no events in `messages`, so memory stays bounded over a long run. Default true. */
+  readonly retainMessages?: boolean;
 }
 
 /** One server-sent event stream over node:http, which can stop reading (pause) to play a slow client. */
@@ -183,7 +205,8 @@ export class SseWatcher {
   private closed = false;
   private paused = false;
 
-  constructor(url: string, headers: Record<string, string> = {}) {
+  constructor(url: string, headers: Record<string, string> = {}, options: SseWatcherOptions = {}) {
+    const retain = options.retainMessages ?? true;
     this.done = new Promise<void>((resolve) => {
       const req = httpGet(url, { headers }, (res) => {
         this.response = res;
@@ -203,7 +226,9 @@ export class SseWatcher {
             }
             const data = fields.get("data");
             if (data === undefined) continue;
-            this.messages.push({ event: fields.get("event") ?? "message", id: fields.get("id"), data: JSON.parse(data) as SseMessage["data"] });
+            const message: SseMessage = { event: fields.get("event") ?? "message", id: fields.get("id"), data: JSON.parse(data) as SseMessage["data"] };
+            if (retain) this.messages.push(message);
+            options.onMessage?.(message);
           }
         });
         res.on("end", () => resolve());

@@ -29,9 +29,12 @@ export interface DeltaResponse {
 
 const CONVERSION = { defaults: true, arrays: true, objects: true, longs: Number, enums: String } as const;
 
-/** A grpc-js client of its own connection (not shared with other clients in the process). */
-export function adsClient(address: string): grpc.Client {
-  return new grpc.Client(address, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
+/**
+ * A grpc-js client of its own connection (not shared with other clients in the process).
+ * `channelOptions` adds to it, e.g. keepalive pings to notice a node that stopped answering.
+ */
+export function adsClient(address: string, channelOptions: grpc.ChannelOptions = {}): grpc.Client {
+  return new grpc.Client(address, grpc.credentials.createInsecure(), { ...channelOptions, "grpc.use_local_subchannel_pool": 1 });
 }
 
 /**
@@ -44,6 +47,8 @@ export class RawAdsStream<R> {
   private statusValue: grpc.StatusObject | undefined;
   /** When set, each response goes to it as it arrives, instead of to the queue next() reads. */
   onResponse: ((response: R) => void) | undefined;
+  /** When set, called once with the stream's status as it ends. */
+  onEnd: ((status: grpc.StatusObject) => void) | undefined;
 
   private constructor(
     private readonly protos: XdsProtos,
@@ -62,6 +67,7 @@ export class RawAdsStream<R> {
     });
     call.on("status", (status: grpc.StatusObject) => {
       this.statusValue = status;
+      this.onEnd?.(status);
       this.wake();
     });
     call.on("error", () => {});
