@@ -13,11 +13,11 @@ export interface Settled {
 }
 
 /**
- * The 5xx messages of errors that certainly had no effect: every one comes from a
- * NotAvailableError built with neverApplied = true (src/raft/node) or from a refusal of the Raft
- * core, which never touches the log. The body carries only the message, not the flag, so the
- * messages are matched; a message not listed here (or one whose text changes) reads as unknown,
- * which is the safe side.
+ * A 503 says in `neverApplied` whether the write certainly had no effect. Other 5xx answers (and
+ * any server that omits the flag) fall back to these messages of errors that certainly had no
+ * effect: each comes from a NotAvailableError built with neverApplied = true (src/raft/node) or
+ * from a refusal of the Raft core, which never touches the log. A message not listed here (or
+ * one whose text changes) reads as unknown, which is the safe side.
  */
 const NEVER_APPLIED_MESSAGES: readonly RegExp[] = [
   /^node \S+ is shutting down$/,
@@ -43,6 +43,10 @@ export function neverApplied(message: string): boolean {
   return NEVER_APPLIED_MESSAGES.some((re) => re.test(inner));
 }
 
+function neverAppliedField(body: unknown): boolean | undefined {
+  return typeof body === "object" && body !== null && "neverApplied" in body && typeof body.neverApplied === "boolean" ? body.neverApplied : undefined;
+}
+
 /** HTTP 408 is the only 4xx that says nothing about whether the request was acted on. */
 const REQUEST_TIMEOUT_STATUS = 408;
 
@@ -54,7 +58,8 @@ export function writeOutcome(r: HttpResult): Settled {
   const error = errorField(r.body) ?? r.text.slice(0, 200);
   // A 4xx is the node's validation, or its local state lacking the instance or check: nothing was proposed.
   if (r.status >= 400 && r.status < 500 && r.status !== REQUEST_TIMEOUT_STATUS) return { outcome: "fail", status: r.status, error };
-  if (r.status >= 500 && neverApplied(error)) return { outcome: "fail", status: r.status, error };
+  const flag = neverAppliedField(r.body);
+  if (r.status >= 500 && (flag ?? neverApplied(error))) return { outcome: "fail", status: r.status, error };
   return { outcome: "unknown", status: r.status, error };
 }
 

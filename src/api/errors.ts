@@ -13,12 +13,15 @@ export interface ErrorBody {
   readonly field?: string;
   /** The leader to retry against, when known. */
   readonly leader?: string;
+  /** On a 503 for a write: true when it certainly had no effect (safe to send again), false when it may have committed. */
+  readonly neverApplied?: boolean;
 }
 
 export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id: string) => string | undefined): FastifyReply {
   if (err instanceof NotAvailableError) {
     const leader = err.leaderHint === "" ? undefined : leaderAddress(err.leaderHint);
-    return reply.code(503).header("retry-after", "1").send({ error: err.message, ...(leader === undefined ? {} : { leader }) });
+    const body: ErrorBody = { error: err.message, neverApplied: err.neverApplied, ...(leader === undefined ? {} : { leader }) };
+    return reply.code(503).header("retry-after", "1").send(body);
   }
   if (err instanceof RegistryInputError || err instanceof CaInputError) return reply.code(400).send({ error: err.message, field: err.field });
   if (err instanceof CaForbiddenError) return reply.code(403).send({ error: err.message });
@@ -27,7 +30,9 @@ export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id:
   if (err instanceof TooManyWatchersError) return reply.code(429).header("retry-after", "1").send({ error: err.message });
   if (err instanceof RaftRefusal) {
     const code = err.reason === "invalidConfChange" || err.reason === "notVoter" ? 400 : err.reason === "confChangePending" ? 409 : 503;
-    return reply.code(code).send({ error: err.message });
+    // The core refused before touching its log.
+    const body: ErrorBody = code === 503 ? { error: err.message, neverApplied: true } : { error: err.message };
+    return reply.code(code).send(body);
   }
   reply.log.error({ err }, "request failed");
   return reply.code(500).send({ error: "internal error; see the server log" });

@@ -140,13 +140,20 @@ export class Registry {
     return this.propose({ op: "register", instance, checks, atMs: Date.now() });
   }
 
-  deregister(id: string): Promise<number> {
-    if (this.state.instance(id) === undefined) throw new RegistryNotFoundError(`instance ${id}`);
+  async deregister(id: string): Promise<number> {
+    // This node may not have applied a registration another node acknowledged: "not registered"
+    // must be true of the cluster, not of this node's lag, so a miss is checked again after a read barrier.
+    if (this.state.instance(id) === undefined) {
+      await this.driver.readBarrier();
+      if (this.state.instance(id) === undefined) throw new RegistryNotFoundError(`instance ${id}`);
+    }
     return this.propose({ op: "deregister", id });
   }
 
   /** A TTL heartbeat (pass, warn, fail or update). Not a Raft write unless the status changes. */
   async updateCheck(checkId: string, status: HealthStatus, output: string): Promise<void> {
+    // As with deregister: an unknown check is looked for again once this node has caught up.
+    if (this.state.checkById(checkId) === undefined) await this.driver.readBarrier();
     const known = this.state.checkById(checkId);
     if (known === undefined) throw new RegistryNotFoundError(`check ${checkId}`);
     if (known.check.kind !== "ttl") throw new RegistryInputError("CheckID", `check ${checkId} is a ${known.check.kind} check; only TTL checks take updates`);
