@@ -2,6 +2,7 @@
 // when each fault ended, and the span each operation may have been in flight.
 
 import type { FaultRecord, Operation, RunHistory } from "../history.js";
+import { pushTo } from "./group.js";
 
 export interface SpanMs {
   readonly startMs: number;
@@ -36,11 +37,7 @@ export function overlaps(a: SpanMs, b: SpanMs): boolean {
 export function opSpansMs(history: RunHistory): Map<number, SpanMs> {
   const endOfRunMs = runEndMs(history);
   const byClient = new Map<string, Operation[]>();
-  for (const op of history.ops) {
-    const list = byClient.get(op.client);
-    if (list === undefined) byClient.set(op.client, [op]);
-    else list.push(op);
-  }
+  for (const op of history.ops) pushTo(byClient, op.client, op);
   const spans = new Map<number, SpanMs>();
   for (const ops of byClient.values()) {
     ops.sort((a, b) => a.invokedAtMs - b.invokedAtMs || a.id - b.id);

@@ -34,6 +34,7 @@
 // every read of their service instead, which needs no proof; stats.disciplineBroken counts them.
 
 import type { DeregisterOp, ReadOp, RegisterOp, RunHistory, Verdict } from "../history.js";
+import { pushTo } from "./group.js";
 import { AnomalyLog, describeOp } from "./verdicts.js";
 import { WGL_STATES_MAX_DEFAULT, type WglModel, type WglOp, checkLinearizableWgl } from "./wgl.js";
 
@@ -162,9 +163,7 @@ function indexReads(history: RunHistory): Map<string, ServiceReads> {
   const grouped = new Map<string, ReadOp[]>();
   for (const op of history.ops) {
     if (op.kind !== "read" || op.consistency !== "linearizable" || op.outcome !== "ok" || op.completedAtMs === undefined) continue;
-    const list = grouped.get(op.service);
-    if (list === undefined) grouped.set(op.service, [op]);
-    else list.push(op);
+    pushTo(grouped, op.service, op);
   }
   const out = new Map<string, ServiceReads>();
   for (const [service, reads] of grouped) {
