@@ -15,7 +15,7 @@ export function checkLeaders(history: RunHistory): Verdict {
   const terms = new Set<number>();
   const claim = (term: number, node: string, source: string): void => {
     let leaders = leadersByTerm.get(term);
-    if (leaders === undefined) leadersByTerm.set(term, (leaders = new Map()));
+    if (leaders === undefined) leadersByTerm.set(term, (leaders = new Map<string, string>()));
     if (!leaders.has(node)) leaders.set(node, source);
   };
   for (const c of history.roleChanges) {
