@@ -5,6 +5,7 @@
 // In both, slow and lossy links are the link proxy's (link_proxy.ts): this kernel has no netem.
 // docs/chaos-network.md says what each fault is on the wire.
 
+import { ID_PATTERN } from "../../src/cli/config.js";
 import { NetnsNetwork, probeNetns } from "./netns.js";
 import { ProxyNetwork } from "./proxy.js";
 
@@ -69,7 +70,6 @@ export interface CreateNetworkOptions {
 /** The environment variable that forces a kind, over `prefer`. */
 export const NETWORK_KIND_ENV = "CAIRN_CHAOS_NETWORK";
 
-const NODE_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 /** More nodes than any run needs; the netns kind numbers node addresses .10 upwards in one /24. */
 export const NETWORK_NODES_MAX = 64;
 
@@ -100,7 +100,7 @@ function checkIds(ids: readonly string[]): void {
   if (ids.length > NETWORK_NODES_MAX) throw new Error(`a chaos network holds at most ${NETWORK_NODES_MAX} nodes, not ${ids.length}`);
   const seen = new Set<string>();
   for (const id of ids) {
-    if (!NODE_ID_PATTERN.test(id)) throw new Error(`node id "${id}" must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (as cairn server's --id)`);
+    if (!ID_PATTERN.test(id)) throw new Error(`node id "${id}" must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (as cairn server's --id)`);
     if (seen.has(id)) throw new Error(`node id ${id} is given twice`);
     seen.add(id);
   }

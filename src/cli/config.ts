@@ -99,7 +99,8 @@ export function usage(): string {
   return `usage: cairn server [flags]\n${lines.join("\n")}\n`;
 }
 
-const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+/** What --id accepts; exported for tools that name nodes before starting them (the chaos network). */
+export const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 /**
  * The longest --leader-wait: no longer than the longest blocking query (10m). A request held that
  * long has outlived any HTTP client's patience; a cluster without a leader for longer needs an operator.
