@@ -18,6 +18,8 @@ export interface ServerConfig {
   /** The peer address other nodes use to reach this one. */
   readonly advertisePeer: string;
   readonly initialCluster: ReadonlyMap<string, string> | undefined;
+  /** Members to dial at another address than the one they advertise (a proxy or NAT between nodes); empty when unset. */
+  readonly peerVia: ReadonlyMap<string, string>;
   readonly join: string | undefined;
   readonly clusterId: string | undefined;
   readonly logLevel: string;
@@ -72,6 +74,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--peer", env: "CAIRN_PEER", key: "peer", help: "Raft peer address HOST:PORT to listen on" },
   { flag: "--advertise-peer", env: "CAIRN_ADVERTISE_PEER", key: "advertisePeer", help: "peer address others reach this node at (default: --peer)" },
   { flag: "--initial-cluster", env: "CAIRN_INITIAL_CLUSTER", key: "initialCluster", help: "founding members id=HOST:PORT,... (new cluster)" },
+  { flag: "--peer-via", env: "CAIRN_PEER_VIA", key: "peerVia", help: "dial member ID at HOST:PORT instead of the address it advertises (for a proxy or NAT between nodes): ID=HOST:PORT,..." },
   { flag: "--join", env: "CAIRN_JOIN", key: "join", help: "HTTP address of a member of an existing cluster to join" },
   { flag: "--cluster-id", env: "CAIRN_CLUSTER_ID", key: "clusterId", help: "cluster id (default: derived from --initial-cluster)" },
   { flag: "--log-level", env: "CAIRN_LOG_LEVEL", key: "logLevel", help: "trace, debug, info, warn, error (default info)" },
@@ -96,7 +99,8 @@ export function usage(): string {
   return `usage: cairn server [flags]\n${lines.join("\n")}\n`;
 }
 
-const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+/** What --id accepts; exported for tools that name nodes before starting them (the chaos network). */
+export const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 /**
  * The longest --leader-wait: no longer than the longest blocking query (10m). A request held that
  * long has outlived any HTTP client's patience; a cluster without a leader for longer needs an operator.
@@ -118,16 +122,17 @@ export function formatHostPort(hp: HostPort): string {
   return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
-function parseInitialCluster(value: string): Map<string, string> {
+/** A list of ID=HOST:PORT entries, as --initial-cluster and --peer-via take them; `flag` names the setting in errors. */
+function parseMemberAddresses(flag: string, value: string): Map<string, string> {
   const members = new Map<string, string>();
   for (const part of value.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
     const eq = part.indexOf("=");
     const id = part.slice(0, eq);
-    if (eq <= 0 || !ID_PATTERN.test(id)) throw new ConfigError(`--initial-cluster entry "${part}" must be ID=HOST:PORT with a valid node id`);
-    if (members.has(id)) throw new ConfigError(`--initial-cluster names node ${id} twice`);
-    members.set(id, formatHostPort(parseHostPort(`--initial-cluster entry for ${id}`, part.slice(eq + 1))));
+    if (eq <= 0 || !ID_PATTERN.test(id)) throw new ConfigError(`${flag} entry "${part}" must be ID=HOST:PORT with a valid node id`);
+    if (members.has(id)) throw new ConfigError(`${flag} names node ${id} twice`);
+    members.set(id, formatHostPort(parseHostPort(`${flag} entry for ${id}`, part.slice(eq + 1))));
   }
-  if (members.size === 0) throw new ConfigError("--initial-cluster must name at least one member");
+  if (members.size === 0) throw new ConfigError(`${flag} must name at least one member`);
   return members;
 }
 
@@ -197,10 +202,13 @@ export function parseServerConfig(
   if (initialClusterText !== undefined && join !== undefined) {
     throw new ConfigError("give either --initial-cluster (to form a new cluster) or --join (to join one), not both");
   }
-  const initialCluster = initialClusterText === undefined ? undefined : parseInitialCluster(initialClusterText);
+  const initialCluster = initialClusterText === undefined ? undefined : parseMemberAddresses("--initial-cluster", initialClusterText);
   if (initialCluster !== undefined && !initialCluster.has(id)) {
     throw new ConfigError(`--initial-cluster must include this node (${id}) with the peer address others reach it at`);
   }
+  const peerViaText = get("peerVia");
+  const peerVia = peerViaText === undefined ? new Map<string, string>() : parseMemberAddresses("--peer-via", peerViaText);
+  if (peerVia.has(id)) throw new ConfigError(`--peer-via names this node (${id}); a node never dials itself, so remove that entry`);
   const advertiseText = get("advertisePeer");
   const advertisePeer = advertiseText !== undefined
     ? formatHostPort(parseHostPort("--advertise-peer", advertiseText))
@@ -230,6 +238,7 @@ export function parseServerConfig(
     peer,
     advertisePeer,
     initialCluster,
+    peerVia,
     join,
     clusterId: get("clusterId"),
     logLevel,

@@ -75,6 +75,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     clusterId,
     listen: formatHostPort(cfg.peer),
     logger: logger.child({ component: "transport" }),
+    peerVia: cfg.peerVia,
     // Links between followers are idle until an election needs them; a link still backing off
     // from an earlier outage would drop the vote requests that end this one. So retry often.
     limits: { backoffMaxMs: Math.max(100, 4 * tickMs) },

@@ -51,6 +51,10 @@ void describe("server configuration", () => {
     ["a leader wait past ten minutes", [...base, "--leader-wait", "11m"], /--leader-wait must be a duration from 1ms to 10m0s/],
     ["a negative catch-up margin", [...base, "--catch-up-entries", "-1"], /--catch-up-entries must be a whole number \(0 or more\), not "-1"/],
     ["a catch-up margin that is not a number", [...base, "--catch-up-entries", "lots"], /--catch-up-entries must be a whole number/],
+    ["a peer-via entry without an id", [...base, "--peer-via", "127.0.0.1:9000"], /--peer-via entry "127.0.0.1:9000" must be ID=HOST:PORT/],
+    ["a peer-via entry with a bad port", [...base, "--peer-via", "n2=127.0.0.1:x"], /--peer-via entry for n2 must be HOST:PORT/],
+    ["a peer-via naming a member twice", [...base, "--peer-via", "n2=h:1,n2=h:2"], /--peer-via names node n2 twice/],
+    ["a peer-via naming this node", [...base, "--peer-via", "n1=h:1"], /--peer-via names this node \(n1\); a node never dials itself/],
     ["a workload identity of another trust domain", [...base, "--workload-identities", "spiffe://other/ns/a/svc/b"], /not in trust domain cairn.local/],
   ] as const) {
     void test(`${name} is refused with a message that says what is wrong`, () => {
@@ -64,6 +68,14 @@ void describe("server configuration", () => {
     assert.equal(parseServerConfig(base, { CAIRN_LEADER_WAIT: "1m30s" }).leaderWaitMs, 90_000);
     assert.equal(parseServerConfig([...base, "--leader-wait=250ms"], { CAIRN_LEADER_WAIT: "1m" }).leaderWaitMs, 250, "the flag wins");
     assert.equal(parseServerConfig([...base, "--leader-wait", "1.5ms"], {}).leaderWaitMs, 2);
+  });
+
+  void test("--peer-via maps members to the address to dial them at, from the flag or CAIRN_PEER_VIA; the advertised address is untouched", () => {
+    assert.equal(parseServerConfig(base, {}).peerVia.size, 0);
+    const cfg = parseServerConfig([...base, "--initial-cluster", "n1=10.0.0.1:8701,n2=10.0.0.2:8701", "--peer-via", "n2=127.0.0.1:9002, n3=[::1]:9003"], {});
+    assert.deepEqual([...cfg.peerVia], [["n2", "127.0.0.1:9002"], ["n3", "[::1]:9003"]]);
+    assert.equal(cfg.advertisePeer, "10.0.0.1:8701");
+    assert.equal(parseServerConfig(base, { CAIRN_PEER_VIA: "n2=h:1" }).peerVia.get("n2"), "h:1");
   });
 
   void test("--catch-up-entries takes 0 (keep no margin) or more, from the flag or CAIRN_CATCH_UP_ENTRIES; unset leaves the core's 5000", () => {

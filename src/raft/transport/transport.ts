@@ -38,6 +38,12 @@ export interface PeerTransportOptions {
   readonly limits?: PeerTransportLimits;
   /** A float in [0, 1) for backoff jitter; inject a seeded one for reproducible runs. */
   readonly random?: () => number;
+  /**
+   * Peers to dial at another "host:port" than the address they advertise (a proxy or NAT between
+   * nodes). Consulted whenever a peer's address is set; the advertised address stays what the
+   * configuration replicates.
+   */
+  readonly peerVia?: ReadonlyMap<NodeId, string>;
 }
 
 type TransportState = "new" | "starting" | "running" | "stopped";
@@ -155,9 +161,12 @@ export class PeerTransport implements PeerNetwork {
   }
 
   /** Adds a peer, or moves it to a new address. Setting the same address again does nothing. */
-  setPeer(id: NodeId, address: string): void {
+  setPeer(id: NodeId, advertised: string): void {
     invariant(id !== this.opts.selfId, () => `node ${id} cannot be its own peer`);
     if (this.state === "stopped") return;
+    const via = this.opts.peerVia?.get(id);
+    const address = via ?? advertised;
+    if (via !== undefined && via !== advertised) this.log.debug({ peer: id, advertised, via }, "dialing peer through its --peer-via address");
     if (!validAddress(address)) {
       // The address may come from the replicated log; crashing every node on it would be worse.
       this.log.error({ peer: id, address }, "peer address is not host:port; messages to this peer will be dropped");
