@@ -5,8 +5,8 @@
 //   - linearizable reads must not either (their order is also checked, more strictly, by the
 //     linearizability checker; this one catches a regressed index even when the lists agree).
 // The revision is the service's index, so revisions of different services are not compared.
-// Cairn promises nothing across nodes for stale reads: the workload keeps each stale-reading
-// client on one node; an anomaly names both nodes so a person can tell.
+// Cairn promises nothing across nodes for stale reads, so they are compared per (client, node):
+// the workload keeps each stale-reading client on one node until that node leaves the cluster.
 
 import type { ReadOp, RunHistory, Verdict } from "../history.js";
 import { AnomalyLog, describeOp } from "./verdicts.js";
@@ -22,7 +22,9 @@ export function checkStaleReads(history: RunHistory): Verdict {
   for (const read of reads) {
     if (read.consistency === "stale") staleReads++;
     else linearizableReads++;
-    const key = `${read.client}\u0000${read.service}\u0000${read.consistency}`;
+    const key = read.consistency === "stale"
+      ? `${read.client}\u0000${read.service}\u0000stale\u0000${read.node}`
+      : `${read.client}\u0000${read.service}\u0000linearizable`;
     const before = lastRead.get(key);
     lastRead.set(key, read);
     if (before === undefined || (read.revision ?? 0) >= (before.revision ?? 0)) continue;

@@ -2,8 +2,9 @@
 //
 // Early expiry. A health read R (ok, "critical") of instance X is an anomaly when X's TTL could
 // not have lapsed anywhere in the span S = [R.invoked - 1.5 * ttlMs - EXPIRY_SETTLE_MS, R.completed]:
-//   - no fault of any kind overlaps S (a new leader's grace period, a paused node or a jumped
-//     clock may all delay or misjudge a heartbeat; those are other checks' business);
+//   - no fault overlaps S other than a clock jump (a paused node, a partition or a crash may leave
+//     a heartbeat acknowledged by a leader that was being deposed; those are other checks'
+//     business). A jumped wall clock is no excuse: TTLs are durations and must not notice it;
 //   - every heartbeat of X whose span overlaps S is ok;
 //   - at every instant s of S, some ok heartbeat that had certainly arrived (completed <= s)
 //     was sent less than ttlMs before s (invoked > s - ttlMs): taking each heartbeat's arrival
@@ -25,12 +26,14 @@ import { AnomalyLog, describeOp } from "./verdicts.js";
 /** Time for an expiry or its cure to be committed and applied, beyond the 1.5 TTLs. */
 export const EXPIRY_SETTLE_MS = 2_000;
 export const EXPIRY_WINDOW_TTLS = 1.5;
+/** The one fault a TTL must be immune to. */
+const CLOCK_JUMP = "clock-jump";
 
 export function checkTtl(history: RunHistory): Verdict {
   const anomalies = new AnomalyLog();
   const ttlMs = history.settings.ttlMs;
   const endOfRunMs = runEndMs(history);
-  const faultSpans = history.faults.map((f) => faultSpanMs(f, endOfRunMs));
+  const faultSpans = history.faults.filter((f) => f.nemesis !== CLOCK_JUMP).map((f) => faultSpanMs(f, endOfRunMs));
   const spans = opSpansMs(history);
   const heartbeats = new Map<string, HeartbeatOp[]>();
   const healthReads = new Map<string, HealthReadOp[]>();
@@ -55,7 +58,7 @@ export function checkTtl(history: RunHistory): Verdict {
       if (!alwaysFresh(ok, window, ttlMs)) continue;
       anomalies.add({
         message: `early expiry: health read ${describeOp(read)} on ${read.node} saw instance ${instance} critical, but it was heartbeated ` +
-          `ok less than ${ttlMs} ms apart from ${window.startMs} ms through the read, with no fault`,
+          `ok less than ${ttlMs} ms apart from ${Math.round(window.startMs)} ms through the read, with no fault but a clock jump`,
         opIds: [read.id], atMs: read.invokedAtMs,
       });
     }

@@ -1,6 +1,7 @@
 // What every chaos client shares: the recorder, a node picker, its own seeded randomness, and a
 // loop that runs one operation at a time until the workload stops.
 
+import { setMaxListeners } from "node:events";
 import { SeededRandom } from "../../src/raft/core/random.js";
 import type { Recorder } from "./recorder.js";
 import type { NodeTarget } from "./http.js";
@@ -37,9 +38,17 @@ export function opBase(ctx: ClientContext, node: NodeTarget, invokedAtMs: number
   };
 }
 
+/** Clients that may pause on one stop signal at once. */
+const CLIENT_LISTENERS_MAX = 10_000;
+
 /** Stops every client loop at once, waking the ones that are pausing. */
 export class StopSignal {
   private readonly controller = new AbortController();
+
+  constructor() {
+    // Every pausing client listens on this one signal; more than ten at once is the design, not a leak.
+    setMaxListeners(CLIENT_LISTENERS_MAX, this.controller.signal);
+  }
 
   get stopped(): boolean {
     return this.controller.signal.aborted;

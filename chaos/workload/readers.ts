@@ -46,11 +46,22 @@ export async function readService(ctx: ClientContext, node: NodeTarget, service:
 }
 
 export class Reader {
+  /** A stale reader keeps to one node (until it leaves the cluster): ?stale promises monotonic reads per node, not across nodes. */
+  private pinned: string | undefined;
+
   constructor(private readonly ctx: ClientContext, private readonly services: readonly string[], private readonly consistency: Consistency) {}
 
   async step(): Promise<void> {
-    const node = pickNode(this.ctx);
+    const node = this.consistency === "stale" ? this.pinnedNode() : pickNode(this.ctx);
     if (node === undefined) return;
     await readService(this.ctx, node, this.ctx.random.pick(this.services), this.consistency);
+  }
+
+  private pinnedNode(): NodeTarget | undefined {
+    const current = this.ctx.targets().find((t) => t.id === this.pinned);
+    if (current !== undefined) return current;
+    const picked = pickNode(this.ctx);
+    this.pinned = picked?.id;
+    return picked;
   }
 }

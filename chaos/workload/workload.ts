@@ -10,7 +10,7 @@ import { type ClientContext, SeedSource, StopSignal, pickNode, runLoop } from ".
 import type { NodeTarget } from "./http.js";
 import { Reader, readService, type ServiceListing } from "./readers.js";
 import { Recorder } from "./recorder.js";
-import { AbandonedRegistrar, HeartbeatClient, readHealth } from "./ttl.js";
+import { AbandonedRegistrar, HeartbeatClient, TTL_SERVICE, readHealth } from "./ttl.js";
 import { ResumingWatcher } from "./watcher.js";
 import { type WatchTransport, grpcTransport, sseTransport, xdsTransport } from "./watch_transports.js";
 import { AddressSequence, LiveCounts, Writer } from "./writers.js";
@@ -155,7 +155,7 @@ export class Workload {
     const perNode = this.targets().map(async (node) => {
       const ctx = this.context(`final-${node.id}`);
       const reads: FinalRead[] = [];
-      for (const service of this.opts.services) {
+      for (const service of [...this.opts.services, TTL_SERVICE]) {
         const listing = await this.untilOk(deadline, `a linearizable read of ${service} on ${node.id}`, async () => {
           const { op, listing } = await readService(ctx, node, service, "linearizable");
           return listing === undefined ? op.error ?? `HTTP ${op.status ?? "?"}` : { value: listing };

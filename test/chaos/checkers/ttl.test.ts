@@ -22,6 +22,14 @@ describe("ttl checker", () => {
     assert.match(v.anomalies[0].message, /early expiry: .* instance a critical/);
   });
 
+  test("a clock jump is no excuse for an early expiry", () => {
+    const h = new HistoryBuilder({ ttlMs: TTL_MS });
+    beat(h, "a", 0, 20_000, 1_000);
+    h.fault("clock-jump", 9_000, 16_000);
+    h.health("a", "critical", [15_000, 15_020], { client: "r" });
+    assert.equal(checkTtl(h.build()).ok, false);
+  });
+
   test("a critical read is no anomaly when heartbeats were sparse, one failed, or a fault overlapped", () => {
     const sparse = new HistoryBuilder({ ttlMs: TTL_MS });
     beat(sparse, "a", 0, 9_000, 1_000);
@@ -37,7 +45,7 @@ describe("ttl checker", () => {
 
     const faulted = new HistoryBuilder({ ttlMs: TTL_MS });
     beat(faulted, "a", 0, 20_000, 1_000);
-    faulted.fault("clock-jump", 9_000, 10_000);
+    faulted.fault("partition-isolate", 9_000, 10_000);
     faulted.health("a", "critical", [15_000, 15_020], { client: "r" });
     assert.equal(checkTtl(faulted.build()).ok, true);
   });
