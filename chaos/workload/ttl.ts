@@ -1,5 +1,5 @@
-// TTL clients: instances with a TTL check that are heartbeated (and their health read now and
-// then), and instances registered with the same check and never heartbeated, which must end
+// TTL clients: instances with a TTL check that are heartbeated (and their health read before
+// each heartbeat), and instances registered with the same check and never heartbeated, which must end
 // critical.
 
 import type { HealthReadOp, HeartbeatOp, RegisterOp } from "../history.js";
@@ -9,8 +9,6 @@ import { readOutcome, writeOutcome } from "./outcome.js";
 import { type AddressSequence, WRITER_INSTANCE_PORT, revisionOf } from "./writers.js";
 
 export const TTL_SERVICE = "ttl";
-/** Heartbeats between two health reads of the same instance. */
-const HEARTBEATS_PER_HEALTH_READ = 4;
 /** Abandoned instances in one run, at most: each stays critical in the registry until the end. */
 export const ABANDONED_MAX = 200;
 /** Attempts to register a heartbeated instance before its client gives up on it. */
@@ -68,7 +66,6 @@ export async function readHealth(ctx: ClientContext, node: NodeTarget, instance:
  */
 export class HeartbeatClient {
   private instance: string | undefined;
-  private heartbeats = 0;
 
   constructor(private readonly ctx: ClientContext, private readonly baseId: string, private readonly ttlMs: number,
     private readonly addresses: AddressSequence) {}
@@ -99,15 +96,14 @@ export class HeartbeatClient {
     const instance = this.instance;
     const node = pickNode(this.ctx);
     if (instance === undefined || node === undefined) return;
+    // The health is read just before each heartbeat, when an early expiry since the last one would show.
+    const reader = pickNode(this.ctx);
+    if (reader !== undefined) await readHealth(this.ctx, reader, instance);
     const checkId = ttlCheckId(instance);
     const invokedAtMs = this.ctx.recorder.now();
     const result = await callNode(node, "PUT", `/v1/registry/checks/${encodeURIComponent(checkId)}`, { status: "passing" }, this.ctx.opTimeoutMs);
     const op: HeartbeatOp = { ...opBase(this.ctx, node, invokedAtMs, writeOutcome(result)), kind: "heartbeat", instance, checkId };
     this.ctx.recorder.record(op);
-    if (++this.heartbeats % HEARTBEATS_PER_HEALTH_READ === 0) {
-      const reader = pickNode(this.ctx);
-      if (reader !== undefined) await readHealth(this.ctx, reader, instance);
-    }
   }
 }
 
