@@ -15,8 +15,14 @@ export interface HealthManagerDeps {
   readonly isLeader: () => boolean;
   readonly propose: (cmd: RegistryCommand) => Promise<number>;
   readonly logger: Logger;
-  /** Wall clock in ms; injectable for tests. */
+  /** Wall clock in ms, for the times written into commands (a status's "since"); injectable for tests. */
   readonly now?: () => number;
+  /**
+   * A clock that only moves forward at the rate time passes (performance.now()), for every
+   * duration: a TTL, a deregister-after. The wall clock may jump (NTP, an operator, a VM resumed),
+   * and a TTL measured on it would expire early or never.
+   */
+  readonly elapsedNow?: () => number;
   readonly scanIntervalMs?: number;
   /** Probes running at once, at most: a bound on sockets and memory. */
   readonly probesInFlightMax?: number;
@@ -29,18 +35,32 @@ export class UnknownCheckError extends Error {
   }
 }
 
+/** When this leader first saw a check in its current status, on the elapsed clock. */
+interface StatusSeen {
+  /** The replicated statusSinceMs it was seen with: a new value means a new status. */
+  readonly statusSinceMs: number;
+  readonly seenAtMs: number;
+  scan: number;
+}
+
 export class HealthManager {
+  /** Elapsed-clock times of each check's last heartbeat to this leader. */
   private readonly lastHeartbeatMs = new Map<string, number>();
+  private readonly statusSeen = new Map<string, StatusSeen>();
+  private scans = 0;
   private readonly nextProbeMs = new Map<string, number>();
   /** Transitions proposed and not yet applied, so a scan does not propose them twice. */
   private readonly pending = new Set<string>();
   private probesInFlight = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** On the elapsed clock. */
   private leaderSinceMs: number | undefined;
   private readonly now: () => number;
+  private readonly elapsedNow: () => number;
 
   constructor(private readonly deps: HealthManagerDeps) {
     this.now = deps.now ?? Date.now;
+    this.elapsedNow = deps.elapsedNow ?? (() => performance.now());
   }
 
   start(): void {
@@ -59,7 +79,7 @@ export class HealthManager {
   async heartbeat(checkId: string, status: HealthStatus, output: string): Promise<void> {
     const found = this.deps.state.checkById(checkId);
     if (found === undefined) throw new UnknownCheckError(checkId);
-    this.lastHeartbeatMs.set(checkId, this.now());
+    this.lastHeartbeatMs.set(checkId, this.elapsedNow());
     if (found.check.status === status && found.check.output === output) return;
     await this.deps.propose({ op: "setCheckStatus", checkId, status, output, atMs: this.now() });
   }
@@ -70,33 +90,61 @@ export class HealthManager {
       this.leaderSinceMs = undefined;
       return;
     }
-    const now = this.now();
+    const now = this.elapsedNow();
+    const scan = ++this.scans;
     if (this.leaderSinceMs === undefined) {
       // A new leader never saw the heartbeats the old one did: give every TTL a full grace period.
       this.leaderSinceMs = now;
       this.lastHeartbeatMs.clear();
       this.nextProbeMs.clear();
+      this.statusSeen.clear();
     }
+    let checks = 0;
     for (const inst of this.deps.state.instancesWithChecks()) {
       for (const check of inst.checks) {
-        if (check.kind === "ttl") this.checkTtl(check, now);
+        checks++;
+        // Durations run from when this leader saw the status, never from the replicated
+        // statusSinceMs: that is another node's wall clock, and comparing clocks is how a jump
+        // on one node expires every TTL at once.
+        const statusSinceMs = Math.max(this.seenSince(check, now, scan), this.leaderSinceMs);
+        if (check.kind === "ttl") this.checkTtl(check, now, statusSinceMs);
         else this.maybeProbe(check, now);
-        if (check.status === "critical" && check.deregisterCriticalAfterMs > 0 &&
-            now - Math.max(check.statusSinceMs, this.leaderSinceMs) > check.deregisterCriticalAfterMs) {
+        if (check.status === "critical" && check.deregisterCriticalAfterMs > 0 && now - statusSinceMs > check.deregisterCriticalAfterMs) {
           this.proposeOnce(`deregister:${inst.id}`, { op: "deregister", id: inst.id });
         }
       }
     }
+    if (this.statusSeen.size > checks) this.forgetRemovedChecks(scan);
   }
 
-  private checkTtl(check: Check, now: number): void {
+  /** When this leader first saw `check` in its current status. */
+  private seenSince(check: Check, now: number, scan: number): number {
+    const seen = this.statusSeen.get(check.checkId);
+    if (seen !== undefined && seen.statusSinceMs === check.statusSinceMs) {
+      seen.scan = scan;
+      return seen.seenAtMs;
+    }
+    this.statusSeen.set(check.checkId, { statusSinceMs: check.statusSinceMs, seenAtMs: now, scan });
+    return now;
+  }
+
+  private forgetRemovedChecks(scan: number): void {
+    for (const [checkId, seen] of this.statusSeen) {
+      if (seen.scan === scan) continue;
+      this.statusSeen.delete(checkId);
+      this.lastHeartbeatMs.delete(checkId);
+      this.nextProbeMs.delete(checkId);
+    }
+  }
+
+  private checkTtl(check: Check, now: number, statusSinceMs: number): void {
     // The TTL runs from the latest of: the last heartbeat, the last status change (a registration
     // counts), and this node becoming leader.
-    const last = Math.max(this.lastHeartbeatMs.get(check.checkId) ?? 0, check.statusSinceMs, this.leaderSinceMs ?? now);
+    const last = Math.max(this.lastHeartbeatMs.get(check.checkId) ?? 0, statusSinceMs);
     if (check.status === "critical" || now - last <= check.ttlMs) return;
     this.proposeOnce(`status:${check.checkId}`, {
       op: "setCheckStatus", checkId: check.checkId, status: "critical",
-      output: `TTL expired (last heartbeat ${now - last} ms ago, TTL ${check.ttlMs} ms)`, atMs: now,
+      output: `TTL expired (last heartbeat ${Math.round(now - last)} ms ago, TTL ${check.ttlMs} ms)`, atMs: this.now(),
     });
   }
 

@@ -183,6 +183,7 @@ class Stream implements WatchHandle {
   closed = false;
   queued = false;
   reset: { snapshot: ResetSnapshot; next: number } | undefined;
+  /** On the elapsed clock (performance.now()): a wall clock jump must not stop or flood notifications. */
   progressDueMs = 0;
 
   constructor(
@@ -544,7 +545,7 @@ export class WatchHub {
   }
 
   private scheduleProgress(s: Stream, inMs: number): void {
-    s.progressDueMs = Date.now() + inMs;
+    s.progressDueMs = performance.now() + inMs;
     const key = this.bucketOf(s.progressDueMs);
     let bucket = this.progressBuckets.get(key);
     if (bucket === undefined) this.progressBuckets.set(key, (bucket = new Set()));
@@ -570,7 +571,7 @@ export class WatchHub {
   }
 
   private progressTick(): void {
-    const nowBucket = this.bucketOf(Date.now());
+    const nowBucket = this.bucketOf(performance.now());
     const due: Stream[] = [];
     for (const [key, bucket] of this.progressBuckets) {
       if (key > nowBucket) continue;

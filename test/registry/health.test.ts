@@ -15,17 +15,20 @@ function harness(opts: { leader?: boolean } = {}) {
   const state = new RegistryState();
   let index = 1;
   let nowMs = 1_000_000;
+  /** The wall clock's distance from elapsed time: a jump moves it, and only it. */
+  let wallOffsetMs = 0;
   const proposed: RegistryCommand[] = [];
   let leader = opts.leader ?? true;
   const applyNow = (cmd: RegistryCommand): void => state.apply(++index, encodeRegistryCommand(cmd));
   const health = new HealthManager({
-    state, logger: silent, now: () => nowMs, isLeader: () => leader,
+    state, logger: silent, now: () => nowMs + wallOffsetMs, elapsedNow: () => nowMs, isLeader: () => leader,
     propose: (cmd) => { proposed.push(cmd); applyNow(cmd); return Promise.resolve(index); },
   });
   return {
     state, health, proposed, applyNow,
     advance: (ms: number) => { nowMs += ms; },
-    now: () => nowMs,
+    jumpWallClock: (ms: number) => { wallOffsetMs += ms; },
+    now: () => nowMs + wallOffsetMs,
     setLeader: (v: boolean) => { leader = v; },
   };
 }
@@ -57,6 +60,22 @@ void describe("health decided by the leader", () => {
     assert.equal(h.proposed.length, 1);
     assert.equal(h.state.checkById("service:a")?.check.status, "critical");
     assert.match(h.state.checkById("service:a")?.check.output ?? "", /TTL expired/);
+  });
+
+  void test("a wall clock jump on the leader neither expires a TTL early nor holds it off", async () => {
+    const h = harness();
+    register(h, "a", { kind: "ttl", ttlMs: 1000 });
+    h.health.scan();
+    h.jumpWallClock(60_000);
+    h.advance(500);
+    h.health.scan();
+    await Promise.resolve();
+    assert.equal(h.proposed.length, 0, "a jump forward is not time passing");
+    h.jumpWallClock(-120_000);
+    h.advance(600);
+    h.health.scan();
+    await Promise.resolve();
+    assert.equal(h.state.checkById("service:a")?.check.status, "critical", "nor does a jump back stop it");
   });
 
   void test("a heartbeat resets the TTL clock and writes nothing while the status holds", async () => {
