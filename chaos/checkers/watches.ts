@@ -17,7 +17,15 @@
 //   3. convergence: replaying the record (a reset replaces the set, upsert adds, delete removes,
 //      health keeps) ends with exactly the instances of each watched service in the final read,
 //      and the watcher's last revision is >= that read's revision (the service's index, which
-//      never exceeds the cluster's revision a stream reports).
+//      never exceeds the cluster's revision a stream reports);
+//   4. reset contents: a reset at revision R lists exactly the instances of the watched services
+//      present at R, judged for every instance whose presence at R the writes decide
+//      (presence.ts: an unknown write leaves some undecided, and those are only counted); an
+//      instance never registered at all is never listed;
+//   5. event revisions: an upsert or health event at revision e is for an instance present at e
+//      (when decided), and a delete event at e is for an instance some deregister may have
+//      removed, at exactly the revision of its deregister when every deregister of it is ok
+//      with a revision (only a deregister deletes: the workload sets no deregister-after).
 // Events of a service the record does not watch are anomalies too (an empty list watches all).
 //
 // xDS records: the consecutive version_info strings of the ACKed assignments never repeat (a
@@ -28,6 +36,7 @@
 
 import type { RegisterOp, RunHistory, Verdict, WatchMessage, WatchRecord } from "../history.js";
 import { pushTo } from "./group.js";
+import { type InstanceWrites, deletionOf, instanceWritesOf, presenceAt } from "./presence.js";
 import { AnomalyLog } from "./verdicts.js";
 
 type WriteWithRevision = { readonly id: number; readonly kind: "register" | "deregister"; readonly service: string; readonly instance: string; readonly revision: number };
@@ -36,6 +45,9 @@ interface Facts {
   /** ok writes with a revision, per service, sorted by revision. */
   readonly writesByService: Map<string, WriteWithRevision[]>;
   readonly registerOf: Map<string, RegisterOp>;
+  /** Every instance's writes that did not fail, and the instances a register of each service may have created. */
+  readonly writesOf: Map<string, InstanceWrites>;
+  readonly instancesByService: Map<string, string[]>;
   /** The first final read of each service: what a watcher must converge to. */
   readonly finalByService: Map<string, { readonly instances: readonly string[]; readonly revision: number }>;
 }
@@ -45,12 +57,21 @@ interface Counts {
   events: number;
   coalescedMessages: number;
   readonly resets: Map<string, number>;
+  /** (reset, instance) pairs whose presence at the reset's revision was decided, or could not be. */
+  resetInstancesJudged: number;
+  resetInstancesIndeterminate: number;
+  /** Events whose revision was checked against the writes, or could not be. */
+  eventRevisionsJudged: number;
+  eventRevisionsIndeterminate: number;
 }
 
 export function checkWatches(history: RunHistory): Verdict {
   const anomalies = new AnomalyLog();
   const facts = collectFacts(history);
-  const counts: Counts = { messages: 0, events: 0, coalescedMessages: 0, resets: new Map() };
+  const counts: Counts = {
+    messages: 0, events: 0, coalescedMessages: 0, resets: new Map(),
+    resetInstancesJudged: 0, resetInstancesIndeterminate: 0, eventRevisionsJudged: 0, eventRevisionsIndeterminate: 0,
+  };
   for (const record of history.watches) {
     counts.messages += record.messages.length;
     if (record.transport === "xds") checkXds(record, facts, anomalies);
@@ -58,6 +79,8 @@ export function checkWatches(history: RunHistory): Verdict {
   }
   const stats: Record<string, number | string> = {
     watchers: history.watches.length, messages: counts.messages, events: counts.events, coalescedMessages: counts.coalescedMessages,
+    resetInstancesJudged: counts.resetInstancesJudged, resetInstancesIndeterminate: counts.resetInstancesIndeterminate,
+    eventRevisionsJudged: counts.eventRevisionsJudged, eventRevisionsIndeterminate: counts.eventRevisionsIndeterminate,
   };
   for (const [reason, n] of counts.resets) stats[`resets.${reason}`] = n;
   return anomalies.verdict("watches", stats);
@@ -73,9 +96,14 @@ function collectFacts(history: RunHistory): Facts {
     }
   }
   for (const list of writesByService.values()) list.sort((a, b) => a.revision - b.revision);
+  const writesOf = instanceWritesOf(history.ops);
+  const instancesByService = new Map<string, string[]>();
+  for (const w of writesOf.values()) {
+    for (const service of new Set(w.registers.map((r) => r.service))) pushTo(instancesByService, service, w.instance);
+  }
   const finalByService = new Map<string, { instances: readonly string[]; revision: number }>();
   for (const f of history.finalReads) if (!finalByService.has(f.service)) finalByService.set(f.service, f);
-  return { writesByService, registerOf, finalByService };
+  return { writesByService, registerOf, writesOf, instancesByService, finalByService };
 }
 
 function watchedServices(record: WatchRecord, facts: Facts): string[] {
@@ -122,16 +150,17 @@ function checkStream(record: WatchRecord, facts: Facts, anomalies: AnomalyLog, c
       for (const instance of m.instances) {
         const service = facts.registerOf.get(instance)?.service;
         const set = service === undefined ? undefined : held.get(service);
-        if (set === undefined) {
-          anomalies.add({ message: `${who}: reset at revision ${m.revision} (${m.atMs} ms) lists instance ${instance}, registered in no watched service`, atMs: m.atMs });
-        } else {
-          set.add(instance);
+        if (set !== undefined) set.add(instance);
+        else if (service !== undefined) {
+          anomalies.add({ message: `${who}: reset at revision ${m.revision} (${m.atMs} ms) lists instance ${instance} of service ${service}, which it does not watch`, atMs: m.atMs });
         }
       }
+      checkResetContents(who, m, services, facts, anomalies, counts);
     } else if (m.kind === "events") {
       counts.events += m.events.length;
       if (m.coalesced) counts.coalescedMessages++;
       lastEventRevision = checkEventOrder(who, m, anchor, lastEventRevision, watched, anomalies);
+      checkEventRevisions(who, m, watched, facts, anomalies, counts);
       for (const e of m.events) {
         const set = held.get(e.service);
         if (set === undefined) continue;
@@ -171,6 +200,69 @@ function checkEventOrder(who: string, m: Extract<WatchMessage, { kind: "events" 
     if (e.revision === last) atLast.add(e.instance);
   }
   return last;
+}
+
+/** Rule 4: the reset lists exactly the decidable instances present at its revision, and no instance never registered. */
+function checkResetContents(who: string, m: Extract<WatchMessage, { kind: "reset" }>, services: readonly string[], facts: Facts,
+  anomalies: AnomalyLog, counts: Counts): void {
+  const listed = new Set(m.instances);
+  const where = `reset at revision ${m.revision} (${m.atMs} ms)`;
+  for (const service of services) {
+    for (const instance of facts.instancesByService.get(service) ?? []) {
+      const presence = presenceAt(facts.writesOf.get(instance), m.revision);
+      if (presence.kind === "indeterminate") {
+        counts.resetInstancesIndeterminate++;
+        continue;
+      }
+      counts.resetInstancesJudged++;
+      if ((presence.kind === "present") === listed.has(instance)) continue;
+      const what = presence.kind === "present" ? "lacks" : "lists";
+      anomalies.add({
+        message: `${who}: ${where} ${what} instance ${instance} of service ${service}, ${presence.kind} at ${m.revision}: ${presence.why}`,
+        opIds: presence.opIds, atMs: m.atMs,
+      });
+    }
+  }
+  for (const instance of listed) {
+    if ((facts.writesOf.get(instance)?.registers.length ?? 0) > 0) continue;
+    anomalies.add({ message: `${who}: ${where} lists instance ${instance}, which was never registered (no register of it took effect or may have)`, atMs: m.atMs });
+  }
+}
+
+/** Rule 5: each event of a watched service agrees with the writes of its instance, where they decide it. */
+function checkEventRevisions(who: string, m: Extract<WatchMessage, { kind: "events" }>, watched: ReadonlySet<string>, facts: Facts,
+  anomalies: AnomalyLog, counts: Counts): void {
+  for (const e of m.events) {
+    if (!watched.has(e.service)) continue;
+    const writes = facts.writesOf.get(e.instance);
+    const what = `${e.type} event for instance ${e.instance} at revision ${e.revision} (${m.atMs} ms)`;
+    if (e.type === "delete") {
+      const deletion = deletionOf(writes);
+      if (deletion.kind === "indeterminate") {
+        counts.eventRevisionsIndeterminate++;
+        continue;
+      }
+      counts.eventRevisionsJudged++;
+      if (deletion.kind === "none") {
+        anomalies.add({ message: `${who}: ${what}, but no deregister of it took effect or may have, and nothing else deletes an instance`, atMs: m.atMs });
+      } else if (deletion.revision !== e.revision) {
+        anomalies.add({
+          message: `${who}: ${what}, but its deregister #${deletion.opId} committed at revision ${deletion.revision}`,
+          opIds: [deletion.opId], atMs: m.atMs,
+        });
+      }
+      continue;
+    }
+    const presence = presenceAt(writes, e.revision);
+    if (presence.kind === "indeterminate") {
+      counts.eventRevisionsIndeterminate++;
+      continue;
+    }
+    counts.eventRevisionsJudged++;
+    if (presence.kind === "absent") {
+      anomalies.add({ message: `${who}: ${what}, but the instance was absent at ${e.revision}: ${presence.why}`, opIds: presence.opIds, atMs: m.atMs });
+    }
+  }
 }
 
 /** Rule 2: the message at m.revision covers every write of a watched service in (anchor, m.revision]. */
