@@ -14,8 +14,8 @@
 //      message may skip intermediate revisions of an instance (a later change of it covers an
 //      earlier one) but never the instance. A reset at b replaces the state, so it needs no
 //      cover; before the first anchor the watcher owes nothing;
-//   3. convergence: replaying the record (a reset replaces the set, upsert adds, delete removes,
-//      health keeps) ends with exactly the instances of each watched service in the final read,
+//   3. convergence: replaying the record (a reset replaces the set, upsert and health add, delete
+//      removes) ends with exactly the instances of each watched service in the final read,
 //      and the watcher's last revision is >= that read's revision (the service's index, which
 //      never exceeds the cluster's revision a stream reports);
 //   4. reset contents: a reset at revision R lists exactly the instances of the watched services
@@ -164,7 +164,9 @@ function checkStream(record: WatchRecord, facts: Facts, anomalies: AnomalyLog, c
       for (const e of m.events) {
         const set = held.get(e.service);
         if (set === undefined) continue;
-        if (e.type === "upsert") set.add(e.instance);
+        // A health event carries the instance as it is after the change: in a coalesced batch it may
+        // be all that is left of the registration that came before it.
+        if (e.type === "upsert" || e.type === "health") set.add(e.instance);
         if (e.type === "delete") set.delete(e.instance);
       }
     }
