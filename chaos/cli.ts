@@ -1,5 +1,6 @@
 // npm run chaos -- --duration 10m --nemesis all [--nodes 3|5] [--seed N] [--network auto|netns|proxy]
 //                  [--out DIR] [--planted-bug NAME]
+// npm run chaos -- --check DIR     judges a saved run's history.jsonl again with the current checkers
 // Runs the cluster under faults, writes chaos/results/<timestamp>/ (history.jsonl, verdicts.json,
 // timeline.html, the nodes' logs), and ends with `chaos: N ops, A anomalies, L lost`. It exits 1
 // on any anomaly or lost write, 2 on bad flags.
@@ -9,7 +10,8 @@ import { fileURLToPath } from "node:url";
 import { parseGoDuration } from "../src/common/duration.js";
 import { errorMessage } from "../src/common/errors.js";
 import { type NemesisName, NEMESES, parseNemeses } from "./nemesis.js";
-import { runChaos } from "./run.js";
+import { readHistory } from "./history_file.js";
+import { judge, runChaos } from "./run.js";
 
 const resultsRoot = fileURLToPath(new URL("../../chaos/results/", import.meta.url));
 
@@ -21,18 +23,20 @@ interface Args {
   network: "auto" | "netns" | "proxy";
   out: string | undefined;
   plantedBug: string | undefined;
+  check: string | undefined;
 }
 
 function usage(problem: string): never {
   process.stderr.write(`chaos: ${problem}\n` +
     "usage: npm run chaos -- [--duration 10m] [--nemesis all|none|partition|NAME,...] [--nodes 3] [--seed N]\n" +
     "                        [--network auto|netns|proxy] [--out DIR] [--planted-bug NAME]\n" +
+    "       npm run chaos -- --check DIR   (judge a saved run again)\n" +
     `nemeses:\n${Object.entries(NEMESES).map(([n, d]) => `  ${n.padEnd(18)} ${d}`).join("\n")}\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { durationMs: 60_000, nodes: 3, nemeses: parseNemeses("all"), seed: Date.now() % 1_000_000, network: "auto", out: undefined, plantedBug: undefined };
+  const args: Args = { durationMs: 60_000, nodes: 3, nemeses: parseNemeses("all"), seed: Date.now() % 1_000_000, network: "auto", out: undefined, plantedBug: undefined, check: undefined };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -77,6 +81,7 @@ function parseArgs(argv: readonly string[]): Args {
       }
       case "--out": args.out = value(); break;
       case "--planted-bug": args.plantedBug = value(); break;
+      case "--check": args.check = value(); break;
       case "--help": case "-h": usage("help");
       // falls through: usage exits
       default: usage(`unknown flag "${flag}"`);
@@ -87,9 +92,16 @@ function parseArgs(argv: readonly string[]): Args {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  const log = (line: string): void => { process.stdout.write(`${line}\n`); };
+  if (args.check !== undefined) {
+    const history = await readHistory(join(args.check, "history.jsonl"));
+    const result = await judge(args.check, history, [], log);
+    log(`chaos: ${history.ops.length} ops, ${result.anomalies} anomalies, ${result.lost} lost`);
+    process.exitCode = result.anomalies > 0 || result.lost > 0 ? 1 : 0;
+    return;
+  }
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const dir = args.out ?? join(resultsRoot, stamp);
-  const log = (line: string): void => { process.stdout.write(`${line}\n`); };
   log(`chaos: ${args.nodes} nodes, ${args.durationMs / 1000}s, nemeses ${args.nemeses.join(",") || "none"}, seed ${args.seed}, results in ${dir}`);
   const result = await runChaos({
     durationMs: args.durationMs, nodes: args.nodes, nemeses: args.nemeses, seed: args.seed, network: args.network, dir, log,

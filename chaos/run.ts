@@ -3,13 +3,13 @@
 // final reads on every node, and the checkers' verdicts on the whole history. Everything it made
 // (namespaces, interfaces, processes) is removed at the end, also when the run fails.
 
-import { createWriteStream, mkdirSync, writeFileSync } from "node:fs";
-import { once } from "node:events";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage } from "../src/common/errors.js";
 import { ChaosCluster, sleep } from "./cluster.js";
 import { checkRun, summarize } from "./checkers/index.js";
 import type { FaultRecord, RunHistory, RunSettings, Verdict } from "./history.js";
+import { writeHistory } from "./history_file.js";
 import { type NemesisName, type NemesisTiming, Nemesis, nemesisTimingDefaults } from "./nemesis.js";
 import { createNetwork } from "./net/network.js";
 import { renderTimeline } from "./report/timeline.js";
@@ -128,16 +128,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       abandonedInstances: clients.abandonedInstances(),
     };
     await writeHistory(join(opts.dir, "history.jsonl"), history);
-    opts.log("chaos: checking the history");
-    const verdicts = await checkRun(history);
-    const { anomalies, lost } = summarize(verdicts);
-    writeFileSync(join(opts.dir, "verdicts.json"), `${JSON.stringify({ settings, problems: nemesis.problems, verdicts }, null, 2)}\n`);
-    writeFileSync(join(opts.dir, "timeline.html"), renderTimeline(history, verdicts));
-    for (const v of verdicts) {
-      opts.log(`chaos: ${v.ok ? "ok  " : "FAIL"} ${v.checker}: ${v.anomalies.length} anomalies ${JSON.stringify(v.stats)}`);
-      for (const a of v.anomalies.slice(0, 5)) opts.log(`chaos:        ${a.message}`);
-    }
-    for (const p of nemesis.problems) opts.log(`chaos: nemesis problem: ${p}`);
+    const { anomalies, lost, verdicts } = await judge(opts.dir, history, nemesis.problems, opts.log);
     return { dir: opts.dir, ops: recorder.ops.length, anomalies, lost, verdicts, faults: nemesis.faults, problems: nemesis.problems };
   } finally {
     process.off("SIGINT", onSignal);
@@ -146,20 +137,18 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   }
 }
 
-/** One JSON object per line, by type, streamed: a long run's history is too large for one string. */
-async function writeHistory(path: string, history: RunHistory): Promise<void> {
-  const out = createWriteStream(path);
-  const write = async (record: object): Promise<void> => {
-    // events.once rejects on "error" and removes both of its listeners either way.
-    if (!out.write(`${JSON.stringify(record)}\n`)) await once(out, "drain");
-  };
-  await write({ type: "settings", ...history.settings });
-  for (const op of history.ops) await write({ type: "op", ...op });
-  for (const f of history.faults) await write({ type: "fault", ...f });
-  for (const o of history.observations) await write({ type: "observation", ...o });
-  for (const r of history.roleChanges) await write({ type: "role", ...r });
-  for (const r of history.finalReads) await write({ type: "final", ...r });
-  for (const w of history.watches) await write({ type: "watch", ...w });
-  await write({ type: "abandoned", instances: history.abandonedInstances });
-  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+/** Checks a history, writes verdicts.json and timeline.html into `dir`, and logs each verdict. */
+export async function judge(dir: string, history: RunHistory, problems: readonly string[], log: (line: string) => void):
+  Promise<{ anomalies: number; lost: number; verdicts: Verdict[] }> {
+  log("chaos: checking the history");
+  const verdicts = await checkRun(history);
+  const { anomalies, lost } = summarize(verdicts);
+  writeFileSync(join(dir, "verdicts.json"), `${JSON.stringify({ settings: history.settings, problems, verdicts }, null, 2)}\n`);
+  writeFileSync(join(dir, "timeline.html"), renderTimeline(history, verdicts));
+  for (const v of verdicts) {
+    log(`chaos: ${v.ok ? "ok  " : "FAIL"} ${v.checker}: ${v.anomalies.length} anomalies ${JSON.stringify(v.stats)}`);
+    for (const a of v.anomalies.slice(0, 5)) log(`chaos:        ${a.message}`);
+  }
+  for (const p of problems) log(`chaos: nemesis problem: ${p}`);
+  return { anomalies, lost, verdicts };
 }
