@@ -28,8 +28,9 @@
 //      with a revision (only a deregister deletes: the workload sets no deregister-after).
 // Events of a service the record does not watch are anomalies too (an empty list watches all).
 //
-// xDS records: the consecutive version_info strings of the ACKed assignments never repeat (a
-// version once ACKed is not sent again), and the last assignment's endpoints ("address:port",
+// xDS records: on one stream, the consecutive version_info strings of the ACKed assignments never
+// repeat (a version once ACKed is not sent again; a new stream, on any node, starts with the full
+// state, which may carry the version the client already held, as the protocol allows), and the last assignment's endpoints ("address:port",
 // from the RegisterOps) are exactly those of the final read of the watched services. EDS carries
 // only passing endpoints; the workload's services watched over xDS have no checks, so every one
 // of their instances is passing and the final read is the expected set.
@@ -307,12 +308,16 @@ function checkConverged(who: string, lastRevision: number | undefined, held: Map
 function checkXds(record: WatchRecord, facts: Facts, anomalies: AnomalyLog): void {
   const who = `watcher ${record.watcher} (xds)`;
   let previous: Extract<WatchMessage, { kind: "xds" }> | undefined;
+  /** The previous assignment on the same stream: a new stream starts from nothing. */
+  let previousOnStream: Extract<WatchMessage, { kind: "xds" }> | undefined;
   for (const m of record.messages) {
+    if (m.kind === "connected" || m.kind === "disconnected") previousOnStream = undefined;
     if (m.kind !== "xds") continue;
-    if (previous !== undefined && previous.version === m.version) {
-      anomalies.add({ message: `${who}: version ${m.version} was sent again at ${m.atMs} ms after it was ACKed at ${previous.atMs} ms`, atMs: m.atMs });
+    if (previousOnStream !== undefined && previousOnStream.version === m.version) {
+      anomalies.add({ message: `${who}: version ${m.version} was sent again on the same stream at ${m.atMs} ms after it was ACKed at ${previousOnStream.atMs} ms`, atMs: m.atMs });
     }
     previous = m;
+    previousOnStream = m;
   }
   const expected: string[] = [];
   for (const service of watchedServices(record, facts)) {

@@ -112,7 +112,11 @@ describe("watches checker", () => {
     };
     assert.equal(checkWatches(record([xds(1, "5", ["10.0.0.1:80"]), xds(2, "9", ["10.0.0.2:81"])]).build()).ok, true);
     const resent = checkWatches(record([xds(1, "9", ["10.0.0.2:81"]), xds(2, "9", ["10.0.0.2:81"])]).build());
-    assert.match(resent.anomalies[0].message, /version 9 was sent again/);
+    assert.match(resent.anomalies[0].message, /version 9 was sent again on the same stream/);
+    // A new stream (here on another node) starts with the full state, whatever version it carries.
+    const reconnected = checkWatches(record([xds(1, "9", ["10.0.0.2:81"]), { atMs: 2, kind: "disconnected", error: "reset" },
+      { atMs: 3, kind: "connected", node: "n2", sinceRevision: 0 }, xds(4, "9", ["10.0.0.2:81"])]).build());
+    assert.equal(reconnected.ok, true, JSON.stringify(reconnected.anomalies));
     const wrong = checkWatches(record([xds(1, "5", ["10.0.0.1:80", "10.0.0.2:81"])]).build());
     assert.match(wrong.anomalies[0].message, /endpoints \[10.0.0.1:80, 10.0.0.2:81\], but the final state is \[10.0.0.2:81\]/);
   });
