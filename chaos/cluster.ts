@@ -24,6 +24,8 @@ const PROBE_TIMEOUT_MS = 1_000;
 const MONITOR_INTERVAL_MS = 250;
 /** How long a joining node may take to be a voter before the membership change is called failed. */
 const PROMOTION_TIMEOUT_MS = 30_000;
+/** How long a membership change whose answer was lost may take to show in a member's configuration. */
+const MEMBERSHIP_SETTLE_MS = 10_000;
 
 export interface ChaosClusterOptions {
   readonly network: ChaosNetwork;
@@ -184,10 +186,25 @@ export class ChaosCluster {
     const via = await this.liveMember(id);
     const res = await fetch(`http://${this.node(via).addresses.http}/v1/cluster/members/${id}`, {
       method: "DELETE", signal: AbortSignal.timeout(15_000),
-    });
-    if (!res.ok && res.status !== 404) throw new Error(`removing ${id} via ${via}: ${res.status} ${await res.text()}`);
+    }).catch((err: unknown) => new Error(errorMessage(err)));
+    if (res instanceof Error || (!res.ok && res.status !== 404)) {
+      // The answer may say the outcome is unknown: ask the cluster whether the change committed.
+      const why = res instanceof Error ? res.message : `${res.status} ${await res.text()}`;
+      if (await this.stillMember(id, via)) throw new Error(`removing ${id} via ${via}: ${why}; it is still a member`);
+    }
     this.memberIds.splice(this.memberIds.indexOf(id), 1);
     await this.kill9(id);
+  }
+
+  /** Whether `id` is in the configuration `via` has applied, once `via` answers (bounded). */
+  private async stillMember(id: string, via: string): Promise<boolean> {
+    const deadline = performance.now() + MEMBERSHIP_SETTLE_MS;
+    while (performance.now() < deadline) {
+      const view = await this.ask(via).catch(() => undefined);
+      if (view !== undefined && !view.members.some((m) => m.id === id)) return false;
+      await sleep(200);
+    }
+    return true;
   }
 
   /** The leader every live member names, within the timeout. */
