@@ -5,6 +5,7 @@
 
 import type { DeregisterOp, RegisterOp } from "../history.js";
 import { type ClientContext, opBase, pickNode } from "./client.js";
+import { readService } from "./readers.js";
 import { callNode } from "./http.js";
 import { writeOutcome } from "./outcome.js";
 
@@ -16,6 +17,12 @@ const ADDRESS_SEQUENCE_MAX = 2 ** 24 - 1;
 export const LIVE_PER_SERVICE_MAX = 40;
 /** The share of operations that are deregistrations, while the live set is below its bound. */
 const DEREGISTER_SHARE = 0.35;
+/**
+ * The share of acknowledged registrations a writer reads back at once, linearizably, from
+ * another node: "register, then discover" is what services do, and it is where a write
+ * acknowledged before it committed shows, even when no fault is in force.
+ */
+const READ_BACK_SHARE = 0.5;
 
 /** Unique addresses for the run's instances, shared by all clients that register. */
 export class AddressSequence {
@@ -81,7 +88,14 @@ export class Writer {
     if (settled.outcome === "ok") {
       this.held.push({ id: instance, service });
       this.live.add(service, 1);
+      if (this.ctx.random.chance(READ_BACK_SHARE)) await this.readBack(service, node.id);
     }
+  }
+
+  private async readBack(service: string, writtenOn: string): Promise<void> {
+    const others = this.ctx.targets().filter((t) => t.id !== writtenOn);
+    if (others.length === 0) return;
+    await readService(this.ctx, this.ctx.random.pick(others), service, "linearizable");
   }
 
   private async deregister(target: Held): Promise<void> {
