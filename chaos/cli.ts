@@ -1,5 +1,5 @@
 // npm run chaos -- --duration 10m --nemesis all [--nodes 3|5] [--seed N] [--network auto|netns|proxy]
-//                  [--out DIR] [--planted-bug NAME]
+//                  [--out DIR] [--planted-bug NAME] [--leader-share F (faults aimed at the leader, default 0.6)]
 // npm run chaos -- --check DIR     judges a saved run's history.jsonl again with the current checkers
 // Runs the cluster under faults, writes chaos/results/<timestamp>/ (history.jsonl, verdicts.json,
 // timeline.html, the nodes' logs), and ends with `chaos: N ops, A anomalies, L lost`. It exits 1
@@ -24,19 +24,20 @@ interface Args {
   out: string | undefined;
   plantedBug: string | undefined;
   check: string | undefined;
+  leaderTargetShare: number | undefined;
 }
 
 function usage(problem: string): never {
   process.stderr.write(`chaos: ${problem}\n` +
     "usage: npm run chaos -- [--duration 10m] [--nemesis all|none|partition|NAME,...] [--nodes 3] [--seed N]\n" +
-    "                        [--network auto|netns|proxy] [--out DIR] [--planted-bug NAME]\n" +
+    "                        [--network auto|netns|proxy] [--out DIR] [--planted-bug NAME] [--leader-share 0.6]\n" +
     "       npm run chaos -- --check DIR   (judge a saved run again)\n" +
     `nemeses:\n${Object.entries(NEMESES).map(([n, d]) => `  ${n.padEnd(18)} ${d}`).join("\n")}\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { durationMs: 60_000, nodes: 3, nemeses: parseNemeses("all"), seed: Date.now() % 1_000_000, network: "auto", out: undefined, plantedBug: undefined, check: undefined };
+  const args: Args = { durationMs: 60_000, nodes: 3, nemeses: parseNemeses("all"), seed: Date.now() % 1_000_000, network: "auto", out: undefined, plantedBug: undefined, check: undefined, leaderTargetShare: undefined };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -82,6 +83,13 @@ function parseArgs(argv: readonly string[]): Args {
       case "--out": args.out = value(); break;
       case "--planted-bug": args.plantedBug = value(); break;
       case "--check": args.check = value(); break;
+      case "--leader-share": {
+        const v = value();
+        const share = Number(v);
+        if (v === "" || !Number.isFinite(share) || share < 0 || share > 1) usage(`--leader-share must be a number from 0 to 1, not "${v}"`);
+        args.leaderTargetShare = share;
+        break;
+      }
       case "--help": case "-h": usage("help");
       // falls through: usage exits
       default: usage(`unknown flag "${flag}"`);
@@ -106,6 +114,7 @@ async function main(): Promise<void> {
   const result = await runChaos({
     durationMs: args.durationMs, nodes: args.nodes, nemeses: args.nemeses, seed: args.seed, network: args.network, dir, log,
     ...(args.plantedBug === undefined ? {} : { plantedBug: args.plantedBug }),
+    ...(args.leaderTargetShare === undefined ? {} : { schedule: { leaderTargetShare: args.leaderTargetShare } }),
   });
   log(`chaos: results in ${result.dir} (open timeline.html)`);
   log(`chaos: ${result.ops} ops, ${result.anomalies} anomalies, ${result.lost} lost`);

@@ -39,16 +39,18 @@ export function parseNemeses(value: string): NemesisName[] {
   return [...names];
 }
 
-export interface NemesisTiming {
+export interface NemesisSchedule {
   /** A fault is held for a time drawn from [min, max]. */
   readonly faultMsMin: number;
   readonly faultMsMax: number;
   /** The quiet gap after each heal, in which the cluster recovers and the workload runs clean. */
   readonly gapMsMin: number;
   readonly gapMsMax: number;
+  /** The share of faults aimed at the leader (the rest at a random member): where most bugs live. */
+  readonly leaderTargetShare: number;
 }
 
-export const nemesisTimingDefaults: NemesisTiming = { faultMsMin: 3_000, faultMsMax: 9_000, gapMsMin: 2_000, gapMsMax: 5_000 };
+export const nemesisScheduleDefaults: NemesisSchedule = { faultMsMin: 3_000, faultMsMax: 9_000, gapMsMin: 2_000, gapMsMax: 5_000, leaderTargetShare: 0.6 };
 
 /** A fault in force: how to heal it. */
 interface ActiveFault {
@@ -77,7 +79,7 @@ export class Nemesis {
     /** The cluster's founding size: membership grows past it by one, then shrinks back. */
     private readonly foundingSize: number,
     seed: number,
-    private readonly timing: NemesisTiming = nemesisTimingDefaults,
+    private readonly timing: NemesisSchedule = nemesisScheduleDefaults,
   ) {
     this.random = new SeededRandom(seed);
   }
@@ -125,7 +127,7 @@ export class Nemesis {
   private async inject(name: Exclude<NemesisName, "membership">): Promise<ActiveFault> {
     const members = [...this.cluster.members()];
     const leader = await this.cluster.currentLeader();
-    const target = leader !== undefined && members.includes(leader) && this.random.nextFloat() < 0.6 ? leader : this.pick(members);
+    const target = leader !== undefined && members.includes(leader) && this.random.nextFloat() < this.timing.leaderTargetShare ? leader : this.pick(members);
     const role = (id: string): string => (id === leader ? `${id} (leader)` : id);
     const start = (detail: string, nodes: string[], heal: () => Promise<void>): ActiveFault =>
       ({ record: { nemesis: name, detail, nodes, startMs: this.now() }, heal });

@@ -10,7 +10,7 @@ import { ChaosCluster, sleep } from "./cluster.js";
 import { checkRun, summarize } from "./checkers/index.js";
 import type { FaultRecord, RunHistory, RunSettings, Verdict } from "./history.js";
 import { writeHistory } from "./history_file.js";
-import { type NemesisName, type NemesisTiming, Nemesis, nemesisTimingDefaults } from "./nemesis.js";
+import { type NemesisName, type NemesisSchedule, Nemesis, nemesisScheduleDefaults } from "./nemesis.js";
 import { createNetwork } from "./net/network.js";
 import { renderTimeline } from "./report/timeline.js";
 import { Recorder, Workload, type WorkloadOptions } from "./workload/workload.js";
@@ -51,7 +51,8 @@ export interface ChaosOptions {
   /** Test-only: a bug to plant in every server (CAIRN_PLANTED_BUG). */
   readonly plantedBug?: string;
   readonly workload?: Partial<WorkloadOptions>;
-  readonly timing?: NemesisTiming;
+  /** Overrides of the nemesis's fault and gap lengths and of how often it aims at the leader. */
+  readonly schedule?: Partial<NemesisSchedule>;
   readonly log: (line: string) => void;
 }
 
@@ -95,7 +96,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     const workloadOptions: WorkloadOptions = { ...workloadDefaults, seed: opts.seed, ...opts.workload };
     const clients = new Workload(() => live.targets(), recorder, workloadOptions);
     workload = clients;
-    const nemesis = new Nemesis(live, network, opts.nemeses, () => recorder.now(), opts.nodes, opts.seed, opts.timing ?? nemesisTimingDefaults);
+    const nemesis = new Nemesis(live, network, opts.nemeses, () => recorder.now(), opts.nodes, opts.seed, { ...nemesisScheduleDefaults, ...opts.schedule });
     clients.start();
     nemesis.start();
     const started = performance.now();

@@ -13,7 +13,7 @@ const PLANTED_RUN_MS = 25_000;
 
 const cases = [
   { bug: "readWithoutReadIndex", nemeses: "partition-isolate,pause", checkers: ["linearizable"] },
-  { bug: "ackBeforeCommit", nemeses: "partition-isolate,crash", checkers: ["linearizable", "lost-writes"] },
+  { bug: "ackBeforeCommit", nemeses: "partition-isolate,crash,pause", checkers: ["linearizable", "lost-writes"] },
   { bug: "watchSkipsEvent", nemeses: "none", checkers: ["watches"] },
 ] as const;
 
@@ -24,7 +24,9 @@ for (const c of cases) {
     try {
       const result = await runChaos({
         durationMs: PLANTED_RUN_MS, nodes: 3, nemeses: parseNemeses(c.nemeses), seed: 7, network: "auto", dir,
-        plantedBug: c.bug, timing: { faultMsMin: 3_000, faultMsMax: 5_000, gapMsMin: 1_000, gapMsMax: 2_000 },
+        plantedBug: c.bug,
+        // Every fault at the leader: a write acknowledged before it committed is lost when its leader fails.
+        schedule: { faultMsMin: 3_000, faultMsMax: 5_000, gapMsMin: 1_000, gapMsMax: 2_000, leaderTargetShare: 1 },
         log: (line) => lines.push(line),
       });
       const flagged = result.verdicts.filter((v) => !v.ok).map((v) => v.checker);

@@ -18,7 +18,7 @@ void test("a chaos smoke with every nemesis on three nodes finds no anomaly and 
   try {
     const result = await runChaos({
       durationMs: SMOKE_DURATION_MS, nodes: 3, nemeses: parseNemeses("all"), seed: 11, network: "auto", dir,
-      timing: { faultMsMin: 2_500, faultMsMax: 5_000, gapMsMin: 1_500, gapMsMax: 3_000 },
+      schedule: { faultMsMin: 2_500, faultMsMax: 5_000, gapMsMin: 1_500, gapMsMax: 3_000 },
       log: (line) => lines.push(line),
     });
     const failed = result.verdicts.filter((v) => !v.ok).map((v) => `${v.checker}: ${v.anomalies.slice(0, 3).map((a) => a.message).join("; ")}`);
