@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { type WriteStream, createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { errorMessage } from "../src/common/errors.js";
 import type { ClusterObservation, RoleChange } from "./history.js";
@@ -15,7 +16,7 @@ import type { NodeTarget } from "./workload/workload.js";
 const mainPath = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 
 /** libfaketime from Debian's `faketime`: a clock jump is a new offset written to the node's file. */
-export const LIBFAKETIME_PATH = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+const LIBFAKETIME_PATH = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 /** libfaketime reads the offset file again after this many seconds: a jump lands within a second. */
 const FAKETIME_CACHE_SECONDS = 1;
 
@@ -89,7 +90,6 @@ export class ChaosCluster {
   /** Current members, as the runner believes: founders, plus joined spares, minus removed ones. */
   private readonly memberIds: string[];
   private monitorTimer: NodeJS.Timeout | undefined;
-  private readonly startedAt = performance.now();
 
   private constructor(private readonly opts: ChaosClusterOptions, private readonly now: () => number) {
     this.memberIds = [...opts.founders];
@@ -124,10 +124,6 @@ export class ChaosCluster {
 
   spares(): string[] {
     return this.opts.network.ids.filter((id) => !this.memberIds.includes(id) && !existsSync(this.node(id).dataDir));
-  }
-
-  state(id: string): NodeState {
-    return this.node(id).state;
   }
 
   /** kill -9: nothing is flushed, nothing handed over. */
@@ -266,22 +262,6 @@ export class ChaosCluster {
     return changes;
   }
 
-  /** Lines of the nodes' logs at warn or above, for the report. */
-  warnings(limit: number): string[] {
-    const out: string[] = [];
-    for (const n of this.nodes.values()) {
-      if (!existsSync(n.logPath)) continue;
-      for (const line of readFileSync(n.logPath, "utf8").split("\n")) {
-        if (/"level":(40|50|60)/.test(line) && out.length < limit) out.push(line);
-      }
-    }
-    return out;
-  }
-
-  uptimeMs(): number {
-    return performance.now() - this.startedAt;
-  }
-
   /** Stops every process (paused ones too) and closes their logs; the network is the caller's. */
   async close(): Promise<void> {
     this.stopMonitor();
@@ -342,8 +322,4 @@ function parseRoleChange(line: string, node: string): RoleChange | undefined {
     if (!(err instanceof SyntaxError)) process.stderr.write(`chaos: reading ${node}'s log: ${errorMessage(err)}\n`);
     return undefined;
   }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

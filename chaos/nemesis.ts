@@ -79,7 +79,7 @@ export class Nemesis {
     /** The cluster's founding size: membership grows past it by one, then shrinks back. */
     private readonly foundingSize: number,
     seed: number,
-    private readonly timing: NemesisSchedule = nemesisScheduleDefaults,
+    private readonly schedule: NemesisSchedule = nemesisScheduleDefaults,
   ) {
     this.random = new SeededRandom(seed);
   }
@@ -96,21 +96,21 @@ export class Nemesis {
   }
 
   private async run(): Promise<void> {
-    await this.idle(this.between(this.timing.gapMsMin, this.timing.gapMsMax));
+    await this.idle(this.between(this.schedule.gapMsMin, this.schedule.gapMsMax));
     while (!this.stopping) {
       const name = this.pick(this.enabled);
       try {
         if (name === "membership") await this.membershipDuringFault();
         else {
           const fault = await this.inject(name);
-          await this.idle(this.between(this.timing.faultMsMin, this.timing.faultMsMax));
+          await this.idle(this.between(this.schedule.faultMsMin, this.schedule.faultMsMax));
           await this.heal(fault);
         }
       } catch (err) {
         this.problems.push(`${name}: ${errorMessage(err)}`);
         await this.healEverything();
       }
-      await this.idle(this.between(this.timing.gapMsMin, this.timing.gapMsMax));
+      await this.idle(this.between(this.schedule.gapMsMin, this.schedule.gapMsMax));
     }
   }
 
@@ -127,7 +127,7 @@ export class Nemesis {
   private async inject(name: Exclude<NemesisName, "membership">): Promise<ActiveFault> {
     const members = [...this.cluster.members()];
     const leader = await this.cluster.currentLeader();
-    const target = leader !== undefined && members.includes(leader) && this.random.nextFloat() < this.timing.leaderTargetShare ? leader : this.pick(members);
+    const target = leader !== undefined && members.includes(leader) && this.random.nextFloat() < this.schedule.leaderTargetShare ? leader : this.pick(members);
     const role = (id: string): string => (id === leader ? `${id} (leader)` : id);
     const start = (detail: string, nodes: string[], heal: () => Promise<void>): ActiveFault =>
       ({ record: { nemesis: name, detail, nodes, startMs: this.now() }, heal });

@@ -5,8 +5,9 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { errorMessage } from "../src/common/errors.js";
-import { ChaosCluster, sleep } from "./cluster.js";
+import { ChaosCluster } from "./cluster.js";
 import { checkRun, summarize } from "./checkers/index.js";
 import type { FaultRecord, RunHistory, RunSettings, Verdict } from "./history.js";
 import { writeHistory } from "./history_file.js";
