@@ -24,6 +24,10 @@ const SPARE_NODES = 4;
 const RECOVERY_MS = 3_000;
 const FINAL_READS_TIMEOUT_MS = 60_000;
 const WATCHERS_SETTLE_TIMEOUT_MS = 30_000;
+/** Healing one fault restarts or promotes a node at worst; past this the nemesis is stuck. */
+const NEMESIS_STOP_TIMEOUT_MS = 90_000;
+/** Stopping every process and removing the network; past this a run reports what it could not remove. */
+const CLEANUP_TIMEOUT_MS = 30_000;
 
 export const workloadDefaults: WorkloadOptions = {
   services: ["web", "api", "db"],
@@ -80,8 +84,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const onSignal = (): void => { void cleanup().then(() => process.exit(130)); };
   const cleanup = async (): Promise<void> => {
     workload?.close();
-    await cluster?.close().catch((err: unknown) => opts.log(`chaos: stopping the cluster: ${errorMessage(err)}`));
-    await network.close().catch((err: unknown) => opts.log(`chaos: removing the network: ${errorMessage(err)}`));
+    await within(CLEANUP_TIMEOUT_MS, "stopping the cluster", cluster?.close() ?? Promise.resolve())
+      .catch((err: unknown) => opts.log(`chaos: stopping the cluster: ${errorMessage(err)}`));
+    await within(CLEANUP_TIMEOUT_MS, "removing the network", network.close())
+      .catch((err: unknown) => opts.log(`chaos: removing the network: ${errorMessage(err)}`));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
@@ -109,14 +115,17 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     clearInterval(progress);
 
     opts.log("chaos: healing every fault");
-    await nemesis.stop();
+    await within(NEMESIS_STOP_TIMEOUT_MS, "stopping the nemesis", nemesis.stop());
     await nemesis.healEverything();
+    opts.log("chaos: waiting for an agreed leader");
     await live.agreedLeader(60_000);
     await sleep(RECOVERY_MS);
+    opts.log("chaos: stopping the workload");
     await clients.stop();
     opts.log("chaos: final reads");
     const finalReads = await clients.finalReads(FINAL_READS_TIMEOUT_MS);
     const finalRevision = Math.max(0, ...finalReads.map((r) => r.revision));
+    opts.log(`chaos: waiting for the watchers to reach revision ${finalRevision}`);
     await clients.closeWatchers(finalRevision, WATCHERS_SETTLE_TIMEOUT_MS);
     live.stopMonitor();
 
@@ -135,7 +144,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    opts.log("chaos: stopping the cluster and removing the network");
     await cleanup();
+  }
+}
+
+/** `work`, or an error naming `what` once `ms` have passed: a stuck phase fails the run instead of hanging it. */
+async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms); });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parseNemeses } from "../../chaos/nemesis.js";
-import { runChaos } from "../../chaos/run.js";
+import { runChaosWithin } from "../support/chaos_run.js";
 
 const PLANTED_RUN_MS = 25_000;
 /** 25-second runs caught ackBeforeCommit at 7 of 8 seeds (two leader isolations each); this one has six or more. */
@@ -20,19 +20,17 @@ const cases = [
 ] as const;
 
 for (const c of cases) {
-  void test(`chaos catches the planted bug ${c.bug}`, { timeout: 180_000 }, async () => {
+  void test(`chaos catches the planted bug ${c.bug}`, { timeout: 200_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), `cairn-chaos-${c.bug}-`));
-    const lines: string[] = [];
     try {
-      const result = await runChaos({
+      const { result, lines } = await runChaosWithin({
         durationMs: c.durationMs, nodes: 3, nemeses: parseNemeses(c.nemeses), seed: 7, network: "auto", dir,
         plantedBug: c.bug,
         // Every fault at the leader. A write acknowledged before it committed is lost when its leader is
         // cut off: clients still reach it, and it acknowledges until check-quorum deposes it. A crash or
         // pause rarely catches one, since on loopback an entry commits within a client's round trip.
         schedule: { faultMsMin: 3_000, faultMsMax: 5_000, gapMsMin: 1_000, gapMsMax: 2_000, leaderTargetShare: 1 },
-        log: (line) => lines.push(line),
-      });
+      }, 180_000);
       const flagged = result.verdicts.filter((v) => !v.ok).map((v) => v.checker);
       assert.ok(result.anomalies > 0, `no anomaly reported with ${c.bug} planted:\n${lines.join("\n")}`);
       assert.ok(c.checkers.some((name) => flagged.includes(name)), `${c.bug} was flagged by ${flagged.join(", ")}, not by ${c.checkers.join(" or ")}`);

@@ -8,19 +8,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parseNemeses } from "../../chaos/nemesis.js";
-import { runChaos } from "../../chaos/run.js";
+import { runChaosWithin } from "../support/chaos_run.js";
 
 const SMOKE_DURATION_MS = 75_000;
 
-void test("a chaos smoke with every nemesis on three nodes finds no anomaly and loses nothing", { timeout: 240_000 }, async () => {
+void test("a chaos smoke with every nemesis on three nodes finds no anomaly and loses nothing", { timeout: 260_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "cairn-chaos-smoke-"));
-  const lines: string[] = [];
   try {
-    const result = await runChaos({
+    const { result, lines } = await runChaosWithin({
       durationMs: SMOKE_DURATION_MS, nodes: 3, nemeses: parseNemeses("all"), seed: 11, network: "auto", dir,
       schedule: { faultMsMin: 2_500, faultMsMax: 5_000, gapMsMin: 1_500, gapMsMax: 3_000 },
-      log: (line) => lines.push(line),
-    });
+    }, 240_000);
     const failed = result.verdicts.filter((v) => !v.ok).map((v) => `${v.checker}: ${v.anomalies.slice(0, 3).map((a) => a.message).join("; ")}`);
     assert.deepEqual(failed, [], `anomalies:\n${failed.join("\n")}\n${lines.join("\n")}`);
     assert.equal(result.lost, 0);
