@@ -29,7 +29,10 @@ export interface WorkloadApiOptions extends SvidCacheOptions {
   readonly socketPath: string;
   /** The socket file's permission bits: who may connect at all (attestation decides what they get). */
   readonly socketMode: number;
-  /** Decides, for each caller (its uid and gid), which of `identities` it holds. */
+  /**
+   * Decides, for each caller, which of `identities` it holds. It must decide from the caller's
+   * uid and gid alone (socket callers carry no token): its answers are reused per uid/gid.
+   */
   readonly authorizer: Authorizer;
 }
 
@@ -151,7 +154,8 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     }
     const caller = callerOfPeer(call.getPeer());
     if (caller === undefined) {
-      // Every connection is stamped before grpc-js sees it: a missing stamp is a bug here.
+      // Every connection is stamped before grpc-js sees it, and grpc-js 1.14 reports a port-less
+      // remoteAddress as the peer verbatim: a missing stamp is a bug here (or a grpc-js change), so refuse.
       logger.error({ peer: call.getPeer() }, "a Workload API call arrived on a connection without peer credentials; refusing it");
       stream.fail(grpc.status.INTERNAL, "the node could not tell who is calling; this is a bug in Cairn, please report it");
       return undefined;
