@@ -31,7 +31,7 @@ function loadAddon(): PeerCredentialsAddon {
   try {
     loaded = createRequire(import.meta.url)(ADDON_PATH);
   } catch (err) {
-    throw new Error(`cannot load the peer-credentials addon ${ADDON_PATH}: ${errorMessage(err)}; build it with \`npm run build\` (it needs a C compiler, make and python3)`, { cause: err });
+    throw new Error(`cannot load the peer-credentials addon ${ADDON_PATH} (${errorMessage(err).split("\n")[0]}); build it with \`npm run build\` (it needs a C compiler, make and python3)`, { cause: err });
   }
   const fn = (loaded as { peerCredentials?: unknown } | null)?.peerCredentials;
   if (typeof fn !== "function") throw new Error(`${ADDON_PATH} does not export peerCredentials(fd): rebuild it with \`npm run build\``);
