@@ -3,6 +3,7 @@
 // will plug in here; until then the HTTP paths are open, and the node says so at start.
 
 import type { SpiffeId } from "./spiffe.js";
+import { type WorkloadRule, formatSelector, selectorMatches } from "./workload_rules.js";
 
 /** What is known about whoever asks for a certificate. */
 export interface Caller {
@@ -10,6 +11,12 @@ export interface Caller {
   readonly token: string | undefined;
   /** Where the request came from, for logs and errors: "http 127.0.0.1", "workload socket". */
   readonly origin: string;
+  /**
+   * The effective uid and gid of a process calling on the Workload API's Unix socket, as the
+   * kernel recorded them at connect() (SO_PEERCRED); undefined for callers over the network.
+   */
+  readonly uid?: number;
+  readonly gid?: number;
 }
 
 export interface Authorizer {
@@ -25,11 +32,19 @@ export const openAuthorizer: Authorizer = {
   description: "open: any caller may obtain any SPIFFE ID in the trust domain (ACL tokens are not implemented yet)",
 };
 
-/** Allows exactly the listed identities, whoever asks: for a socket configured with what it may hand out. */
-export function listAuthorizer(ids: readonly string[]): Authorizer {
-  const allowed = new Set(ids);
+/**
+ * The Workload API socket's rules (src/ca/workload_rules.ts): a caller whose uid or gid a rule
+ * selects may hold that rule's SPIFFE ID. Callers without a uid (over the network) hold nothing
+ * by these rules, not even by a rule that selects every caller of the socket.
+ */
+export function workloadRuleAuthorizer(rules: readonly WorkloadRule[]): Authorizer {
+  const described = rules.map((r) => `${formatSelector(r.selector)}=${r.spiffeId}`);
   return {
-    mayHold: (_caller, id) => allowed.has(id.uri),
-    description: `only these identities: ${[...allowed].join(", ")}`,
+    mayHold: (caller, id) => {
+      const { uid, gid } = caller;
+      if (uid === undefined || gid === undefined) return false;
+      return rules.some((r) => r.spiffeId === id.uri && selectorMatches(r.selector, { uid, gid }));
+    },
+    description: rules.length === 0 ? "workload rules: none, so no caller holds any identity" : `workload rules by the caller's uid/gid (SO_PEERCRED): ${described.join(", ")}`,
   };
 }

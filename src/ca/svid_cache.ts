@@ -1,11 +1,12 @@
 // The X.509-SVIDs a node holds for a set of identities, shared by everything that hands them out
 // (the SPIFFE Workload API today): the key pair is made here, the CA signs it locally (no Raft
 // round trip), and it is renewed at about half its lifetime and at once when the roots change.
+// Who may receive which of them is not decided here: the Workload API asks the authorizer for
+// each caller, so one SVID per identity serves every caller entitled to it.
 
 import { type KeyObject, X509Certificate, generateKeyPairSync } from "node:crypto";
 import type { Logger } from "pino";
 import { CaInputError, type CertificateAuthority } from "./authority.js";
-import type { Authorizer, Caller } from "./authorizer.js";
 import { backoffDelayMs } from "../common/backoff.js";
 import { errorMessage } from "../common/errors.js";
 import { renewalAtMs, renewalWindowAround } from "../common/renewal.js";
@@ -38,10 +39,7 @@ export interface HeldSvid {
 
 export interface SvidCacheOptions {
   readonly authority: CertificateAuthority;
-  readonly authorizer: Authorizer;
-  /** Who the SVIDs are held for, as the authorizer sees them. */
-  readonly caller: Caller;
-  /** The SPIFFE IDs to hold (each still subject to `authorizer`). */
+  /** The SPIFFE IDs to hold: each that this CA signs for (its trust domain). */
   readonly identities: readonly string[];
   readonly logger: Logger;
   /** In [0, 1): the renewal jitter. Tests fix it. */
@@ -82,6 +80,11 @@ export class SvidCache {
   /** Whether it holds any identity at all (the Workload API: otherwise PermissionDenied). */
   get hasIdentities(): boolean {
     return this.entitledIds.length > 0;
+  }
+
+  /** The configured identities it holds or will hold (this CA signs for them), in their order. */
+  identities(): readonly string[] {
+    return this.entitledIds;
   }
 
   /** The SVIDs held, in the order of `identities`; empty until the first is signed. */
@@ -159,14 +162,13 @@ export class SvidCache {
     this.arm(nowMs);
   }
 
-  /** Configured identities this CA signs for and the authorizer allows; each refusal is logged once. */
+  /** Configured identities this CA signs for; each refusal is logged once. */
   private entitled(): string[] {
     const ids: string[] = [];
     for (const uri of this.opts.identities) {
       let reason: string | undefined;
       try {
-        const id = this.opts.authority.workloadId(uri);
-        if (!this.opts.authorizer.mayHold(this.opts.caller, id)) reason = `the authorizer (${this.opts.authorizer.description}) does not let the ${this.opts.caller.origin} hold it`;
+        this.opts.authority.workloadId(uri);
       } catch (err) {
         if (!(err instanceof CaInputError)) throw err;
         reason = err.message;

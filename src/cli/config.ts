@@ -4,7 +4,8 @@
 import { readFileSync } from "node:fs";
 import { caDefaults } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
-import { parseSpiffeId, validateTrustDomain } from "../ca/spiffe.js";
+import { validateTrustDomain } from "../ca/spiffe.js";
+import { type WorkloadRule, everyCallerRules, parseWorkloadRules } from "../ca/workload_rules.js";
 import { formatGoDuration, parseGoDuration } from "../common/duration.js";
 import { errorMessage } from "../common/errors.js";
 import { driverDefaults } from "../raft/node/settings.js";
@@ -43,8 +44,10 @@ export interface CaConfig {
   readonly kek: { readonly raw: Uint8Array; readonly source: string } | undefined;
   /** Where the SPIFFE Workload API listens (a Unix socket path), if anywhere. */
   readonly workloadSocket: string | undefined;
-  /** The SPIFFE IDs the Workload API socket hands out. */
-  readonly workloadIdentities: readonly string[];
+  /** The socket file's permission bits (who may connect at all). */
+  readonly workloadSocketMode: number;
+  /** Who on the Workload API socket holds which SPIFFE ID: --workload-identities (every caller), then --workload-attest. */
+  readonly workloadRules: readonly WorkloadRule[];
 }
 
 export interface HostPort {
@@ -90,7 +93,9 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--ca-leaf-ttl-max", env: "CAIRN_CA_LEAF_TTL_MAX", key: "caLeafTtlMax", help: "longest leaf certificate TTL a workload may ask for (Go duration, default 24h)" },
   { flag: "--ca-kek-file", env: "CAIRN_CA_KEK_FILE", key: "caKekFile", help: "file holding the 32-byte key that seals CA private keys (base64 or hex); or put the key itself in CAIRN_CA_KEK" },
   { flag: "--workload-socket", env: "CAIRN_WORKLOAD_SOCKET", key: "workloadSocket", help: "Unix socket path for the SPIFFE Workload API (off when unset)" },
-  { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out, comma-separated" },
+  { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out to every caller, comma-separated (unattested; prefer --workload-attest)" },
+  { flag: "--workload-attest", env: "CAIRN_WORKLOAD_ATTEST", key: "workloadAttest", help: "who on the Workload API socket holds which SPIFFE ID, by the caller's uid or gid (SO_PEERCRED): uid:1000=spiffe://TD/ns/NS/svc/SVC,gid:50=...; see docs/workload-attestation.md" },
+  { flag: "--workload-socket-mode", env: "CAIRN_WORKLOAD_SOCKET_MODE", key: "workloadSocketMode", help: "permission bits of the Workload API socket, octal (default 0770; 0777 lets every local user connect and be attested)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -287,12 +292,31 @@ function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.Pro
     kek = { raw: new TextEncoder().encode(kekEnv), source: "CAIRN_CA_KEK" };
   }
   const workloadIdentities = (get("workloadIdentities") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
-  for (const id of workloadIdentities) {
-    try {
-      if (parseSpiffeId(id).trustDomain !== trustDomain) throw new Error(`it is not in trust domain ${trustDomain}`);
-    } catch (err) {
-      throw new ConfigError(`--workload-identities: "${id}": ${errorMessage(err)}`);
-    }
+  const ruleProblem = (flag: string, err: unknown): ConfigError => new ConfigError(`${flag}: ${errorMessage(err)}`);
+  let workloadRules: WorkloadRule[];
+  try {
+    workloadRules = everyCallerRules(workloadIdentities, trustDomain);
+  } catch (err) {
+    throw ruleProblem("--workload-identities", err);
   }
-  return { trustDomain, keyType: keyType as CaKeyType, leafTtlMaxMs, kek, workloadSocket: get("workloadSocket"), workloadIdentities };
+  try {
+    workloadRules = [...workloadRules, ...parseWorkloadRules(get("workloadAttest") ?? "", trustDomain)];
+  } catch (err) {
+    throw ruleProblem("--workload-attest", err);
+  }
+  const modeText = get("workloadSocketMode");
+  const workloadSocketMode = modeText === undefined ? workloadSocketDefaults.mode : parseSocketMode(modeText);
+  return { trustDomain, keyType: keyType as CaKeyType, leafTtlMaxMs, kek, workloadSocket: get("workloadSocket"), workloadSocketMode, workloadRules };
+}
+
+export const workloadSocketDefaults = {
+  /** Owner and group may connect; others may not. */
+  mode: 0o770,
+} as const;
+
+/** Permission bits in octal, as chmod takes them: "0770", "770" or "0o770". */
+function parseSocketMode(text: string): number {
+  const m = /^(?:0o?)?([0-7]{1,3})$/.exec(text.trim());
+  if (m === null) throw new ConfigError(`--workload-socket-mode must be octal permission bits like 0770 or 0777, not "${text}"`);
+  return parseInt(m[1], 8);
 }

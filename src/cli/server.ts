@@ -11,7 +11,8 @@ import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
 import { CertificateAuthority, caDefaults } from "../ca/authority.js";
-import { listAuthorizer, openAuthorizer } from "../ca/authorizer.js";
+import { openAuthorizer, workloadRuleAuthorizer } from "../ca/authorizer.js";
+import { ruleIdentities } from "../ca/workload_rules.js";
 import { KeySealer, parseKek } from "../ca/seal.js";
 import { CaState } from "../ca/state.js";
 import { KvStateMachine } from "../kv/kv.js";
@@ -133,9 +134,13 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {
-    const authorizer = listAuthorizer(cfg.ca.workloadIdentities);
+    const { workloadRules: rules, workloadSocketMode: socketMode } = cfg.ca;
+    const authorizer = workloadRuleAuthorizer(rules);
+    if (rules.some((r) => r.selector.kind === "any") && (socketMode & 0o002) !== 0) {
+      logger.warn({ socketMode: socketMode.toString(8) }, "--workload-identities hands its identities to every caller, and --workload-socket-mode lets every local user connect: any process on this host can fetch them; use --workload-attest rules instead");
+    }
     try {
-      workload = await startWorkloadApi({ socketPath: cfg.ca.workloadSocket, authority: ca, authorizer, identities: cfg.ca.workloadIdentities, logger: logger.child({ component: "workload-api" }) });
+      workload = await startWorkloadApi({ socketPath: cfg.ca.workloadSocket, socketMode, authority: ca, authorizer, identities: ruleIdentities(rules), logger: logger.child({ component: "workload-api" }) });
     } catch (err) {
       // A misconfigured socket is the operator's to fix: say so and stop, without a stack trace.
       const message = `cannot serve the Workload API on ${cfg.ca.workloadSocket}: ${errorMessage(err)}`;

@@ -259,7 +259,7 @@ void describe("the SPIFFE Workload API on a node's Unix socket", () => {
       await waitFor(() => Promise.resolve(existsSync(empty) ? true : undefined), 10_000, () => `no socket at ${empty}: ${bare.nodes[0].stderr}`);
       const err = await track(open(client, workloadService, "FetchX509SVID", workloadMetadata())).status(PUSH_MS);
       assert.equal(err.code, grpc.status.PERMISSION_DENIED, err.details);
-      assert.match(err.details, /--workload-identities/);
+      assert.match(err.details, /hands out no identity: start the node with --workload-attest uid:<uid>=<SPIFFE ID>,... \(or --workload-identities, for every caller\)/);
       const code = await missing.nodes[0].exit;
       assert.equal(code, 2, "a misconfigured socket is a usage error");
       assert.match(missing.nodes[0].stderr, /cairn: cannot serve the Workload API on .*no-such-dir does not exist; create it first/);

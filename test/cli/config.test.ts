@@ -55,7 +55,16 @@ void describe("server configuration", () => {
     ["a peer-via entry with a bad port", [...base, "--peer-via", "n2=127.0.0.1:x"], /--peer-via entry for n2 must be HOST:PORT/],
     ["a peer-via naming a member twice", [...base, "--peer-via", "n2=h:1,n2=h:2"], /--peer-via names node n2 twice/],
     ["a peer-via naming this node", [...base, "--peer-via", "n1=h:1"], /--peer-via names this node \(n1\); a node never dials itself/],
-    ["a workload identity of another trust domain", [...base, "--workload-identities", "spiffe://other/ns/a/svc/b"], /not in trust domain cairn.local/],
+    ["a workload identity of another trust domain", [...base, "--workload-identities", "spiffe://other/ns/a/svc/b"], /--workload-identities: "spiffe:\/\/other\/ns\/a\/svc\/b": .*not in trust domain cairn.local/],
+    ["a workload rule without a selector", [...base, "--workload-attest", "spiffe://cairn.local/ns/a/svc/b"], /--workload-attest: rule "spiffe:\/\/cairn.local\/ns\/a\/svc\/b" must be uid:<number>=<SPIFFE ID> or gid:<number>=<SPIFFE ID>/],
+    ["a workload rule selecting by user name", [...base, "--workload-attest", "uid:web=spiffe://cairn.local/ns/a/svc/b"], /--workload-attest: rule "uid:web=.*" must be uid:<number>=/],
+    ["a workload rule with an unknown selector", [...base, "--workload-attest", "pid:7=spiffe://cairn.local/ns/a/svc/b"], /--workload-attest: rule "pid:7=.*" must be uid:<number>=/],
+    ["a workload rule past the largest uid", [...base, "--workload-attest", "uid:4294967295=spiffe://cairn.local/ns/a/svc/b"], /uid 4294967295 is past the largest uid, 4294967294/],
+    ["a workload rule of another trust domain", [...base, "--workload-attest", "uid:1000=spiffe://other/ns/a/svc/b"], /--workload-attest: rule "uid:1000=spiffe:\/\/other\/ns\/a\/svc\/b": .*not in trust domain cairn.local/],
+    ["a workload rule with no SPIFFE ID", [...base, "--workload-attest", "uid:1000="], /--workload-attest: rule "uid:1000=": .*is not a SPIFFE ID/],
+    ["a workload rule given twice", [...base, "--workload-attest", "gid:5=spiffe://cairn.local/ns/a/svc/b,gid:5=spiffe://cairn.local/ns/a/svc/b"], /rule "gid:5=.*" is given twice/],
+    ["a socket mode that is not octal", [...base, "--workload-socket-mode", "rwx"], /--workload-socket-mode must be octal permission bits like 0770 or 0777, not "rwx"/],
+    ["a socket mode with a digit past 7", [...base, "--workload-socket-mode", "0778"], /--workload-socket-mode must be octal/],
   ] as const) {
     void test(`${name} is refused with a message that says what is wrong`, () => {
       assert.throws(() => parseServerConfig(args, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message));
@@ -87,15 +96,30 @@ void describe("server configuration", () => {
   void test("CA settings: defaults, and the KEK from CAIRN_CA_KEK or a file but never both", () => {
     const plain = parseServerConfig(base, {});
     assert.deepEqual({ ...plain.ca, kek: plain.ca.kek === undefined }, {
-      trustDomain: "cairn.local", keyType: "ec-p256", leafTtlMaxMs: 86_400_000, kek: true, workloadSocket: undefined, workloadIdentities: [],
+      trustDomain: "cairn.local", keyType: "ec-p256", leafTtlMaxMs: 86_400_000, kek: true, workloadSocket: undefined, workloadSocketMode: 0o770, workloadRules: [],
     });
     const fromEnv = parseServerConfig(base, { CAIRN_CA_KEK: "c2VjcmV0" });
     assert.equal(fromEnv.ca.kek?.source, "CAIRN_CA_KEK");
     const fromFile = parseServerConfig([...base, "--ca-kek-file", "/k"], {}, undefined, (p) => new TextEncoder().encode(`key at ${p}`));
     assert.equal(new TextDecoder().decode(fromFile.ca.kek?.raw), "key at /k");
     assert.throws(() => parseServerConfig([...base, "--ca-kek-file", "/k"], { CAIRN_CA_KEK: "x" }), /either in CAIRN_CA_KEK or with --ca-kek-file, not both/);
-    const workload = parseServerConfig([...base, "--workload-socket", "/run/w.sock", "--workload-identities", "spiffe://cairn.local/ns/a/svc/b, spiffe://cairn.local/ns/a/svc/c"], {});
-    assert.deepEqual(workload.ca.workloadIdentities, ["spiffe://cairn.local/ns/a/svc/b", "spiffe://cairn.local/ns/a/svc/c"]);
+  });
+
+  void test("Workload API rules: --workload-identities grants every caller, --workload-attest grants by uid or gid, in the order given", () => {
+    const b = "spiffe://cairn.local/ns/a/svc/b";
+    const c = "spiffe://cairn.local/ns/a/svc/c";
+    const workload = parseServerConfig([...base, "--workload-socket", "/run/w.sock", "--workload-identities", `${b}, ${c}`, "--workload-attest", `uid:1000=${b}, gid:0=${c},uid:1000=${c}`], {});
+    assert.deepEqual(workload.ca.workloadRules, [
+      { selector: { kind: "any" }, spiffeId: b },
+      { selector: { kind: "any" }, spiffeId: c },
+      { selector: { kind: "uid", uid: 1000 }, spiffeId: b },
+      { selector: { kind: "gid", gid: 0 }, spiffeId: c },
+      { selector: { kind: "uid", uid: 1000 }, spiffeId: c },
+    ]);
+    assert.deepEqual(parseServerConfig(base, { CAIRN_WORKLOAD_ATTEST: `gid:50=${b}` }).ca.workloadRules, [{ selector: { kind: "gid", gid: 50 }, spiffeId: b }]);
+    assert.equal(parseServerConfig([...base, "--workload-socket-mode", "0777"], {}).ca.workloadSocketMode, 0o777);
+    assert.equal(parseServerConfig([...base, "--workload-socket-mode", "660"], {}).ca.workloadSocketMode, 0o660);
+    assert.equal(parseServerConfig(base, { CAIRN_WORKLOAD_SOCKET_MODE: "0o700" }).ca.workloadSocketMode, 0o700);
   });
 
   void test("the executable exits 2 with a usage error for bad flags", async () => {
