@@ -160,7 +160,7 @@ export class PeerLink {
     private address: string,
     private readonly ctx: LinkContext,
   ) {
-    this.client = new grpc.Client(address, channelCredentials(ctx.tls, id), channelOptions(ctx.limits));
+    this.client = new grpc.Client(address, channelCredentials(ctx.tls, id), channelOptions(ctx.limits, ctx.tls !== undefined));
   }
 
   get closed(): boolean {
@@ -469,7 +469,7 @@ export class PeerLink {
     this.dropConnection();
     this.client.close();
     this.address = address;
-    this.client = new grpc.Client(address, channelCredentials(this.ctx.tls, this.id), channelOptions(this.ctx.limits));
+    this.client = new grpc.Client(address, channelCredentials(this.ctx.tls, this.id), channelOptions(this.ctx.limits, this.ctx.tls !== undefined));
     this.backoffAttempt = 0;
     this.connect();
   }

@@ -122,8 +122,15 @@ export function callerNodeIds(call: AuthenticatedCall): string[] {
 const KEEPALIVE_TIME_MS = 10_000;
 const KEEPALIVE_TIMEOUT_MS = 5_000;
 
-export function channelOptions(limits: ResolvedLimits): grpc.ChannelOptions {
+/**
+ * The TLS server name a channel sends. Peers are dialled by IP, which SNI may not carry (RFC 6066;
+ * Node warns about it), and the identity checked is the node id, not a host name: so a fixed name.
+ */
+const PEER_TLS_SERVER_NAME = "cairn-peer";
+
+export function channelOptions(limits: ResolvedLimits, secure: boolean): grpc.ChannelOptions {
   return {
+    ...(secure ? { "grpc.ssl_target_name_override": PEER_TLS_SERVER_NAME } : {}),
     "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
     "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
     "grpc.keepalive_permit_without_calls": 1,
