@@ -123,6 +123,15 @@ export function ensurePeerCredentials(dir: string, nodeIds: readonly string[]): 
   return out;
 }
 
+/** Bounds the CAs one file may hold: a rotation needs two. */
+const CA_FILE_CERTIFICATES_MAX = 16;
+
+function pemCertificates(pem: Buffer): string[] {
+  const blocks = pem.toString("latin1").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length > CA_FILE_CERTIFICATES_MAX) throw new TlsFileError(`a peer CA file holds ${blocks.length} certificates; at most ${CA_FILE_CERTIFICATES_MAX} are read`);
+  return blocks;
+}
+
 /** The flags that hand a node its peer credentials, for harnesses that spawn `cairn server`. */
 export function peerCredentialFlags(paths: PeerCredentialPaths): string[] {
   return ["--peer-cert-file", paths.certFile, "--peer-key-file", paths.keyFile, "--peer-ca-file", paths.caFile];
@@ -145,13 +154,16 @@ export function readPeerCredentials(paths: PeerCredentialPaths, nodeId: string, 
   const caPem = readFlagFile("--peer-ca-file", paths.caFile);
   const certPem = readFlagFile("--peer-cert-file", paths.certFile);
   const keyPem = readFlagFile("--peer-key-file", paths.keyFile);
-  let ca: X509Certificate;
+  // The CA file may hold several CAs (old and new, while a CA rotation overlaps them): any may be the issuer.
+  const cas = pemCertificates(caPem).flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem)];
+    } catch (err) {
+      throw new TlsFileError(`--peer-ca-file ${paths.caFile} holds a certificate that does not parse: ${errorMessage(err)}`);
+    }
+  });
+  if (cas.length === 0) throw new TlsFileError(`--peer-ca-file ${paths.caFile} holds no PEM certificate; give the ca.pem cairn tls ca create wrote`);
   let cert: X509Certificate;
-  try {
-    ca = new X509Certificate(caPem);
-  } catch (err) {
-    throw new TlsFileError(`--peer-ca-file ${paths.caFile} does not hold a PEM certificate: ${errorMessage(err)}`);
-  }
   try {
     cert = new X509Certificate(certPem);
   } catch (err) {
@@ -164,8 +176,9 @@ export function readPeerCredentials(paths: PeerCredentialPaths, nodeId: string, 
     throw new TlsFileError(`--peer-key-file ${paths.keyFile} does not hold a PEM private key: ${errorMessage(err)}`);
   }
   if (!keyMatches) throw new TlsFileError(`--peer-key-file ${paths.keyFile} is not the key of --peer-cert-file ${paths.certFile}; give the pair cairn tls cert create wrote together`);
-  if (!ca.ca) throw new TlsFileError(`--peer-ca-file ${paths.caFile} is not a CA certificate; give the ca.pem cairn tls ca create wrote`);
-  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
+  const notCa = cas.find((ca) => !ca.ca);
+  if (notCa !== undefined) throw new TlsFileError(`--peer-ca-file ${paths.caFile} holds ${notCa.subject.replaceAll("\n", ", ")}, which is not a CA certificate; give the ca.pem cairn tls ca create wrote`);
+  if (!cas.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey))) {
     throw new TlsFileError(`--peer-cert-file ${paths.certFile} was not issued by --peer-ca-file ${paths.caFile}; every node's certificate must come from the one peer CA`);
   }
   const validFrom = Date.parse(cert.validFrom);
