@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { errorMessage } from "../src/common/errors.js";
+import { type PeerCredentialPaths, ensurePeerCredentials, peerCredentialFlags } from "../src/tls/files.js";
 import type { ClusterObservation, RoleChange } from "./history.js";
 import type { ChaosNetwork, NodeAddresses } from "./net/network.js";
 import type { NodeTarget } from "./workload/workload.js";
@@ -274,6 +275,8 @@ export class ChaosCluster {
     const a = n.addresses;
     const args = [mainPath, "server", "--id", id, "--data", n.dataDir, "--http", a.listenHttp, "--grpc", a.listenGrpc,
       "--peer", a.listenPeer, "--advertise-peer", a.advertisePeer, "--log-level", "info",
+      // Peer mTLS as in production: one peer CA per run, under the run's folder.
+      ...peerCredentialFlags(ensurePeerCredentials(join(this.opts.dir, "tls"), [id]).get(id) as PeerCredentialPaths),
       ...this.opts.network.serverArgs(id), ...this.opts.serverArgs, ...extra];
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.opts.env };
     if (this.opts.fakeClocks) {

@@ -40,7 +40,14 @@ const STOP_GRACE_MS = 1000;
  * further services; it runs before the server binds, so no call can arrive for a service that
  * is not there yet.
  */
-export async function startPublicGrpc(address: string, serving: () => boolean, logger: Logger, register?: (server: grpc.Server) => void): Promise<PublicGrpcServer> {
+export async function startPublicGrpc(
+  address: string,
+  serving: () => boolean,
+  logger: Logger,
+  register?: (server: grpc.Server) => void,
+  /** TLS (api/tls.ts); plaintext when absent. */
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<PublicGrpcServer> {
   const server = new grpc.Server();
   server.addService(healthService, {
     Check: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
@@ -49,9 +56,9 @@ export async function startPublicGrpc(address: string, serving: () => boolean, l
   });
   register?.(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)));
+    server.bindAsync(address, credentials, (err, bound) => (err === null ? resolve(bound) : reject(err)));
   });
-  logger.info({ address, port }, "public gRPC listening");
+  logger.info({ address, port, tls: credentials._isSecure() }, "public gRPC listening");
   return {
     port,
     stop: () =>

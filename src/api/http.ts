@@ -7,6 +7,7 @@ import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
 import { endWaitsOnClose } from "./blocking.js";
+import { type PublicTlsMaterial, httpsServerOptions } from "./tls.js";
 import { caRoutes } from "./ca/routes.js";
 import { clusterRoutes } from "./cluster/routes.js";
 import { consulRoutes } from "./consul/routes.js";
@@ -37,6 +38,8 @@ export interface HttpServerOptions {
   readonly nodeAddress?: string;
   readonly clusterId: string;
   readonly logger: Logger;
+  /** Serve HTTPS with this material; plaintext HTTP when absent. */
+  readonly tls?: PublicTlsMaterial;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -58,7 +61,10 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     // consistent read that meets an election waits up to --leader-wait and then its commit, and
     // the driver bounds each of those waits itself. Fastify's connectionTimeout, requestTimeout
     // and handlerTimeout are off by default (0); keepAliveTimeout only closes idle sockets.
-  });
+    // With https the server is an https.Server; the routes see no difference, so the instance
+    // keeps the plain type.
+    ...(opts.tls === undefined ? {} : { https: httpsServerOptions(opts.tls) }),
+  }) as unknown as FastifyInstance;
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);

@@ -122,7 +122,7 @@ export function shapeSerial(bytes: Uint8Array, offset: number): void {
   bytes[offset] = (bytes[offset] & 0x3f) | 0x40;
 }
 
-function randomSerial(): Uint8Array {
+export function randomSerial(): Uint8Array {
   const serial = randomBytes(SERIAL_BYTES);
   shapeSerial(serial, 0);
   return der(Tag.integer, serial);
@@ -382,7 +382,7 @@ export function publicKeyOf(cert: DecodedCertificate): KeyObject {
 // ---------------------------------------------------------------- names
 
 /** An RDNSequence of O=<organization>, CN=<commonName>, as UTF8Strings (RFC 5280's choice for new names). */
-function encodeName(organization: string, commonName: string): Uint8Array {
+export function encodeName(organization: string, commonName: string): Uint8Array {
   const attribute = (oid: string, value: string): Uint8Array => der(Tag.set, der(Tag.sequence, encodeOid(oid), encodeUtf8String(value)));
   return der(Tag.sequence, attribute(ORGANIZATION_OID, organization), attribute(COMMON_NAME_OID, commonName));
 }
@@ -421,7 +421,7 @@ function escapeRdnValue(value: string): string {
 
 // ---------------------------------------------------------------- issuing
 
-interface TbsFields {
+export interface TbsFields {
   readonly serial: Uint8Array;
   readonly issuerDer: Uint8Array;
   readonly notBeforeMs: number;
@@ -431,7 +431,7 @@ interface TbsFields {
   readonly extensions: readonly Uint8Array[];
 }
 
-function issue(fields: TbsFields, privateKey: KeyObject, algorithm: SigningAlgorithm): string {
+export function issue(fields: TbsFields, privateKey: KeyObject, algorithm: SigningAlgorithm): string {
   const tbs = der(
     Tag.sequence,
     VERSION_3,
@@ -447,7 +447,7 @@ function issue(fields: TbsFields, privateKey: KeyObject, algorithm: SigningAlgor
   return pemEncode("CERTIFICATE", der(Tag.sequence, tbs, algorithm.algorithmIdentifierDer, encodeBitString(signature)));
 }
 
-function signingAlgorithmOrThrow(privateKey: KeyObject, role: string): SigningAlgorithm {
+export function signingAlgorithmOrThrow(privateKey: KeyObject, role: string): SigningAlgorithm {
   const algorithm = signingAlgorithmFor(privateKey);
   if (algorithm === undefined) {
     const kind = privateKey.type === "private" ? describeKey(privateKey) : `a ${privateKey.type} key`;
@@ -478,7 +478,7 @@ function checkValidity(notBeforeMs: number, notAfterMs: number): void {
 }
 
 /** The issuer's certificate, checked to be a CA whose key is `privateKey`. */
-function checkedIssuer(issuer: { certificatePem: string; privateKey: KeyObject }): DecodedCertificate {
+export function checkedIssuer(issuer: { certificatePem: string; privateKey: KeyObject }): DecodedCertificate {
   const cert = decodeCertificate(issuer.certificatePem);
   if (!cert.isCa) throw new CertificateError("the issuer certificate is not a CA (basicConstraints cA is not set)");
   if (cert.keyUsage !== undefined && (cert.keyUsage & (1 << KEY_USAGE_BIT.keyCertSign)) === 0) {

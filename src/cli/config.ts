@@ -9,6 +9,7 @@ import { type WorkloadRule, everyCallerRules, parseWorkloadRules } from "../ca/w
 import { formatGoDuration, parseGoDuration } from "../common/duration.js";
 import { errorMessage } from "../common/errors.js";
 import { driverDefaults } from "../raft/node/settings.js";
+import type { PeerCredentialPaths } from "../tls/files.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -34,7 +35,22 @@ export interface ServerConfig {
   /** How long a write or linearizable read that meets an election waits for a leader (the driver's leaderWaitMs). */
   readonly leaderWaitMs: number | undefined;
   readonly ca: CaConfig;
+  /** The node's peer credentials; undefined when none were given (runServer refuses that unless peerInsecure). */
+  readonly peerTls: PeerCredentialPaths | undefined;
+  /** --peer-insecure: plaintext peer traffic that trusts any caller, for a trusted network only. */
+  readonly peerInsecure: boolean;
+  readonly publicTls: PublicTlsConfig;
 }
+
+/**
+ * TLS on the public HTTP and gRPC ports. "files": the operator's certificate and key. "auto": a
+ * certificate for this node from the cluster's own CA, renewed before it expires. With
+ * clientCaFile, every client must present a certificate that chains to it.
+ */
+export type PublicTlsConfig =
+  | { readonly mode: "off" }
+  | { readonly mode: "files"; readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string | undefined }
+  | { readonly mode: "auto"; readonly clientCaFile: string | undefined };
 
 export interface CaConfig {
   readonly trustDomain: string;
@@ -67,6 +83,8 @@ interface Setting {
   readonly env: string;
   readonly key: string;
   readonly help: string;
+  /** A switch: given alone (--flag) it is "true"; --flag=false, env and file values say true or false. */
+  readonly bare?: true;
 }
 
 const SETTINGS: readonly Setting[] = [
@@ -96,11 +114,20 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out to every caller, comma-separated (unattested; prefer --workload-attest)" },
   { flag: "--workload-attest", env: "CAIRN_WORKLOAD_ATTEST", key: "workloadAttest", help: "who on the Workload API socket holds which SPIFFE ID, by the caller's uid or gid (SO_PEERCRED): uid:1000=spiffe://TD/ns/NS/svc/SVC,gid:50=...; see docs/workload-attestation.md" },
   { flag: "--workload-socket-mode", env: "CAIRN_WORKLOAD_SOCKET_MODE", key: "workloadSocketMode", help: "permission bits of the Workload API socket, octal (default 0770; 0777 lets every local user connect and be attested)" },
+  { flag: "--peer-cert-file", env: "CAIRN_PEER_CERT_FILE", key: "peerCertFile", help: "this node's peer certificate (PEM), from cairn tls cert create" },
+  { flag: "--peer-key-file", env: "CAIRN_PEER_KEY_FILE", key: "peerKeyFile", help: "the private key of --peer-cert-file (PEM)" },
+  { flag: "--peer-ca-file", env: "CAIRN_PEER_CA_FILE", key: "peerCaFile", help: "the peer CA (PEM): peers must present a certificate it issued" },
+  { flag: "--peer-insecure", env: "CAIRN_PEER_INSECURE", key: "peerInsecure", bare: true, help: "run peer traffic in plaintext, trusting any caller (trusted networks only)" },
+  { flag: "--tls", env: "CAIRN_TLS", key: "tls", help: "public HTTP and gRPC TLS: off (default), or auto for a certificate from the cluster's own CA; --tls-cert-file implies files" },
+  { flag: "--tls-cert-file", env: "CAIRN_TLS_CERT_FILE", key: "tlsCertFile", help: "certificate (PEM) to serve HTTPS and gRPC over TLS with" },
+  { flag: "--tls-key-file", env: "CAIRN_TLS_KEY_FILE", key: "tlsKeyFile", help: "the private key of --tls-cert-file (PEM)" },
+  { flag: "--tls-client-ca-file", env: "CAIRN_TLS_CLIENT_CA_FILE", key: "tlsClientCaFile", help: "CA (PEM) that client certificates must chain to; needs --tls-verify-client" },
+  { flag: "--tls-verify-client", env: "CAIRN_TLS_VERIFY_CLIENT", key: "tlsVerifyClient", bare: true, help: "refuse HTTP and gRPC clients without a certificate from --tls-client-ca-file" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
 export function usage(): string {
-  const lines = SETTINGS.map((s) => `  ${`${s.flag} VALUE`.padEnd(28)} ${s.help} [env ${s.env}]`);
+  const lines = SETTINGS.map((s) => `  ${(s.bare === true ? s.flag : `${s.flag} VALUE`).padEnd(28)} ${s.help} [env ${s.env}]`);
   return `usage: cairn server [flags]\n${lines.join("\n")}\n`;
 }
 
@@ -166,7 +193,8 @@ export function parseServerConfig(
     const [flag, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
     const setting = SETTINGS.find((s) => s.flag === flag);
     if (setting === undefined) throw new ConfigError(`unknown flag ${flag}\n${usage()}`);
-    const value = inline ?? argv[++i];
+    // A switch never takes the next argument: "--peer-insecure --id n1" must not read "--id".
+    const value = setting.bare === true ? (inline ?? "true") : (inline ?? argv[++i]);
     if (value === undefined || value.startsWith("--")) throw new ConfigError(`${flag} needs a value`);
     fromFlags.set(setting.key, value);
   }
@@ -187,7 +215,10 @@ export function parseServerConfig(
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${configPath} must hold a JSON object`);
     for (const [k, v] of Object.entries(parsed)) {
       if (!SETTINGS.some((s) => s.key === k) || k === "config") throw new ConfigError(`config file ${configPath}: unknown setting "${k}"`);
-      if (typeof v !== "string" && typeof v !== "number") throw new ConfigError(`config file ${configPath}: "${k}" must be a string or number`);
+      const bare = SETTINGS.some((s) => s.key === k && s.bare === true);
+      if (bare ? typeof v !== "boolean" : typeof v !== "string" && typeof v !== "number") {
+        throw new ConfigError(`config file ${configPath}: "${k}" must be ${bare ? "true or false" : "a string or number"}`);
+      }
       fromFile.set(k, String(v));
     }
   }
@@ -235,6 +266,10 @@ export function parseServerConfig(
   const watchWindowEvents = get("watchWindowEvents");
   const catchUpEntries = get("catchUpEntries");
   const ca = parseCaConfig(get, env, readBytes);
+  const peerTls = parsePeerTls(get);
+  const peerInsecure = parseSwitch(get, "peerInsecure");
+  if (peerTls !== undefined && peerInsecure) throw new ConfigError("give either peer credentials (--peer-cert-file, --peer-key-file, --peer-ca-file) or --peer-insecure, not both");
+  const publicTls = parsePublicTls(get, parseSwitch(get, "tlsVerifyClient"));
   return {
     id,
     dataDir: required("data"),
@@ -255,7 +290,60 @@ export function parseServerConfig(
     deregisterCriticalMinMs,
     leaderWaitMs,
     ca,
+    peerTls,
+    peerInsecure,
+    publicTls,
   };
+}
+
+function settingFor(key: string): Setting {
+  const s = SETTINGS.find((x) => x.key === key);
+  if (s === undefined) throw new Error(`no setting has the key ${key}`);
+  return s;
+}
+
+/** A switch's value, from "true"/"1" or "false"/"0" wherever it was set. */
+function parseSwitch(get: (key: string) => string | undefined, key: string): boolean {
+  const text = get(key);
+  if (text === undefined) return false;
+  if (text === "true" || text === "1") return true;
+  if (text === "false" || text === "0") return false;
+  const s = settingFor(key);
+  throw new ConfigError(`${s.flag} (or ${s.env}) is a switch: true, false, 1 or 0, not "${text}"`);
+}
+
+/** The three peer files together, or none (runServer then asks for them or --peer-insecure). */
+function parsePeerTls(get: (key: string) => string | undefined): PeerCredentialPaths | undefined {
+  const certFile = get("peerCertFile");
+  const keyFile = get("peerKeyFile");
+  const caFile = get("peerCaFile");
+  if (certFile === undefined && keyFile === undefined && caFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined || caFile === undefined) {
+    const missing = [["peerCertFile", certFile], ["peerKeyFile", keyFile], ["peerCaFile", caFile]].filter(([, v]) => v === undefined).map(([k]) => settingFor(k as string).flag);
+    throw new ConfigError(`peer TLS needs all of --peer-cert-file, --peer-key-file and --peer-ca-file; ${missing.join(" and ")} ${missing.length === 1 ? "is" : "are"} missing`);
+  }
+  return { certFile, keyFile, caFile };
+}
+
+function parsePublicTls(get: (key: string) => string | undefined, verifyClient: boolean): PublicTlsConfig {
+  const mode = get("tls");
+  const certFile = get("tlsCertFile");
+  const keyFile = get("tlsKeyFile");
+  const clientCaFile = get("tlsClientCaFile");
+  if (mode !== undefined && mode !== "off" && mode !== "auto") throw new ConfigError(`--tls must be off or auto, not "${mode}"; to serve your own certificate give --tls-cert-file and --tls-key-file`);
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new ConfigError("give --tls-cert-file and --tls-key-file together");
+  if (verifyClient !== (clientCaFile !== undefined)) {
+    throw new ConfigError(verifyClient
+      ? "--tls-verify-client needs --tls-client-ca-file: the CA client certificates must chain to"
+      : "--tls-client-ca-file is given without --tls-verify-client; add it to require client certificates from that CA");
+  }
+  if (certFile !== undefined && keyFile !== undefined) {
+    if (mode !== undefined) throw new ConfigError(`--tls ${mode} and --tls-cert-file do not go together: the files already say to serve TLS with them`);
+    return { mode: "files", certFile, keyFile, clientCaFile };
+  }
+  if (mode === "auto") return { mode: "auto", clientCaFile };
+  if (verifyClient) throw new ConfigError("--tls-verify-client needs TLS on the public ports: give --tls-cert-file and --tls-key-file, or --tls auto");
+  return { mode: "off" };
 }
 
 /** A Go duration from 1ms to LEADER_WAIT_MAX_MS, in whole milliseconds (the driver counts in them). */

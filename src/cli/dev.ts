@@ -1,13 +1,16 @@
 // `cairn dev` (what `npm start` runs): a three-node cluster on loopback, data under ./data.
 // Each node is a real `cairn server` process; Ctrl-C stops all three cleanly, and running the
 // command again resumes from their data. The CA's keys are sealed with a KEK made once and kept
-// in ./data/ca-kek (owner-only), as an operator would provide one.
+// in ./data/ca-kek (owner-only), as an operator would provide one. Peer traffic is mutual TLS with
+// a peer CA and node certificates made on the first run under ./data/tls and reused after, just as
+// `cairn tls` would make them; the public ports stay plaintext on loopback.
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type PeerCredentialPaths, ensurePeerCredentials, peerCredentialFlags } from "../tls/files.js";
 
 interface DevNode {
   readonly id: string;
@@ -27,6 +30,7 @@ const NODES: readonly DevNode[] = [1, 2, 3].map((n) => ({
 
 const LEADER_WAIT_MS = 30_000;
 const KEK_PATH = join("data", "ca-kek");
+const TLS_DIR = join("data", "tls");
 
 /** The dev cluster's KEK: made on the first run, reused after, readable by its owner only. */
 function devKekPath(): string {
@@ -44,13 +48,15 @@ export async function runDev(args: readonly string[]): Promise<void> {
   const initialCluster = NODES.map((n) => `${n.id}=${n.peer}`).join(",");
   const children: ChildProcess[] = [];
   const kekPath = devKekPath();
+  const peerCredentials = ensurePeerCredentials(TLS_DIR, NODES.map((n) => n.id));
   for (const node of NODES) {
     mkdirSync(node.data, { recursive: true });
     const logPath = join(node.data, "cairn.log");
     const log = createWriteStream(logPath, { flags: "a" });
     const child = spawn(process.execPath, [mainPath, "server",
       "--id", node.id, "--data", node.data, "--http", node.http, "--grpc", node.grpc, "--peer", node.peer,
-      "--initial-cluster", initialCluster, "--ca-kek-file", kekPath], { stdio: ["ignore", "pipe", "pipe"] });
+      "--initial-cluster", initialCluster, "--ca-kek-file", kekPath,
+      ...peerCredentialFlags(peerCredentials.get(node.id) as PeerCredentialPaths)], { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout?.pipe(log);
     child.stderr?.on("data", (chunk: Buffer) => process.stderr.write(`[${node.id}] ${chunk.toString()}`));
     child.on("exit", (code, signal) => {

@@ -1,11 +1,14 @@
 // `cairn server`: one node of a cluster.
 
-import { createHash } from "node:crypto";
+import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { join as joinPath } from "node:path";
 import { pino, type Logger } from "pino";
 import { buildHttpServer } from "../api/http.js";
 import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
+import { type PublicTlsMaterial, grpcServerCredentials } from "../api/tls.js";
+import { type PeerCredentials, TlsFileError, readPeerCredentials } from "../tls/files.js";
 import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
@@ -37,6 +40,8 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   if (plantedBug !== undefined) {
     logger.warn({ plantedBug: plantedBug.name }, `${PLANTED_BUG_ENV} plants a bug in this server (${plantedBug.description}): for chaos tests only, never in production`);
   }
+  const peerTls = peerCredentialsOrExit(cfg, logger);
+  const publicTls = publicTlsOrExit(cfg, logger);
   let storage: LevelLogStorage;
   let clusterId: string;
   let joinPeers: Map<string, string> | undefined;
@@ -77,6 +82,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     listen: formatHostPort(cfg.peer),
     logger: logger.child({ component: "transport" }),
     peerVia: cfg.peerVia,
+    ...(peerTls === undefined ? {} : { tls: peerTls }),
     // Links between followers are idle until an election needs them; a link still backing off
     // from an earlier outage would drop the vote requests that end this one. So retry often.
     limits: { backoffMaxMs: Math.max(100, 4 * tickMs) },
@@ -124,14 +130,14 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   ca.start();
 
-  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
+  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }), ...(publicTls === undefined ? {} : { tls: publicTls }) });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
     xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
-  });
+  }, publicTls === undefined ? undefined : grpcServerCredentials(publicTls));
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {
     const { workloadRules: rules, workloadSocketMode: socketMode } = cfg.ca;
@@ -170,6 +176,81 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+/** Says what was wrong and exits 2: a start-up problem is the operator's to fix, not a crash. */
+function exitWith(message: string, logger: Logger): never {
+  logger.fatal(message);
+  process.stderr.write(`cairn: ${message}\n`);
+  process.exit(2);
+}
+
+/**
+ * The node's peer credentials, read and checked; undefined only under --peer-insecure. Without
+ * either, the node refuses to start: anyone who reaches a plaintext peer port can vote and
+ * append to the Raft log.
+ */
+function peerCredentialsOrExit(cfg: ServerConfig, logger: Logger): PeerCredentials | undefined {
+  if (cfg.peerInsecure) {
+    logger.warn(
+      { peerInsecure: true },
+      "INSECURE: --peer-insecure is set, so peer traffic is plaintext and this node accepts Raft messages, votes and forwarded writes from ANYONE who reaches its peer port; use it only on a trusted network, never in production",
+    );
+    return undefined;
+  }
+  if (cfg.peerTls === undefined) {
+    exitWith(
+      "cairn server needs peer TLS credentials, so that only this cluster's nodes can reach its Raft peer port. Make them once:\n" +
+        "  cairn tls ca create --dir tls\n" +
+        `  cairn tls cert create --dir tls --node ${cfg.id} --ip ${parseHostPort("--advertise-peer", cfg.advertisePeer).host}   (once per node, with its id and peer address)\n` +
+        "then start each node with its own pair and the shared CA:\n" +
+        `  cairn server --peer-cert-file tls/${cfg.id}.pem --peer-key-file tls/${cfg.id}-key.pem --peer-ca-file tls/ca.pem ...\n` +
+        "(or set CAIRN_PEER_CERT_FILE, CAIRN_PEER_KEY_FILE and CAIRN_PEER_CA_FILE). To run without them on a trusted network, give --peer-insecure.",
+      logger,
+    );
+  }
+  try {
+    const creds = readPeerCredentials(cfg.peerTls, cfg.id);
+    logger.info({ certFile: cfg.peerTls.certFile, caFile: cfg.peerTls.caFile }, "peer traffic is mutually authenticated with TLS");
+    return creds;
+  } catch (err) {
+    if (err instanceof TlsFileError) exitWith(err.message, logger);
+    throw err;
+  }
+}
+
+/** The public ports' TLS material, or undefined for plaintext. */
+function publicTlsOrExit(cfg: ServerConfig, logger: Logger): PublicTlsMaterial | undefined {
+  const tls = cfg.publicTls;
+  switch (tls.mode) {
+    case "off":
+      return undefined;
+    case "auto":
+      return exitWith("--tls auto is not available yet: give --tls-cert-file and --tls-key-file (for example a certificate made with cairn tls cert create)", logger);
+    case "files": {
+      const read = (flag: string, path: string): Buffer => {
+        try {
+          return readFileSync(path);
+        } catch (err) {
+          return exitWith(`cannot read ${flag} ${path}: ${errorMessage(err)}`, logger);
+        }
+      };
+      const certPem = read("--tls-cert-file", tls.certFile);
+      const keyPem = read("--tls-key-file", tls.keyFile);
+      const clientCaPem = tls.clientCaFile === undefined ? undefined : read("--tls-client-ca-file", tls.clientCaFile);
+      try {
+        // Fail at start, naming the files, rather than on every handshake.
+        if (!new X509Certificate(certPem).checkPrivateKey(createPrivateKey(keyPem))) {
+          exitWith(`--tls-key-file ${tls.keyFile} is not the key of --tls-cert-file ${tls.certFile}`, logger);
+        }
+        if (clientCaPem !== undefined) new X509Certificate(clientCaPem);
+      } catch (err) {
+        exitWith(`cannot use --tls-cert-file ${tls.certFile}, --tls-key-file ${tls.keyFile}${tls.clientCaFile === undefined ? "" : ` or --tls-client-ca-file ${tls.clientCaFile}`}: ${errorMessage(err)}`, logger);
+      }
+      logger.info({ certFile: tls.certFile, verifyClient: clientCaPem !== undefined }, "public HTTP and gRPC serve TLS");
+      return { certPem, keyPem, clientCaPem };
+    }
+  }
 }
 
 /** A corrupt log is an operator's problem to fix, not a crash: say where, and exit with 2. */

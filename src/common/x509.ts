@@ -25,7 +25,7 @@ export const EXTENDED_KEY_USAGE_OID = { serverAuth: "1.3.6.1.5.5.7.3.1", clientA
 export const KEY_USAGE_BIT = { digitalSignature: 0, keyEncipherment: 2, keyCertSign: 5, cRLSign: 6 } as const;
 
 /** The GeneralName choices Cairn reads and writes in a subjectAltName (RFC 5280 section 4.2.1.6). */
-export const GENERAL_NAME_TAG = { dnsName: contextTag(2, false), uri: contextTag(6, false) } as const;
+export const GENERAL_NAME_TAG = { dnsName: contextTag(2, false), uri: contextTag(6, false), ipAddress: contextTag(7, false) } as const;
 
 /** PKCS#9's extensionRequest: the CSR attribute that carries the extensions asked for (RFC 2985 section 5.4.2). */
 export const CSR_ATTRIBUTE_OID = { extensionRequest: "1.2.840.113549.1.9.14" } as const;

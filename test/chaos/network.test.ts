@@ -12,6 +12,7 @@ import { cleanupStale, probeNetns } from "../../chaos/net/netns.js";
 import { type ChaosNetwork, NETWORK_KIND_ENV, createNetwork } from "../../chaos/net/network.js";
 import { ProxyNetwork } from "../../chaos/net/proxy.js";
 import { type ClusterView, waitFor } from "../support/cluster.js";
+import { testPeerTlsFlags } from "../support/peer_tls.js";
 
 const execFileAsync = promisify(execFile);
 const netnsProbe = await probeNetns();
@@ -393,7 +394,7 @@ for (const kind of ["proxy", "netns"] as const) {
           const { command, args } = network.wrap(id, process.execPath, [
             mainPath, "server", "--id", id, "--data", join(root, id), "--http", a.listenHttp, "--grpc", a.listenGrpc,
             "--peer", a.listenPeer, "--advertise-peer", a.advertisePeer, "--initial-cluster", initialCluster, "--log-level", "warn",
-            ...network.serverArgs(id),
+            ...testPeerTlsFlags(id), ...network.serverArgs(id),
           ]);
           const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
           const server: ServerProcess = { id, child, output: "" };

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { driverDefaults } from "../../src/raft/node/settings.js";
+import { testPeerTlsFlags } from "./peer_tls.js";
 
 const mainPath = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
@@ -210,7 +211,8 @@ export class ProcessCluster {
 }
 
 function baseArgs(info: NodeInfo): string[] {
-  return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info"];
+  return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info",
+    ...testPeerTlsFlags(info.id)];
 }
 
 /** Polls `probe` until it returns a value, or fails after `timeoutMs` with `describe()`. */

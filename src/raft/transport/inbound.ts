@@ -31,6 +31,12 @@ export interface InboundContext {
   readonly selfId: NodeId;
   readonly limits: ResolvedLimits;
   readonly log: Logger;
+  /**
+   * The caller's node id was proven by its peer certificate (the transport admits a call only when
+   * the certificate names the id the call's metadata claims). Then a message must come from that
+   * node: a peer may speak only for itself.
+   */
+  readonly sendersAuthenticated: boolean;
   /** Hands messages to the node; does nothing once the transport is stopping. */
   deliver(messages: Message[]): void;
   /** The node's handler for a forwarded request. */
@@ -148,6 +154,8 @@ export class InboundStream extends InboundClientStream {
     for (const m of messages) {
       if (m.to !== this.ctx.selfId) {
         this.ctx.log.warn({ sender: this.sender, type: m.type, from: m.from, to: m.to }, "dropped a message addressed to another node; check the peer addresses");
+      } else if (this.ctx.sendersAuthenticated && m.from !== this.sender) {
+        this.ctx.log.warn({ sender: this.sender, type: m.type, from: m.from }, "dropped a message that claims to come from another node than the one whose certificate sent it");
       } else if (isLocalMessage(m)) {
         this.ctx.log.warn({ sender: this.sender, type: m.type, from: m.from }, "dropped a local-only message that arrived over the network");
       } else {
@@ -213,6 +221,10 @@ export class InboundSnapshot extends InboundClientStream {
     const to = header.message.to;
     if (to !== selfId) {
       this.fail(grpc.status.FAILED_PRECONDITION, `a snapshot addressed to node ${to} reached node ${selfId}; check the peer addresses`);
+      return;
+    }
+    if (this.ctx.sendersAuthenticated && header.message.from !== this.sender) {
+      this.fail(grpc.status.PERMISSION_DENIED, `a snapshot from node ${header.message.from} arrived over node ${this.sender}'s certificate; a peer may speak only for itself`);
       return;
     }
     if (header.dataBytes > limits.snapshotBytesMax) {

@@ -14,6 +14,7 @@ import {
   EMPTY_BUFFER,
   FORWARD_ERROR_METADATA_KEY,
   channelCredentials,
+  type PeerTlsCredentials,
   channelOptions,
   encodeFrameCount,
   encodeSnapshotHeader,
@@ -90,6 +91,8 @@ export interface LinkContext {
   readonly limits: ResolvedLimits;
   readonly log: Logger;
   readonly random: () => number;
+  /** Mutual TLS with the peer CA; undefined only when the node was told to run insecure. */
+  readonly tls: PeerTlsCredentials | undefined;
   callMetadata(): grpc.Metadata;
   reportUnreachable(peer: NodeId): void;
   reportSnapshotStatus(peer: NodeId, ok: boolean): void;
@@ -157,7 +160,7 @@ export class PeerLink {
     private address: string,
     private readonly ctx: LinkContext,
   ) {
-    this.client = new grpc.Client(address, channelCredentials(), channelOptions(ctx.limits));
+    this.client = new grpc.Client(address, channelCredentials(ctx.tls, id), channelOptions(ctx.limits, ctx.tls !== undefined));
   }
 
   get closed(): boolean {
@@ -466,7 +469,7 @@ export class PeerLink {
     this.dropConnection();
     this.client.close();
     this.address = address;
-    this.client = new grpc.Client(address, channelCredentials(), channelOptions(this.ctx.limits));
+    this.client = new grpc.Client(address, channelCredentials(this.ctx.tls, this.id), channelOptions(this.ctx.limits, this.ctx.tls !== undefined));
     this.backoffAttempt = 0;
     this.connect();
   }

@@ -1,6 +1,6 @@
 // The contract between two peers' transports, which both ends of every call import from here:
 // the gRPC service and its three methods, the metadata every call carries, the channel and server
-// options, the credentials, and the byte layouts of a Stream frame and of an InstallSnapshot
+// options, the credentials (mutual TLS against the peer CA), and the byte layouts of a Stream frame and of an InstallSnapshot
 // transfer. All three methods carry our own binary codec (codec.ts), not protobuf:
 // - Stream: one long-lived client-streaming call per peer. Each gRPC message is one frame, and a
 //   frame is one encodeMessages(batch) buffer holding everything send() was given in one tick.
@@ -12,6 +12,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { readMessage, writeMessage } from "../codec.js";
 import { CodecError, Reader, Writer } from "../../common/codec.js";
+import { nodeIdsInSubjectAltName } from "../../common/peer_identity.js";
 import type { Message, NodeId, SnapshotRequest } from "../core/types.js";
 import type { ResolvedLimits } from "./limits.js";
 
@@ -61,13 +62,58 @@ export const peerServiceDefinition = {
   Forward: peerMethod("Forward", false),
 } as const satisfies grpc.ServiceDefinition;
 
-// TLS comes later: every credential the transport uses is created here and only here.
-export function channelCredentials(): grpc.ChannelCredentials {
-  return grpc.credentials.createInsecure();
+// ---------------------------------------------------------------- credentials
+
+/**
+ * The node's peer credentials, PEM as read from its files. Both ends of every call present a
+ * certificate issued by `caPem` and check the other's against it, and only against it: the
+ * system's roots play no part, so a certificate from any other CA is refused in the handshake.
+ */
+export interface PeerTlsCredentials {
+  /** The peer CA: the only issuer this node accepts a peer's certificate from. */
+  readonly caPem: Buffer;
+  /** This node's certificate (and any intermediates), carrying its node id (peerNodeUri). */
+  readonly certPem: Buffer;
+  readonly keyPem: Buffer;
 }
 
-export function serverCredentials(): grpc.ServerCredentials {
-  return grpc.ServerCredentials.createInsecure();
+/**
+ * What a channel to `peerId` trusts. Without TLS (only as --peer-insecure asked), anything goes.
+ * With it, the server must chain to the peer CA (the TLS handshake checks that) and name
+ * `peerId` in its certificate. Its address is not checked: a peer is dialled at whatever it
+ * advertises or --peer-via says, so the node id is the identity.
+ */
+export function channelCredentials(tls: PeerTlsCredentials | undefined, peerId: NodeId): grpc.ChannelCredentials {
+  if (tls === undefined) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(tls.caPem, tls.keyPem, tls.certPem, {
+    checkServerIdentity: (_host, cert) => {
+      const named = nodeIdsInSubjectAltName(cert.subjectaltname);
+      if (named.includes(peerId)) return undefined;
+      return new Error(
+        `peer ${peerId}'s certificate names ${named.length === 0 ? "no node" : `node ${named.join(", ")}`}, not ${peerId}; ` +
+          `give each node a certificate made with: cairn tls cert create --node ${peerId}`,
+      );
+    },
+  });
+}
+
+/** The server half: with TLS, every caller must present a certificate from the peer CA. */
+export function serverCredentials(tls: PeerTlsCredentials | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(tls.caPem, [{ private_key: tls.keyPem, cert_chain: tls.certPem }], true);
+}
+
+/** The part of a server call that tells who called (grpc-js does not export its AuthContext type). */
+export interface AuthenticatedCall {
+  getAuthContext(): { readonly sslPeerCertificate?: { readonly subjectaltname?: string } };
+}
+
+/**
+ * The node ids a caller's verified certificate names; empty for a caller without one. gRPC
+ * reports a certificate only once the handshake verified it against the peer CA.
+ */
+export function callerNodeIds(call: AuthenticatedCall): string[] {
+  return nodeIdsInSubjectAltName(call.getAuthContext().sslPeerCertificate?.subjectaltname);
 }
 
 // Loopback and LAN round trips are well under a millisecond, so a peer that does not answer a
@@ -76,8 +122,15 @@ export function serverCredentials(): grpc.ServerCredentials {
 const KEEPALIVE_TIME_MS = 10_000;
 const KEEPALIVE_TIMEOUT_MS = 5_000;
 
-export function channelOptions(limits: ResolvedLimits): grpc.ChannelOptions {
+/**
+ * The TLS server name a channel sends. Peers are dialled by IP, which SNI may not carry (RFC 6066;
+ * Node warns about it), and the identity checked is the node id, not a host name: so a fixed name.
+ */
+const PEER_TLS_SERVER_NAME = "cairn-peer";
+
+export function channelOptions(limits: ResolvedLimits, secure: boolean): grpc.ChannelOptions {
   return {
+    ...(secure ? { "grpc.ssl_target_name_override": PEER_TLS_SERVER_NAME } : {}),
     "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
     "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
     "grpc.keepalive_permit_without_calls": 1,

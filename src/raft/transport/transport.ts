@@ -18,7 +18,10 @@ import { type LinkContext, type PeerLinkStats, PeerLink } from "./peer_link.js";
 import {
   CLUSTER_ID_METADATA_KEY,
   NODE_ID_METADATA_KEY,
+  type AuthenticatedCall,
+  type PeerTlsCredentials,
   callMetadata,
+  callerNodeIds,
   encodeFrameMessage,
   frameBytes,
   metadataString,
@@ -44,12 +47,17 @@ export interface PeerTransportOptions {
    * configuration replicates.
    */
   readonly peerVia?: ReadonlyMap<NodeId, string>;
+  /**
+   * Mutual TLS against the peer CA (service.ts says what each end checks). Absent, the transport
+   * is plaintext and trusts any caller: `cairn server` runs so only when given --peer-insecure.
+   */
+  readonly tls?: PeerTlsCredentials;
 }
 
 type TransportState = "new" | "starting" | "running" | "stopped";
 
 /** What the server reads from any inbound call before serving it. */
-interface AdmittedCall {
+interface AdmittedCall extends AuthenticatedCall {
   readonly metadata: grpc.Metadata;
   getPeer(): string;
 }
@@ -103,6 +111,7 @@ export class PeerTransport implements PeerNetwork {
       limits: this.limits,
       log: this.log,
       random,
+      tls: opts.tls,
       callMetadata: () => callMetadata(opts.clusterId, opts.selfId),
       // Callbacks never run inside send() or a gRPC event: the node may be mid-Ready when it
       // sends, and stepping its core from inside that call would interleave two batches.
@@ -113,6 +122,7 @@ export class PeerTransport implements PeerNetwork {
       selfId: opts.selfId,
       limits: this.limits,
       log: this.log,
+      sendersAuthenticated: opts.tls !== undefined,
       deliver: (messages) => this.deliver(messages),
       onForward: (request) => {
         const handlers = this.handlers;
@@ -138,7 +148,7 @@ export class PeerTransport implements PeerNetwork {
     });
     this.server = server;
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(this.opts.listen, serverCredentials(), (err, bound) => {
+      server.bindAsync(this.opts.listen, serverCredentials(this.opts.tls), (err, bound) => {
         if (err !== null) {
           reject(new Error(`node ${this.opts.selfId} cannot listen for peers on ${this.opts.listen}: ${err.message}`));
           return;
@@ -156,7 +166,7 @@ export class PeerTransport implements PeerNetwork {
       server.forceShutdown();
       throw new Error(`the peer transport of node ${this.opts.selfId} was stopped while starting`);
     }
-    this.log.info({ listen: this.opts.listen, port }, "peer transport listening");
+    this.log.info({ listen: this.opts.listen, port, tls: this.opts.tls !== undefined }, "peer transport listening");
     return port;
   }
 
@@ -315,6 +325,8 @@ export class PeerTransport implements PeerNetwork {
   /** The status to refuse a call with, or undefined to serve it. */
   private refusal(call: AdmittedCall, method: string): CallStatus | undefined {
     if (this.state !== "running") return shuttingDown(this.opts.selfId);
+    const impostor = this.identityRefusal(call, method);
+    if (impostor !== undefined) return impostor;
     const theirs = metadataString(call.metadata, CLUSTER_ID_METADATA_KEY);
     if (theirs === this.opts.clusterId) return undefined;
     const sender = metadataString(call.metadata, NODE_ID_METADATA_KEY) ?? "an unnamed node";
@@ -328,6 +340,26 @@ export class PeerTransport implements PeerNetwork {
       details: truncateDetails(
         `cluster id mismatch: node ${this.opts.selfId} belongs to cluster "${this.opts.clusterId}" but the ${method} call from ${sender} carries ${theirsText}; ` +
           "nodes only talk within one cluster, so check the cluster id both nodes were started with",
+      ),
+    };
+  }
+
+  /**
+   * With TLS the handshake has already proven the caller holds a certificate from the peer CA;
+   * here the node id its metadata claims must be one that certificate names, so one node cannot
+   * speak as another.
+   */
+  private identityRefusal(call: AdmittedCall, method: string): CallStatus | undefined {
+    if (this.opts.tls === undefined) return undefined;
+    const claimed = metadataString(call.metadata, NODE_ID_METADATA_KEY);
+    const proven = callerNodeIds(call);
+    if (claimed !== undefined && proven.includes(claimed)) return undefined;
+    this.log.warn({ method, claimed: claimed ?? null, certificateNames: proven, remote: call.getPeer() }, "refused a peer call whose certificate does not name the node it claims to be");
+    return {
+      code: grpc.status.PERMISSION_DENIED,
+      details: truncateDetails(
+        `node ${this.opts.selfId} refused the ${method} call: it claims to come from ${claimed === undefined ? "no node" : `node ${claimed}`} ` +
+          `but its certificate names ${proven.length === 0 ? "no node" : proven.join(", ")}; each node needs its own certificate (cairn tls cert create --node ID)`,
       ),
     };
   }
