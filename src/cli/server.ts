@@ -4,6 +4,8 @@ import { createHash } from "node:crypto";
 import { join as joinPath } from "node:path";
 import { pino, type Logger } from "pino";
 import { buildHttpServer } from "../api/http.js";
+import { RateLimiter } from "../api/rate_limit.js";
+import { CsrVerifyPool } from "../ca/verify_pool.js";
 import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
 import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
@@ -123,7 +125,13 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   ca.start();
 
-  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
+  const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
+  const http = buildHttpServer({
+    driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    rateLimiter: new RateLimiter(cfg.rateLimits),
+    csrVerifier,
+  });
+  logger.info({ rateLimits: cfg.rateLimits, csrVerify: cfg.csrVerify }, "rate limits on writes and signing, and where CSR signatures are checked");
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
@@ -154,6 +162,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.info({ signal }, "shutting down");
     void (async () => {
       await http.close();
+      await csrVerifier.close();
       await workload?.close();
       ca.stop();
       registry.stop();
