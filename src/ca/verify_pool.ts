@@ -152,6 +152,7 @@ export class CsrVerifyPool implements CsrVerifier {
       const tasks = queue.slice(at, at + BATCH_TASKS_MAX);
       const target = this.workers.reduce((a, b) => (b.running.size < a.running.size ? b : a));
       for (const t of tasks) target.running.add(t.id);
+      target.worker.ref();
       const batch: VerifyBatch = { tasks };
       target.worker.postMessage(batch);
     }
@@ -166,10 +167,11 @@ export class CsrVerifyPool implements CsrVerifier {
         entry.running.delete(o.id);
         this.settle(o);
       }
+      if (entry.running.size === 0) worker.unref();
     });
     worker.on("error", (err) => this.log.error({ err }, "a CSR verify worker failed"));
     worker.on("exit", (code) => this.replace(entry, code));
-    // The pool must not keep a process alive that is otherwise done.
+    // An idle pool must not keep a process alive that is otherwise done; a busy one must, until it answers.
     worker.unref();
     return entry;
   }
