@@ -82,10 +82,16 @@ export function resolveRateLimits(settings: RateLimitSettings): RateLimitSetting
 export interface Bucket {
   tokens: number;
   updatedMs: number;
+  /**
+   * The latest retry time promised to a refused request. Each refusal is promised the next
+   * slot after it (one token's time apart), so a herd that honours Retry-After comes back spread
+   * over the time the bucket needs to serve it, instead of all at once a second later.
+   */
+  promisedUntilMs: number;
 }
 
 export function fullBucket(limit: BucketLimit, nowMs: number): Bucket {
-  return { tokens: limit.burst, updatedMs: nowMs };
+  return { tokens: limit.burst, updatedMs: nowMs, promisedUntilMs: 0 };
 }
 
 /** Adds what has accrued since the bucket was last touched, up to the burst. A clock that steps back adds nothing. */
@@ -98,6 +104,13 @@ export function refill(bucket: Bucket, limit: BucketLimit, nowMs: number): void 
 /** Milliseconds until a refilled bucket holds one whole token: 0 when it already does. */
 export function msUntilToken(bucket: Bucket, limit: BucketLimit): number {
   return bucket.tokens >= 1 ? 0 : ((1 - bucket.tokens) * 1000) / limit.ratePerSecond;
+}
+
+/** Refuses one request: promises it the next free slot and answers the milliseconds until then. */
+export function promiseSlot(bucket: Bucket, limit: BucketLimit, nowMs: number): number {
+  const slotMs = Math.max(nowMs + msUntilToken(bucket, limit), bucket.promisedUntilMs + 1000 / limit.ratePerSecond);
+  bucket.promisedUntilMs = Math.min(slotMs, nowMs + RETRY_AFTER_SECONDS_MAX * 1000);
+  return bucket.promisedUntilMs - nowMs;
 }
 
 /** Retry-After in whole seconds, rounded up so a client that honours it finds a token; at least 1. */
@@ -176,10 +189,10 @@ export class RateLimiter {
     const addressBucket = t.byAddress.touch(address, nowMs);
     const tokenBucket = token === undefined ? undefined : t.byToken.touch(tokenKey(token), nowMs);
     if (tokenBucket !== undefined && tokenBucket.tokens < 1) {
-      return { admitted: false, limit: "token", retryAfterSeconds: retryAfterSeconds(msUntilToken(tokenBucket, t.limits.perToken)), bucket: t.limits.perToken };
+      return { admitted: false, limit: "token", retryAfterSeconds: retryAfterSeconds(promiseSlot(tokenBucket, t.limits.perToken, nowMs)), bucket: t.limits.perToken };
     }
     if (addressBucket.tokens < 1) {
-      return { admitted: false, limit: "address", retryAfterSeconds: retryAfterSeconds(msUntilToken(addressBucket, t.limits.perAddress)), bucket: t.limits.perAddress };
+      return { admitted: false, limit: "address", retryAfterSeconds: retryAfterSeconds(promiseSlot(addressBucket, t.limits.perAddress, nowMs)), bucket: t.limits.perAddress };
     }
     addressBucket.tokens -= 1;
     if (tokenBucket !== undefined) tokenBucket.tokens -= 1;

@@ -19,11 +19,13 @@ export interface CsrVerifier {
   close(): Promise<void>;
 }
 
+/** A busy pool's Retry-After is spread over 1..this many seconds, so a refused herd does not return as one. */
+export const BUSY_RETRY_SPREAD_SECONDS = 4;
+
 /** Too many CSRs are being checked on this node already: retry after `retryAfterSeconds`. */
 export class CaBusyError extends Error {
-  readonly retryAfterSeconds = 1;
-  constructor(inflightMax: number) {
-    super(`this node is already checking ${inflightMax} CSRs, its bound; retry after 1s or ask another node`);
+  constructor(inflightMax: number, readonly retryAfterSeconds: number) {
+    super(`this node is already checking ${inflightMax} CSRs, its bound; retry after ${retryAfterSeconds}s or ask another node`);
     this.name = "CaBusyError";
   }
 }
@@ -110,7 +112,9 @@ export class CsrVerifyPool implements CsrVerifier {
   }
 
   verify(proof: CsrProof): Promise<void> {
-    if (this.pending.size >= this.settings.inflightMax) return Promise.reject(new CaBusyError(this.settings.inflightMax));
+    if (this.pending.size >= this.settings.inflightMax) {
+      return Promise.reject(new CaBusyError(this.settings.inflightMax, 1 + Math.floor(Math.random() * BUSY_RETRY_SPREAD_SECONDS)));
+    }
     if (this.workers.length === 0) {
       if (this.closed) return Promise.reject(new Error("the CSR verify pool is closed"));
       return inlineVerifier.verify(proof);

@@ -26,7 +26,7 @@ function clock(): { now: () => number; advance: (ms: number) => void } {
 void describe("token buckets", () => {
   test("a full bucket lets a burst through, then refills at the rate up to the burst and no further", () => {
     const limit = { ratePerSecond: 2, burst: 3 };
-    const bucket = { tokens: 0, updatedMs: 0 };
+    const bucket = { tokens: 0, updatedMs: 0, promisedUntilMs: 0 };
     refill(bucket, limit, 250);
     assert.equal(bucket.tokens, 0.5);
     assert.equal(msUntilToken(bucket, limit), 250);
@@ -37,9 +37,9 @@ void describe("token buckets", () => {
 
   test("a clock that steps back adds nothing and does not move the bucket's time back", () => {
     const limit = { ratePerSecond: 1, burst: 10 };
-    const bucket = { tokens: 1, updatedMs: 5000 };
+    const bucket = { tokens: 1, updatedMs: 5000, promisedUntilMs: 0 };
     refill(bucket, limit, 1000);
-    assert.deepEqual(bucket, { tokens: 1, updatedMs: 5000 });
+    assert.deepEqual(bucket, { tokens: 1, updatedMs: 5000, promisedUntilMs: 0 });
   });
 
   test("Retry-After rounds the wait up to whole seconds, at least 1", () => {
@@ -75,6 +75,22 @@ void describe("the rate limiter", () => {
     assert.equal(limiter.admit("write", "secret-a", "10.0.0.1").admitted, false);
     c.advance(1);
     assert.equal(limiter.admit("write", "secret-a", "10.0.0.1").admitted, true, "recovers after the wait it named");
+  });
+
+  test("a herd of refused requests is promised slots one token apart, so honouring Retry-After spreads it", () => {
+    const c = clock();
+    const limiter = new RateLimiter(settings({ sign: { perToken: { ratePerSecond: 1, burst: 1 }, perAddress: { ratePerSecond: 2, burst: 2 } } }), c.now);
+    for (let i = 0; i < 2; i++) assert.equal(limiter.admit("sign", undefined, "10.0.0.9").admitted, true);
+    const waits = Array.from({ length: 6 }, () => {
+      const a = limiter.admit("sign", undefined, "10.0.0.9");
+      assert.ok(!a.admitted);
+      return a.retryAfterSeconds;
+    });
+    // 2/s: slots at 0.5, 1.0, 1.5, 2.0, 2.5, 3.0 s, rounded up to whole seconds.
+    assert.deepEqual(waits, [1, 1, 2, 2, 3, 3]);
+    c.advance(3000);
+    const fresh = limiter.admit("sign", undefined, "10.0.0.9");
+    assert.equal(fresh.admitted, true, "promises are not charged: the tokens accrued are there for whoever comes");
   });
 
   test("a slow rate names a long Retry-After", () => {
