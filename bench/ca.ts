@@ -22,6 +22,15 @@
 //   BENCH_WARMUP_SECONDS warm-up per path before round 1      (default 1, 0-30)
 //   BENCH_CSRS           distinct CSRs in the pool            (default 1000, 10-20000)
 //   BENCH_NAIVE          1 runs the @peculiar/x509 path       (default 1, 0-1)
+//   BENCH_HTTP           1 runs the HTTP path with wrk          (default 1, 0-1)
+//
+// The HTTP path: a one-node `cairn server` (its rate limits set far above the load by flag) and
+// wrk (1 thread, 16 connections) posting the pool's CSRs to POST /v1/ca/sign, once with CSR
+// signatures checked on the event loop (--csr-verify-workers 0: one core) and once with one
+// verify worker. Each round alternates a limit slice of BENCH_SECONDS in this process with a wrk
+// run of BENCH_SECONDS, so both meet the same machine; the ratio is the median of per-round
+// ratios. The server's own CPU seconds are read from /proc, so certificates per CPU-second show
+// what the worker buys and what it costs. Needs `apt-get install -y wrk`.
 
 import { type JsonWebKey, type KeyObject, createPublicKey, randomBytes, sign, verify, webcrypto } from "node:crypto";
 import { cpus, loadavg } from "node:os";
@@ -34,6 +43,11 @@ import { generateCaKey } from "../src/ca/keys.js";
 import { type LeafRequest, LeafSigner } from "../src/ca/leaf.js";
 import { x509 } from "../test/ca/x509_support.js";
 import { envInt, median } from "./support/settings.js";
+import { execFile } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { cleanup, startCairnCluster, tempDir } from "./support/processes.js";
 
 // ---------------------------------------------------------------- settings, each bounded
 
@@ -42,6 +56,15 @@ const ROUNDS = envInt("BENCH_ROUNDS", 5, 1, 15);
 const WARMUP_SECONDS = envInt("BENCH_WARMUP_SECONDS", 1, 0, 30);
 const POOL_CSRS = envInt("BENCH_CSRS", 1000, 10, 20_000);
 const RUN_NAIVE = envInt("BENCH_NAIVE", 1, 0, 1) === 1;
+const RUN_HTTP = envInt("BENCH_HTTP", 1, 0, 1) === 1;
+/** wrk's load, as the issue measured it. */
+const WRK_THREADS = 1;
+const WRK_CONNECTIONS = 16;
+/** Far above anything one node signs: the limits must not shape the benchmark. */
+const BENCH_RATE_LIMIT = "100000000,100000000";
+const HTTP_READY_TIMEOUT_MS = 30_000;
+/** Linux's clock ticks per second for /proc/<pid>/stat's utime and stime. */
+const CLOCK_TICKS_PER_SECOND = 100;
 /** The issue's goal: issuance at half the crypto limit or better. */
 const RATIO_GOAL = 0.5;
 /** Latency samples kept per round; past this a round stops recording (its rate still counts). */
@@ -355,6 +378,13 @@ async function main(): Promise<void> {
       `\n\nwhere cairn's time goes (µs per certificate, fastest of ${BREAKDOWN_BATCHES} batches of ${BREAKDOWN_BATCH_CALLS}):\n` +
       stages.map(([name], s) => `  ${name.padEnd(48)}${costs[s].toFixed(1).padStart(8)}\n`).join(""),
   );
+  const http = RUN_HTTP ? await httpPaths(f, limitOp) : [];
+  for (const h of http) {
+    process.stdout.write(
+      `http (${h.label}): ${Math.round(h.perSecond)}/s, ratio to the limit ${h.ratio.toFixed(3)} (goal >= ${RATIO_GOAL}: ${h.ratio >= RATIO_GOAL ? "met" : "NOT met"}), ` +
+        `server CPU ${h.serverCores.toFixed(2)} cores, ${Math.round(h.perCpuSecond)} certificates per server CPU-second; limit in the same rounds ${Math.round(h.limitPerSecond)}/s\n`,
+    );
+  }
   const summary = {
     bench: "ca",
     node: process.version,
@@ -372,8 +402,107 @@ async function main(): Promise<void> {
     ratioToFloor: Number(ratioToFloor.toFixed(3)),
     naivePerSecond: naiveResult === undefined ? null : Math.round(naiveResult.perSecond),
     speedupOverNaive: naiveResult === undefined ? null : Number((cairn.perSecond / naiveResult.perSecond).toFixed(1)),
+    http: http.map((h) => ({ path: h.label, perSecond: Math.round(h.perSecond), ratio: Number(h.ratio.toFixed(3)), limitPerSecond: Math.round(h.limitPerSecond), serverCores: Number(h.serverCores.toFixed(2)), perServerCpuSecond: Math.round(h.perCpuSecond) })),
   };
   process.stdout.write(`\n${JSON.stringify(summary)}\n`);
 }
 
-await main();
+// ---------------------------------------------------------------- the HTTP path, driven by wrk
+
+interface HttpResult {
+  readonly label: string;
+  readonly perSecond: number;
+  readonly ratio: number;
+  readonly limitPerSecond: number;
+  readonly serverCores: number;
+  readonly perCpuSecond: number;
+}
+
+const run = promisify(execFile);
+
+/** A Lua script for wrk that posts the pool's CSRs in turn, one JSON body per line of `bodiesPath`. */
+function wrkScript(bodiesPath: string): string {
+  return `local bodies = {}
+for line in io.lines("${bodiesPath}") do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, "/v1/ca/sign", nil, bodies[i])
+end
+`;
+}
+
+function cpuSecondsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+async function wrkRound(url: string, script: string, seconds: number): Promise<{ perSecond: number; failures: number }> {
+  const { stdout } = await run("wrk", [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, "-s", script, url]);
+  const rate = /Requests\/sec:\s+([0-9.]+)/.exec(stdout);
+  if (rate === null) throw new Error(`wrk printed no Requests/sec:\n${stdout}`);
+  const failures = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  return { perSecond: Number(rate[1]), failures };
+}
+
+async function httpPaths(f: Fixtures, limitOp: (i: number) => void): Promise<HttpResult[]> {
+  const dir = tempDir("cairn-bench-ca-");
+  const bodiesPath = join(dir, "bodies.txt");
+  writeFileSync(bodiesPath, `${f.csrPems.map((csr) => JSON.stringify({ csr })).join("\n")}\n`);
+  const script = join(dir, "sign.lua");
+  writeFileSync(script, wrkScript(bodiesPath));
+  const results: HttpResult[] = [];
+  for (const [label, workers] of [["event loop only, one core", 0], ["one verify worker", 1]] as const) {
+    const { cluster, close } = await startCairnCluster(1, [
+      "--log-level", "warn", "--csr-verify-workers", String(workers),
+      "--rate-limit-sign-token", BENCH_RATE_LIMIT, "--rate-limit-sign-address", BENCH_RATE_LIMIT,
+    ], HTTP_READY_TIMEOUT_MS);
+    try {
+      const node = cluster.nodes[0];
+      const pid = node.process?.pid;
+      if (pid === undefined) throw new Error("the bench's cairn server has no pid");
+      const url = `http://${node.info.http}`;
+      // The CA is created once a leader is elected: wait for a certificate, then warm up.
+      const deadline = Date.now() + HTTP_READY_TIMEOUT_MS;
+      while ((await fetch(`${url}/v1/ca/sign`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ csr: f.csrPems[0] }) })).status !== 200) {
+        if (Date.now() > deadline) throw new Error("the bench's cairn server signed nothing within 30 s");
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      if (WARMUP_SECONDS > 0) await wrkRound(url, script, WARMUP_SECONDS);
+      const rounds: { http: number; limit: number; cores: number }[] = [];
+      const counter = { i: 0 };
+      for (let round = 1; round <= ROUNDS; round++) {
+        const meter = new Meter();
+        for (let slice = 0; slice < (ROUND_SECONDS * 1000) / SLICE_MS; slice++) sliceSync(meter, SLICE_MS, counter, limitOp);
+        const cpuBefore = cpuSecondsOf(pid);
+        const wallBefore = performance.now();
+        const w = await wrkRound(url, script, ROUND_SECONDS);
+        const cores = (cpuSecondsOf(pid) - cpuBefore) / ((performance.now() - wallBefore) / 1000);
+        if (w.failures > 0) throw new Error(`wrk saw ${w.failures} answers other than 200 on the HTTP path (${label}); the bench's limits must not refuse`);
+        rounds.push({ http: w.perSecond, limit: meter.result().perSecond, cores });
+        process.stdout.write(`  http round ${round} (${label}): ${Math.round(w.perSecond)}/s, limit ${Math.round(meter.result().perSecond)}/s, server ${cores.toFixed(2)} cores  (load average ${load()})\n`);
+      }
+      const perSecond = median(rounds.map((r) => r.http));
+      const serverCores = median(rounds.map((r) => r.cores));
+      results.push({
+        label,
+        perSecond,
+        ratio: median(rounds.map((r) => r.http / r.limit)),
+        limitPerSecond: median(rounds.map((r) => r.limit)),
+        serverCores,
+        perCpuSecond: median(rounds.map((r) => r.http / r.cores)),
+      });
+    } finally {
+      await close();
+    }
+  }
+  return results;
+}
+
+try {
+  await main();
+} finally {
+  await cleanup();
+}

@@ -198,7 +198,9 @@ function mergedPercentile(results: readonly WrkResult[], p: number): number {
 
 /** A fresh three-node Cairn cluster with an agreed leader, and the function that closes it. */
 function startCairn(): Promise<{ cluster: ProcessCluster; close: () => Promise<void> }> {
-  return startCairnCluster(3, ["--log-level", "warn", ...CAIRN_EXTRA_ARGS], READY_TIMEOUT_MS);
+  // The write rate limits are raised far above the load: they must not shape the benchmark.
+  const unlimited = "100000000,100000000";
+  return startCairnCluster(3, ["--log-level", "warn", "--rate-limit-write-token", unlimited, "--rate-limit-write-address", unlimited, ...CAIRN_EXTRA_ARGS], READY_TIMEOUT_MS);
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: MEMORY_CONCURRENCY });

@@ -4,6 +4,7 @@ import type { FastifyReply } from "fastify";
 import { TooManyWatchersError } from "../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
 import { NotAvailableError } from "../raft/node/errors.js";
+import { CaBusyError } from "../ca/verify_pool.js";
 import { RaftRefusal } from "../raft/core/types.js";
 import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
 
@@ -25,6 +26,7 @@ export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id:
   }
   if (err instanceof RegistryInputError || err instanceof CaInputError) return reply.code(400).send({ error: err.message, field: err.field });
   if (err instanceof CaForbiddenError) return reply.code(403).send({ error: err.message });
+  if (err instanceof CaBusyError) return reply.code(503).header("retry-after", String(err.retryAfterSeconds)).send({ error: err.message });
   if (err instanceof CaUnavailableError) return reply.code(503).header("retry-after", "1").send({ error: err.message });
   if (err instanceof RegistryNotFoundError) return reply.code(404).send({ error: err.message });
   if (err instanceof TooManyWatchersError) return reply.code(429).header("retry-after", "1").send({ error: err.message });

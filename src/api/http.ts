@@ -17,6 +17,8 @@ import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
 import { runtimeRoutes } from "./cluster/runtime.js";
 import { watchRoutes } from "./watch/sse.js";
+import { RateLimiter, addRateLimits, rateLimitDefaults } from "./rate_limit.js";
+import { type CsrVerifier, inlineVerifier } from "../ca/verify_pool.js";
 
 interface HttpError {
   readonly statusCode?: number;
@@ -40,6 +42,10 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** Serve HTTPS with this material; plaintext HTTP when absent. */
   readonly tls?: PublicTlsMaterial;
+  /** Rate limits on writes and signing; default rateLimitDefaults. */
+  readonly rateLimiter?: RateLimiter;
+  /** Where CSR signatures are checked; default on the event loop. */
+  readonly csrVerifier?: CsrVerifier;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -68,6 +74,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);
+  addRateLimits(app, opts.rateLimiter ?? new RateLimiter(rateLimitDefaults));
   app.addHook("onRoute", openApi.onRoute);
   app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;
@@ -91,7 +98,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
-  caRoutes(app, { ca: opts.ca, driver: opts.driver });
+  caRoutes(app, { ca: opts.ca, driver: opts.driver, verifier: opts.csrVerifier ?? inlineVerifier });
   watchRoutes(app, opts.registry);
   consulRoutes(app, {
     registry: opts.registry,

@@ -18,7 +18,8 @@ import {
   crossSignCertificate,
   inspectCertificate,
 } from "./certificates.js";
-import { CsrError, parseCsr } from "./csr.js";
+import { CsrError, type CsrProof, type ParsedCsr, readCsrUnverified, verifyCsrProof } from "./csr.js";
+import type { CsrVerifier } from "./verify_pool.js";
 import { type CaKeyType, describeKey, generateCaKey } from "./keys.js";
 import { LeafSigner } from "./leaf.js";
 import { KeySealer, SealError } from "./seal.js";
@@ -185,22 +186,52 @@ export class CertificateAuthority {
 
   // ---------------------------------------------------------------- issuance
 
-  /** Signs a workload's CSR for the SPIFFE ID in it, if the caller may hold that ID. */
+  /** Signs a workload's CSR for the SPIFFE ID in it, if the caller may hold that ID; checks the CSR's signature on this thread. */
   sign(input: { readonly csr: string; readonly ttl?: string }, caller: Caller): IssuedCertificate {
-    const ttlMs = this.leafTtlMs(input.ttl);
-    let csr;
+    const request = this.admitCsr(input, caller);
     try {
-      csr = parseCsr(input.csr);
+      verifyCsrProof(request.proof);
     } catch (err) {
-      if (err instanceof CsrError) throw new CaInputError("csr", err.message);
-      throw err;
+      throw csrInputError(err);
     }
+    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames);
+  }
+
+  /**
+   * sign(), with the CSR's signature checked by `verifier` (a worker pool, off the event loop).
+   * Throws CaBusyError when the verifier is full.
+   */
+  async signWith(verifier: CsrVerifier, input: { readonly csr: string; readonly ttl?: string }, caller: Caller): Promise<IssuedCertificate> {
+    const request = this.admitCsr(input, caller);
+    // Fail fast: no point checking a CSR this node cannot sign now.
+    this.signerNow();
+    try {
+      await verifier.verify(request.proof);
+    } catch (err) {
+      throw csrInputError(err);
+    }
+    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames);
+  }
+
+  /**
+   * Everything about a CSR but its signature: its structure, TTL, SPIFFE ID and whether the
+   * caller may hold it; the cheap checks come first so a refused request costs little.
+   */
+  private admitCsr(input: { readonly csr: string; readonly ttl?: string }, caller: Caller): { readonly csr: ParsedCsr; readonly proof: CsrProof; readonly spiffeId: string; readonly ttlMs: number } {
+    const ttlMs = this.leafTtlMs(input.ttl);
+    let read;
+    try {
+      read = readCsrUnverified(input.csr);
+    } catch (err) {
+      throw csrInputError(err);
+    }
+    const csr = read.parsed;
     if (csr.uris.length !== 1) {
       throw new CaInputError("csr", `the CSR must carry exactly one URI SAN, the SPIFFE ID it asks for; it has ${csr.uris.length}`);
     }
     const id = this.workloadId(csr.uris[0]);
     if (!this.opts.authorizer.mayHold(caller, id)) throw new CaForbiddenError(`${caller.origin} may not hold ${id.uri}`);
-    return this.issue(id.uri, csr.subjectPublicKeyInfoDer, ttlMs, csr.dnsNames);
+    return { csr, proof: read.proof, spiffeId: id.uri, ttlMs };
   }
 
   /**
@@ -498,4 +529,9 @@ function exportPkcs8(key: KeyObject): string {
 
 function normalizePem(pem: string): string {
   return new X509Certificate(pem).toString();
+}
+
+/** A CSR the caller must fix is a 400 naming the csr field; anything else goes on as it is. */
+function csrInputError(err: unknown): unknown {
+  return err instanceof CsrError ? new CaInputError("csr", err.message) : err;
 }

@@ -93,6 +93,31 @@ const EC_POINT_BYTES = { "ec-p256": 65, "ec-p384": 97 } as const;
  * its self-signature (ECDSA with SHA-256/384/512, RSA PKCS#1 v1.5 with SHA-256/384/512, Ed25519).
  */
 export function parseCsr(csr: string | Uint8Array): ParsedCsr {
+  const { parsed, proof } = readCsrUnverified(csr);
+  verifyCsrProof(proof);
+  return parsed;
+}
+
+/**
+ * What verifying a CSR's self-signature needs, and nothing else: plain data, so it can be sent to
+ * a worker thread (the check costs most of an issuance) while the caller decides on the rest.
+ */
+export interface CsrProof {
+  /** The digest (null for Ed25519). */
+  readonly hash: string | null;
+  readonly keyType: CsrKeyType;
+  /** The CertificationRequestInfo's bytes: what was signed. */
+  readonly signed: Uint8Array;
+  readonly jwk: JsonWebKey;
+  readonly signature: Uint8Array;
+}
+
+/**
+ * parseCsr in two halves: everything but the signature check (strict structure, key and
+ * algorithm checks; cheap), and the proof that `verifyCsrProof` checks. Nothing may be issued
+ * for `parsed` until its proof has verified.
+ */
+export function readCsrUnverified(csr: string | Uint8Array): { readonly parsed: ParsedCsr; readonly proof: CsrProof } {
   const bytes = typeof csr === "string" ? decodePem(csr) : csr;
   if (bytes.length > CSR_BYTES_MAX) throw new CsrError("malformed", `the CSR is ${bytes.length} bytes, over the ${CSR_BYTES_MAX}-byte bound`);
   let fields: CsrFields;
@@ -103,8 +128,8 @@ export function parseCsr(csr: string | Uint8Array): ParsedCsr {
     throw err;
   }
   const spkiDer = elementBytes(bytes, fields.spki);
-  verifySignature(bytes, fields);
-  return { subjectPublicKeyInfoDer: spkiDer, keyType: fields.keyType, uris: fields.uris, dnsNames: fields.dnsNames };
+  const proof = proofOf(bytes, fields);
+  return { parsed: { subjectPublicKeyInfoDer: spkiDer, keyType: fields.keyType, uris: fields.uris, dnsNames: fields.dnsNames }, proof };
 }
 
 function decodePem(pem: string): Uint8Array {
@@ -319,14 +344,8 @@ function generalNameKind(tag: number): string {
   }
 }
 
-/**
- * Verifies the self-signature. The key goes to node:crypto as a JWK rather than as the SPKI DER:
- * OpenSSL 3.0 sets up its whole decoder framework for every DER key, which costs about twice
- * the JWK import's direct construction, and importing a fresh key is the largest cost of a CSR
- * after the signature check itself. Both imports check the same things (an EC point must be on
- * its curve). No KeyObject is kept, so nothing waits for the garbage collector to free it.
- */
-function verifySignature(bytes: Uint8Array, fields: CsrFields): void {
+/** The signature's algorithm, checked against the key, and the bytes it covers. */
+function proofOf(bytes: Uint8Array, fields: CsrFields): CsrProof {
   let algorithm;
   try {
     algorithm = verificationAlgorithmOf(readAlgorithmIdentifier(bytes, fields.signatureAlgorithm, "the signature"));
@@ -338,12 +357,22 @@ function verifySignature(bytes: Uint8Array, fields: CsrFields): void {
   if (algorithm.keyKind !== fields.keyKind) {
     throw new CsrError("badSignature", `the CSR is signed with ${algorithm.name}, which does not fit its ${fields.keyType} key`);
   }
-  const signed = elementBytes(bytes, fields.info);
+  return { hash: algorithm.hash, keyType: fields.keyType, signed: elementBytes(bytes, fields.info), jwk: fields.jwk, signature: fields.signature };
+}
+
+/**
+ * Throws CsrError unless the CSR's signature verifies with its own key: the proof it holds that
+ * key. The key goes to node:crypto as a JWK rather than as the SPKI DER: OpenSSL 3.0 sets up its whole decoder framework for every DER key, which costs about twice
+ * the JWK import's direct construction, and importing a fresh key is the largest cost of a CSR
+ * after the signature check itself. Both imports check the same things (an EC point must be on
+ * its curve). No KeyObject is kept, so nothing waits for the garbage collector to free it.
+ */
+export function verifyCsrProof(proof: CsrProof): void {
   let ok: boolean;
   try {
-    ok = verify(algorithm.hash, signed, { key: fields.jwk, format: "jwk" }, fields.signature);
+    ok = verify(proof.hash, proof.signed, { key: proof.jwk, format: "jwk" }, proof.signature);
   } catch (err) {
-    if (err instanceof Error && "code" in err && err.code === "ERR_CRYPTO_INVALID_JWK") throw new CsrError("malformed", `the CSR's ${fields.keyType} public key is not a valid key`);
+    if (err instanceof Error && "code" in err && err.code === "ERR_CRYPTO_INVALID_JWK") throw new CsrError("malformed", `the CSR's ${proof.keyType} public key is not a valid key`);
     ok = false; // OpenSSL throws for some malformed signatures; to the caller it is simply a bad one
   }
   if (!ok) throw new CsrError("badSignature", "the CSR signature does not verify with the CSR's own public key; sign the request with the private key it names");

@@ -10,6 +10,8 @@ import { formatGoDuration, parseGoDuration } from "../common/duration.js";
 import { errorMessage } from "../common/errors.js";
 import { driverDefaults } from "../raft/node/settings.js";
 import type { PeerCredentialPaths } from "../tls/files.js";
+import { type BucketLimit, RATE_PER_SECOND_MAX, type RateLimitSettings, rateLimitDefaults } from "../api/rate_limit.js";
+import { INFLIGHT_MAX_LIMIT, VERIFY_WORKERS_MAX, type VerifyPoolSettings, verifyPoolDefaults } from "../ca/verify_pool.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -40,6 +42,10 @@ export interface ServerConfig {
   /** --peer-insecure: plaintext peer traffic that trusts any caller, for a trusted network only. */
   readonly peerInsecure: boolean;
   readonly publicTls: PublicTlsConfig;
+  /** Token buckets per token and per address on writes and on certificate signing. */
+  readonly rateLimits: RateLimitSettings;
+  /** Where CSR signatures are checked (worker threads) and how many may be in flight. */
+  readonly csrVerify: VerifyPoolSettings;
 }
 
 /**
@@ -123,6 +129,13 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--tls-key-file", env: "CAIRN_TLS_KEY_FILE", key: "tlsKeyFile", help: "the private key of --tls-cert-file (PEM)" },
   { flag: "--tls-client-ca-file", env: "CAIRN_TLS_CLIENT_CA_FILE", key: "tlsClientCaFile", help: "CA (PEM) that client certificates must chain to; needs --tls-verify-client" },
   { flag: "--tls-verify-client", env: "CAIRN_TLS_VERIFY_CLIENT", key: "tlsVerifyClient", bare: true, help: "refuse HTTP and gRPC clients without a certificate from --tls-client-ca-file" },
+  { flag: "--rate-limit-write-token", env: "CAIRN_RATE_LIMIT_WRITE_TOKEN", key: "rateLimitWriteToken", help: `writes per second each token may make, and its burst: RATE[,BURST] (default ${bucketText(rateLimitDefaults.write.perToken)}); past it 429 with Retry-After` },
+  { flag: "--rate-limit-write-address", env: "CAIRN_RATE_LIMIT_WRITE_ADDRESS", key: "rateLimitWriteAddress", help: `writes per second from each remote address, with or without a token: RATE[,BURST] (default ${bucketText(rateLimitDefaults.write.perAddress)})` },
+  { flag: "--rate-limit-sign-token", env: "CAIRN_RATE_LIMIT_SIGN_TOKEN", key: "rateLimitSignToken", help: `certificates per second each token may ask for (POST /v1/ca/sign, Consul's leaf): RATE[,BURST] (default ${bucketText(rateLimitDefaults.sign.perToken)})` },
+  { flag: "--rate-limit-sign-address", env: "CAIRN_RATE_LIMIT_SIGN_ADDRESS", key: "rateLimitSignAddress", help: `certificates per second from each remote address: RATE[,BURST] (default ${bucketText(rateLimitDefaults.sign.perAddress)})` },
+  { flag: "--rate-limit-buckets", env: "CAIRN_RATE_LIMIT_BUCKETS", key: "rateLimitBuckets", help: `rate-limit buckets kept per class for tokens and for addresses, least recently used dropped first (default ${rateLimitDefaults.bucketsMax})` },
+  { flag: "--csr-verify-workers", env: "CAIRN_CSR_VERIFY_WORKERS", key: "csrVerifyWorkers", help: `worker threads that check CSR signatures off the event loop; 0 checks on it (default ${verifyPoolDefaults.workers} here: the cores but one, at most 4)` },
+  { flag: "--csr-inflight-max", env: "CAIRN_CSR_INFLIGHT_MAX", key: "csrInflightMax", help: `CSRs being checked at once, at most; past it 503 with Retry-After (default ${verifyPoolDefaults.inflightMax})` },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -270,6 +283,8 @@ export function parseServerConfig(
   const peerInsecure = parseSwitch(get, "peerInsecure");
   if (peerTls !== undefined && peerInsecure) throw new ConfigError("give either peer credentials (--peer-cert-file, --peer-key-file, --peer-ca-file) or --peer-insecure, not both");
   const publicTls = parsePublicTls(get, parseSwitch(get, "tlsVerifyClient"));
+  const rateLimits = parseRateLimits(get);
+  const csrVerify = parseCsrVerify(get);
   return {
     id,
     dataDir: required("data"),
@@ -293,6 +308,8 @@ export function parseServerConfig(
     peerTls,
     peerInsecure,
     publicTls,
+    rateLimits,
+    csrVerify,
   };
 }
 
@@ -344,6 +361,45 @@ function parsePublicTls(get: (key: string) => string | undefined, verifyClient: 
   if (mode === "auto") return { mode: "auto", clientCaFile };
   if (verifyClient) throw new ConfigError("--tls-verify-client needs TLS on the public ports: give --tls-cert-file and --tls-key-file, or --tls auto");
   return { mode: "off" };
+}
+
+function bucketText(limit: BucketLimit): string {
+  return `${limit.ratePerSecond},${limit.burst}`;
+}
+
+/** RATE[,BURST]: a rate per second above 0 (fractions allowed) and a whole burst of at least 1; the burst defaults to twice the rate. */
+export function parseBucketLimit(flag: string, text: string): BucketLimit {
+  const match = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:,\s*([0-9]+)\s*)?$/.exec(text);
+  const ratePerSecond = match === null ? Number.NaN : Number(match[1]);
+  const burst = match?.[2] === undefined ? Math.max(1, Math.ceil(2 * ratePerSecond)) : Number(match[2]);
+  if (match === null || !(ratePerSecond > 0 && ratePerSecond <= RATE_PER_SECOND_MAX) || !(burst >= 1 && burst <= 2 * RATE_PER_SECOND_MAX)) {
+    throw new ConfigError(`${flag} must be RATE or RATE,BURST: requests per second above 0 (at most ${RATE_PER_SECOND_MAX}) and a whole burst of at least 1, like "50" or "50,100"; not "${text}"`);
+  }
+  return { ratePerSecond, burst };
+}
+
+function parseRateLimits(get: (key: string) => string | undefined): RateLimitSettings {
+  const bucket = (key: string, flag: string, fallback: BucketLimit): BucketLimit => {
+    const text = get(key);
+    return text === undefined ? fallback : parseBucketLimit(flag, text);
+  };
+  const d = rateLimitDefaults;
+  const bucketsText = get("rateLimitBuckets");
+  return {
+    write: { perToken: bucket("rateLimitWriteToken", "--rate-limit-write-token", d.write.perToken), perAddress: bucket("rateLimitWriteAddress", "--rate-limit-write-address", d.write.perAddress) },
+    sign: { perToken: bucket("rateLimitSignToken", "--rate-limit-sign-token", d.sign.perToken), perAddress: bucket("rateLimitSignAddress", "--rate-limit-sign-address", d.sign.perAddress) },
+    bucketsMax: bucketsText === undefined ? d.bucketsMax : positiveInt("--rate-limit-buckets", bucketsText),
+  };
+}
+
+function parseCsrVerify(get: (key: string) => string | undefined): VerifyPoolSettings {
+  const workersText = get("csrVerifyWorkers");
+  const workers = workersText === undefined ? verifyPoolDefaults.workers : wholeNumber("--csr-verify-workers", workersText);
+  if (workers > VERIFY_WORKERS_MAX) throw new ConfigError(`--csr-verify-workers must be at most ${VERIFY_WORKERS_MAX}, not ${workers}`);
+  const inflightText = get("csrInflightMax");
+  const inflightMax = inflightText === undefined ? verifyPoolDefaults.inflightMax : positiveInt("--csr-inflight-max", inflightText);
+  if (inflightMax > INFLIGHT_MAX_LIMIT) throw new ConfigError(`--csr-inflight-max must be at most ${INFLIGHT_MAX_LIMIT}, not ${inflightMax}`);
+  return { workers, inflightMax };
 }
 
 /** A Go duration from 1ms to LEADER_WAIT_MAX_MS, in whole milliseconds (the driver counts in them). */

@@ -5,6 +5,8 @@ import { readFileSync } from "node:fs";
 import { join as joinPath } from "node:path";
 import { pino, type Logger } from "pino";
 import { buildHttpServer } from "../api/http.js";
+import { RateLimiter } from "../api/rate_limit.js";
+import { CsrVerifyPool } from "../ca/verify_pool.js";
 import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
 import { type PublicTlsMaterial, grpcServerCredentials } from "../api/tls.js";
@@ -130,7 +132,14 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   ca.start();
 
-  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }), ...(publicTls === undefined ? {} : { tls: publicTls }) });
+  const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
+  const http = buildHttpServer({
+    driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    rateLimiter: new RateLimiter(cfg.rateLimits),
+    csrVerifier,
+    ...(publicTls === undefined ? {} : { tls: publicTls }),
+  });
+  logger.info({ rateLimits: cfg.rateLimits, csrVerify: cfg.csrVerify }, "rate limits on writes and signing, and where CSR signatures are checked");
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
@@ -165,6 +174,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.info({ signal }, "shutting down");
     void (async () => {
       await http.close();
+      await csrVerifier.close();
       await workload?.close();
       ca.stop();
       registry.stop();

@@ -6,6 +6,7 @@ import { X509Certificate } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Caller } from "../../ca/authorizer.js";
 import type { CertificateAuthority } from "../../ca/authority.js";
+import type { CsrVerifier } from "../../ca/verify_pool.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../../ca/keys.js";
 import { type CaRoot, intermediatesOf } from "../../ca/state.js";
 import type { RaftDriver } from "../../raft/node/driver.js";
@@ -77,6 +78,8 @@ export interface CaRouteDeps {
   readonly ca: CertificateAuthority;
   readonly driver: RaftDriver;
   readonly random?: () => number;
+  /** Checks CSR signatures: a worker pool, bounded in flight. */
+  readonly verifier: CsrVerifier;
 }
 
 export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
@@ -87,10 +90,11 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
 
   app.post<{ Body: { csr: string; ttl?: string } }>("/v1/ca/sign", {
     bodyLimit: SIGN_BODY_BYTES_MAX,
+    config: { rateClass: "sign" },
     schema: { summary: "Sign a workload's CSR: an X.509-SVID for the SPIFFE ID in it, signed locally", body: signBody, response: { 200: signAnswer } },
-  }, (req, reply) => {
+  }, async (req, reply) => {
     try {
-      const issued = ca.sign(req.body, callerOf(req));
+      const issued = await ca.signWith(deps.verifier, req.body, callerOf(req));
       return reply.send({
         certificate: issued.certificatePem,
         chain: issued.chainPems,

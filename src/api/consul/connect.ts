@@ -47,6 +47,8 @@ export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
   app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/roots", { schema: rootsSchema }, (req, reply) => roots(req.query, reply));
 
   app.get<{ Params: { service: string }; Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/leaf/:service", {
+    // It may sign (a new key and leaf per service, or a renewal): charged as signing.
+    config: { rateClass: "sign" },
     schema: {
       summary: "A leaf certificate and key for a service, kept by this node; blocks until it nears expiry or the roots rotate",
       params: { type: "object", required: ["service"], properties: { service: { type: "string", minLength: 1 } } },
