@@ -2,6 +2,7 @@
 // that order of precedence. Every problem is reported with the setting, the value and the fix.
 
 import { readFileSync } from "node:fs";
+import { type HttpLimits, httpLimitDefaults, resolveHttpLimits } from "../api/limits.js";
 import { caDefaults } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import { parseSpiffeId, validateTrustDomain } from "../ca/spiffe.js";
@@ -33,6 +34,10 @@ export interface ServerConfig {
   /** How long a write or linearizable read that meets an election waits for a leader (the driver's leaderWaitMs). */
   readonly leaderWaitMs: number | undefined;
   readonly ca: CaConfig;
+  /** Bounds on what an HTTP client may send and hold; each absent one takes its default. */
+  readonly httpLimits: Partial<HttpLimits>;
+  /** The audit log's file; undefined: audit.log in the data directory. */
+  readonly auditLog: string | undefined;
 }
 
 export interface CaConfig {
@@ -91,6 +96,12 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--ca-kek-file", env: "CAIRN_CA_KEK_FILE", key: "caKekFile", help: "file holding the 32-byte key that seals CA private keys (base64 or hex); or put the key itself in CAIRN_CA_KEK" },
   { flag: "--workload-socket", env: "CAIRN_WORKLOAD_SOCKET", key: "workloadSocket", help: "Unix socket path for the SPIFFE Workload API (off when unset)" },
   { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out, comma-separated" },
+  { flag: "--http-max-header-bytes", env: "CAIRN_HTTP_MAX_HEADER_BYTES", key: "httpMaxHeaderBytes", help: `largest request line and headers, in bytes; larger is answered 431 (default ${httpLimitDefaults.headerBytesMax})` },
+  { flag: "--http-headers-timeout", env: "CAIRN_HTTP_HEADERS_TIMEOUT", key: "httpHeadersTimeout", help: `a request's headers must arrive within this, or 408 (Go duration, default ${formatGoDuration(httpLimitDefaults.headersTimeoutMs)})` },
+  { flag: "--http-request-timeout", env: "CAIRN_HTTP_REQUEST_TIMEOUT", key: "httpRequestTimeout", help: `a whole request, headers and body, must arrive within this, or 408; answers are not bounded (Go duration, default ${formatGoDuration(httpLimitDefaults.requestReceiveTimeoutMs)})` },
+  { flag: "--http-keepalive-idle", env: "CAIRN_HTTP_KEEPALIVE_IDLE", key: "httpKeepaliveIdle", help: `close a keep-alive connection idle this long (Go duration, default ${formatGoDuration(httpLimitDefaults.keepAliveIdleMs)})` },
+  { flag: "--http-max-conns-per-client", env: "CAIRN_HTTP_MAX_CONNS_PER_CLIENT", key: "httpMaxConnsPerClient", help: `open HTTP connections one address may hold; past it, 429 and close; 0: no cap (default ${httpLimitDefaults.connectionsPerClientMax}, as Consul's)` },
+  { flag: "--audit-log", env: "CAIRN_AUDIT_LOG", key: "auditLog", help: "file the audit log (every write and issued certificate, JSON lines) is appended to (default DATA/audit.log)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -230,6 +241,7 @@ export function parseServerConfig(
   const watchWindowEvents = get("watchWindowEvents");
   const catchUpEntries = get("catchUpEntries");
   const ca = parseCaConfig(get, env, readBytes);
+  const httpLimits = parseHttpLimits(get);
   return {
     id,
     dataDir: required("data"),
@@ -250,7 +262,39 @@ export function parseServerConfig(
     deregisterCriticalMinMs,
     leaderWaitMs,
     ca,
+    httpLimits,
+    auditLog: get("auditLog"),
   };
+}
+
+/** The HTTP limits given, checked against each other as the server will check them. */
+function parseHttpLimits(get: (key: string) => string | undefined): Partial<HttpLimits> {
+  const duration = (key: string, flag: string): number | undefined => {
+    const text = get(key);
+    if (text === undefined) return undefined;
+    const ms = parseGoDuration(text);
+    if (ms === undefined || ms < 1) throw new ConfigError(`${flag} must be a duration of at least 1ms like "10s", not "${text}"`);
+    return Math.ceil(ms);
+  };
+  const headerBytes = get("httpMaxHeaderBytes");
+  const conns = get("httpMaxConnsPerClient");
+  const limits: Partial<HttpLimits> = {
+    ...(headerBytes === undefined ? {} : { headerBytesMax: positiveInt("--http-max-header-bytes", headerBytes) }),
+    ...optional("headersTimeoutMs", duration("httpHeadersTimeout", "--http-headers-timeout")),
+    ...optional("requestReceiveTimeoutMs", duration("httpRequestTimeout", "--http-request-timeout")),
+    ...optional("keepAliveIdleMs", duration("httpKeepaliveIdle", "--http-keepalive-idle")),
+    ...(conns === undefined ? {} : { connectionsPerClientMax: wholeNumber("--http-max-conns-per-client", conns) }),
+  };
+  try {
+    resolveHttpLimits(limits);
+  } catch (err) {
+    throw new ConfigError(`HTTP limits: ${errorMessage(err)}; adjust --http-headers-timeout, --http-request-timeout or --http-max-header-bytes`);
+  }
+  return limits;
+}
+
+function optional<K extends string>(key: K, value: number | undefined): Partial<Record<K, number>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, number>);
 }
 
 /** A Go duration from 1ms to LEADER_WAIT_MAX_MS, in whole milliseconds (the driver counts in them). */

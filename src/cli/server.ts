@@ -123,7 +123,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   ca.start();
 
-  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }) });
+  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }), limits: cfg.httpLimits });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {

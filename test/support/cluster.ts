@@ -210,7 +210,10 @@ export class ProcessCluster {
 }
 
 function baseArgs(info: NodeInfo): string[] {
-  return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info"];
+  // Tests and benchmarks hold thousands of HTTP connections from loopback (parked blocking queries,
+  // watchers), far past the per-client cap a server has by default; a test of the cap sets its own.
+  return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info",
+    "--http-max-conns-per-client", "0"];
 }
 
 /** Polls `probe` until it returns a value, or fails after `timeoutMs` with `describe()`. */
