@@ -12,6 +12,7 @@ import { clusterRoutes } from "./cluster/routes.js";
 import { consulRoutes } from "./consul/routes.js";
 import { kvRoutes } from "./native/kv.js";
 import { type HttpLimits, capConnectionsPerClient, fastifyServerOptions, resolveHttpLimits } from "./limits.js";
+import { RouteMethods } from "./methods.js";
 import { OpenApiCollector } from "./openapi.js";
 import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
@@ -82,6 +83,9 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);
   app.addHook("onRoute", openApi.onRoute);
+  const methods = new RouteMethods();
+  app.addHook("onRoute", methods.onRoute);
+  app.setNotFoundHandler(methods.notFound);
   app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
