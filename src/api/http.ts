@@ -2,10 +2,12 @@
 
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import type { AuditLog } from "../audit/audit.js";
 import type { CertificateAuthority } from "../ca/authority.js";
 import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
+import { auditWrites } from "./audit.js";
 import { endWaitsOnClose } from "./blocking.js";
 import { caRoutes } from "./ca/routes.js";
 import { clusterRoutes } from "./cluster/routes.js";
@@ -41,6 +43,8 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** What a client may send and hold before a route sees its request; the defaults when absent. */
   readonly limits?: Partial<HttpLimits>;
+  /** Where every write is recorded once answered; none when absent (in-process tests). */
+  readonly audit?: AuditLog;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -86,6 +90,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   const methods = new RouteMethods();
   app.addHook("onRoute", methods.onRoute);
   app.setNotFoundHandler(methods.notFound);
+  if (opts.audit !== undefined) auditWrites(app, opts.audit);
   app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {

@@ -10,6 +10,7 @@ import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
+import { AuditLog, accessorOf } from "../audit/audit.js";
 import { CertificateAuthority, caDefaults } from "../ca/authority.js";
 import { listAuthorizer, openAuthorizer } from "../ca/authorizer.js";
 import { KeySealer, parseKek } from "../ca/seal.js";
@@ -122,8 +123,28 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger: logger.child({ component: "ca" }),
   });
   ca.start();
+  const auditFile = cfg.auditLog ?? joinPath(cfg.dataDir, "audit.log");
+  let audit: AuditLog;
+  try {
+    audit = new AuditLog(auditFile, cfg.id);
+  } catch (err) {
+    const message = `cannot open the audit log ${auditFile}: ${errorMessage(err)}; fix its directory's permissions or give --audit-log another file`;
+    logger.fatal(message);
+    process.stderr.write(`cairn: ${message}\n`);
+    process.exit(2);
+  }
+  ca.onIssued((issued) => audit.certificate({
+    spiffeId: issued.spiffeId,
+    serial: issued.serialHex,
+    notAfter: new Date(issued.notAfterMs).toISOString(),
+    rootId: issued.rootId,
+    accessor: accessorOf(issued.caller?.token),
+    // The Workload API's cache signs for the identities the socket hands out, before any caller asks.
+    origin: issued.caller?.origin ?? "workload api",
+  }));
+  logger.info({ file: auditFile }, "audit log: every write and issued certificate is recorded here");
 
-  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }), limits: cfg.httpLimits });
+  const http = buildHttpServer({ driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }), limits: cfg.httpLimits, audit });
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
@@ -160,6 +181,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
       xds?.close();
       await grpcServer.stop();
       await driver.stop();
+      audit.close();
       process.exit(0);
     })();
   };
