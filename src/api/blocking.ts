@@ -1,6 +1,9 @@
 // What every blocking read shares, Consul's and Cairn's own: the bounds of `wait`, its jitter,
 // noticing a client that went away, and sending an encoded answer that several readers share.
+// HEAD asks for an answer's headers alone, so a HEAD never waits: a blocking read answers at once
+// with the current index, and an event stream sends its headers and ends.
 
+import type { ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { type EncodedBody, encodeArrayInSlices } from "../common/json_chunks.js";
@@ -68,7 +71,7 @@ export function serverClosing(reply: FastifyReply): boolean {
 export function onReplyGone(reply: FastifyReply): (end: () => void) => void {
   return (end) => {
     // The client may have gone while the read barrier held the request.
-    if (reply.raw.destroyed) end();
+    if (reply.raw.destroyed || isHead(reply)) end();
     else reply.raw.on("close", end);
   };
 }
@@ -136,8 +139,28 @@ export function sendEncoded(reply: FastifyReply, body: EncodedBody): FastifyRepl
  * when the server begins to close (the wait ends early and answers what is current).
  */
 export function waitEndSignal(reply: FastifyReply): AbortSignal {
+  if (isHead(reply)) return AbortSignal.abort();
   const controller = new AbortController();
   reply.raw.once("close", () => controller.abort());
   const closing = closingSignals.get(reply.server.server);
   return closing === undefined ? controller.signal : AbortSignal.any([controller.signal, closing]);
+}
+
+/** Whether `reply` answers a HEAD: headers only, so nothing may wait or stream. */
+function isHead(reply: FastifyReply): boolean {
+  return reply.request.method === "HEAD";
+}
+
+/**
+ * Takes the response from fastify and starts a server-sent event stream with `headers`. For a
+ * HEAD it sends the headers and ends the response, and answers undefined: a stream's body would
+ * never end, and node discards a HEAD's body anyway, so the connection would be held for nothing.
+ */
+export function startEventStream(reply: FastifyReply, headers: Readonly<Record<string, string>>): ServerResponse | undefined {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, headers);
+  if (!isHead(reply)) return res;
+  res.end();
+  return undefined;
 }

@@ -2,16 +2,20 @@
 
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import type { AuditLog } from "../audit/audit.js";
 import type { CertificateAuthority } from "../ca/authority.js";
 import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
+import { auditWrites } from "./audit.js";
 import { endWaitsOnClose } from "./blocking.js";
 import { type PublicTlsMaterial, httpsServerOptions } from "./tls.js";
 import { caRoutes } from "./ca/routes.js";
 import { clusterRoutes } from "./cluster/routes.js";
 import { consulRoutes } from "./consul/routes.js";
 import { kvRoutes } from "./native/kv.js";
+import { type HttpLimits, capConnectionsPerClient, fastifyServerOptions, resolveHttpLimits } from "./limits.js";
+import { RouteMethods } from "./methods.js";
 import { OpenApiCollector } from "./openapi.js";
 import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
@@ -46,6 +50,10 @@ export interface HttpServerOptions {
   readonly rateLimiter?: RateLimiter;
   /** Where CSR signatures are checked; default on the event loop. */
   readonly csrVerifier?: CsrVerifier;
+  /** What a client may send and hold before a route sees its request; the defaults when absent. */
+  readonly limits?: Partial<HttpLimits>;
+  /** Where every write is recorded once answered; none when absent (in-process tests). */
+  readonly audit?: AuditLog;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -54,7 +62,11 @@ const OPENAPI_VERSION = "1";
 /** Request bodies larger than this are refused with 413 before they are parsed. */
 export const BODY_BYTES_MAX = 1024 * 1024;
 
+/** Refused connections are logged at most this often, each line with how many were refused. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
 export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
+  const limits = resolveHttpLimits(opts.limits);
   // pino's Logger is fastify's logger; only their type declarations disagree.
   const app = Fastify({
     loggerInstance: opts.logger as unknown as FastifyBaseLogger,
@@ -63,19 +75,35 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     ajv: { customOptions: { removeAdditional: false } },
     // Per-request logs would dominate under load; failures are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
-    // No timeout of fastify's may end a request while the driver holds it: a write or a
-    // consistent read that meets an election waits up to --leader-wait and then its commit, and
-    // the driver bounds each of those waits itself. Fastify's connectionTimeout, requestTimeout
-    // and handlerTimeout are off by default (0); keepAliveTimeout only closes idle sockets.
+    // No timeout may end a request while the driver holds it: a write or a consistent read
+    // that meets an election waits up to --leader-wait and then its commit, and the driver
+    // bounds each of those waits itself. So fastify's connectionTimeout (socket inactivity) and
+    // handlerTimeout stay off; the limits bound receiving a request and idle keep-alive only.
     // With https the server is an https.Server; the routes see no difference, so the instance
     // keeps the plain type.
+    ...fastifyServerOptions(limits),
     ...(opts.tls === undefined ? {} : { https: httpsServerOptions(opts.tls) }),
   }) as unknown as FastifyInstance;
+  // A flood of refused connections must not become a flood of log lines: one per interval, with the count.
+  let refusedUnlogged = 0;
+  let refusalLoggedAtMs = -Infinity;
+  capConnectionsPerClient(app.server, limits.connectionsPerClientMax, (address) => {
+    refusedUnlogged++;
+    const nowMs = performance.now();
+    if (nowMs - refusalLoggedAtMs < REFUSAL_LOG_INTERVAL_MS) return;
+    opts.logger.warn({ address, refused: refusedUnlogged, limit: limits.connectionsPerClientMax }, "connections refused: their address holds the most connections allowed per client (--http-max-conns-per-client)");
+    refusedUnlogged = 0;
+    refusalLoggedAtMs = nowMs;
+  });
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);
   addRateLimits(app, opts.rateLimiter ?? new RateLimiter(rateLimitDefaults));
   app.addHook("onRoute", openApi.onRoute);
+  const methods = new RouteMethods();
+  app.addHook("onRoute", methods.onRoute);
+  app.setNotFoundHandler(methods.notFound);
+  if (opts.audit !== undefined) auditWrites(app, opts.audit);
   app.setErrorHandler((err: HttpError, req, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {

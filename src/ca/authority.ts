@@ -94,6 +94,16 @@ export interface IssuedCertificate {
   readonly rootId: string;
 }
 
+/** What onIssued listeners hear of each certificate: never its key, which only the caller holds. */
+export interface IssuedEvent {
+  readonly spiffeId: string;
+  readonly serialHex: string;
+  readonly notAfterMs: number;
+  readonly rootId: string;
+  /** Who asked; undefined when the node itself holds the identity (the Workload API's cache). */
+  readonly caller: Caller | undefined;
+}
+
 export interface ImportInput {
   /** A root (self-signed) or an intermediate CA certificate, PEM. */
   readonly certificate: string;
@@ -132,6 +142,8 @@ export class CertificateAuthority {
   private activeProblem: { revision: number; message: string } | undefined;
   /** subscribe()'s listeners: called on every change of the roots. */
   private readonly listeners = new Set<() => void>();
+  /** onIssued()'s listeners: called for every certificate signed, before it is handed out. */
+  private readonly issuedListeners: ((event: IssuedEvent) => void)[] = [];
   /** waitForChange()'s wakers: each checks its own condition, and ends when stopped. */
   private readonly blockedWaits = new Set<() => void>();
   private stopped = false;
@@ -194,7 +206,7 @@ export class CertificateAuthority {
     } catch (err) {
       throw csrInputError(err);
     }
-    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames);
+    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames, caller);
   }
 
   /**
@@ -210,7 +222,7 @@ export class CertificateAuthority {
     } catch (err) {
       throw csrInputError(err);
     }
-    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames);
+    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames, caller);
   }
 
   /**
@@ -235,10 +247,18 @@ export class CertificateAuthority {
   }
 
   /**
+   * Calls `listener` for every certificate this node signs, whichever path asked (the sign
+   * route, Consul's leaf route, the Workload API): all issuance passes through issue().
+   */
+  onIssued(listener: (event: IssuedEvent) => void): void {
+    this.issuedListeners.push(listener);
+  }
+
+  /**
    * Signs a certificate for a key the caller holds (Consul's leaf route and the Workload API
    * generate keys server side). Authorization is the caller's: it has already checked the ID.
    */
-  issue(spiffeId: string, subjectPublicKeyInfoDer: Uint8Array, ttlMs: number, dnsNames: readonly string[] = []): IssuedCertificate {
+  issue(spiffeId: string, subjectPublicKeyInfoDer: Uint8Array, ttlMs: number, dnsNames: readonly string[] = [], caller?: Caller): IssuedCertificate {
     const active = this.signerNow();
     const nowMs = this.now();
     const leaf = active.signer.sign({
@@ -248,6 +268,8 @@ export class CertificateAuthority {
       notBeforeMs: nowMs - LEAF_BACKDATE_MS,
       notAfterMs: nowMs + ttlMs,
     });
+    const event: IssuedEvent = { spiffeId, serialHex: leaf.serialHex, notAfterMs: leaf.notAfterMs, rootId: active.rootId, caller };
+    for (const listener of this.issuedListeners) listener(event);
     return {
       certificatePem: leaf.pem,
       chainPems: active.chainPems,

@@ -48,7 +48,7 @@ export class LeafCache {
     if (!this.authority.authorizer.mayHold(caller, parseSpiffeId(uri))) throw new CaForbiddenError(`${caller.origin} may not hold ${uri}`);
     const cached = this.leaves.get(service);
     if (cached !== undefined && !this.isStale(cached)) return cached;
-    return this.renew(service, uri, cached);
+    return this.renew(service, uri, cached, caller);
   }
 
   /**
@@ -67,10 +67,10 @@ export class LeafCache {
     return leaf.caRevision !== this.authority.state.revision || this.now() >= leaf.renewAtMs;
   }
 
-  private renew(service: string, uri: string, previous: CachedLeaf | undefined): CachedLeaf {
+  private renew(service: string, uri: string, previous: CachedLeaf | undefined, caller: Caller): CachedLeaf {
     const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const caRevision = this.authority.state.revision;
-    const issued = this.authority.issue(uri, publicKey.export({ format: "der", type: "spki" }), this.authority.settings.leafTtlDefaultMs);
+    const issued = this.authority.issue(uri, publicKey.export({ format: "der", type: "spki" }), this.authority.settings.leafTtlDefaultMs, [], caller);
     const nowMs = this.now();
     const leaf: CachedLeaf = {
       service,

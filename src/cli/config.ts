@@ -2,6 +2,7 @@
 // that order of precedence. Every problem is reported with the setting, the value and the fix.
 
 import { readFileSync } from "node:fs";
+import { type HttpLimits, httpLimitDefaults, resolveHttpLimits } from "../api/limits.js";
 import { caDefaults } from "../ca/authority.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../ca/keys.js";
 import { validateTrustDomain } from "../ca/spiffe.js";
@@ -46,6 +47,10 @@ export interface ServerConfig {
   readonly rateLimits: RateLimitSettings;
   /** Where CSR signatures are checked (worker threads) and how many may be in flight. */
   readonly csrVerify: VerifyPoolSettings;
+  /** Bounds on what an HTTP client may send and hold; each absent one takes its default. */
+  readonly httpLimits: Partial<HttpLimits>;
+  /** The audit log's file; undefined: audit.log in the data directory. */
+  readonly auditLog: string | undefined;
 }
 
 /**
@@ -136,6 +141,12 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--rate-limit-buckets", env: "CAIRN_RATE_LIMIT_BUCKETS", key: "rateLimitBuckets", help: `rate-limit buckets kept per class for tokens and for addresses, least recently used dropped first (default ${rateLimitDefaults.bucketsMax})` },
   { flag: "--csr-verify-workers", env: "CAIRN_CSR_VERIFY_WORKERS", key: "csrVerifyWorkers", help: `worker threads that check CSR signatures off the event loop; 0 checks on it (default ${verifyPoolDefaults.workers} here: the cores but one, at most 4)` },
   { flag: "--csr-inflight-max", env: "CAIRN_CSR_INFLIGHT_MAX", key: "csrInflightMax", help: `CSRs being checked at once, at most; past it 503 with Retry-After (default ${verifyPoolDefaults.inflightMax})` },
+  { flag: "--http-max-header-bytes", env: "CAIRN_HTTP_MAX_HEADER_BYTES", key: "httpMaxHeaderBytes", help: `largest request line and headers, in bytes; larger is answered 431 (default ${httpLimitDefaults.headerBytesMax})` },
+  { flag: "--http-headers-timeout", env: "CAIRN_HTTP_HEADERS_TIMEOUT", key: "httpHeadersTimeout", help: `a request's headers must arrive within this, or 408 (Go duration, default ${formatGoDuration(httpLimitDefaults.headersTimeoutMs)})` },
+  { flag: "--http-request-timeout", env: "CAIRN_HTTP_REQUEST_TIMEOUT", key: "httpRequestTimeout", help: `a whole request, headers and body, must arrive within this, or 408; answers are not bounded (Go duration, default ${formatGoDuration(httpLimitDefaults.requestReceiveTimeoutMs)})` },
+  { flag: "--http-keepalive-idle", env: "CAIRN_HTTP_KEEPALIVE_IDLE", key: "httpKeepaliveIdle", help: `close a keep-alive connection idle this long (Go duration, default ${formatGoDuration(httpLimitDefaults.keepAliveIdleMs)})` },
+  { flag: "--http-max-conns-per-client", env: "CAIRN_HTTP_MAX_CONNS_PER_CLIENT", key: "httpMaxConnsPerClient", help: `open HTTP connections one address may hold; past it, 429 and close; 0: no cap (default ${httpLimitDefaults.connectionsPerClientMax}, as Consul's)` },
+  { flag: "--audit-log", env: "CAIRN_AUDIT_LOG", key: "auditLog", help: "file the audit log (every write and issued certificate, JSON lines) is appended to (default DATA/audit.log)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -285,6 +296,7 @@ export function parseServerConfig(
   const publicTls = parsePublicTls(get, parseSwitch(get, "tlsVerifyClient"));
   const rateLimits = parseRateLimits(get);
   const csrVerify = parseCsrVerify(get);
+  const httpLimits = parseHttpLimits(get);
   return {
     id,
     dataDir: required("data"),
@@ -310,6 +322,8 @@ export function parseServerConfig(
     publicTls,
     rateLimits,
     csrVerify,
+    httpLimits,
+    auditLog: get("auditLog"),
   };
 }
 
@@ -400,6 +414,36 @@ function parseCsrVerify(get: (key: string) => string | undefined): VerifyPoolSet
   const inflightMax = inflightText === undefined ? verifyPoolDefaults.inflightMax : positiveInt("--csr-inflight-max", inflightText);
   if (inflightMax > INFLIGHT_MAX_LIMIT) throw new ConfigError(`--csr-inflight-max must be at most ${INFLIGHT_MAX_LIMIT}, not ${inflightMax}`);
   return { workers, inflightMax };
+}
+
+/** The HTTP limits given, checked against each other as the server will check them. */
+function parseHttpLimits(get: (key: string) => string | undefined): Partial<HttpLimits> {
+  const duration = (key: string, flag: string): number | undefined => {
+    const text = get(key);
+    if (text === undefined) return undefined;
+    const ms = parseGoDuration(text);
+    if (ms === undefined || ms < 1) throw new ConfigError(`${flag} must be a duration of at least 1ms like "10s", not "${text}"`);
+    return Math.ceil(ms);
+  };
+  const headerBytes = get("httpMaxHeaderBytes");
+  const conns = get("httpMaxConnsPerClient");
+  const limits: Partial<HttpLimits> = {
+    ...(headerBytes === undefined ? {} : { headerBytesMax: positiveInt("--http-max-header-bytes", headerBytes) }),
+    ...optional("headersTimeoutMs", duration("httpHeadersTimeout", "--http-headers-timeout")),
+    ...optional("requestReceiveTimeoutMs", duration("httpRequestTimeout", "--http-request-timeout")),
+    ...optional("keepAliveIdleMs", duration("httpKeepaliveIdle", "--http-keepalive-idle")),
+    ...(conns === undefined ? {} : { connectionsPerClientMax: wholeNumber("--http-max-conns-per-client", conns) }),
+  };
+  try {
+    resolveHttpLimits(limits);
+  } catch (err) {
+    throw new ConfigError(`HTTP limits: ${errorMessage(err)}; adjust --http-headers-timeout, --http-request-timeout or --http-max-header-bytes`);
+  }
+  return limits;
+}
+
+function optional<K extends string>(key: K, value: number | undefined): Partial<Record<K, number>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, number>);
 }
 
 /** A Go duration from 1ms to LEADER_WAIT_MAX_MS, in whole milliseconds (the driver counts in them). */

@@ -15,6 +15,7 @@ import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
+import { AuditLog, accessorOf } from "../audit/audit.js";
 import { CertificateAuthority, caDefaults } from "../ca/authority.js";
 import { openAuthorizer, workloadRuleAuthorizer } from "../ca/authorizer.js";
 import { ruleIdentities } from "../ca/workload_rules.js";
@@ -131,12 +132,34 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger: logger.child({ component: "ca" }),
   });
   ca.start();
+  const auditFile = cfg.auditLog ?? joinPath(cfg.dataDir, "audit.log");
+  let audit: AuditLog;
+  try {
+    audit = new AuditLog(auditFile, cfg.id);
+  } catch (err) {
+    const message = `cannot open the audit log ${auditFile}: ${errorMessage(err)}; fix its directory's permissions or give --audit-log another file`;
+    logger.fatal(message);
+    process.stderr.write(`cairn: ${message}\n`);
+    process.exit(2);
+  }
+  ca.onIssued((issued) => audit.certificate({
+    spiffeId: issued.spiffeId,
+    serial: issued.serialHex,
+    notAfter: new Date(issued.notAfterMs).toISOString(),
+    rootId: issued.rootId,
+    accessor: accessorOf(issued.caller?.token),
+    // The Workload API's cache signs for the identities the socket hands out, before any caller asks.
+    origin: issued.caller?.origin ?? "workload api",
+  }));
+  logger.info({ file: auditFile }, "audit log: every write and issued certificate is recorded here");
 
   const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
   const http = buildHttpServer({
     driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
     rateLimiter: new RateLimiter(cfg.rateLimits),
     csrVerifier,
+    limits: cfg.httpLimits,
+    audit,
     ...(publicTls === undefined ? {} : { tls: publicTls }),
   });
   logger.info({ rateLimits: cfg.rateLimits, csrVerify: cfg.csrVerify }, "rate limits on writes and signing, and where CSR signatures are checked");
@@ -181,6 +204,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
       xds?.close();
       await grpcServer.stop();
       await driver.stop();
+      audit.close();
       process.exit(0);
     })();
   };

@@ -11,7 +11,7 @@ import { CA_KEY_TYPES, type CaKeyType } from "../../ca/keys.js";
 import { type CaRoot, intermediatesOf } from "../../ca/state.js";
 import type { RaftDriver } from "../../raft/node/driver.js";
 import { parseGoDuration } from "../../common/duration.js";
-import { WAIT_DEFAULT_MS, WAIT_MAX_MS, waitEndSignal, withJitterMs } from "../blocking.js";
+import { WAIT_DEFAULT_MS, WAIT_MAX_MS, startEventStream, waitEndSignal, withJitterMs } from "../blocking.js";
 import { sendError } from "../errors.js";
 
 /** A CSR of the largest accepted key (RSA 4096) with a long SAN list fits well within this. */
@@ -125,10 +125,9 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
     schema: { summary: "The trust bundle as server-sent events: one `bundle` event at once, then one on every change" },
   }, (_req, reply) => {
     if (streams >= BUNDLE_STREAMS_MAX) return reply.code(429).header("retry-after", "1").send({ error: `${BUNDLE_STREAMS_MAX} bundle streams are open on this node; retry shortly` });
+    const res = startEventStream(reply, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
+    if (res === undefined) return reply;
     streams++;
-    const res = reply.raw;
-    reply.hijack();
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
     const push = (): void => {
       res.write(`id: ${ca.state.revision}\nevent: bundle\ndata: ${JSON.stringify(bundleJson(ca))}\n\n`);
     };

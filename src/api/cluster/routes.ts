@@ -58,12 +58,15 @@ export function clusterRoutes(app: FastifyInstance, driver: RaftDriver, clusterI
       body: { type: "object", required: ["to"], additionalProperties: false, properties: { to: { type: "string", pattern: NODE_ID_PATTERN } } },
     },
   }, async (req, reply) => {
-    if (driver.role !== "leader") {
-      const leader = driver.leader === "" ? undefined : leaderAddress(driver.leader);
-      return reply.code(503).send({ error: `node ${driver.id} is not the leader; ask the leader to transfer`, ...(leader === undefined ? {} : { leader }) });
+    // Checked here so a mistake is a 400 at once: the leader's own refusal reaches a follower as
+    // retryable (it waits out --leader-wait), since a refusal there may be a leader change.
+    const target = driver.status().members.find((m) => m.id === req.body.to);
+    if (target === undefined || target.role === "learner") {
+      return reply.code(400).send({ error: `node ${req.body.to} is not a voter, so it cannot lead; name one of the voters in GET /v1/cluster`, field: "body.to" });
     }
     try {
-      driver.transferLeadership(req.body.to);
+      // Any node accepts: a follower forwards the request to the leader.
+      await driver.requestLeadershipTransfer(req.body.to);
     } catch (err) {
       return sendError(reply, err, leaderAddress);
     }

@@ -7,7 +7,7 @@ import type { FastifyInstance } from "fastify";
 import { parseGoDuration } from "../../common/duration.js";
 import type { Registry } from "../../registry/registry.js";
 import { TooManyWatchStreamsError, WatchInputError } from "../../registry/watch_hub.js";
-import { waitEndSignal } from "../blocking.js";
+import { startEventStream, waitEndSignal } from "../blocking.js";
 import { sseBatch, sseProgress, sseResetChunk } from "./encode.js";
 
 /** How long an EventSource waits before reconnecting, sent once at the start of every stream. */
@@ -61,13 +61,17 @@ export function watchRoutes(app: FastifyInstance, registry: Registry): void {
       throw err;
     }
     const opened = handle;
-    reply.hijack();
-    res.writeHead(200, {
+    const stream = startEventStream(reply, {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       // Proxies such as nginx would otherwise hold events back in their buffers.
       "x-accel-buffering": "no",
     });
+    // A HEAD: its headers are sent; the watch was opened only to check the request as GET would.
+    if (stream === undefined) {
+      opened.close();
+      return reply;
+    }
     res.write(`retry: ${RECONNECT_MS}\n\n`);
     res.on("drain", () => opened.resume());
     const signal = waitEndSignal(reply);

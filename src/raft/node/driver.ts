@@ -19,7 +19,7 @@ import { type ConfChange, type Entry, type Message, NONE, type NodeId, RaftRefus
 import type { StateMachine } from "../state_machine.js";
 import type { LogStorage } from "../storage/log_storage.js";
 import { NotAvailableError, toAvailabilityError } from "./errors.js";
-import { ForwardQueue, decodeAppReply, decodeForwardRequest, encodeAppReply, encodeIndexReply, encodeProposeBatchReply, encodeRefusal } from "./forwarding.js";
+import { ForwardQueue, decodeAcknowledgement, decodeAppReply, decodeForwardRequest, encodeAcknowledgement, encodeAppReply, encodeIndexReply, encodeProposeBatchReply, encodeRefusal } from "./forwarding.js";
 import { LeaderWatch } from "./leader_watch.js";
 import { AddressBook, decodeSnapshotEnvelope, encodeSnapshotEnvelope, promoteCaughtUpLearners } from "./membership.js";
 import { Compactor } from "./compaction.js";
@@ -243,10 +243,28 @@ export class RaftDriver {
     }, retrySafe);
   }
 
+  /** Leader only: hands leadership to the voter `to`; a RaftRefusal says why not (notLeader, notVoter). */
   transferLeadership(to: NodeId): void {
     const parts = this.assertRunning();
     parts.core.transferLeadership(to);
     parts.loop.schedule();
+  }
+
+  /**
+   * Asks whichever node leads to hand leadership to `to`: a follower forwards the request, so an
+   * operator may ask any node. Resolves once the leader has begun the transfer (asking again is
+   * harmless: the leader ignores a transfer already under way). During an election it waits for
+   * a leader, as a write does.
+   */
+  async requestLeadershipTransfer(to: NodeId): Promise<void> {
+    const parts = this.assertRunning();
+    await parts.leaders.withLeader(async (leader) => {
+      if (leader === this.id) {
+        this.transferLeadership(to);
+        return;
+      }
+      decodeAcknowledgement(await parts.forwards.call({ kind: "transferLeadership", to }), leader);
+    }, retrySafe);
   }
 
   /** Resolves once this node has applied `index`; rejects past the request timeout. */
@@ -374,6 +392,9 @@ export class RaftDriver {
         }
         case "confChange":
           return encodeIndexReply(await parts.proposals.proposeConfChangeHere(req.change));
+        case "transferLeadership":
+          this.transferLeadership(req.to);
+          return encodeAcknowledgement();
       }
     } catch (err) {
       return encodeRefusal(toAvailabilityError(err));

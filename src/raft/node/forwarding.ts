@@ -20,7 +20,9 @@ export type ForwardRequest =
   | { readonly kind: "propose"; readonly data: readonly Uint8Array[] }
   | { readonly kind: "confChange"; readonly change: ConfChange }
   /** Application requests only the leader can answer, such as a TTL heartbeat: opaque here. */
-  | { readonly kind: "app"; readonly data: Uint8Array };
+  | { readonly kind: "app"; readonly data: Uint8Array }
+  /** An operator's request, made on a follower, that the leader hand leadership to `to`. */
+  | { readonly kind: "transferLeadership"; readonly to: NodeId };
 
 interface QueuedProposal {
   readonly data: Uint8Array;
@@ -105,6 +107,7 @@ export class ForwardQueue {
 const REQUEST_PROPOSE = 0;
 const REQUEST_CONF_CHANGE = 1;
 const REQUEST_APP = 2;
+const REQUEST_TRANSFER_LEADERSHIP = 3;
 
 /** A reply's first byte. */
 const REPLY_REFUSED = 0;
@@ -134,6 +137,10 @@ export function encodeForwardRequest(req: ForwardRequest): Uint8Array {
       w.u8(REQUEST_APP);
       w.bytes(req.data);
       break;
+    case "transferLeadership":
+      w.u8(REQUEST_TRANSFER_LEADERSHIP);
+      w.string(req.to);
+      break;
   }
   return w.finish();
 }
@@ -150,6 +157,8 @@ export function decodeForwardRequest(buf: Uint8Array): ForwardRequest {
     req = { kind: "propose", data };
   } else if (kind === REQUEST_APP) {
     req = { kind: "app", data: r.bytes() };
+  } else if (kind === REQUEST_TRANSFER_LEADERSHIP) {
+    req = { kind: "transferLeadership", to: r.string() };
   } else if (kind === REQUEST_CONF_CHANGE) {
     const type = r.string();
     const node = r.string();
@@ -180,6 +189,17 @@ export function encodeIndexReply(index: number): Uint8Array {
   w.u8(REPLY_OK);
   w.uint(index);
   return w.finish();
+}
+
+/** A success that carries nothing: the leader has begun what was asked (a leadership transfer). */
+export function encodeAcknowledgement(): Uint8Array {
+  const w = new Writer(1);
+  w.u8(REPLY_OK);
+  return w.finish();
+}
+
+export function decodeAcknowledgement(buf: Uint8Array, leader: NodeId): void {
+  openReply(buf, leader).done();
 }
 
 export function encodeAppReply(data: Uint8Array): Uint8Array {
