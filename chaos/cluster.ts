@@ -274,6 +274,8 @@ export class ChaosCluster {
     const a = n.addresses;
     const args = [mainPath, "server", "--id", id, "--data", n.dataDir, "--http", a.listenHttp, "--grpc", a.listenGrpc,
       "--peer", a.listenPeer, "--advertise-peer", a.advertisePeer, "--log-level", "info",
+      // The workload presents no tokens: chaos tests the replication, not ACLs (a later flag wins, so serverArgs may turn them on).
+      "--acl", "off",
       ...this.opts.network.serverArgs(id), ...this.opts.serverArgs, ...extra];
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.opts.env };
     if (this.opts.fakeClocks) {

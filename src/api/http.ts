@@ -7,6 +7,10 @@ import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
 import { endWaitsOnClose } from "./blocking.js";
+import type { AclService } from "../acl/acl.js";
+import { installAcl } from "./acl/enforce.js";
+import { aclRoutes } from "./acl/routes.js";
+import { sendError } from "./errors.js";
 import { caRoutes } from "./ca/routes.js";
 import { clusterRoutes } from "./cluster/routes.js";
 import { consulRoutes } from "./consul/routes.js";
@@ -37,6 +41,8 @@ export interface HttpServerOptions {
   readonly nodeAddress?: string;
   readonly clusterId: string;
   readonly logger: Logger;
+  /** Tokens and policies; every route is checked against them (all allowed when ACLs are off). */
+  readonly acl: AclService;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -62,13 +68,13 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);
+  // First: it refuses a route without an ACL rule, and names the rule for the OpenAPI document.
+  installAcl(app, opts.acl);
   app.addHook("onRoute", openApi.onRoute);
-  app.setErrorHandler((err: HttpError, req, reply) => {
+  app.setErrorHandler((err: HttpError, _req, reply) => {
     const status = err.statusCode ?? 500;
-    if (status >= 500) {
-      req.log.error({ err }, "request failed");
-      return reply.code(500).send({ error: "internal error; see the server log" });
-    }
+    // An ACL rule that reads the state may meet an election (503) before the handler does.
+    if (status >= 500) return sendError(reply, err, (id) => opts.driver.peerAddressOf(id));
     const first = err.validation?.[0];
     if (first !== undefined) {
       // Name the field: "body.checks/0/ttl must be string", or the unknown field itself.
@@ -81,6 +87,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     return reply.code(status).send({ error: err.message });
   });
   statusRoutes(app, opts.driver);
+  aclRoutes(app, { acl: opts.acl, driver: opts.driver });
   runtimeRoutes(app, { blockingQueries: () => opts.registry.waiters.waiting });
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
@@ -95,7 +102,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     nodeName: opts.driver.id,
     nodeAddress: opts.nodeAddress ?? hostOf(opts.driver.peerAddressOf(opts.driver.id) ?? "127.0.0.1"),
   });
-  app.get("/v1/openapi.json", { schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
+  app.get("/v1/openapi.json", { config: { acl: { open: "it describes the API, which is public; it holds no state" } }, schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
     () => openApi.document({ title: "Cairn HTTP API", version: OPENAPI_VERSION }));
   return app;
 }

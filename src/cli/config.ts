@@ -33,6 +33,15 @@ export interface ServerConfig {
   /** How long a write or linearizable read that meets an election waits for a leader (the driver's leaderWaitMs). */
   readonly leaderWaitMs: number | undefined;
   readonly ca: CaConfig;
+  readonly acl: AclConfig;
+}
+
+export interface AclConfig {
+  /** On by default: every request is checked against ACL tokens. */
+  readonly enabled: boolean;
+  readonly defaultPolicy: "allow" | "deny";
+  /** The token a joining node presents (it needs operator:write); never logged. */
+  readonly token: string | undefined;
 }
 
 export interface CaConfig {
@@ -91,6 +100,9 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--ca-kek-file", env: "CAIRN_CA_KEK_FILE", key: "caKekFile", help: "file holding the 32-byte key that seals CA private keys (base64 or hex); or put the key itself in CAIRN_CA_KEK" },
   { flag: "--workload-socket", env: "CAIRN_WORKLOAD_SOCKET", key: "workloadSocket", help: "Unix socket path for the SPIFFE Workload API (off when unset)" },
   { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out, comma-separated" },
+  { flag: "--acl", env: "CAIRN_ACL", key: "acl", help: "on (default) or off: check every request against ACL tokens (PUT /v1/acl/bootstrap makes the first)" },
+  { flag: "--acl-default-policy", env: "CAIRN_ACL_DEFAULT_POLICY", key: "aclDefaultPolicy", help: "deny (default) or allow: what a token may do where its rules say nothing" },
+  { flag: "--token", env: "CAIRN_TOKEN", key: "token", help: "ACL token this node presents to join a cluster with --join (needs operator:write)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -230,6 +242,11 @@ export function parseServerConfig(
   const watchWindowEvents = get("watchWindowEvents");
   const catchUpEntries = get("catchUpEntries");
   const ca = parseCaConfig(get, env, readBytes);
+  const aclText = get("acl") ?? "on";
+  if (aclText !== "on" && aclText !== "off") throw new ConfigError(`--acl must be on or off, not "${aclText}"`);
+  const defaultPolicy = get("aclDefaultPolicy") ?? "deny";
+  if (defaultPolicy !== "allow" && defaultPolicy !== "deny") throw new ConfigError(`--acl-default-policy must be deny or allow, not "${defaultPolicy}"`);
+  const acl: AclConfig = { enabled: aclText === "on", defaultPolicy, token: get("token") };
   return {
     id,
     dataDir: required("data"),
@@ -250,6 +267,7 @@ export function parseServerConfig(
     deregisterCriticalMinMs,
     leaderWaitMs,
     ca,
+    acl,
   };
 }
 
