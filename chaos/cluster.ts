@@ -277,6 +277,8 @@ export class ChaosCluster {
       "--peer", a.listenPeer, "--advertise-peer", a.advertisePeer, "--log-level", "info",
       // Peer mTLS as in production: one peer CA per run, under the run's folder.
       ...peerCredentialFlags(ensurePeerCredentials(join(this.opts.dir, "tls"), [id]).get(id) as PeerCredentialPaths),
+      // The workload presents no tokens: chaos tests the replication, not ACLs (a later flag wins, so serverArgs may turn them on).
+      "--acl", "off",
       ...this.opts.network.serverArgs(id), ...this.opts.serverArgs, ...extra];
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.opts.env };
     if (this.opts.fakeClocks) {

@@ -5,6 +5,8 @@
 
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import type { AclService } from "../acl/acl.js";
+import { GrpcAclGuard, type GuardedRegistrar } from "./acl/grpc.js";
 
 /** grpc.health.v1.HealthCheckResponse is one enum field: 1 = SERVING, 2 = NOT_SERVING. */
 const SERVING = Buffer.from([0x08, 0x01]);
@@ -26,6 +28,8 @@ const healthService: grpc.ServiceDefinition = {
 
 export interface PublicGrpcServer {
   readonly port: number;
+  /** Every method served, by path, with its ACL rule as one line. */
+  readonly methods: ReadonlyMap<string, string>;
   stop(): Promise<void>;
 }
 
@@ -44,23 +48,27 @@ export async function startPublicGrpc(
   address: string,
   serving: () => boolean,
   logger: Logger,
-  register?: (server: grpc.Server) => void,
+  register?: (server: GuardedRegistrar) => void,
+  acl?: AclService,
   /** TLS (api/tls.ts); plaintext when absent. */
   credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
 ): Promise<PublicGrpcServer> {
   const server = new grpc.Server();
-  server.addService(healthService, {
+  const guard = new GrpcAclGuard(acl);
+  guard.attach(server);
+  guard.addService(healthService, {
     Check: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       callback(null, serving() ? SERVING : NOT_SERVING);
     },
-  });
-  register?.(server);
+  }, { Check: { open: "load balancers and probes ask it without a token, as of Consul's /v1/status" } });
+  register?.(guard);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(address, credentials, (err, bound) => (err === null ? resolve(bound) : reject(err)));
   });
   logger.info({ address, port, tls: credentials._isSecure() }, "public gRPC listening");
   return {
     port,
+    methods: guard.methods,
     stop: () =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -10,6 +10,10 @@ import type { Registry } from "../registry/registry.js";
 import { auditWrites } from "./audit.js";
 import { endWaitsOnClose } from "./blocking.js";
 import { type PublicTlsMaterial, httpsServerOptions } from "./tls.js";
+import type { AclService } from "../acl/acl.js";
+import { installAcl } from "./acl/enforce.js";
+import { aclRoutes } from "./acl/routes.js";
+import { sendError } from "./errors.js";
 import { caRoutes } from "./ca/routes.js";
 import { clusterRoutes } from "./cluster/routes.js";
 import { consulRoutes } from "./consul/routes.js";
@@ -54,6 +58,8 @@ export interface HttpServerOptions {
   readonly limits?: Partial<HttpLimits>;
   /** Where every write is recorded once answered; none when absent (in-process tests). */
   readonly audit?: AuditLog;
+  /** Tokens and policies; every route is checked against them (all allowed when ACLs are off). */
+  readonly acl: AclService;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -82,7 +88,8 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     // With https the server is an https.Server; the routes see no difference, so the instance
     // keeps the plain type.
     ...fastifyServerOptions(limits),
-    ...(opts.tls === undefined ? {} : { https: httpsServerOptions(opts.tls) }),
+    // fastify hands `http` to http.createServer only; an https server takes the same limits with its TLS options.
+    ...(opts.tls === undefined ? {} : { https: { ...httpsServerOptions(opts.tls), ...fastifyServerOptions(limits).http } }),
   }) as unknown as FastifyInstance;
   // A flood of refused connections must not become a flood of log lines: one per interval, with the count.
   let refusedUnlogged = 0;
@@ -98,18 +105,18 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);
+  // First: it refuses a route without an ACL rule, and names the rule for the OpenAPI document.
+  installAcl(app, opts.acl);
   addRateLimits(app, opts.rateLimiter ?? new RateLimiter(rateLimitDefaults));
   app.addHook("onRoute", openApi.onRoute);
   const methods = new RouteMethods();
   app.addHook("onRoute", methods.onRoute);
   app.setNotFoundHandler(methods.notFound);
   if (opts.audit !== undefined) auditWrites(app, opts.audit);
-  app.setErrorHandler((err: HttpError, req, reply) => {
+  app.setErrorHandler((err: HttpError, _req, reply) => {
     const status = err.statusCode ?? 500;
-    if (status >= 500) {
-      req.log.error({ err }, "request failed");
-      return reply.code(500).send({ error: "internal error; see the server log" });
-    }
+    // An ACL rule that reads the state may meet an election (503) before the handler does.
+    if (status >= 500) return sendError(reply, err, (id) => opts.driver.peerAddressOf(id));
     const first = err.validation?.[0];
     if (first !== undefined) {
       // Name the field: "body.checks/0/ttl must be string", or the unknown field itself.
@@ -122,6 +129,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     return reply.code(status).send({ error: err.message });
   });
   statusRoutes(app, opts.driver);
+  aclRoutes(app, { acl: opts.acl, driver: opts.driver });
   runtimeRoutes(app, { blockingQueries: () => opts.registry.waiters.waiting });
   clusterRoutes(app, opts.driver, opts.clusterId);
   kvRoutes(app, opts.driver, opts.kv);
@@ -136,7 +144,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     nodeName: opts.driver.id,
     nodeAddress: opts.nodeAddress ?? hostOf(opts.driver.peerAddressOf(opts.driver.id) ?? "127.0.0.1"),
   });
-  app.get("/v1/openapi.json", { schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
+  app.get("/v1/openapi.json", { config: { acl: { open: "it describes the API, which is public; it holds no state" } }, schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
     () => openApi.document({ title: "Cairn HTTP API", version: OPENAPI_VERSION }));
   return app;
 }

@@ -18,6 +18,8 @@ export interface RouteInfo {
   readonly method: string | readonly string[];
   readonly url: string;
   readonly schema?: FastifySchema;
+  /** The route's ACL rule as one line (set by src/api/acl/enforce.ts), shown as x-cairn-acl. */
+  readonly config?: { readonly aclRule?: string };
 }
 
 type Schema = { readonly [key: string]: unknown };
@@ -38,6 +40,7 @@ interface Operation {
   readonly parameters: Parameter[];
   readonly requestBody?: { readonly required: boolean; readonly content: { readonly "application/json": { readonly schema: Schema } } };
   readonly responses: Record<string, { readonly description: string; readonly content?: { readonly "application/json": { readonly schema: Schema } } }>;
+  readonly "x-cairn-acl"?: string;
 }
 
 export interface OpenApiDocument {
@@ -55,7 +58,8 @@ export class OpenApiCollector {
   private cached: OpenApiDocument | undefined;
 
   readonly onRoute = (route: RouteInfo): void => {
-    this.routes.push({ method: route.method, url: route.url, ...(route.schema === undefined ? {} : { schema: route.schema }) });
+    this.routes.push({ method: route.method, url: route.url, ...(route.schema === undefined ? {} : { schema: route.schema }),
+      ...(route.config?.aclRule === undefined ? {} : { config: { aclRule: route.config.aclRule } }) });
     this.cached = undefined;
   };
 
@@ -67,7 +71,8 @@ export class OpenApiCollector {
       const path = openApiPath(route.url);
       for (const method of methods) {
         if (UNDOCUMENTED_METHODS.has(method.toUpperCase())) continue;
-        (paths[path] ??= {})[method.toLowerCase()] = operation(method, path, route.schema);
+        const acl = route.config?.aclRule;
+        (paths[path] ??= {})[method.toLowerCase()] = { ...operation(method, path, route.schema), ...(acl === undefined ? {} : { "x-cairn-acl": acl }) };
       }
     }
     this.cached = { openapi: "3.0.3", info, paths };

@@ -242,7 +242,7 @@ export class CertificateAuthority {
       throw new CaInputError("csr", `the CSR must carry exactly one URI SAN, the SPIFFE ID it asks for; it has ${csr.uris.length}`);
     }
     const id = this.workloadId(csr.uris[0]);
-    if (!this.opts.authorizer.mayHold(caller, id)) throw new CaForbiddenError(`${caller.origin} may not hold ${id.uri}`);
+    if (!this.opts.authorizer.mayHold(caller, id)) throw new CaForbiddenError(`Permission denied: ${caller.origin} may not hold ${id.uri}`);
     return { csr, proof: read.proof, spiffeId: id.uri, ttlMs };
   }
 

@@ -1,8 +1,9 @@
 // Who may hold which SPIFFE ID: decided here, in one function, for every path that issues a
-// certificate (the HTTP sign route, Consul's leaf route, the Workload API socket). ACL tokens
-// will plug in here; until then the HTTP paths are open, and the node says so at start.
+// certificate (the HTTP sign route, Consul's leaf route, the Workload API socket). With ACLs on,
+// the HTTP paths use tokenAuthorizer: a token may hold the SPIFFE ID of a service it has
+// service:write on, and no other. With ACLs off they are open, and the node says so at start.
 
-import type { SpiffeId } from "./spiffe.js";
+import { type SpiffeId, workloadOf } from "./spiffe.js";
 import { type WorkloadRule, formatSelector, selectorMatches } from "./workload_rules.js";
 
 /** What is known about whoever asks for a certificate. */
@@ -26,11 +27,34 @@ export interface Authorizer {
   readonly description: string;
 }
 
-/** Lets anyone hold any identity in the trust domain: the stance until ACL tokens exist. */
+/** Lets anyone hold any identity in the trust domain: the stance with ACLs off. */
 export const openAuthorizer: Authorizer = {
   mayHold: () => true,
-  description: "open: any caller may obtain any SPIFFE ID in the trust domain (ACL tokens are not implemented yet)",
+  description: "open: any caller may obtain any SPIFFE ID in the trust domain (ACLs are off)",
 };
+
+/**
+ * What the CA asks of ACLs, declared here so that the CA imports no other state machine: may the
+ * holder of `token` (undefined: the anonymous token) write `service`? An unknown token may not.
+ */
+export interface ServiceWriteCheck {
+  mayWriteService(token: string | undefined, service: string): boolean;
+}
+
+/**
+ * A token may hold `spiffe://<td>/ns/<ns>/svc/<service>` and Consul's
+ * `spiffe://<td>/ns/<ns>/dc/<dc>/svc/<service>` when it has service:write on <service>; no other
+ * shape of ID is ever allowed through it.
+ */
+export function tokenAuthorizer(check: ServiceWriteCheck): Authorizer {
+  return {
+    mayHold: (caller, id) => {
+      const workload = workloadOf(id);
+      return workload !== undefined && check.mayWriteService(caller.token, workload.service);
+    },
+    description: "ACL tokens: a token may obtain the SPIFFE ID of a service it has service:write on, and nothing else",
+  };
+}
 
 /**
  * The Workload API socket's rules (src/ca/workload_rules.ts): a caller whose uid or gid a rule

@@ -45,7 +45,7 @@ export class LeafCache {
   get(service: string, caller: Caller): CachedLeaf {
     if (!isServiceLabel(service)) throw new CaInputError("service", `"${service}" must be a DNS label: letters, digits and '-', at most 63`);
     const uri = consulServiceSpiffeId(this.authority.trustDomain, this.datacenter, service);
-    if (!this.authority.authorizer.mayHold(caller, parseSpiffeId(uri))) throw new CaForbiddenError(`${caller.origin} may not hold ${uri}`);
+    if (!this.authority.authorizer.mayHold(caller, parseSpiffeId(uri))) throw new CaForbiddenError(`Permission denied: ${caller.origin} may not hold ${uri}`);
     const cached = this.leaves.get(service);
     if (cached !== undefined && !this.isStale(cached)) return cached;
     return this.renew(service, uri, cached, caller);

@@ -51,6 +51,15 @@ export interface ServerConfig {
   readonly httpLimits: Partial<HttpLimits>;
   /** The audit log's file; undefined: audit.log in the data directory. */
   readonly auditLog: string | undefined;
+  readonly acl: AclConfig;
+}
+
+export interface AclConfig {
+  /** On by default: every request is checked against ACL tokens. */
+  readonly enabled: boolean;
+  readonly defaultPolicy: "allow" | "deny";
+  /** The token a joining node presents (it needs operator:write); never logged. */
+  readonly token: string | undefined;
 }
 
 /**
@@ -147,6 +156,9 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--http-keepalive-idle", env: "CAIRN_HTTP_KEEPALIVE_IDLE", key: "httpKeepaliveIdle", help: `close a keep-alive connection idle this long (Go duration, default ${formatGoDuration(httpLimitDefaults.keepAliveIdleMs)})` },
   { flag: "--http-max-conns-per-client", env: "CAIRN_HTTP_MAX_CONNS_PER_CLIENT", key: "httpMaxConnsPerClient", help: `open HTTP connections one address may hold; past it, 429 and close; 0: no cap (default ${httpLimitDefaults.connectionsPerClientMax}, as Consul's)` },
   { flag: "--audit-log", env: "CAIRN_AUDIT_LOG", key: "auditLog", help: "file the audit log (every write and issued certificate, JSON lines) is appended to (default DATA/audit.log)" },
+  { flag: "--acl", env: "CAIRN_ACL", key: "acl", help: "on (default) or off: check every request against ACL tokens (PUT /v1/acl/bootstrap makes the first)" },
+  { flag: "--acl-default-policy", env: "CAIRN_ACL_DEFAULT_POLICY", key: "aclDefaultPolicy", help: "deny (default) or allow: what a token may do where its rules say nothing" },
+  { flag: "--token", env: "CAIRN_TOKEN", key: "token", help: "ACL token this node presents to join a cluster with --join (needs operator:write)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
 
@@ -297,6 +309,11 @@ export function parseServerConfig(
   const rateLimits = parseRateLimits(get);
   const csrVerify = parseCsrVerify(get);
   const httpLimits = parseHttpLimits(get);
+  const aclText = get("acl") ?? "on";
+  if (aclText !== "on" && aclText !== "off") throw new ConfigError(`--acl must be on or off, not "${aclText}"`);
+  const defaultPolicy = get("aclDefaultPolicy") ?? "deny";
+  if (defaultPolicy !== "allow" && defaultPolicy !== "deny") throw new ConfigError(`--acl-default-policy must be deny or allow, not "${defaultPolicy}"`);
+  const acl: AclConfig = { enabled: aclText === "on", defaultPolicy, token: get("token") };
   return {
     id,
     dataDir: required("data"),
@@ -324,6 +341,7 @@ export function parseServerConfig(
     csrVerify,
     httpLimits,
     auditLog: get("auditLog"),
+    acl,
   };
 }
 

@@ -4,10 +4,14 @@
 // in ./data/ca-kek (owner-only), as an operator would provide one. Peer traffic is mutual TLS with
 // a peer CA and node certificates made on the first run under ./data/tls and reused after, just as
 // `cairn tls` would make them; the public ports stay plaintext on loopback.
+//
+// ACLs are off unless `cairn dev --acl`: then the cluster bootstraps itself once and keeps the
+// management token's SecretID in ./data/bootstrap-token (owner-only). The secret is never printed.
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { errorMessage } from "../common/errors.js";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type PeerCredentialPaths, ensurePeerCredentials, peerCredentialFlags } from "../tls/files.js";
@@ -31,6 +35,9 @@ const NODES: readonly DevNode[] = [1, 2, 3].map((n) => ({
 const LEADER_WAIT_MS = 30_000;
 const KEK_PATH = join("data", "ca-kek");
 const TLS_DIR = join("data", "tls");
+const BOOTSTRAP_TOKEN_PATH = join("data", "bootstrap-token");
+/** How long `cairn dev --acl` keeps trying to bootstrap once a leader is known. */
+const BOOTSTRAP_WAIT_MS = 15_000;
 
 /** The dev cluster's KEK: made on the first run, reused after, readable by its owner only. */
 function devKekPath(): string {
@@ -40,8 +47,9 @@ function devKekPath(): string {
 }
 
 export async function runDev(args: readonly string[]): Promise<void> {
-  if (args.length > 0) {
-    process.stderr.write(`cairn dev takes no arguments (got ${args.join(" ")}); it always runs the three nodes in the README\n`);
+  const acl = args.length === 1 && args[0] === "--acl";
+  if (args.length > 0 && !acl) {
+    process.stderr.write(`cairn dev takes only --acl (got ${args.join(" ")}); it always runs the three nodes in the README\n`);
     process.exit(2);
   }
   const mainPath = fileURLToPath(new URL("./main.js", import.meta.url));
@@ -55,7 +63,7 @@ export async function runDev(args: readonly string[]): Promise<void> {
     const log = createWriteStream(logPath, { flags: "a" });
     const child = spawn(process.execPath, [mainPath, "server",
       "--id", node.id, "--data", node.data, "--http", node.http, "--grpc", node.grpc, "--peer", node.peer,
-      "--initial-cluster", initialCluster, "--ca-kek-file", kekPath,
+      "--initial-cluster", initialCluster, "--ca-kek-file", kekPath, "--acl", acl ? "on" : "off",
       ...peerCredentialFlags(peerCredentials.get(node.id) as PeerCredentialPaths)], { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout?.pipe(log);
     child.stderr?.on("data", (chunk: Buffer) => process.stderr.write(`[${node.id}] ${chunk.toString()}`));
@@ -88,9 +96,45 @@ export async function runDev(args: readonly string[]): Promise<void> {
     process.stdout.write(`no leader after ${LEADER_WAIT_MS / 1000}s; check the logs above\n`);
   } else {
     const node = NODES.find((n) => n.peer === leader);
-    process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -d '{"Name":"web","Port":8080}' http://${NODES[0]?.http}/v1/agent/service/register\n`);
+    if (acl) {
+      await bootstrapOnce();
+      process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -H "X-Consul-Token: $(cat ${BOOTSTRAP_TOKEN_PATH})" -d '{"Name":"web","Port":8080}' http://${NODES[0]?.http}/v1/agent/service/register\n`);
+    } else {
+      process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -d '{"Name":"web","Port":8080}' http://${NODES[0]?.http}/v1/agent/service/register\n`);
+    }
   }
   process.stdout.write("Ctrl-C stops all three nodes.\n");
+}
+
+/**
+ * Makes the management token on the first run and keeps its SecretID in data/bootstrap-token
+ * (mode 0600); later runs find the file and leave it. Only the path is printed, never the secret.
+ */
+async function bootstrapOnce(): Promise<void> {
+  if (existsSync(BOOTSTRAP_TOKEN_PATH)) {
+    process.stdout.write(`ACLs on; the management token is in ${resolve(BOOTSTRAP_TOKEN_PATH)}\n`);
+    return;
+  }
+  const deadline = Date.now() + BOOTSTRAP_WAIT_MS;
+  let problem = "";
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(`http://${NODES[0]?.http}/v1/acl/bootstrap`, { method: "PUT" });
+      if (res.ok) {
+        const body = (await res.json()) as { SecretID?: unknown };
+        if (typeof body.SecretID !== "string") throw new Error("the bootstrap answer has no SecretID");
+        writeFileSync(BOOTSTRAP_TOKEN_PATH, `${body.SecretID}\n`, { mode: 0o600 });
+        process.stdout.write(`ACLs on and bootstrapped; the management token is in ${resolve(BOOTSTRAP_TOKEN_PATH)} (owner-only)\n`);
+        return;
+      }
+      problem = `${res.status} ${await res.text()}`;
+      if (res.status === 403) break;
+    } catch (err) {
+      problem = errorMessage(err);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  process.stdout.write(`ACLs on, but the cluster could not be bootstrapped (${problem}); if it was bootstrapped before without ${BOOTSTRAP_TOKEN_PATH}, remove ./data to start over\n`);
 }
 
 async function waitForLeader(): Promise<string | undefined> {

@@ -15,10 +15,12 @@ import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
-import { AuditLog, accessorOf } from "../audit/audit.js";
+import { AuditLog, accessorOf, setAccessorResolver } from "../audit/audit.js";
 import { CertificateAuthority, caDefaults } from "../ca/authority.js";
-import { openAuthorizer, workloadRuleAuthorizer } from "../ca/authorizer.js";
+import { openAuthorizer, tokenAuthorizer, workloadRuleAuthorizer } from "../ca/authorizer.js";
 import { ruleIdentities } from "../ca/workload_rules.js";
+import { AclService } from "../acl/acl.js";
+import { AclState } from "../acl/state.js";
 import { KeySealer, parseKek } from "../ca/seal.js";
 import { CaState } from "../ca/state.js";
 import { KvStateMachine } from "../kv/kv.js";
@@ -71,6 +73,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const kv = new KvStateMachine();
   const registryState = new RegistryState(cfg.watchWindowEvents === undefined ? {} : { eventsMax: cfg.watchWindowEvents });
   const caState = new CaState();
+  const aclState = new AclState();
   let sealer: KeySealer;
   try {
     sealer = new KeySealer(cfg.ca.kek === undefined ? undefined : parseKek(cfg.ca.kek.raw, cfg.ca.kek.source));
@@ -96,7 +99,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
     ...(joinPeers === undefined ? {} : { joinPeers }),
     storage,
-    stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState }),
+    stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState }),
     logger: logger.child({ component: "raft" }),
     tickMs,
     ...(cfg.leaderWaitMs === undefined ? {} : { leaderWaitMs: cfg.leaderWaitMs }),
@@ -123,15 +126,22 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.deregisterCriticalMinMs === undefined ? {} : { deregisterCriticalMinMs: cfg.deregisterCriticalMinMs }),
   });
   registry.start();
+  const acl = new AclService(aclState, driver, { enabled: cfg.acl.enabled, defaultPolicy: cfg.acl.defaultPolicy });
+  if (!cfg.acl.enabled) logger.warn("ACLs are off (--acl off): every request is allowed, and anyone who reaches this node may register, deregister, rotate the CA or get any certificate");
+  else logger.info({ defaultPolicy: cfg.acl.defaultPolicy, bootstrapped: aclState.bootstrapIndex !== 0 }, "ACLs are on; PUT /v1/acl/bootstrap makes the first management token if none exists");
   const ca = new CertificateAuthority({
     driver,
     state: caState,
     sealer,
-    authorizer: openAuthorizer,
+    authorizer: cfg.acl.enabled
+      ? tokenAuthorizer({ mayWriteService: (token, service) => acl.tryResolve(token)?.permissions.allows("service", "write", service) ?? false })
+      : openAuthorizer,
     settings: { trustDomain: cfg.ca.trustDomain, keyType: cfg.ca.keyType, leafTtlDefaultMs: caDefaults.leafTtlDefaultMs, leafTtlMaxMs: cfg.ca.leafTtlMaxMs },
     logger: logger.child({ component: "ca" }),
   });
   ca.start();
+  // Audit records name the token's accessor, never its secret; an unknown secret is recorded as anonymous.
+  setAccessorResolver((secret) => acl.tryResolve(secret)?.accessorId);
   const auditFile = cfg.auditLog ?? joinPath(cfg.dataDir, "audit.log");
   let audit: AuditLog;
   try {
@@ -155,7 +165,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
 
   const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
   const http = buildHttpServer({
-    driver, kv, registry, ca, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    driver, kv, registry, ca, acl, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
     rateLimiter: new RateLimiter(cfg.rateLimits),
     csrVerifier,
     limits: cfg.httpLimits,
@@ -169,7 +179,8 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
     xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
-  }, publicTls === undefined ? undefined : grpcServerCredentials(publicTls));
+  }, acl, publicTls === undefined ? undefined : grpcServerCredentials(publicTls));
+  logger.info({ methods: Object.fromEntries(grpcServer.methods) }, "public gRPC methods and the ACL rule each needs");
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {
     const { workloadRules: rules, workloadSocketMode: socketMode } = cfg.ca;
@@ -308,12 +319,13 @@ async function requestJoin(cfg: ServerConfig, logger: Logger): Promise<JoinReply
     try {
       const res = await fetch(url, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...(cfg.acl.token === undefined ? {} : { "x-consul-token": cfg.acl.token }) },
         body: JSON.stringify({ id: cfg.id, peerAddress: cfg.advertisePeer }),
       });
       const body = (await res.json()) as JoinReply & { error?: string };
       if (res.ok) return body;
-      if (res.status < 500 || Date.now() > deadline) throw new Error(`joining via ${cfg.join} failed: ${res.status} ${body.error ?? ""}`);
+      const hint = res.status === 403 ? " (joining needs a token with operator:write: give --token or CAIRN_TOKEN)" : "";
+      if (res.status < 500 || Date.now() > deadline) throw new Error(`joining via ${cfg.join} failed: ${res.status} ${body.error ?? ""}${hint}`);
       logger.warn({ status: res.status, error: body.error, attempt }, "join not accepted yet; retrying");
     } catch (err) {
       if (Date.now() > deadline) throw err;

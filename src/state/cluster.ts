@@ -1,15 +1,16 @@
-// The state machine the driver applies: it routes each command to the registry, the CA or the
-// key/value store by its tag, and snapshots them together.
+// The state machine the driver applies: it routes each command to the registry, the CA, the ACLs
+// or the key/value store by its tag, and snapshots them together.
 
 import { type Chunks, Reader, Writer, chunksLength } from "../common/codec.js";
 import type { StateMachine } from "../raft/state_machine.js";
-import { STATE_TAG_CA, STATE_TAG_KV, STATE_TAG_REGISTRY } from "./tags.js";
+import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_KV, STATE_TAG_REGISTRY } from "./tags.js";
 
 export class ClusterStateMachine implements StateMachine {
   private readonly machines: ReadonlyMap<number, StateMachine>;
 
-  constructor(parts: { readonly kv: StateMachine; readonly registry: StateMachine; readonly ca: StateMachine }) {
-    this.machines = new Map([[STATE_TAG_KV, parts.kv], [STATE_TAG_REGISTRY, parts.registry], [STATE_TAG_CA, parts.ca]]);
+  constructor(parts: { readonly kv: StateMachine; readonly registry: StateMachine; readonly ca: StateMachine; readonly acl?: StateMachine }) {
+    this.machines = new Map([[STATE_TAG_KV, parts.kv], [STATE_TAG_REGISTRY, parts.registry], [STATE_TAG_CA, parts.ca],
+      ...(parts.acl === undefined ? [] : [[STATE_TAG_ACL, parts.acl] as const])]);
   }
 
   apply(index: number, data: Uint8Array): void {

@@ -4,6 +4,7 @@
 export const STATE_TAG_KV = 1;
 export const STATE_TAG_REGISTRY = 2;
 export const STATE_TAG_CA = 3;
+export const STATE_TAG_ACL = 4;
 
 export function withTag(tag: number, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(data.byteLength + 1);

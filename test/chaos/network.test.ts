@@ -394,6 +394,7 @@ for (const kind of ["proxy", "netns"] as const) {
           const { command, args } = network.wrap(id, process.execPath, [
             mainPath, "server", "--id", id, "--data", join(root, id), "--http", a.listenHttp, "--grpc", a.listenGrpc,
             "--peer", a.listenPeer, "--advertise-peer", a.advertisePeer, "--initial-cluster", initialCluster, "--log-level", "warn",
+            "--acl", "off",
             ...testPeerTlsFlags(id), ...network.serverArgs(id),
           ]);
           const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });

@@ -78,6 +78,8 @@ export class ProcessNode {
   stdout = "";
   stderr = "";
   exit: Promise<number | null> = Promise.resolve(null);
+  /** The ACL token this harness presents on its own calls (cluster(), put(), get()), once a test has one. */
+  token: string | undefined;
 
   constructor(readonly info: NodeInfo, private readonly args: string[]) {}
 
@@ -121,40 +123,55 @@ export class ProcessNode {
     return `http://${this.info.http}${path}`;
   }
 
+  /** The token header for the harness's own calls, if it holds a token. */
+  headers(extra: Record<string, string> = {}): Record<string, string> {
+    return this.token === undefined ? extra : { ...extra, "x-consul-token": this.token };
+  }
+
   async cluster(): Promise<ClusterView> {
-    const res = await fetch(this.url("/v1/cluster"));
+    const res = await fetch(this.url("/v1/cluster"), { headers: this.headers() });
     return (await res.json()) as ClusterView;
   }
 
   async put(key: string, value: string): Promise<Response> {
     return fetch(this.url(`/v1/kv/${encodeURIComponent(key)}`), {
       method: "PUT",
-      headers: { "content-type": "application/json" },
+      headers: this.headers({ "content-type": "application/json" }),
       body: JSON.stringify({ value }),
     });
   }
 
   async get(key: string, stale = false): Promise<Response> {
-    return fetch(this.url(`/v1/kv/${encodeURIComponent(key)}${stale ? "?stale" : ""}`));
+    return fetch(this.url(`/v1/kv/${encodeURIComponent(key)}${stale ? "?stale" : ""}`), { headers: this.headers() });
   }
+}
+
+export interface ProcessClusterOptions {
+  /**
+   * Start with ACLs on (default deny), as `cairn server` does by default; then call bootstrapAcl().
+   * Off by default here, so tests of everything else need no tokens.
+   */
+  readonly acl?: boolean;
 }
 
 export class ProcessCluster {
   readonly nodes: ProcessNode[] = [];
   readonly root: string;
+  /** The management token's SecretID, once bootstrapAcl() has made it. */
+  managementToken: string | undefined;
 
-  private constructor() {
+  private constructor(private readonly acl: boolean) {
     this.root = mkdtempSync(join(tmpdir(), "cairn-test-"));
   }
 
   /** Starts `size` founding members with small timeouts. */
-  static async start(size: number, extraArgs: string[] = []): Promise<ProcessCluster> {
-    const cluster = new ProcessCluster();
+  static async start(size: number, extraArgs: string[] = [], options: ProcessClusterOptions = {}): Promise<ProcessCluster> {
+    const cluster = new ProcessCluster(options.acl === true);
     const infos: NodeInfo[] = [];
     for (let i = 1; i <= size; i++) infos.push(await cluster.allocate(`n${i}`));
     const initial = infos.map((n) => `${n.id}=${n.peer}`).join(",");
     for (const info of infos) {
-      const node = new ProcessNode(info, [...baseArgs(info), "--initial-cluster", initial, ...extraArgs]);
+      const node = new ProcessNode(info, [...baseArgs(info, cluster.acl), "--initial-cluster", initial, ...extraArgs]);
       cluster.nodes.push(node);
       node.start();
     }
@@ -174,7 +191,9 @@ export class ProcessCluster {
   /** Starts a node that joins through `via`'s HTTP address. */
   async join(id: string, via: ProcessNode, extraArgs: string[] = []): Promise<ProcessNode> {
     const info = await this.allocate(id);
-    const node = new ProcessNode(info, [...baseArgs(info), "--join", `http://${via.info.http}`, ...extraArgs]);
+    const token = this.managementToken === undefined ? [] : ["--token", this.managementToken];
+    const node = new ProcessNode(info, [...baseArgs(info, this.acl), "--join", `http://${via.info.http}`, ...token, ...extraArgs]);
+    node.token = this.managementToken;
     this.nodes.push(node);
     node.start();
     return node;
@@ -204,17 +223,35 @@ export class ProcessCluster {
     return found;
   }
 
+  /**
+   * With ACLs on: waits for a leader (through `via`, whose /v1/status/leader is open), bootstraps
+   * the ACLs once, and hands the management token to every node's own calls. Returns its SecretID.
+   */
+  async bootstrapAcl(via: ProcessNode = this.nodes[0]): Promise<string> {
+    const secret = await waitFor(async () => {
+      const res = await fetch(via.url("/v1/acl/bootstrap"), { method: "PUT" }).catch(() => undefined);
+      if (res === undefined) return undefined;
+      if (res.status === 200) return ((await res.json()) as { SecretID: string }).SecretID;
+      if (res.status === 403) throw new Error(`ACLs were bootstrapped already: ${await res.text()}`);
+      return undefined;
+    }, 15_000, () => `no bootstrap through ${via.info.id}${via.lastWords()}`);
+    this.managementToken = secret;
+    for (const n of this.nodes) n.token = secret;
+    return secret;
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.nodes.map((n) => n.kill9()));
     rmSync(this.root, { recursive: true, force: true });
   }
 }
 
-function baseArgs(info: NodeInfo): string[] {
+function baseArgs(info: NodeInfo, acl: boolean): string[] {
   // Tests and benchmarks hold thousands of HTTP connections from loopback (parked blocking queries,
   // watchers), far past the per-client cap a server has by default; a test of the cap sets its own.
+  // A later flag wins, so a test may still pass --acl on in its extra arguments.
   return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info",
-    "--http-max-conns-per-client", "0", ...testPeerTlsFlags(info.id)];
+    "--acl", acl ? "on" : "off", "--http-max-conns-per-client", "0", ...testPeerTlsFlags(info.id)];
 }
 
 /** Polls `probe` until it returns a value, or fails after `timeoutMs` with `describe()`. */

@@ -3,6 +3,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
+import { unguarded } from "../../src/api/acl/grpc.js";
 import { addXdsService, type XdsService, type XdsServiceOptions } from "../../src/api/xds/service.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { type RegistryCommand, RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
@@ -35,7 +36,7 @@ export class XdsHarness {
     const lines: LogLine[] = [];
     const logger = pino({ level: "debug" }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
     const server = new grpc.Server();
-    const xds = addXdsService(server, { state, logger, controlPlaneId: "test-node", ...options });
+    const xds = addXdsService(unguarded(server), { state, logger, controlPlaneId: "test-node", ...options });
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)));
     });

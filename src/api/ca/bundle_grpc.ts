@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { CertificateAuthority } from "../../ca/authority.js";
 import type { CaRoot } from "../../ca/state.js";
 import { loadProtoService } from "../protos.js";
+import type { GuardedRegistrar } from "../acl/grpc.js";
 
 /**
  * One server stream whose every message is the full current state, so a newer message makes an
@@ -90,7 +91,7 @@ export function bundleMessage(trustDomain: string, revision: number, roots: read
   };
 }
 
-export function addTrustBundleService(server: grpc.Server, authority: CertificateAuthority): void {
+export function addTrustBundleService(server: GuardedRegistrar, authority: CertificateAuthority): void {
   const streams = new Set<LatestStateStream<BundleMessage>>();
   let unsubscribe: (() => void) | undefined;
   let flushScheduled = false;
@@ -128,5 +129,5 @@ export function addTrustBundleService(server: grpc.Server, authority: Certificat
       const roots = authority.state.roots;
       if (roots.length > 0) stream.send(bundleMessage(authority.trustDomain, authority.state.revision, roots));
     },
-  });
+  }, { Watch: { open: "the trust bundle is public, as Consul's CA roots" } });
 }

@@ -13,6 +13,7 @@ import type { RaftDriver } from "../../raft/node/driver.js";
 import { parseGoDuration } from "../../common/duration.js";
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, startEventStream, waitEndSignal, withJitterMs } from "../blocking.js";
 import { sendError } from "../errors.js";
+import { presentedToken } from "../../acl/presented.js";
 
 /** A CSR of the largest accepted key (RSA 4096) with a long SAN list fits well within this. */
 const SIGN_BODY_BYTES_MAX = 64 * 1024;
@@ -90,7 +91,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
 
   app.post<{ Body: { csr: string; ttl?: string } }>("/v1/ca/sign", {
     bodyLimit: SIGN_BODY_BYTES_MAX,
-    config: { rateClass: "sign" },
+    config: { rateClass: "sign", acl: { checkedBy: "the CA authorizer, which allows only SPIFFE IDs of services the token has service:write on" } },
     schema: { summary: "Sign a workload's CSR: an X.509-SVID for the SPIFFE ID in it, signed locally", body: signBody, response: { 200: signAnswer } },
   }, async (req, reply) => {
     try {
@@ -109,6 +110,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
   });
 
   app.get<{ Querystring: { index?: string; wait?: string; format?: "json" | "pem" | "spiffe" } }>("/v1/ca/bundle", {
+    config: { acl: { open: "the trust bundle is public: whoever verifies a certificate needs it, as Consul's CA roots" } },
     schema: { summary: "The trust bundle: every trusted root; blocks with ?index=N&wait=30s until the roots change", querystring: bundleQuery },
   }, async (req, reply) => {
     const waitMs = waitOf(req.query.wait);
@@ -122,6 +124,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
   });
 
   app.get("/v1/ca/bundle/stream", {
+    config: { acl: { open: "the trust bundle is public" } },
     schema: { summary: "The trust bundle as server-sent events: one `bundle` event at once, then one on every change" },
   }, (_req, reply) => {
     if (streams >= BUNDLE_STREAMS_MAX) return reply.code(429).header("retry-after", "1").send({ error: `${BUNDLE_STREAMS_MAX} bundle streams are open on this node; retry shortly` });
@@ -144,12 +147,13 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
     return reply;
   });
 
-  app.get("/v1/ca/roots", { schema: { summary: "The roots with their intermediates and cross-signed certificates" } }, (_req, reply) => {
+  app.get("/v1/ca/roots", { config: { acl: { open: "roots are public; their keys are never shown" } }, schema: { summary: "The roots with their intermediates and cross-signed certificates" } }, (_req, reply) => {
     void reply.header("x-cairn-index", String(Math.max(1, ca.state.revision)));
     return reply.send({ trustDomain: ca.trustDomain, index: ca.state.revision, roots: ca.state.roots.map(publicRoot) });
   });
 
   app.post<{ Body: { keyType?: CaKeyType } | null }>("/v1/ca/rotate", {
+    config: { acl: { need: "ca", access: "write" } },
     schema: { summary: "Rotate the root: a new root, cross-signed by the current one, signs from now on; the old one stays trusted until its leaves expire", body: rotateBody },
   }, async (req, reply) => {
     try {
@@ -162,6 +166,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
 
   app.post<{ Body: { certificate: string; privateKey: string; root?: string } }>("/v1/ca/import", {
     bodyLimit: IMPORT_BODY_BYTES_MAX,
+    config: { acl: { need: "ca", access: "write" } },
     schema: { summary: "Replace the CA with the operator's own root, or intermediate and root; rotates like /v1/ca/rotate", body: importBody },
   }, async (req, reply) => {
     try {
@@ -175,10 +180,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
 
 /** Who is asking: the token the request carries (Consul's header or a bearer token) and where from. */
 export function callerOf(req: FastifyRequest): Caller {
-  const consulToken = req.headers["x-consul-token"];
-  const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1];
-  const token = typeof consulToken === "string" && consulToken !== "" ? consulToken : bearer;
-  return { token, origin: `http ${req.ip}` };
+  return { token: presentedToken(req.headers), origin: `http ${req.ip}` };
 }
 
 function waitOf(text: string | undefined): number | undefined {

@@ -17,6 +17,7 @@ export function clusterRoutes(app: FastifyInstance, driver: RaftDriver, clusterI
   const leaderAddress = (id: string): string | undefined => driver.peerAddressOf(id);
 
   app.post<{ Body: { id: string; peerAddress: string } }>("/v1/cluster/members", {
+    config: { acl: { need: "operator", access: "write" } },
     schema: {
       body: {
         type: "object",
@@ -40,6 +41,7 @@ export function clusterRoutes(app: FastifyInstance, driver: RaftDriver, clusterI
   });
 
   app.delete<{ Params: { id: string } }>("/v1/cluster/members/:id", {
+    config: { acl: { need: "operator", access: "write" } },
     schema: { params: { type: "object", properties: { id: { type: "string", pattern: NODE_ID_PATTERN } } } },
   }, async (req, reply) => {
     if (driver.peerAddressOf(req.params.id) === undefined) {
@@ -54,6 +56,7 @@ export function clusterRoutes(app: FastifyInstance, driver: RaftDriver, clusterI
   });
 
   app.post<{ Body: { to: string } }>("/v1/cluster/leader", {
+    config: { acl: { need: "operator", access: "write" } },
     schema: {
       body: { type: "object", required: ["to"], additionalProperties: false, properties: { to: { type: "string", pattern: NODE_ID_PATTERN } } },
     },

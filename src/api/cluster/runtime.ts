@@ -25,6 +25,7 @@ export function runtimeRoutes(app: FastifyInstance, sources: RuntimeSources): vo
   });
 
   app.get("/v1/status/runtime", {
+    config: { acl: { need: "operator", access: "read" } },
     schema: {
       summary: "Event-loop delay since the previous call (which resets it), memory, and parked blocking queries",
       response: {

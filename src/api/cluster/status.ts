@@ -6,17 +6,18 @@ import type { RaftDriver } from "../../raft/node/driver.js";
 export function statusRoutes(app: FastifyInstance, driver: RaftDriver): void {
   // Consul's shape: the leader's peer address as a JSON string, "" when there is none.
   // Fastify sends a returned string as text/plain; Consul clients expect a JSON-encoded string.
-  app.get("/v1/status/leader", (_req, reply) => {
+  app.get("/v1/status/leader", { config: { acl: { open: "Consul leaves /v1/status open: the leader's address is no secret, and health checks need it" } } }, (_req, reply) => {
     const leader = driver.leader;
     const address = leader === "" ? "" : (driver.peerAddressOf(leader) ?? "");
     return reply.type("application/json").send(JSON.stringify(address));
   });
 
-  app.get("/v1/status/peers", { schema: { response: { 200: { type: "array", items: { type: "string" } } } } }, () => {
+  app.get("/v1/status/peers", { config: { acl: { open: "Consul leaves /v1/status open" } }, schema: { response: { 200: { type: "array", items: { type: "string" } } } } }, () => {
     return driver.status().members.filter((m) => m.role !== "learner").map((m) => m.peerAddress);
   });
 
   app.get("/v1/cluster", {
+    config: { acl: { need: "operator", access: "read" } },
     schema: {
       response: {
         200: {

@@ -43,12 +43,14 @@ export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
     };
   };
   const rootsSchema = { summary: "Consul's IndexedCARoots: the trusted roots and which one signs", querystring: blockingQuery };
-  app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/connect/ca/roots", { schema: rootsSchema }, (req, reply) => roots(req.query, reply));
-  app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/roots", { schema: rootsSchema }, (req, reply) => roots(req.query, reply));
+  const rootsAcl = { acl: { open: "Consul's CA roots need no ACL: the trust bundle is public" } };
+  app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/connect/ca/roots", { config: rootsAcl, schema: rootsSchema }, (req, reply) => roots(req.query, reply));
+  app.get<{ Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/roots", { config: rootsAcl, schema: rootsSchema }, (req, reply) => roots(req.query, reply));
 
   app.get<{ Params: { service: string }; Querystring: { index?: string; wait?: string } }>("/v1/agent/connect/ca/leaf/:service", {
-    // It may sign (a new key and leaf per service, or a renewal): charged as signing.
-    config: { rateClass: "sign" },
+    // It may sign (a new key and leaf per service, or a renewal): charged as signing. As Consul:
+    // service:write on the service; the CA authorizer then checks the SPIFFE ID too.
+    config: { rateClass: "sign", acl: { need: "service", access: "write", name: (req) => (req.params as { service: string }).service } },
     schema: {
       summary: "A leaf certificate and key for a service, kept by this node; blocks until it nears expiry or the roots rotate",
       params: { type: "object", required: ["service"], properties: { service: { type: "string", minLength: 1 } } },

@@ -27,6 +27,8 @@ import { TooManyWatchersError, errorMessage } from "../../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../../ca/authority.js";
 import { LeafCache } from "../../ca/leaves.js";
 import { connectRoutes } from "./connect.js";
+import { markFiltered, permissionsOf, type RouteAcl } from "../acl/enforce.js";
+import { serviceOfCheck, serviceOfInstance } from "../native/registry.js";
 import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./decode.js";
 import {
   ConsulEncoder, type ConsulContext, agentSelfSchema, agentService, agentServiceSchema, catalogServiceSchema,
@@ -168,8 +170,12 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   const { registry } = deps;
   const ctx: ConsulContext = { datacenter: deps.datacenter };
 
+  const checkWrite: RouteAcl = { need: "service", access: "write", name: (req) => serviceOfCheck(registry, (req.params as { id: string }).id) };
+
   app.put("/v1/agent/service/register", {
     bodyLimit: REGISTER_BODY_BYTES_MAX,
+    // The same decoder as the handler's, so the rule and the write name the same service.
+    config: { acl: { need: "service", access: "write", name: (req) => decodeServiceRegistration(req.body).name } },
     schema: { summary: "Register a service instance (ID defaults to Name)", tags: CONSUL_TAGS, body: registerBodyDoc },
     // The schema documents; decodeServiceRegistration validates, with Go's case-insensitive keys.
     validatorCompiler: () => () => true,
@@ -179,6 +185,7 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   });
 
   app.put<{ Params: { id: string } }>("/v1/agent/service/deregister/:id", {
+    config: { acl: { need: "service", access: "write", name: (req) => serviceOfInstance(registry, (req.params as { id: string }).id) } },
     schema: { summary: "Deregister a service instance and its checks", tags: CONSUL_TAGS, params: idParams },
   }, async (req, reply) => {
     const id = req.params.id;
@@ -211,6 +218,7 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
 
   for (const [verb, status] of [["pass", "passing"], ["warn", "warning"], ["fail", "critical"]] as const) {
     app.put<{ Params: { id: string }; Querystring: { note?: string } }>(`/v1/agent/check/${verb}/:id`, {
+      config: { acl: checkWrite },
       schema: { summary: `Set a TTL check to ${status} and reset its TTL`, tags: CONSUL_TAGS, params: idParams, querystring: noteQuery },
     }, async (req, reply) => {
       await heartbeat(req.params.id, status, req.query.note ?? "");
@@ -220,6 +228,7 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
 
   app.put<{ Params: { id: string } }>("/v1/agent/check/update/:id", {
     bodyLimit: CHECK_UPDATE_BODY_BYTES_MAX,
+    config: { acl: checkWrite },
     schema: { summary: "Set a TTL check's status and output and reset its TTL", tags: CONSUL_TAGS, params: idParams, body: checkUpdateBodyDoc },
     validatorCompiler: () => () => true,
   }, async (req, reply) => {
@@ -231,6 +240,7 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   // ---------------------------------------------------------------- agent: reads
 
   app.get<{ Querystring: ReadQuery }>("/v1/agent/services", {
+    config: { acl: { filtered: "service" } },
     schema: {
       summary: "The service instances registered through this node, by ID", tags: CONSUL_TAGS, querystring: readQuerySchema,
       response: { 200: { type: "object", additionalProperties: agentServiceSchema } },
@@ -240,13 +250,23 @@ function agentRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     const index = registry.state.revision;
     // One copy of the state's instances (~1 ms at 100,000), then filtered, sorted and encoded in slices.
     const all = [...registry.state.allInstances()];
-    const mine = await sortInSlices(await filterInSlices(all, (i) => i.node === deps.nodeName), compareInstances);
+    const permissions = permissionsOf(req);
+    let hidden = false;
+    const mine = await sortInSlices(await filterInSlices(all, (i) => {
+      if (i.node !== deps.nodeName) return false;
+      if (permissions.allows("service", "read", i.service)) return true;
+      hidden = true;
+      return false;
+    }), compareInstances);
+    if (hidden) markFiltered(reply);
     const body = await encodeArrayInSlices(mine, () => true, (i) => `${JSON.stringify(i.id)}:${JSON.stringify(agentService(i, ctx))}`, { open: "{", close: "}" });
     readHeaders(reply, deps.driver, index);
     return sendEncoded(reply, body);
   });
 
   app.get("/v1/agent/self", {
+    // Consul asks agent:read on the node; Cairn's nodes are its agents, so node:read on this one.
+    config: { acl: { need: "node", access: "read", name: () => deps.nodeName } },
     schema: { summary: "This node's configuration and membership (Config.Datacenter)", tags: CONSUL_TAGS, response: { 200: agentSelfSchema } },
   }, (_req, reply) => {
     const status = deps.driver.status();
@@ -317,7 +337,15 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     return sendEncoded(reply, encoded);
   };
 
+  /** A service the token may not read answers as an unknown one does, [], with Consul's header saying the rules hid it. */
+  const sendHidden = (reply: FastifyReply, service: string): FastifyReply => {
+    readHeaders(reply, deps.driver, registry.waiters.indexOf({ service }));
+    markFiltered(reply);
+    return reply.type("application/json").send("[]");
+  };
+
   app.get<{ Querystring: ReadQuery }>("/v1/catalog/services", {
+    config: { acl: { filtered: "service" } },
     schema: {
       summary: "Service names and their tags; blocks on the catalog's index", tags: CONSUL_TAGS, querystring: readQuerySchema,
       response: { 200: catalogServicesSchema },
@@ -325,13 +353,19 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
   }, async (req, reply) => {
     await blockingRead(req.query, { catalog: true }, reply);
     const index = registry.waiters.indexOf({ catalog: true });
-    const body = await answers.get("catalog", index, async () => encodeArrayInSlices(await registry.views.catalog().services, () => true,
-      (s) => `${JSON.stringify(s.name)}:${JSON.stringify(s.tags)}`, { open: "{", close: "}" }));
+    const permissions = permissionsOf(req);
+    const encode = async (keep: (name: string) => boolean): ReturnType<typeof encodeArrayInSlices> => encodeArrayInSlices(await registry.views.catalog().services,
+      (s) => keep(s.name), (s) => `${JSON.stringify(s.name)}:${JSON.stringify(s.tags)}`, { open: "{", close: "}" });
+    // The shared answer is for tokens that read every service; any other gets its own, filtered.
+    const readsAll = permissions.readsAll("service");
+    if (!readsAll && (await registry.views.catalog().services).some((s) => !permissions.allows("service", "read", s.name))) markFiltered(reply);
+    const body = readsAll ? await answers.get("catalog", index, () => encode(() => true)) : await encode((name) => permissions.allows("service", "read", name));
     readHeaders(reply, deps.driver, index);
     return sendEncoded(reply, body);
   });
 
   app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/catalog/service/:service", {
+    config: { acl: { filtered: "service" } },
     schema: {
       summary: "A service's instances, one flat entry each; blocks on the service's own index", tags: CONSUL_TAGS,
       params: serviceNameParams, querystring: serviceQuerySchema,
@@ -341,10 +375,12 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     const service = req.params.service;
     const tags = tagFilter(req.query.tag);
     await blockingRead(req.query, { service }, reply);
+    if (!permissionsOf(req).allows("service", "read", service)) return sendHidden(reply, service);
     return sendServiceAnswer(reply, queryKey("catalog-service", service, tags), service, (i) => hasTags(i, tags), (i) => encoder.catalogEntry(i));
   });
 
   app.get<{ Params: { service: string }; Querystring: ServiceQuery }>("/v1/health/service/:service", {
+    config: { acl: { filtered: "service" } },
     schema: {
       summary: "A service's instances with their node and checks; blocks on the service's own index", tags: CONSUL_TAGS,
       params: serviceNameParams, querystring: serviceQuerySchema,
@@ -355,6 +391,7 @@ function readRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     const passing = goBool("passing", req.query.passing);
     const tags = tagFilter(req.query.tag);
     await blockingRead(req.query, { service }, reply);
+    if (!permissionsOf(req).allows("service", "read", service)) return sendHidden(reply, service);
     const keep = (i: Instance): boolean => hasTags(i, tags) && (!passing || aggregateStatus(i.checks) === "passing");
     return sendServiceAnswer(reply, queryKey(passing ? "health-passing" : "health", service, tags), service, keep, (i) => encoder.healthEntry(i));
   });
@@ -480,7 +517,7 @@ function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
  * Consul reads every body as JSON whatever its Content-Type: `curl --data @file`, as Consul's
  * documentation shows, sends application/x-www-form-urlencoded. An empty body is no body.
  */
-function installJsonBodies(scope: FastifyInstance): void {
+export function installJsonBodies(scope: FastifyInstance): void {
   scope.removeAllContentTypeParsers();
   scope.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
     const text = typeof body === "string" ? body.trim() : body.toString("utf8").trim();

@@ -13,6 +13,7 @@ export function kvRoutes(app: FastifyInstance, driver: RaftDriver, kv: KvStateMa
   const leaderAddress = (id: string): string | undefined => driver.peerAddressOf(id);
 
   app.put<{ Params: { key: string }; Body: { value: string } }>("/v1/kv/:key", {
+    config: { acl: { need: "key", access: "write", name: (req) => (req.params as { key: string }).key } },
     bodyLimit: VALUE_BYTES_MAX + 1024,
     schema: {
       params: KEY_SCHEMA,
@@ -27,7 +28,10 @@ export function kvRoutes(app: FastifyInstance, driver: RaftDriver, kv: KvStateMa
     }
   });
 
-  app.delete<{ Params: { key: string } }>("/v1/kv/:key", { schema: { params: KEY_SCHEMA } }, async (req, reply) => {
+  app.delete<{ Params: { key: string } }>("/v1/kv/:key", {
+    config: { acl: { need: "key", access: "write", name: (req) => (req.params as { key: string }).key } },
+    schema: { params: KEY_SCHEMA },
+  }, async (req, reply) => {
     try {
       const index = await driver.propose(withTag(STATE_TAG_KV, encodeKvCommand({ op: "delete", key: req.params.key })));
       return reply.header("x-cairn-index", String(index)).send({ index });
@@ -37,6 +41,7 @@ export function kvRoutes(app: FastifyInstance, driver: RaftDriver, kv: KvStateMa
   });
 
   app.get<{ Params: { key: string }; Querystring: { stale?: string } }>("/v1/kv/:key", {
+    config: { acl: { need: "key", access: "read", name: (req) => (req.params as { key: string }).key } },
     schema: { params: KEY_SCHEMA, querystring: { type: "object", properties: { stale: { type: "string" } } } },
   }, async (req, reply) => {
     if (req.query.stale === undefined) {

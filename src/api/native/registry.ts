@@ -11,6 +11,7 @@ import type { WatchKey } from "../../registry/watch.js";
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, serviceAnswer, sharedReads, withJitterMs } from "../blocking.js";
 import { encodeArrayInSlices } from "../../common/json_chunks.js";
 import { sendError } from "../errors.js";
+import { FILTERED_HEADER, markFiltered, permissionsOf, type RouteAcl } from "../acl/enforce.js";
 
 
 const checkSchema = {
@@ -68,11 +69,33 @@ interface ReadQuery {
   wait?: string;
 }
 
+/**
+ * The service an instance or check belongs to, for its ACL rule. One this node has not applied yet
+ * is looked for after a read barrier, so a write acknowledged elsewhere cannot slip past its rule.
+ */
+export async function serviceOfInstance(registry: Registry, id: string): Promise<string | undefined> {
+  const here = registry.state.instance(id);
+  if (here !== undefined) return here.service;
+  await registry.consistentRead(false);
+  return registry.state.instance(id)?.service;
+}
+
+export async function serviceOfCheck(registry: Registry, checkId: string): Promise<string | undefined> {
+  const here = registry.state.checkById(checkId);
+  if (here !== undefined) return here.instance.service;
+  await registry.consistentRead(false);
+  return registry.state.checkById(checkId)?.instance.service;
+}
+
 export function registryRoutes(app: FastifyInstance, registry: Registry, driver: RaftDriver): void {
   const leaderAddress = (id: string): string | undefined => driver.peerAddressOf(id);
   const answers = sharedReads(app, registry);
+  const instanceWrite: RouteAcl = { need: "service", access: "write", name: (req) => serviceOfInstance(registry, (req.params as { id: string }).id) };
 
-  app.post<{ Body: RegisterInput }>("/v1/registry/instances", { schema: { body: registerSchema } }, async (req, reply) => {
+  app.post<{ Body: RegisterInput }>("/v1/registry/instances", {
+    config: { acl: { need: "service", access: "write", name: (req) => (req.body as RegisterInput).name } },
+    schema: { body: registerSchema },
+  }, async (req, reply) => {
     try {
       const index = await registry.register(req.body);
       return reply.header("x-cairn-index", String(index)).send({ index, id: req.body.id ?? req.body.name });
@@ -81,7 +104,7 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
     }
   });
 
-  app.delete<{ Params: { id: string } }>("/v1/registry/instances/:id", async (req, reply) => {
+  app.delete<{ Params: { id: string } }>("/v1/registry/instances/:id", { config: { acl: instanceWrite } }, async (req, reply) => {
     try {
       const index = await registry.deregister(req.params.id);
       return reply.header("x-cairn-index", String(index)).send({ index });
@@ -91,6 +114,7 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
   });
 
   app.put<{ Params: { checkId: string }; Body: { status: "passing" | "warning" | "critical"; output?: string } }>("/v1/registry/checks/:checkId", {
+    config: { acl: { need: "service", access: "write", name: (req) => serviceOfCheck(registry, (req.params as { checkId: string }).checkId) } },
     schema: {
       body: {
         type: "object", required: ["status"], additionalProperties: false,
@@ -106,22 +130,36 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
     }
   });
 
-  app.get<{ Querystring: ReadQuery }>("/v1/registry/services", { schema: { querystring: readQuerySchema } }, async (req, reply) => {
+  app.get<{ Querystring: ReadQuery }>("/v1/registry/services", {
+    config: { acl: { filtered: "service" } },
+    schema: { querystring: readQuerySchema },
+  }, async (req, reply) => {
     if (!await blockingRead(registry, reply, req.query, leaderAddress, { catalog: true })) return reply;
     const index = Math.max(1, registry.waiters.indexOf({ catalog: true }));
-    const body = await answers.get("services", index, async () => encodeArrayInSlices(await registry.views.catalog().services, () => true,
-      (s) => JSON.stringify({ name: s.name, tags: s.tags, instances: s.instances }), { open: `{"index":${index},"services":[`, close: "]}" }));
+    const permissions = permissionsOf(req);
+    const encode = async (keep: (name: string) => boolean): ReturnType<typeof encodeArrayInSlices> => encodeArrayInSlices(await registry.views.catalog().services, (s) => keep(s.name),
+      (s) => JSON.stringify({ name: s.name, tags: s.tags, instances: s.instances }), { open: `{"index":${index},"services":[`, close: "]}" });
+    // The shared answer is for tokens that read every service; any other gets its own, filtered.
+    const readsAll = permissions.readsAll("service");
+    if (!readsAll && (await registry.views.catalog().services).some((s) => !permissions.allows("service", "read", s.name))) markFiltered(reply);
+    const body = readsAll ? await answers.get("services", index, () => encode(() => true)) : await encode((name) => permissions.allows("service", "read", name));
     void reply.header("x-cairn-index", String(index));
     return sendEncoded(reply, body);
   });
 
   app.get<{ Params: { name: string }; Querystring: ReadQuery & { health?: Health } }>("/v1/registry/services/:name/instances", {
+    config: { acl: { filtered: "service" } },
     schema: {
       querystring: { ...readQuerySchema, properties: { ...readQuerySchema.properties, health: { type: "string", enum: ["passing", "notCritical", "all"] } } },
     },
   }, async (req, reply) => {
     const service = req.params.name;
     if (!await blockingRead(registry, reply, req.query, leaderAddress, { service })) return reply;
+    if (!permissionsOf(req).allows("service", "read", service)) {
+      // As an unknown service: nothing, with Consul's header saying the rules hid something.
+      const index = Math.max(1, registry.waiters.indexOf({ service }));
+      return reply.header("x-cairn-index", String(index)).header(FILTERED_HEADER, "true").send({ index, instances: [] });
+    }
     const health = req.query.health ?? "all";
     // A never-touched service reports 1, as Consul's routes do.
     const { index, body } = serviceAnswer(answers, registry, `instances\n${service}\n${health}`, service, (i) => keep(i, health),
@@ -131,13 +169,15 @@ export function registryRoutes(app: FastifyInstance, registry: Registry, driver:
     return sendEncoded(reply, encoded);
   });
 
-  app.get<{ Params: { id: string }; Querystring: { stale?: string } }>("/v1/registry/instances/:id", async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { stale?: string } }>("/v1/registry/instances/:id", { config: { acl: { filtered: "service" } } }, async (req, reply) => {
     try {
       await registry.consistentRead(req.query.stale !== undefined);
     } catch (err) {
       return sendError(reply, err, leaderAddress);
     }
-    const inst = registry.state.instance(req.params.id);
+    const found = registry.state.instance(req.params.id);
+    // One the token may not read answers as one that does not exist.
+    const inst = found !== undefined && permissionsOf(req).allows("service", "read", found.service) ? found : undefined;
     if (inst === undefined) return reply.code(404).send({ error: `instance ${req.params.id} is not registered` });
     return reply.header("x-cairn-index", String(Math.max(1, inst.modifyIndex))).send(present(inst));
   });

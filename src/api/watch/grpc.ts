@@ -9,6 +9,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Registry } from "../../registry/registry.js";
 import { TooManyWatchStreamsError, type WatchHandle, WatchInputError, type WatchRequest } from "../../registry/watch_hub.js";
+import { type GuardedRegistrar, accessorOfCall, permissionsOfCall } from "../acl/grpc.js";
+import { watchRefusal } from "./sse.js";
 import { WatchRequestType, protoBatch, protoCanceled, protoCreated, protoProgress, protoResetChunk, protoWatchIdField } from "./encode.js";
 
 export const grpcWatchLimits = {
@@ -72,7 +74,7 @@ const watchService: grpc.ServiceDefinition = {
   },
 };
 
-export function addWatchService(server: grpc.Server, registry: Registry, logger: Logger): void {
+export function addWatchService(server: GuardedRegistrar, registry: Registry, logger: Logger): void {
   server.addService(watchService, {
     Watch: (call: grpc.ServerDuplexStream<DecodedRequest, Buffer>) => {
       const watches = new Map<number, WatchHandle>();
@@ -89,6 +91,11 @@ export function addWatchService(server: grpc.Server, registry: Registry, logger:
         if (watchId === 0) {
           while (watches.has(nextAutoId)) nextAutoId++;
           watchId = nextAutoId++;
+        }
+        const refusal = watchRefusal(permissionsOfCall(call), request.services, accessorOfCall(call));
+        if (refusal !== undefined) {
+          write(protoCanceled(watchId, refusal));
+          return;
         }
         if (watches.has(watchId)) {
           write(protoCanceled(watchId, `watch ${watchId} already exists on this stream; cancel it first or pick another id`));
@@ -157,5 +164,5 @@ export function addWatchService(server: grpc.Server, registry: Registry, logger:
       call.on("finish", end);
       call.on("error", end);
     },
-  });
+  }, { Watch: { filtered: "service" } });
 }

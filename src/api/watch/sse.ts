@@ -9,6 +9,21 @@ import type { Registry } from "../../registry/registry.js";
 import { TooManyWatchStreamsError, WatchInputError } from "../../registry/watch_hub.js";
 import { startEventStream, waitEndSignal } from "../blocking.js";
 import { sseBatch, sseProgress, sseResetChunk } from "./encode.js";
+import { accessorOf, permissionDenied, permissionsOf, sendDenied } from "../acl/enforce.js";
+import type { Permissions } from "../../acl/rules.js";
+
+/**
+ * Why a watch of `services` (none: every service) is refused to a token, or undefined. A watch
+ * streams every change of what it covers, so it may cover only services the token may read: one
+ * of every service needs read on all of them (service_prefix "" read, and no deny).
+ */
+export function watchRefusal(permissions: Permissions, services: readonly string[], accessorId: string | undefined): string | undefined {
+  if (services.length === 0) {
+    return permissions.readsAll("service") ? undefined : `${permissionDenied(accessorId, "service", "read")} on every service: name the services to watch`;
+  }
+  const hidden = services.find((s) => !permissions.allows("service", "read", s));
+  return hidden === undefined ? undefined : permissionDenied(accessorId, "service", "read", hidden);
+}
 
 /** How long an EventSource waits before reconnecting, sent once at the start of every stream. */
 const RECONNECT_MS = 1000;
@@ -33,6 +48,7 @@ const REVISION = /^[0-9]{1,16}$/;
 
 export function watchRoutes(app: FastifyInstance, registry: Registry): void {
   app.get<{ Querystring: WatchQuery }>("/v1/watch", {
+    config: { acl: { filtered: "service" } },
     schema: {
       summary: "Watch services as server-sent events: events, reset and progress, each with its revision as the id",
       querystring: watchQuerySchema,
@@ -47,6 +63,8 @@ export function watchRoutes(app: FastifyInstance, registry: Registry): void {
       if (parsed === undefined) return reply.code(400).send({ error: `progress "${req.query.progress}" is not a duration like "10s"`, field: "progress" });
       progressIntervalMs = parsed;
     }
+    const refusal = watchRefusal(permissionsOf(req), req.query.service ?? [], accessorOf(req));
+    if (refusal !== undefined) return sendDenied(req, reply, refusal);
     const res = reply.raw;
     let handle;
     try {

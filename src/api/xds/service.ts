@@ -19,6 +19,7 @@ import { loadXdsProtos } from "./protos.js";
 import { type Subscription, type XdsCall, type XdsHub, type XdsLimits, type XdsSession } from "./session.js";
 import { SotwSession } from "./sotw.js";
 import { XdsStats } from "./stats.js";
+import { type GuardedRegistrar, permissionsOfCall } from "../acl/grpc.js";
 
 export const ADS_SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 
@@ -104,7 +105,7 @@ export function resolveXdsLimits(given: XdsServiceOptions["limits"] = {}): XdsSe
   return limits;
 }
 
-export function addXdsService(server: grpc.Server, options: XdsServiceOptions): XdsService {
+export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptions): XdsService {
   const limits = resolveXdsLimits(options.limits);
   const logger = options.logger;
   const stats = new XdsStats();
@@ -161,7 +162,10 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
         sessions.delete(s);
         stats.streamsActive = sessions.size;
       };
-      session = protocol === "sotw" ? new SotwSession(hub, call, onClose) : new DeltaSession(hub, call, onClose);
+      // A token that may not read every service sees the others as absent: never their listeners, clusters or endpoints.
+      const permissions = permissionsOfCall(call);
+      const streamHub: XdsHub = permissions.readsAll("service") ? hub : { ...hub, visible: (service) => permissions.allows("service", "read", service) };
+      session = protocol === "sotw" ? new SotwSession(streamHub, call, onClose) : new DeltaSession(streamHub, call, onClose);
       sessions.add(session);
       stats.streamsActive = sessions.size;
       session.start();
@@ -189,10 +193,11 @@ export function addXdsService(server: grpc.Server, options: XdsServiceOptions): 
     stats.streamsWaiting = gate.waitingCount;
   };
 
+  const xdsRule = { filtered: "service" } as const;
   server.addService(adsServiceDefinition, {
     StreamAggregatedResources: (call: XdsCall) => open(call, "sotw"),
     DeltaAggregatedResources: (call: XdsCall) => open(call, "delta"),
-  });
+  }, { StreamAggregatedResources: xdsRule, DeltaAggregatedResources: xdsRule });
 
   return {
     stats,

@@ -36,6 +36,8 @@ export interface XdsHub {
   readonly limits: XdsLimits;
   /** Sent as each response's control_plane.identifier: which node answered. */
   readonly controlPlaneId: string;
+  /** Which services this stream may see (its token's service:read); absent: all. */
+  readonly visible?: (service: string) => boolean;
 }
 
 /** The client as its first request's `node` describes it. */
@@ -142,7 +144,14 @@ export abstract class XdsSession implements Flushable {
     if (known !== undefined) return { sub: known, first: false };
     const hub = this.hub;
     const kind = type.kind;
-    const sub: Subscription = new TypeSubscription(this, type, shapeOf(type), { get: (name) => hub.cache.get(kind, name), names: () => hub.cache.names(), pending: (name) => hub.cache.pending(kind, name) }, hub.index, hub.limits.subscribedNamesMax);
+    // Resource names are service names: one this stream's token may not read is, to it, absent.
+    const visible = hub.visible ?? ((): boolean => true);
+    const source = {
+      get: (name: string) => (visible(name) ? hub.cache.get(kind, name) : undefined),
+      names: () => (hub.visible === undefined ? hub.cache.names() : [...hub.cache.names()].filter(visible)),
+      pending: (name: string) => visible(name) && hub.cache.pending(kind, name),
+    };
+    const sub: Subscription = new TypeSubscription(this, type, shapeOf(type), source, hub.index, hub.limits.subscribedNamesMax);
     this.subscriptions.set(kind, sub);
     return { sub, first: true };
   }
