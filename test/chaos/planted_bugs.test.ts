@@ -15,7 +15,9 @@ const ACK_BEFORE_COMMIT_RUN_MS = 40_000;
 
 const cases = [
   { bug: "readWithoutReadIndex", nemeses: "partition-isolate,pause", checkers: ["linearizable"], durationMs: PLANTED_RUN_MS },
-  { bug: "ackBeforeCommit", nemeses: "partition-isolate", checkers: ["linearizable", "lost-writes"], durationMs: ACK_BEFORE_COMMIT_RUN_MS },
+  // Write-heavy, with fewer readers: only a write that reaches the cut-off leader before check-quorum deposes it is lost.
+  { bug: "ackBeforeCommit", nemeses: "partition-isolate", checkers: ["linearizable", "lost-writes"], durationMs: ACK_BEFORE_COMMIT_RUN_MS,
+    workload: { writers: 12, staleReaders: 0, linearizableReaders: 2, thinkMs: 5 } },
   { bug: "watchSkipsEvent", nemeses: "none", checkers: ["watches"], durationMs: PLANTED_RUN_MS },
 ] as const;
 
@@ -26,6 +28,7 @@ for (const c of cases) {
       const { result, lines } = await runChaosWithin({
         durationMs: c.durationMs, nodes: 3, nemeses: parseNemeses(c.nemeses), seed: 7, network: "auto", dir,
         plantedBug: c.bug,
+        ...("workload" in c ? { workload: c.workload } : {}),
         // Every fault at the leader. A write acknowledged before it committed is lost when its leader is
         // cut off: clients still reach it, and it acknowledges until check-quorum deposes it. A crash or
         // pause rarely catches one, since on loopback an entry commits within a client's round trip.
