@@ -4,7 +4,7 @@
 // Prints medians and percentiles; never part of npm test.
 
 import { Agent, request } from "node:http";
-import { ProcessCluster, type ProcessNode, waitFor } from "../test/support/cluster.js";
+import { ProcessCluster, type ProcessNode, UNLIMITED_RATE_ARGS, waitFor } from "../test/support/cluster.js";
 
 const LOAD_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const FAILOVER_ROUNDS = Number(process.env.BENCH_FAILOVERS ?? 20);
@@ -73,7 +73,7 @@ async function failover(cluster: ProcessCluster): Promise<number[]> {
   return times.sort((a, b) => a - b);
 }
 
-const cluster = await ProcessCluster.start(3, ["--log-level", "warn"]);
+const cluster = await ProcessCluster.start(3, ["--log-level", "warn", ...UNLIMITED_RATE_ARGS]);
 try {
   const leader = await cluster.agreedLeader(30_000);
   process.stdout.write(`cluster up; leader ${leader.info.id}; ${LOAD_SECONDS}s per load run, fsync on\n`);

@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { loadavg } from "node:os";
 import { join } from "node:path";
-import type { ProcessCluster, ProcessNode } from "../test/support/cluster.js";
+import { type ProcessCluster, type ProcessNode, UNLIMITED_RATE_ARGS } from "../test/support/cluster.js";
 import { EtcdCluster, installedEtcdVersion } from "./support/etcd.js";
 import { cleanup, spawnTracked, startCairnCluster, tempDir } from "./support/processes.js";
 import { envChoice, envInt, median } from "./support/settings.js";
@@ -199,8 +199,7 @@ function mergedPercentile(results: readonly WrkResult[], p: number): number {
 /** A fresh three-node Cairn cluster with an agreed leader, and the function that closes it. */
 function startCairn(): Promise<{ cluster: ProcessCluster; close: () => Promise<void> }> {
   // The write rate limits are raised far above the load: they must not shape the benchmark.
-  const unlimited = "100000000,100000000";
-  return startCairnCluster(3, ["--log-level", "warn", "--rate-limit-write-token", unlimited, "--rate-limit-write-address", unlimited, ...CAIRN_EXTRA_ARGS], READY_TIMEOUT_MS);
+  return startCairnCluster(3, ["--log-level", "warn", ...UNLIMITED_RATE_ARGS, ...CAIRN_EXTRA_ARGS], READY_TIMEOUT_MS);
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: MEMORY_CONCURRENCY });

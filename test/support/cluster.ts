@@ -15,6 +15,10 @@ const mainPath = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url)
 /** The server's default election timeout: what failover is measured against. */
 export const ELECTION_TIMEOUT_MS = driverDefaults.tickMs * driverDefaults.electionTimeoutTicks;
 
+/** Write and signing rate limits far above any load one machine makes: for benchmarks, which measure the node, not its limits. */
+export const UNLIMITED_RATE_ARGS: readonly string[] = ["--rate-limit-write-token", "100000000,100000000", "--rate-limit-write-address", "100000000,100000000",
+  "--rate-limit-sign-token", "100000000,100000000", "--rate-limit-sign-address", "100000000,100000000"];
+
 /**
  * Ports handed out below Linux's ephemeral range (32768-60999 by default): a port the kernel
  * picked with listen(0) can be taken by any outgoing connection's local end before the server
