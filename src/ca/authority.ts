@@ -149,6 +149,8 @@ export class CertificateAuthority {
   private stopped = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private maintaining = false;
+  /** The active root last warned about for keys not under the current KEK: the warning is given once per root. */
+  private kekWarnedRootId: string | undefined;
 
   constructor(private readonly opts: CertificateAuthorityOptions) {
     this.state = opts.state;
@@ -178,12 +180,18 @@ export class CertificateAuthority {
   start(): void {
     if (!this.opts.sealer.sealing) {
       this.log.warn("NO KEY-ENCRYPTION KEY: CA private keys are stored UNSEALED in the Raft log, snapshots and LevelDB; set CAIRN_CA_KEK or --ca-kek-file on every node");
+    } else {
+      // Fingerprints only: they let the operator check every node has the same KEKs, and reveal nothing of them.
+      this.log.info({ kekId: this.opts.sealer.kekId, previousKekIds: this.opts.sealer.previousKekIds }, "CA key-encryption keys");
     }
     this.log.info({ authorizer: this.opts.authorizer.description }, "certificate authority authorizer");
     if (this.state.trustDomain !== null && this.state.trustDomain !== this.opts.settings.trustDomain) {
       this.log.warn({ replicated: this.state.trustDomain, configured: this.opts.settings.trustDomain }, "the cluster's CA already uses another trust domain; the configured one is ignored");
     }
-    this.maintenanceTimer = setInterval(() => void this.maintain(), MAINTENANCE_INTERVAL_MS);
+    this.maintenanceTimer = setInterval(() => {
+      this.checkActiveRootKek();
+      void this.maintain();
+    }, MAINTENANCE_INTERVAL_MS);
     this.maintenanceTimer.unref();
     this.driver.onRoleChange((role) => {
       if (role === "leader") void this.maintain();
@@ -326,6 +334,7 @@ export class CertificateAuthority {
       const signer = new LeafSigner({ certificatePem: root.intermediateCertificatePem, privateKey: this.opts.sealer.unseal(root.intermediateKeySealed) });
       this.active = { revision, rootId: root.id, signer, chainPems: this.chainOf(root) };
       this.activeProblem = undefined;
+      this.warnIfNotUnderCurrentKek(root);
       return this.active;
     } catch (err) {
       if (!(err instanceof SealError)) throw err;
@@ -333,6 +342,37 @@ export class CertificateAuthority {
       this.log.error({ rootId: root.id }, this.activeProblem.message);
       throw new CaUnavailableError(this.activeProblem.message);
     }
+  }
+
+  /**
+   * On every node, once it has heard from a leader (so its roots are the cluster's, not a replay
+   * half way through the log): warns if the active root's keys want re-sealing.
+   */
+  private checkActiveRootKek(): void {
+    const contactMs = this.driver.lastContactMs;
+    if (contactMs === undefined || contactMs > SIGNING_LEADER_CONTACT_MAX_MS) return;
+    const root = this.state.activeRoot;
+    if (root !== undefined) this.warnIfNotUnderCurrentKek(root);
+  }
+
+  /**
+   * The active root's keys are the only ones ever unsealed, so once they are under the current
+   * KEK a previous KEK is no longer needed; until then, the operator must rotate. Warns once per root.
+   */
+  private warnIfNotUnderCurrentKek(root: CaRoot): void {
+    if (this.kekWarnedRootId === root.id || !this.opts.sealer.sealing) return;
+    const sealer = this.opts.sealer;
+    const keys = [root.intermediateKeySealed, ...(root.rootKeySealed === null ? [] : [root.rootKeySealed])].map((k) => sealer.sealedUnder(k));
+    // A key under a KEK this node lacks is not this warning's business: signing fails and says so.
+    const previousKekIds = [...new Set(keys.flatMap((u) => (u.kind === "previous" ? [u.kekId] : [])))];
+    const unsealed = keys.some((u) => u.kind === "unsealed");
+    if (previousKekIds.length === 0 && !unsealed) return;
+    this.kekWarnedRootId = root.id;
+    const what = previousKekIds.length > 0 ? `sealed under a previous KEK (${previousKekIds.join(", ")})` : "stored unsealed, from before this cluster had a KEK";
+    this.log.warn(
+      { rootId: root.id, kekId: sealer.kekId, previousKekIds },
+      `the active CA root's keys are ${what}: run POST /v1/ca/rotate to re-seal the CA under the current KEK ${sealer.kekId}; then the previous KEK can be dropped`,
+    );
   }
 
   /** The intermediates a leaf of `root` presents: its intermediate, then the cross-signed root while the old root is trusted. */
@@ -464,7 +504,15 @@ export class CertificateAuthority {
   /** The old root's key certifies the new root, when Cairn holds it (not for an imported intermediate's external root). */
   private crossSign(current: CaRoot, newRootPem: string): string | null {
     if (current.rootKeySealed === null) return null;
-    return crossSignCertificate(newRootPem, { certificatePem: current.rootCertificatePem, privateKey: this.opts.sealer.unseal(current.rootKeySealed) });
+    let privateKey: KeyObject;
+    try {
+      privateKey = this.opts.sealer.unseal(current.rootKeySealed);
+    } catch (err) {
+      // Another node, one given the KEK the root is sealed under, can rotate.
+      if (err instanceof SealError) throw new CaUnavailableError(`this node cannot rotate the CA: ${err.message}`);
+      throw err;
+    }
+    return crossSignCertificate(newRootPem, { certificatePem: current.rootCertificatePem, privateKey });
   }
 
   private createRoot(keyType: CaKeyType): Omit<NewCaRoot, "crossSignedCertificatePem"> {

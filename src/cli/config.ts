@@ -78,6 +78,12 @@ export interface CaConfig {
   readonly leafTtlMaxMs: number;
   /** The key-encryption key as given (base64 or hex), from CAIRN_CA_KEK or the file; never logged. */
   readonly kek: { readonly raw: Uint8Array; readonly source: string } | undefined;
+  /**
+   * KEKs being rotated out, as given (one or more per source, see parseKekList): they unseal CA
+   * keys sealed before the current KEK was set, never seal. From CAIRN_CA_KEK_PREVIOUS and/or
+   * --ca-kek-previous-file; never logged.
+   */
+  readonly previousKeks: readonly { readonly raw: Uint8Array; readonly source: string }[];
   /** Where the SPIFFE Workload API listens (a Unix socket path), if anywhere. */
   readonly workloadSocket: string | undefined;
   /** The socket file's permission bits (who may connect at all). */
@@ -130,6 +136,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--ca-key-type", env: "CAIRN_CA_KEY_TYPE", key: "caKeyType", help: "key type of CA roots: ec-p256 (default), rsa-2048 or ed25519" },
   { flag: "--ca-leaf-ttl-max", env: "CAIRN_CA_LEAF_TTL_MAX", key: "caLeafTtlMax", help: "longest leaf certificate TTL a workload may ask for (Go duration, default 24h)" },
   { flag: "--ca-kek-file", env: "CAIRN_CA_KEK_FILE", key: "caKekFile", help: "file holding the 32-byte key that seals CA private keys (base64 or hex); or put the key itself in CAIRN_CA_KEK" },
+  { flag: "--ca-kek-previous-file", env: "CAIRN_CA_KEK_PREVIOUS_FILE", key: "caKekPreviousFile", help: "file holding KEKs being rotated out, one per line: they unseal CA keys sealed before, never seal (see docs/kek-rotation.md); or put them in CAIRN_CA_KEK_PREVIOUS" },
   { flag: "--workload-socket", env: "CAIRN_WORKLOAD_SOCKET", key: "workloadSocket", help: "Unix socket path for the SPIFFE Workload API (off when unset)" },
   { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out to every caller, comma-separated (unattested; prefer --workload-attest)" },
   { flag: "--workload-attest", env: "CAIRN_WORKLOAD_ATTEST", key: "workloadAttest", help: "who on the Workload API socket holds which SPIFFE ID, by the caller's uid or gid (SO_PEERCRED): uid:1000=spiffe://TD/ns/NS/svc/SVC,gid:50=...; see docs/workload-attestation.md" },
@@ -497,6 +504,10 @@ function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.Pro
   } else if (kekEnv !== undefined && kekEnv !== "") {
     kek = { raw: new TextEncoder().encode(kekEnv), source: "CAIRN_CA_KEK" };
   }
+  const previousKeks = parsePreviousKeks(get("caKekPreviousFile"), env.CAIRN_CA_KEK_PREVIOUS, readBytes);
+  if (previousKeks.length > 0 && kek === undefined) {
+    throw new ConfigError("previous KEKs (--ca-kek-previous-file or CAIRN_CA_KEK_PREVIOUS) were given without a current one: give the new KEK with CAIRN_CA_KEK or --ca-kek-file as well");
+  }
   const workloadIdentities = (get("workloadIdentities") ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
   const ruleProblem = (flag: string, err: unknown): ConfigError => new ConfigError(`${flag}: ${errorMessage(err)}`);
   let workloadRules: WorkloadRule[];
@@ -512,7 +523,21 @@ function parseCaConfig(get: (key: string) => string | undefined, env: NodeJS.Pro
   }
   const modeText = get("workloadSocketMode");
   const workloadSocketMode = modeText === undefined ? workloadSocketDefaults.mode : parseSocketMode(modeText);
-  return { trustDomain, keyType: keyType as CaKeyType, leafTtlMaxMs, kek, workloadSocket: get("workloadSocket"), workloadSocketMode, workloadRules };
+  return { trustDomain, keyType: keyType as CaKeyType, leafTtlMaxMs, kek, previousKeks, workloadSocket: get("workloadSocket"), workloadSocketMode, workloadRules };
+}
+
+/** Both sources of previous KEKs may be given: a rotation may be staged in either. */
+function parsePreviousKeks(file: string | undefined, envText: string | undefined, readBytes: (path: string) => Uint8Array): CaConfig["previousKeks"] {
+  const keks: { raw: Uint8Array; source: string }[] = [];
+  if (file !== undefined) {
+    try {
+      keks.push({ raw: readBytes(file), source: `--ca-kek-previous-file ${file}` });
+    } catch (err) {
+      throw new ConfigError(`cannot read --ca-kek-previous-file ${file}: ${errorMessage(err)}`);
+    }
+  }
+  if (envText !== undefined && envText !== "") keks.push({ raw: new TextEncoder().encode(envText), source: "CAIRN_CA_KEK_PREVIOUS" });
+  return keks;
 }
 
 export const workloadSocketDefaults = {

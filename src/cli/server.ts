@@ -21,7 +21,7 @@ import { openAuthorizer, tokenAuthorizer, workloadRuleAuthorizer } from "../ca/a
 import { ruleIdentities } from "../ca/workload_rules.js";
 import { AclService } from "../acl/acl.js";
 import { AclState } from "../acl/state.js";
-import { KeySealer, parseKek } from "../ca/seal.js";
+import { KeySealer, parseKek, parseKekList } from "../ca/seal.js";
 import { CaState } from "../ca/state.js";
 import { KvStateMachine } from "../kv/kv.js";
 import { Registry } from "../registry/registry.js";
@@ -76,7 +76,10 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const aclState = new AclState();
   let sealer: KeySealer;
   try {
-    sealer = new KeySealer(cfg.ca.kek === undefined ? undefined : parseKek(cfg.ca.kek.raw, cfg.ca.kek.source));
+    sealer = new KeySealer(
+      cfg.ca.kek === undefined ? undefined : parseKek(cfg.ca.kek.raw, cfg.ca.kek.source),
+      cfg.ca.previousKeks.flatMap((given) => parseKekList(given.raw, given.source)),
+    );
   } catch (err) {
     logger.fatal(errorMessage(err));
     throw err;

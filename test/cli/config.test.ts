@@ -96,13 +96,26 @@ void describe("server configuration", () => {
   void test("CA settings: defaults, and the KEK from CAIRN_CA_KEK or a file but never both", () => {
     const plain = parseServerConfig(base, {});
     assert.deepEqual({ ...plain.ca, kek: plain.ca.kek === undefined }, {
-      trustDomain: "cairn.local", keyType: "ec-p256", leafTtlMaxMs: 86_400_000, kek: true, workloadSocket: undefined, workloadSocketMode: 0o770, workloadRules: [],
+      trustDomain: "cairn.local", keyType: "ec-p256", leafTtlMaxMs: 86_400_000, kek: true, previousKeks: [], workloadSocket: undefined, workloadSocketMode: 0o770, workloadRules: [],
     });
     const fromEnv = parseServerConfig(base, { CAIRN_CA_KEK: "c2VjcmV0" });
     assert.equal(fromEnv.ca.kek?.source, "CAIRN_CA_KEK");
     const fromFile = parseServerConfig([...base, "--ca-kek-file", "/k"], {}, undefined, (p) => new TextEncoder().encode(`key at ${p}`));
     assert.equal(new TextDecoder().decode(fromFile.ca.kek?.raw), "key at /k");
     assert.throws(() => parseServerConfig([...base, "--ca-kek-file", "/k"], { CAIRN_CA_KEK: "x" }), /either in CAIRN_CA_KEK or with --ca-kek-file, not both/);
+  });
+
+  void test("previous KEKs come from --ca-kek-previous-file and/or CAIRN_CA_KEK_PREVIOUS, and only beside a current KEK", () => {
+    const read = (p: string): Uint8Array => new TextEncoder().encode(`keys at ${p}`);
+    const both = parseServerConfig([...base, "--ca-kek-previous-file", "/old"], { CAIRN_CA_KEK: "c2VjcmV0", CAIRN_CA_KEK_PREVIOUS: "b2xk" }, undefined, read);
+    assert.deepEqual(both.ca.previousKeks.map((k) => [k.source, new TextDecoder().decode(k.raw)]), [["--ca-kek-previous-file /old", "keys at /old"], ["CAIRN_CA_KEK_PREVIOUS", "b2xk"]]);
+    const fromEnvFile = parseServerConfig(base, { CAIRN_CA_KEK: "c2VjcmV0", CAIRN_CA_KEK_PREVIOUS_FILE: "/env-old" }, undefined, read);
+    assert.equal(fromEnvFile.ca.previousKeks[0]?.source, "--ca-kek-previous-file /env-old");
+    assert.throws(() => parseServerConfig(base, { CAIRN_CA_KEK_PREVIOUS: "b2xk" }), /previous KEKs .* without a current one: give the new KEK with CAIRN_CA_KEK or --ca-kek-file/);
+    assert.throws(
+      () => parseServerConfig([...base, "--ca-kek-previous-file", "/gone"], { CAIRN_CA_KEK: "c2VjcmV0" }, undefined, () => { throw new Error("ENOENT"); }),
+      /cannot read --ca-kek-previous-file \/gone: ENOENT/,
+    );
   });
 
   void test("Workload API rules: --workload-identities grants every caller, --workload-attest grants by uid or gid, in the order given", () => {
