@@ -6,7 +6,7 @@
 // of previous KEKs, which only unseal. A sealed blob names its KEK by fingerprint, so the node
 // picks the right one. Once every node has the new KEK as current (and the old as previous), a CA
 // rotation re-seals the active root under the new KEK, and the old one can be dropped
-// (docs/kek-rotation.md).
+// (docs/security.md, "Rotating the key-encryption key").
 
 import { createCipheriv, createDecipheriv, createHash, createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
 

@@ -136,7 +136,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--ca-key-type", env: "CAIRN_CA_KEY_TYPE", key: "caKeyType", help: "key type of CA roots: ec-p256 (default), rsa-2048 or ed25519" },
   { flag: "--ca-leaf-ttl-max", env: "CAIRN_CA_LEAF_TTL_MAX", key: "caLeafTtlMax", help: "longest leaf certificate TTL a workload may ask for (Go duration, default 24h)" },
   { flag: "--ca-kek-file", env: "CAIRN_CA_KEK_FILE", key: "caKekFile", help: "file holding the 32-byte key that seals CA private keys (base64 or hex); or put the key itself in CAIRN_CA_KEK" },
-  { flag: "--ca-kek-previous-file", env: "CAIRN_CA_KEK_PREVIOUS_FILE", key: "caKekPreviousFile", help: "file holding KEKs being rotated out, one per line: they unseal CA keys sealed before, never seal (see docs/kek-rotation.md); or put them in CAIRN_CA_KEK_PREVIOUS" },
+  { flag: "--ca-kek-previous-file", env: "CAIRN_CA_KEK_PREVIOUS_FILE", key: "caKekPreviousFile", help: "file holding KEKs being rotated out, one per line: they unseal CA keys sealed before, never seal (see docs/security.md); or put them in CAIRN_CA_KEK_PREVIOUS" },
   { flag: "--workload-socket", env: "CAIRN_WORKLOAD_SOCKET", key: "workloadSocket", help: "Unix socket path for the SPIFFE Workload API (off when unset)" },
   { flag: "--workload-identities", env: "CAIRN_WORKLOAD_IDENTITIES", key: "workloadIdentities", help: "SPIFFE IDs the Workload API socket hands out to every caller, comma-separated (unattested; prefer --workload-attest)" },
   { flag: "--workload-attest", env: "CAIRN_WORKLOAD_ATTEST", key: "workloadAttest", help: "who on the Workload API socket holds which SPIFFE ID, by the caller's uid or gid (SO_PEERCRED): uid:1000=spiffe://TD/ns/NS/svc/SVC,gid:50=...; see docs/workload-attestation.md" },

@@ -81,8 +81,10 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
       cfg.ca.previousKeks.flatMap((given) => parseKekList(given.raw, given.source)),
     );
   } catch (err) {
+    // A KEK that does not parse, or previous KEKs that clash, are the operator's to fix: say so, without a stack trace.
     logger.fatal(errorMessage(err));
-    throw err;
+    process.stderr.write(`cairn: ${errorMessage(err)}\n`);
+    process.exit(2);
   }
   const tickMs = cfg.tickMs ?? driverDefaults.tickMs;
   const network = new PeerTransport({
