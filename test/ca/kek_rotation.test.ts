@@ -1,4 +1,4 @@
-// Rotating the CA's key-encryption key on a real three-node cluster, as docs/kek-rotation.md tells
+// Rotating the CA's key-encryption key on a real three-node cluster, as docs/security.md ("Rotating the key-encryption key") tells
 // an operator to: every node gets the new KEK as current and the old one as previous, a CA rotation
 // re-seals the active root under the new KEK, and then the old KEK is dropped. Leaves are checked
 // with openssl against the trust bundle, and a node missed along the way fails with the fix.
