@@ -125,7 +125,7 @@ void describe("cairn server without peer credentials", () => {
     const cluster = await ProcessCluster.start(0);
     try {
       const info = await cluster.allocate("open");
-      const node = new ProcessNode(info, ["--id", "open", "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--initial-cluster", `open=${info.peer}`, "--peer-insecure"]);
+      const node = new ProcessNode(info, ["--id", "open", "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--initial-cluster", `open=${info.peer}`, "--peer-insecure", "--acl", "off"]);
       cluster.nodes.push(node);
       node.start();
       const warning = await waitFor(() => {
