@@ -124,6 +124,8 @@ export class AutoTlsCertificate implements TlsMaterialSource {
   private stopped = false;
   private failures = 0;
   private lastFailure: string | undefined;
+  /** Ends first()'s wait log. */
+  private stopWaiting: () => void = () => undefined;
 
   constructor(private readonly opts: AutoTlsOptions) {
     this.now = opts.now ?? Date.now;
@@ -153,39 +155,31 @@ export class AutoTlsCertificate implements TlsMaterialSource {
    * The first certificate. There is no deadline: a node whose cluster has lost its quorum must
    * keep its peer port up so that quorum can return, and exiting would only delay that. The wait
    * costs one retry timer (backoff up to retryMaxMs) and one log line per waitLogIntervalMs,
-   * saying why. Rejects when `signal` aborts (the node is shutting down) or on stop().
+   * saying why. After stop() it never settles: the node is exiting.
    */
-  first(signal?: AbortSignal): Promise<PublicTlsMaterial> {
+  first(): Promise<PublicTlsMaterial> {
     const ready = this.published;
     if (ready !== undefined) return Promise.resolve(ready);
     const startedMs = this.now();
-    return new Promise((resolve, reject) => {
+    return new Promise((resolve) => {
       const log = setInterval(() => {
         this.opts.logger.warn(
           { waitedMs: this.now() - startedMs, reason: this.lastFailure ?? "no answer from the CA yet" },
           "--tls auto: public HTTPS and gRPC are not listening yet; they open once the cluster's CA signs this node's certificate (the cluster needs a leader and its CA)",
         );
       }, autoTlsLimits.waitLogIntervalMs);
-      const done = (): void => {
+      this.stopWaiting = () => clearInterval(log);
+      const unsubscribe = this.onChange((material) => {
         clearInterval(log);
         unsubscribe();
-        signal?.removeEventListener("abort", abort);
-      };
-      const unsubscribe = this.onChange((material) => {
-        done();
         resolve(material);
       });
-      const abort = (): void => {
-        done();
-        reject(new Error("stopped before this node's first public TLS certificate was signed"));
-      };
-      if (signal?.aborted === true) abort();
-      else signal?.addEventListener("abort", abort, { once: true });
     });
   }
 
   stop(): void {
     this.stopped = true;
+    this.stopWaiting();
     clearTimeout(this.timer);
     this.unsubscribe();
     this.listeners.clear();

@@ -299,10 +299,8 @@ function startAutoTls(cfg: ServerConfig, ca: CertificateAuthority, logger: Logge
 
 /** Waits for the first certificate; a signal meanwhile stops the node cleanly, since the usual shutdown is not installed yet. */
 async function firstAutoTlsOrExit(autoTls: AutoTlsCertificate, driver: RaftDriver, logger: Logger): Promise<PublicTlsMaterial> {
-  const abort = new AbortController();
   const onSignal = (signal: string): void => {
     logger.info({ signal }, "shutting down while waiting for this node's public TLS certificate");
-    abort.abort();
     autoTls.stop();
     void driver.stop().finally(() => process.exit(0));
   };
@@ -311,7 +309,7 @@ async function firstAutoTlsOrExit(autoTls: AutoTlsCertificate, driver: RaftDrive
   process.once("SIGTERM", onTerm);
   process.once("SIGINT", onInt);
   try {
-    return await autoTls.first(abort.signal);
+    return await autoTls.first();
   } finally {
     process.off("SIGTERM", onTerm);
     process.off("SIGINT", onInt);
