@@ -24,7 +24,7 @@ import { type CaKeyType, describeKey, generateCaKey } from "./keys.js";
 import { LeafSigner } from "./leaf.js";
 import { KeySealer, SealError } from "./seal.js";
 import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand, intermediatesOf } from "./state.js";
-import { SpiffeIdError, type SpiffeId, parseSpiffeId, workloadOf } from "./spiffe.js";
+import { SpiffeIdError, type SpiffeId, nodeSpiffeId, parseSpiffeId, workloadOf } from "./spiffe.js";
 
 /** A request the caller must fix: names the field and what is wrong with it (HTTP 400). */
 export class CaInputError extends Error {
@@ -267,12 +267,31 @@ export class CertificateAuthority {
    * generate keys server side). Authorization is the caller's: it has already checked the ID.
    */
   issue(spiffeId: string, subjectPublicKeyInfoDer: Uint8Array, ttlMs: number, dnsNames: readonly string[] = [], caller?: Caller): IssuedCertificate {
+    return this.issueLeaf({ spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses: [] }, caller);
+  }
+
+  /**
+   * Signs this node's own certificate for its public HTTP and gRPC ports (--tls auto), for a key
+   * the node holds: the node's SPIFFE ID (nodeSpiffeId) with its DNS names and IP addresses.
+   * No authorizer is asked: the caller is the node itself, and the ID is not one any API caller
+   * can ask for (workloadId() refuses it). Throws CaUnavailableError while the CA cannot sign.
+   */
+  issueNodeCertificate(nodeId: string, subjectPublicKeyInfoDer: Uint8Array, names: { readonly dnsNames: readonly string[]; readonly ipAddresses: readonly Uint8Array[] }): IssuedCertificate {
+    return this.issueLeaf(
+      { spiffeId: nodeSpiffeId(this.trustDomain, nodeId), subjectPublicKeyInfoDer, ttlMs: this.opts.settings.leafTtlDefaultMs, ...names },
+      { token: undefined, origin: "this node, for its public TLS (--tls auto)" },
+    );
+  }
+
+  private issueLeaf(req: { readonly spiffeId: string; readonly subjectPublicKeyInfoDer: Uint8Array; readonly ttlMs: number; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly Uint8Array[] }, caller: Caller | undefined): IssuedCertificate {
+    const { spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses } = req;
     const active = this.signerNow();
     const nowMs = this.now();
     const leaf = active.signer.sign({
       subjectPublicKeyInfoDer,
       spiffeId,
       dnsNames,
+      ipAddresses,
       notBeforeMs: nowMs - LEAF_BACKDATE_MS,
       notAfterMs: nowMs + ttlMs,
     });

@@ -20,6 +20,8 @@ export interface LeafRequest {
   /** The one URI SAN: a SPIFFE ID with a path, in the intermediate's trust domain. */
   readonly spiffeId: string;
   readonly dnsNames?: readonly string[];
+  /** iPAddress SANs, 4 bytes (IPv4) or 16 (IPv6) each: a node's own certificate for its public ports has them, workload SVIDs do not. */
+  readonly ipAddresses?: readonly Uint8Array[];
   readonly notBeforeMs: number;
   readonly notAfterMs: number;
 }
@@ -35,6 +37,8 @@ export interface SignedLeaf {
 
 /** A leaf names one workload; a few DNS names are normal, hundreds are a mistake. */
 export const LEAF_DNS_NAMES_MAX = 32;
+/** A node listens on a few addresses; more IP SANs than this is a mistake. */
+export const LEAF_IP_ADDRESSES_MAX = 16;
 const SPIFFE_ID_CHARS_MAX = 2048;
 const DNS_NAME_CHARS_MAX = 253;
 /** spiffe://<trust domain>/<segments>, with at least one segment and none empty, "." or "..". */
@@ -42,6 +46,7 @@ const SPIFFE_ID = /^spiffe:\/\/[a-z0-9._-]+(?:\/(?!\.\.?(?:\/|$))[A-Za-z0-9._-]+
 /** LDH labels, optionally under a leading wildcard label. */
 const DNS_NAME = /^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 const NO_NAMES: readonly string[] = [];
+const NO_ADDRESSES: readonly Uint8Array[] = [];
 
 /** [0] EXPLICIT INTEGER 2 (v3), then the serial INTEGER's tag and fixed length. */
 const VERSION_AND_SERIAL_HEADER = Buffer.from([contextTag(0, true), 3, Tag.integer, 1, 2, Tag.integer, SERIAL_BYTES]);
@@ -151,8 +156,8 @@ export class LeafSigner {
   }
 
   /**
-   * Issues an X.509-SVID: v3, empty subject, one URI SAN (the SPIFFE ID) plus any DNS SANs in a
-   * critical SAN extension, keyUsage digitalSignature (+keyEncipherment for RSA keys), EKU
+   * Issues an X.509-SVID: v3, empty subject, one URI SAN (the SPIFFE ID) plus any DNS and IP SANs
+   * in a critical SAN extension, keyUsage digitalSignature (+keyEncipherment for RSA keys), EKU
    * serverAuth+clientAuth, cA=false, SKI and AKI, a random 128-bit serial. Throws
    * CertificateError for a request that breaks those rules.
    */
@@ -163,6 +168,8 @@ export class LeafSigner {
     this.checkSpiffeId(spiffeId);
     const dnsNames = req.dnsNames ?? NO_NAMES;
     checkDnsNames(dnsNames);
+    const ipAddresses = req.ipAddresses ?? NO_ADDRESSES;
+    checkIpAddresses(ipAddresses);
     const notBeforeMs = checkedTime("notBeforeMs", req.notBeforeMs);
     const requestedNotAfterMs = checkedTime("notAfterMs", req.notAfterMs);
     const notAfterMs = Math.min(requestedNotAfterMs, this.intermediateNotAfterMs);
@@ -177,6 +184,7 @@ export class LeafSigner {
     // Size every element from the inside out, so the whole certificate is written once.
     let generalNamesBytes = headerBytes(spiffeId.length) + spiffeId.length;
     for (const name of dnsNames) generalNamesBytes += headerBytes(name.length) + name.length;
+    for (const ip of ipAddresses) generalNamesBytes += headerBytes(ip.length) + ip.length;
     const sanSequenceBytes = headerBytes(generalNamesBytes) + generalNamesBytes;
     const sanValueBytes = SAN_ID_AND_CRITICAL.length + headerBytes(sanSequenceBytes) + sanSequenceBytes;
     const fixed = isRsa ? this.extensionsRsa : this.extensionsSigning;
@@ -223,6 +231,10 @@ export class LeafSigner {
     for (const name of dnsNames) {
       pos = writeHeader(out, pos, GENERAL_NAME_TAG.dnsName, name.length);
       pos += out.write(name, pos, "latin1");
+    }
+    for (const ip of ipAddresses) {
+      pos = writeHeader(out, pos, GENERAL_NAME_TAG.ipAddress, ip.length);
+      pos = put(out, pos, ip);
     }
     if (pos !== tbsStart + headerBytes(tbsBytes) + tbsBytes) throw new Error(`leaf TBS sizing is wrong: wrote ${pos - tbsStart} bytes, sized ${headerBytes(tbsBytes) + tbsBytes}`);
 
@@ -297,6 +309,13 @@ function checkDnsNames(names: readonly string[]): void {
     if (name.length > DNS_NAME_CHARS_MAX || !DNS_NAME.test(name)) {
       throw new CertificateError(`DNS SAN "${name.slice(0, 100)}" is not a DNS name (letters, digits and '-' in dot-separated labels, optionally under "*.")`);
     }
+  }
+}
+
+function checkIpAddresses(addresses: readonly Uint8Array[]): void {
+  if (addresses.length > LEAF_IP_ADDRESSES_MAX) throw new CertificateError(`a leaf carries at most ${LEAF_IP_ADDRESSES_MAX} IP addresses; ${addresses.length} were asked for`);
+  for (const ip of addresses) {
+    if (ip.length !== 4 && ip.length !== 16) throw new CertificateError(`an IP SAN is 4 bytes (IPv4) or 16 (IPv6), not ${ip.length}`);
   }
 }
 

@@ -74,6 +74,15 @@ export function consulServiceSpiffeId(trustDomain: string, datacenter: string, s
   return `spiffe://${trustDomain}/ns/${namespace}/dc/${datacenter}/svc/${service}`;
 }
 
+/**
+ * A Cairn node's own identity, on the certificate its public ports serve with --tls auto:
+ * `spiffe://<trust-domain>/cairn/node/<id>`. It is not a workload shape, so workloadOf() answers
+ * undefined and no caller can ask the CA for it: only the node itself issues it, in process.
+ */
+export function nodeSpiffeId(trustDomain: string, nodeId: string): string {
+  return `spiffe://${trustDomain}/cairn/node/${nodeId}`;
+}
+
 export function trustDomainSpiffeId(trustDomain: string): string {
   return `spiffe://${trustDomain}`;
 }

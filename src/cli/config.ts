@@ -65,12 +65,13 @@ export interface AclConfig {
 /**
  * TLS on the public HTTP and gRPC ports. "files": the operator's certificate and key. "auto": a
  * certificate for this node from the cluster's own CA, renewed before it expires. With
- * clientCaFile, every client must present a certificate that chains to it.
+ * clientCaFile, every client must present a certificate that chains to it; with auto and
+ * verifyClient but no clientCaFile, one that chains to the cluster's own trust bundle (an SVID).
  */
 export type PublicTlsConfig =
   | { readonly mode: "off" }
   | { readonly mode: "files"; readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string | undefined }
-  | { readonly mode: "auto"; readonly clientCaFile: string | undefined };
+  | { readonly mode: "auto"; readonly verifyClient: boolean; readonly clientCaFile: string | undefined };
 
 export interface CaConfig {
   readonly trustDomain: string;
@@ -148,8 +149,8 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--tls", env: "CAIRN_TLS", key: "tls", help: "public HTTP and gRPC TLS: off (default), or auto for a certificate from the cluster's own CA; --tls-cert-file implies files" },
   { flag: "--tls-cert-file", env: "CAIRN_TLS_CERT_FILE", key: "tlsCertFile", help: "certificate (PEM) to serve HTTPS and gRPC over TLS with" },
   { flag: "--tls-key-file", env: "CAIRN_TLS_KEY_FILE", key: "tlsKeyFile", help: "the private key of --tls-cert-file (PEM)" },
-  { flag: "--tls-client-ca-file", env: "CAIRN_TLS_CLIENT_CA_FILE", key: "tlsClientCaFile", help: "CA (PEM) that client certificates must chain to; needs --tls-verify-client" },
-  { flag: "--tls-verify-client", env: "CAIRN_TLS_VERIFY_CLIENT", key: "tlsVerifyClient", bare: true, help: "refuse HTTP and gRPC clients without a certificate from --tls-client-ca-file" },
+  { flag: "--tls-client-ca-file", env: "CAIRN_TLS_CLIENT_CA_FILE", key: "tlsClientCaFile", help: "CA (PEM) that client certificates must chain to; needs --tls-verify-client (with --tls auto, the default is the cluster's trust bundle)" },
+  { flag: "--tls-verify-client", env: "CAIRN_TLS_VERIFY_CLIENT", key: "tlsVerifyClient", bare: true, help: "refuse HTTP and gRPC clients without a certificate from --tls-client-ca-file (with --tls auto and no file: without an SVID from this cluster)" },
   { flag: "--rate-limit-write-token", env: "CAIRN_RATE_LIMIT_WRITE_TOKEN", key: "rateLimitWriteToken", help: `writes per second each token may make, and its burst: RATE[,BURST] (default ${bucketText(rateLimitDefaults.write.perToken)}); past it 429 with Retry-After` },
   { flag: "--rate-limit-write-address", env: "CAIRN_RATE_LIMIT_WRITE_ADDRESS", key: "rateLimitWriteAddress", help: `writes per second from each remote address, with or without a token: RATE[,BURST] (default ${bucketText(rateLimitDefaults.write.perAddress)})` },
   { flag: "--rate-limit-sign-token", env: "CAIRN_RATE_LIMIT_SIGN_TOKEN", key: "rateLimitSignToken", help: `certificates per second each token may ask for (POST /v1/ca/sign, Consul's leaf): RATE[,BURST] (default ${bucketText(rateLimitDefaults.sign.perToken)})` },
@@ -388,6 +389,11 @@ function parsePublicTls(get: (key: string) => string | undefined, verifyClient: 
   const clientCaFile = get("tlsClientCaFile");
   if (mode !== undefined && mode !== "off" && mode !== "auto") throw new ConfigError(`--tls must be off or auto, not "${mode}"; to serve your own certificate give --tls-cert-file and --tls-key-file`);
   if ((certFile === undefined) !== (keyFile === undefined)) throw new ConfigError("give --tls-cert-file and --tls-key-file together");
+  // With auto, the cluster's own trust bundle is the client CA unless a file is given.
+  if (mode === "auto" && certFile === undefined) {
+    if (clientCaFile !== undefined && !verifyClient) throw new ConfigError("--tls-client-ca-file is given without --tls-verify-client; add it to require client certificates from that CA");
+    return { mode: "auto", verifyClient, clientCaFile };
+  }
   if (verifyClient !== (clientCaFile !== undefined)) {
     throw new ConfigError(verifyClient
       ? "--tls-verify-client needs --tls-client-ca-file: the CA client certificates must chain to"
@@ -397,7 +403,6 @@ function parsePublicTls(get: (key: string) => string | undefined, verifyClient: 
     if (mode !== undefined) throw new ConfigError(`--tls ${mode} and --tls-cert-file do not go together: the files already say to serve TLS with them`);
     return { mode: "files", certFile, keyFile, clientCaFile };
   }
-  if (mode === "auto") return { mode: "auto", clientCaFile };
   if (verifyClient) throw new ConfigError("--tls-verify-client needs TLS on the public ports: give --tls-cert-file and --tls-key-file, or --tls auto");
   return { mode: "off" };
 }

@@ -2,6 +2,8 @@
 
 import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { Server as HttpsServer } from "node:https";
+import { hostname, networkInterfaces } from "node:os";
 import { join as joinPath } from "node:path";
 import { pino, type Logger } from "pino";
 import { buildHttpServer } from "../api/http.js";
@@ -9,7 +11,8 @@ import { RateLimiter } from "../api/rate_limit.js";
 import { CsrVerifyPool } from "../ca/verify_pool.js";
 import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
-import { type PublicTlsMaterial, grpcServerCredentials } from "../api/tls.js";
+import { type PublicTlsMaterial, grpcServerCredentials, httpsSecureContext, rotatingGrpcServerCredentials } from "../api/tls.js";
+import { AutoTlsCertificate, publicNamesOf } from "../api/tls_auto.js";
 import { type PeerCredentials, TlsFileError, readPeerCredentials } from "../tls/files.js";
 import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
@@ -46,7 +49,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.warn({ plantedBug: plantedBug.name }, `${PLANTED_BUG_ENV} plants a bug in this server (${plantedBug.description}): for chaos tests only, never in production`);
   }
   const peerTls = peerCredentialsOrExit(cfg, logger);
-  const publicTls = publicTlsOrExit(cfg, logger);
+  const fileTls = publicTlsOrExit(cfg, logger);
   let storage: LevelLogStorage;
   let clusterId: string;
   let joinPeers: Map<string, string> | undefined;
@@ -168,6 +171,9 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   }));
   logger.info({ file: auditFile }, "audit log: every write and issued certificate is recorded here");
 
+  // --tls auto: the public ports open once the cluster's CA has signed this node's certificate.
+  const autoTls = cfg.publicTls.mode === "auto" ? startAutoTls(cfg, ca, logger) : undefined;
+  const publicTls = autoTls === undefined ? fileTls : await firstAutoTlsOrExit(autoTls, driver, logger);
   const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
   const http = buildHttpServer({
     driver, kv, registry, ca, acl, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
@@ -179,12 +185,14 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   logger.info({ rateLimits: cfg.rateLimits, csrVerify: cfg.csrVerify }, "rate limits on writes and signing, and where CSR signatures are checked");
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
+  // Renewals and root rotations reach the running HTTPS server: new handshakes get the new certificate and client CA.
+  autoTls?.onChange((material) => (http.server as unknown as HttpsServer).setSecureContext(httpsSecureContext(material)));
   let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
     xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
-  }, acl, publicTls === undefined ? undefined : grpcServerCredentials(publicTls));
+  }, acl, autoTls !== undefined ? rotatingGrpcServerCredentials(autoTls) : publicTls === undefined ? undefined : grpcServerCredentials(publicTls));
   logger.info({ methods: Object.fromEntries(grpcServer.methods) }, "public gRPC methods and the ACL rule each needs");
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {
@@ -213,6 +221,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger.info({ signal }, "shutting down");
     void (async () => {
       await http.close();
+      autoTls?.stop();
       await csrVerifier.close();
       await workload?.close();
       ca.stop();
@@ -269,22 +278,66 @@ function peerCredentialsOrExit(cfg: ServerConfig, logger: Logger): PeerCredentia
   }
 }
 
-/** The public ports' TLS material, or undefined for plaintext. */
+/** --tls auto: this node's certificate from the cluster's CA, for the names its public ports are reached by. */
+function startAutoTls(cfg: ServerConfig, ca: CertificateAuthority, logger: Logger): AutoTlsCertificate {
+  const tls = cfg.publicTls;
+  if (tls.mode !== "auto") throw new Error(`startAutoTls called with --tls ${tls.mode}`);
+  const clientCa = !tls.verifyClient ? undefined : tls.clientCaFile === undefined ? "bundle" as const : readTlsFile("--tls-client-ca-file", tls.clientCaFile, logger);
+  if (clientCa instanceof Buffer) {
+    try {
+      new X509Certificate(clientCa);
+    } catch (err) {
+      exitWith(`cannot use --tls-client-ca-file ${tls.clientCaFile ?? ""}: ${errorMessage(err)}`, logger);
+    }
+  }
+  const names = publicNamesOf([cfg.http.host, cfg.grpc.host, parseHostPort("--advertise-peer", cfg.advertisePeer).host], {
+    hostname: hostname(),
+    interfaceAddresses: Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address)),
+  });
+  const autoTls = new AutoTlsCertificate({ authority: ca, nodeId: cfg.id, names, clientCa, logger: logger.child({ component: "tls-auto" }) });
+  logger.info({
+    spiffeId: autoTls.spiffeId, dnsNames: names.dnsNames, ips: names.ips,
+    verifyClient: clientCa === undefined ? "no" : clientCa === "bundle" ? "an SVID of this cluster (its trust bundle)" : tls.clientCaFile,
+  }, "public HTTP and gRPC serve TLS with a certificate from the cluster's own CA (--tls auto), renewed before expiry and on root rotation");
+  return autoTls;
+}
+
+/** Waits for the first certificate; a signal meanwhile stops the node cleanly, since the usual shutdown is not installed yet. */
+async function firstAutoTlsOrExit(autoTls: AutoTlsCertificate, driver: RaftDriver, logger: Logger): Promise<PublicTlsMaterial> {
+  const onSignal = (signal: string): void => {
+    logger.info({ signal }, "shutting down while waiting for this node's public TLS certificate");
+    autoTls.stop();
+    void driver.stop().finally(() => process.exit(0));
+  };
+  const onTerm = (): void => onSignal("SIGTERM");
+  const onInt = (): void => onSignal("SIGINT");
+  process.once("SIGTERM", onTerm);
+  process.once("SIGINT", onInt);
+  try {
+    return await autoTls.first();
+  } finally {
+    process.off("SIGTERM", onTerm);
+    process.off("SIGINT", onInt);
+  }
+}
+
+function readTlsFile(flag: string, path: string, logger: Logger): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    return exitWith(`cannot read ${flag} ${path}: ${errorMessage(err)}`, logger);
+  }
+}
+
+/** The public ports' TLS material from files, or undefined for plaintext and for --tls auto (its material comes later, from the CA). */
 function publicTlsOrExit(cfg: ServerConfig, logger: Logger): PublicTlsMaterial | undefined {
   const tls = cfg.publicTls;
   switch (tls.mode) {
     case "off":
-      return undefined;
     case "auto":
-      return exitWith("--tls auto is not available yet: give --tls-cert-file and --tls-key-file (for example a certificate made with cairn tls cert create)", logger);
+      return undefined;
     case "files": {
-      const read = (flag: string, path: string): Buffer => {
-        try {
-          return readFileSync(path);
-        } catch (err) {
-          return exitWith(`cannot read ${flag} ${path}: ${errorMessage(err)}`, logger);
-        }
-      };
+      const read = (flag: string, path: string): Buffer => readTlsFile(flag, path, logger);
       const certPem = read("--tls-cert-file", tls.certFile);
       const keyPem = read("--tls-key-file", tls.keyFile);
       const clientCaPem = tls.clientCaFile === undefined ? undefined : read("--tls-client-ca-file", tls.clientCaFile);

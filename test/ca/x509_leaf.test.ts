@@ -4,7 +4,8 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, generateKeyPairSync } from "node:crypto";
+import { X509Certificate, createHash, generateKeyPairSync } from "node:crypto";
+import { type PeerCertificate, checkServerIdentity } from "node:tls";
 import { CertificateError, decodeCertificate, inspectCertificate } from "../../src/ca/certificates.js";
 import { generateCaKey, spkiDerOf } from "../../src/ca/keys.js";
 import { LeafSigner, pemDecodeAll, pemEncode } from "../../src/ca/leaf.js";
@@ -111,6 +112,21 @@ void describe("LeafSigner: X.509-SVID leaves", () => {
     const leaf = signer.sign({ subjectPublicKeyInfoDer: p256Spki(), spiffeId: WEB_ID, dnsNames: ["web.default.svc", "*.web.cairn.local"], notBeforeMs: NOW_MS, notAfterMs: NOW_MS + HOUR_MS });
     const seen = opensslText(scratch.write("leaf-dns.pem", leaf.pem));
     assert.deepEqual(extension(seen.text, "Subject Alternative Name"), { critical: true, value: `URI:${WEB_ID}, DNS:web.default.svc, DNS:*.web.cairn.local` });
+  });
+
+  void test("IP SANs follow the DNS SANs, and node:tls accepts the leaf for those addresses only", () => {
+    const ipv6Loopback = new Uint8Array(16);
+    ipv6Loopback[15] = 1;
+    const leaf = signer.sign({ subjectPublicKeyInfoDer: p256Spki(), spiffeId: WEB_ID, dnsNames: ["localhost"], ipAddresses: [Uint8Array.from([127, 0, 0, 1]), ipv6Loopback], notBeforeMs: NOW_MS, notAfterMs: NOW_MS + HOUR_MS });
+    const seen = opensslText(scratch.write("leaf-ip.pem", leaf.pem));
+    assert.deepEqual(extension(seen.text, "Subject Alternative Name"), { critical: true, value: `URI:${WEB_ID}, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1` });
+    const cert = new X509Certificate(leaf.pem);
+    assert.equal(checkServerIdentity("127.0.0.1", { subjectaltname: cert.subjectAltName ?? "" } as PeerCertificate), undefined);
+    assert.ok(checkServerIdentity("127.0.0.2", { subjectaltname: cert.subjectAltName ?? "" } as PeerCertificate) instanceof Error, "another address is refused");
+    assert.throws(() => signer.sign({ subjectPublicKeyInfoDer: p256Spki(), spiffeId: WEB_ID, ipAddresses: [Uint8Array.from([127, 0, 1])], notBeforeMs: NOW_MS, notAfterMs: NOW_MS + HOUR_MS }),
+      (err: unknown) => err instanceof CertificateError && /4 bytes \(IPv4\) or 16/.test(err.message));
+    assert.throws(() => signer.sign({ subjectPublicKeyInfoDer: p256Spki(), spiffeId: WEB_ID, ipAddresses: Array.from({ length: 17 }, () => Uint8Array.from([10, 0, 0, 1])), notBeforeMs: NOW_MS, notAfterMs: NOW_MS + HOUR_MS }),
+      (err: unknown) => err instanceof CertificateError && /at most 16 IP addresses/.test(err.message));
   });
 
   void test("@peculiar/x509 parses the leaf, verifies it with the intermediate, and encodes the same fields to the same TBS bytes", async () => {

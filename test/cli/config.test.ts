@@ -135,6 +135,15 @@ void describe("server configuration", () => {
     assert.equal(parseServerConfig(base, { CAIRN_WORKLOAD_SOCKET_MODE: "0o700" }).ca.workloadSocketMode, 0o700);
   });
 
+  void test("--tls auto verifies clients against the cluster's own trust bundle unless --tls-client-ca-file names a CA", () => {
+    assert.deepEqual(parseServerConfig([...base, "--tls", "auto"], {}).publicTls, { mode: "auto", verifyClient: false, clientCaFile: undefined });
+    assert.deepEqual(parseServerConfig([...base, "--tls", "auto", "--tls-verify-client"], {}).publicTls, { mode: "auto", verifyClient: true, clientCaFile: undefined });
+    assert.deepEqual(parseServerConfig([...base, "--tls", "auto", "--tls-verify-client", "--tls-client-ca-file", "ca.pem"], {}).publicTls, { mode: "auto", verifyClient: true, clientCaFile: "ca.pem" });
+    assert.throws(() => parseServerConfig([...base, "--tls", "auto", "--tls-client-ca-file", "ca.pem"], {}), /--tls-client-ca-file is given without --tls-verify-client/);
+    assert.throws(() => parseServerConfig([...base, "--tls-verify-client"], {}), /--tls-verify-client needs --tls-client-ca-file/);
+    assert.throws(() => parseServerConfig([...base, "--tls", "auto", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"], {}), /do not go together/);
+  });
+
   void test("the executable exits 2 with a usage error for bad flags", async () => {
     await assert.rejects(run(cairn, ["server", "--id", "n1", "--bogus"]), (err: { code?: number; stderr?: string }) => {
       assert.equal(err.code, 2);

@@ -156,6 +156,8 @@ export interface ProcessClusterOptions {
    * Off by default here, so tests of everything else need no tokens.
    */
   readonly acl?: boolean;
+  /** Flags for one founding member only, after the shared ones (a later flag wins). */
+  readonly nodeArgs?: (id: string) => readonly string[];
 }
 
 export class ProcessCluster {
@@ -175,7 +177,7 @@ export class ProcessCluster {
     for (let i = 1; i <= size; i++) infos.push(await cluster.allocate(`n${i}`));
     const initial = infos.map((n) => `${n.id}=${n.peer}`).join(",");
     for (const info of infos) {
-      const node = new ProcessNode(info, [...baseArgs(info, cluster.acl), "--initial-cluster", initial, ...extraArgs]);
+      const node = new ProcessNode(info, [...baseArgs(info, cluster.acl), "--initial-cluster", initial, ...extraArgs, ...(options.nodeArgs?.(info.id) ?? [])]);
       cluster.nodes.push(node);
       node.start();
     }
