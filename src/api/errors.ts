@@ -1,6 +1,6 @@
 // How failures reach an HTTP client: a status code and a JSON body naming what went wrong.
 
-import type { FastifyReply } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import { TooManyWatchersError } from "../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
 import { NotAvailableError } from "../raft/node/errors.js";
@@ -38,4 +38,24 @@ export function sendError(reply: FastifyReply, err: unknown, leaderAddress: (id:
   }
   reply.log.error({ err }, "request failed");
   return reply.code(500).send({ error: "internal error; see the server log" });
+}
+
+/** Consul's routes (its API and ACL endpoints) answer errors as plain text, as Consul does. */
+export function sendText(reply: FastifyReply, code: number, message: string): FastifyReply {
+  return reply.code(code).type("text/plain; charset=utf-8").send(message);
+}
+
+/** A plain-text 503 for a request that met an election or an unreachable leader, naming the leader when known. */
+export function sendTextNotAvailable(reply: FastifyReply, err: NotAvailableError, leaderAddress: (id: string) => string | undefined): FastifyReply {
+  const leader = err.leaderHint === "" ? undefined : leaderAddress(err.leaderHint);
+  void reply.header("retry-after", "1");
+  return sendText(reply, 503, leader === undefined ? err.message : `${err.message}; the leader is ${err.leaderHint} (peer address ${leader})`);
+}
+
+/** A plain-text answer for an error no handler named: its own status below 500, else a 500 logged with what failed. */
+export function sendTextFallback(req: FastifyRequest, reply: FastifyReply, err: Error & { readonly statusCode?: number }, what: string): FastifyReply {
+  const status = err.statusCode ?? 500;
+  if (status < 500) return sendText(reply, status, err.message);
+  req.log.error({ err, url: req.url }, `${what} request failed`);
+  return sendText(reply, 500, "internal error; see the server log");
 }

@@ -8,6 +8,7 @@ import {
 } from "../../acl/acl.js";
 import type { AclPolicy, AclState, AclToken } from "../../acl/state.js";
 import { NotAvailableError } from "../../raft/node/errors.js";
+import { sendText, sendTextFallback, sendTextNotAvailable } from "../errors.js";
 import type { RaftDriver } from "../../raft/node/driver.js";
 import { errorMessage } from "../../common/errors.js";
 import { type RouteAcl } from "./enforce.js";
@@ -271,19 +272,11 @@ interface RouteError extends Error {
 
 function installAclErrors(scope: FastifyInstance, driver: RaftDriver): void {
   scope.setErrorHandler((err: RouteError, req: FastifyRequest, reply: FastifyReply) => {
-    const text = (code: number, message: string): FastifyReply => reply.code(code).type("text/plain; charset=utf-8").send(message);
-    if (err instanceof AclInputError) return text(400, err.message);
-    if (err instanceof AclPermissionError || err instanceof AclNotFoundError) return text(403, err.message);
-    if (err instanceof AclMissingError) return text(404, err.message);
-    if (err instanceof NotAvailableError) {
-      const leader = err.leaderHint === "" ? undefined : driver.peerAddressOf(err.leaderHint);
-      void reply.header("retry-after", "1");
-      return text(503, leader === undefined ? err.message : `${err.message}; the leader is ${err.leaderHint} (peer address ${leader})`);
-    }
-    const status = err.statusCode ?? 500;
-    if (status < 500) return text(status, err.message);
-    req.log.error({ err: errorMessage(err), url: req.url }, "ACL API request failed");
-    return text(500, "internal error; see the server log");
+    if (err instanceof AclInputError) return sendText(reply, 400, err.message);
+    if (err instanceof AclPermissionError || err instanceof AclNotFoundError) return sendText(reply, 403, err.message);
+    if (err instanceof AclMissingError) return sendText(reply, 404, err.message);
+    if (err instanceof NotAvailableError) return sendTextNotAvailable(reply, err, (id) => driver.peerAddressOf(id));
+    return sendTextFallback(req, reply, err, "ACL API");
   });
 }
 

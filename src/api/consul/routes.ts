@@ -16,6 +16,7 @@ import { WAIT_DEFAULT_MS, WAIT_MAX_MS, onReplyGone, sendEncoded, serverClosing, 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type RaftDriver } from "../../raft/node/driver.js";
 import { NotAvailableError } from "../../raft/node/errors.js";
+import { sendText, sendTextFallback, sendTextNotAvailable } from "../errors.js";
 import { parseGoDuration } from "../../common/duration.js";
 import { type HealthStatus, type Instance, aggregateStatus } from "../../registry/model.js";
 import { type Registry, RegistryInputError, RegistryNotFoundError } from "../../registry/registry.js";
@@ -482,7 +483,7 @@ interface RouteError extends Error {
 
 function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
   scope.setErrorHandler((err: RouteError, req: FastifyRequest, reply: FastifyReply) => {
-    const text = (code: number, message: string): FastifyReply => reply.code(code).type("text/plain; charset=utf-8").send(message);
+    const text = (code: number, message: string): FastifyReply => sendText(reply, code, message);
     if (err instanceof ConsulBadRequest) return text(400, err.message);
     if (err instanceof RegistryInputError || err instanceof CaInputError) return text(400, err.message);
     if (err instanceof CaForbiddenError) return text(403, err.message);
@@ -496,20 +497,13 @@ function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
       void reply.header("retry-after", "1");
       return text(429, err.message);
     }
-    if (err instanceof NotAvailableError) {
-      const leader = err.leaderHint === "" ? undefined : driver.peerAddressOf(err.leaderHint);
-      void reply.header("retry-after", "1");
-      return text(503, leader === undefined ? err.message : `${err.message}; the leader is ${err.leaderHint} (peer address ${leader})`);
-    }
+    if (err instanceof NotAvailableError) return sendTextNotAvailable(reply, err, (id) => driver.peerAddressOf(id));
     const first = err.validation?.[0];
     if (first !== undefined) {
       const field = `${err.validationContext ?? "request"}${first.instancePath.replaceAll("/", ".")}`;
       return text(400, `${field}: ${first.message ?? "is invalid"}`);
     }
-    const status = err.statusCode ?? 500;
-    if (status < 500) return text(status, err.message);
-    req.log.error({ err, url: req.url }, "Consul API request failed");
-    return text(500, "internal error; see the server log");
+    return sendTextFallback(req, reply, err, "Consul API");
   });
 }
 
