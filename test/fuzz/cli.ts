@@ -26,6 +26,10 @@ async function main(): Promise<number> {
   const requestBoundMs = positive("bound-ms", values["bound-ms"], campaignDefaults.requestBoundMs);
   process.stdout.write(`fuzzing ${nodes} node(s) with ${cases} cases, seed ${seed}\n`);
   const target = await startTarget(nodes);
+  // Ctrl-C or a kill must not leave the fuzzed servers running.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => void target.cluster.close().finally(() => process.exit(130)));
+  }
   try {
     process.stdout.write(`${target.routes.length} HTTP routes from /v1/openapi.json${target.managementToken === undefined ? "" : ", ACLs on (bootstrapped)"}\n`);
     let lastProgress = performance.now();

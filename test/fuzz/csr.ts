@@ -103,8 +103,9 @@ function mutationOf(seed: SeedCsr): fc.Arbitrary<CsrMutation> {
     offset.map((at) => m(`truncate at ${at}`, der.subarray(0, at))),
     fc.tuple(offset, fc.uint8Array({ minLength: 1, maxLength: 16 })).map(([at, b]) => m(`insert ${b.length} at ${at}`, Buffer.concat([der.subarray(0, at), b, der.subarray(at)]))),
     fc.tuple(offset, fc.integer({ min: 1, max: 64 })).map(([at, n]) => m(`delete ${n} at ${at}`, Buffer.concat([der.subarray(0, at), der.subarray(at + n)]))),
-    fc.tuple(element, fc.integer({ min: 0, max: 255 })).map(([e, tag]) => m(`tag ${tag} at ${e.tagAt}`, withByte(der, e.tagAt, tag))),
-    fc.tuple(element, fc.constantFrom(0, 1, -1, 2, 127, 128, 255)).map(([e, delta]) => m(`length ${delta >= 0 ? "+" : ""}${delta} at ${e.lengthAt}`,
+    // Another tag than the element's own.
+    fc.tuple(element, fc.integer({ min: 1, max: 255 })).map(([e, delta]) => m(`tag ${(der[e.tagAt] + delta) & 0xff} at ${e.tagAt}`, withByte(der, e.tagAt, der[e.tagAt] + delta))),
+    fc.tuple(element, fc.constantFrom(1, -1, 2, 127, 128, 255)).map(([e, delta]) => m(`length ${delta >= 0 ? "+" : ""}${delta} at ${e.lengthAt}`,
       withByte(der, e.lengthAt + e.lengthBytes - 1, der[e.lengthAt + e.lengthBytes - 1] + delta))),
     element.map((e) => m(`indefinite length at ${e.lengthAt}`, withByte(der, e.lengthAt, 0x80))),
     fc.tuple(element, fc.constantFrom(0x84, 0x88, 0xff)).map(([e, form]) => m(`long length form ${form} at ${e.lengthAt}`,

@@ -12,6 +12,8 @@ import { fetchRoutes, hasRoute, type Route } from "./routes.js";
 
 /** Every bookkeeping call (state, health, clean-up) answers within this, or the node is unhealthy. */
 export const BOOKKEEPING_BOUND_MS = 5000;
+/** A replaced root due to retire further off than this cannot retire (and commit) during one case. */
+const RETIREMENT_MARGIN_MS = 60_000;
 /** The identity the fuzzed node's Workload API socket hands out. */
 const WORKLOAD_IDENTITY = "spiffe://cairn.local/ns/default/svc/web";
 
@@ -42,9 +44,9 @@ export async function startTarget(nodes: number): Promise<FuzzTarget> {
   try {
     await cluster.agreedLeader();
     const httpUrls = cluster.nodes.map((n) => new URL(`http://${n.info.http}`));
-    let routes = await fetchRoutes(httpUrls[0].origin, {});
-    const managementToken = await bootstrapAcl(httpUrls[0], routes);
-    if (managementToken !== undefined) routes = await fetchRoutes(httpUrls[0].origin, { "x-consul-token": managementToken });
+    // Bootstrap first: with ACLs on and default deny, even the OpenAPI document may need a token.
+    const managementToken = await bootstrapAcl(httpUrls[0]);
+    const routes = await fetchRoutes(httpUrls[0].origin, managementToken === undefined ? {} : { "x-consul-token": managementToken });
     const partial = { managementToken, routes };
     const acl = await aclView(httpUrls[0], partial);
     return {
@@ -63,10 +65,16 @@ export async function startTarget(nodes: number): Promise<FuzzTarget> {
   }
 }
 
-/** With ACLs (once the ACL routes exist), the fuzzer holds the management token so its valid requests get past the authorizer. */
-async function bootstrapAcl(url: URL, routes: readonly Route[]): Promise<string | undefined> {
-  if (!hasRoute(routes, "PUT", "/v1/acl/bootstrap")) return undefined;
+/**
+ * With ACLs (once the ACL routes exist), the fuzzer holds the management token so its valid
+ * requests get past the authorizer. A node without the route answers 404: no ACLs.
+ */
+async function bootstrapAcl(url: URL): Promise<string | undefined> {
   const res = await fetch(new URL("/v1/acl/bootstrap", url), { method: "PUT", signal: AbortSignal.timeout(BOOKKEEPING_BOUND_MS) });
+  if (res.status === 404 || res.status === 405) {
+    await res.text();
+    return undefined;
+  }
   const body = (await res.json()) as { SecretID?: unknown };
   if (!res.ok || typeof body.SecretID !== "string") throw new Error(`PUT /v1/acl/bootstrap answered ${res.status} ${JSON.stringify(body)}: the fuzzer needs the management token`);
   return body.SecretID;
@@ -144,7 +152,7 @@ export async function stateView(url: URL, target: Pick<FuzzTarget, "managementTo
     commitIndex: cluster.commitIndex,
     term: cluster.term,
     content,
-    still: instances.every((i) => i.checks.length === 0) && ca.roots.every((r) => r.active),
+    still: instances.every((i) => i.checks.length === 0) && ca.roots.every((r) => r.active || (r.retireAfter !== null && Date.parse(r.retireAfter) > Date.now() + RETIREMENT_MARGIN_MS)),
     instanceIds: instances.map((i) => i.id),
     extraMembers: members.filter((m) => !target.foundingMembers.has(m)),
     aclIds: [...acl.policies.map((p) => ({ kind: "policy" as const, id: p.id })), ...acl.tokens.map((t) => ({ kind: "token" as const, id: t.id }))],
