@@ -33,8 +33,13 @@ export function forwardFailure(err: unknown, leader: NodeId): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** Any error from the core or a forward, as a client should see it. */
+/**
+ * Any error from the core or a forward, as a client should see it. A membership change the
+ * configuration cannot take (removing the last voter, adding a member twice) stays a refusal:
+ * sending it again cannot succeed, so it is answered at once (400), not retried until the
+ * leader wait is over and answered 503 (the fuzzer found that).
+ */
 export function toAvailabilityError(err: unknown): Error {
-  if (err instanceof RaftRefusal) return refusalError(err);
+  if (err instanceof RaftRefusal) return err.reason === "invalidConfChange" ? err : refusalError(err);
   return err instanceof Error ? err : new Error(String(err));
 }

@@ -7,7 +7,7 @@
 
 import { Reader, Writer } from "../../common/codec.js";
 import type { RaftNode } from "../core/raft.js";
-import { type ConfChange, NONE, type NodeId } from "../core/types.js";
+import { type ConfChange, NONE, type NodeId, RaftRefusal } from "../core/types.js";
 import { NotAvailableError, forwardFailure } from "./errors.js";
 import type { PeerNetwork } from "./ports.js";
 import type { DriverSettings } from "./settings.js";
@@ -179,7 +179,8 @@ export function encodeRefusal(err: Error): Uint8Array {
   w.u8(REPLY_REFUSED);
   w.string(err.message);
   w.string(err instanceof NotAvailableError ? err.leaderHint : NONE);
-  w.u8(err instanceof NotAvailableError && err.neverApplied ? 1 : 0);
+  // A refusal of the core never touched the log.
+  w.u8((err instanceof NotAvailableError && err.neverApplied) || err instanceof RaftRefusal ? 1 : 0);
   return w.finish();
 }
 
