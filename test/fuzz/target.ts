@@ -40,12 +40,13 @@ export async function startTarget(nodes: number): Promise<FuzzTarget> {
   const socketDir = mkdtempSync(join(tmpdir(), "cairn-fuzz-sock-"));
   const workloadSocket = nodes === 1 ? join(socketDir, "workload.sock") : undefined;
   const extra = workloadSocket === undefined ? [] : ["--workload-socket", workloadSocket, "--workload-identities", WORKLOAD_IDENTITY];
-  const cluster = await ProcessCluster.start(nodes, extra);
+  // ACLs on with default deny, as `cairn server` runs by default: the fuzzer's random tokens and
+  // rules meet the real authorizer, and its own bookkeeping uses the management token.
+  const cluster = await ProcessCluster.start(nodes, extra, { acl: true });
   try {
+    const managementToken = await cluster.bootstrapAcl();
     await cluster.agreedLeader();
     const httpUrls = cluster.nodes.map((n) => new URL(`http://${n.info.http}`));
-    // Bootstrap first: with ACLs on and default deny, even the OpenAPI document may need a token.
-    const managementToken = await bootstrapAcl(httpUrls[0]);
     const routes = await fetchRoutes(httpUrls[0].origin, managementToken === undefined ? {} : { "x-consul-token": managementToken });
     const partial = { managementToken, routes };
     const acl = await aclView(httpUrls[0], partial);
@@ -63,21 +64,6 @@ export async function startTarget(nodes: number): Promise<FuzzTarget> {
     await cluster.close();
     throw err;
   }
-}
-
-/**
- * With ACLs (once the ACL routes exist), the fuzzer holds the management token so its valid
- * requests get past the authorizer. A node without the route answers 404: no ACLs.
- */
-async function bootstrapAcl(url: URL): Promise<string | undefined> {
-  const res = await fetch(new URL("/v1/acl/bootstrap", url), { method: "PUT", signal: AbortSignal.timeout(BOOKKEEPING_BOUND_MS) });
-  if (res.status === 404 || res.status === 405) {
-    await res.text();
-    return undefined;
-  }
-  const body = (await res.json()) as { SecretID?: unknown };
-  if (!res.ok || typeof body.SecretID !== "string") throw new Error(`PUT /v1/acl/bootstrap answered ${res.status} ${JSON.stringify(body)}: the fuzzer needs the management token`);
-  return body.SecretID;
 }
 
 // ---------------------------------------------------------------- state
