@@ -255,9 +255,11 @@ export class ProcessCluster {
 function baseArgs(info: NodeInfo, acl: boolean): string[] {
   // Tests and benchmarks hold thousands of HTTP connections from loopback (parked blocking queries,
   // watchers), far past the per-client cap a server has by default; a test of the cap sets its own.
-  // A later flag wins, so a test may still pass --acl on in its extra arguments.
+  // Tests register and read far faster from one loopback address than the default rate limits
+  // allow (100,000 instances in seconds). A later flag wins, so a test of a cap or a limit, or of
+  // ACLs (--acl on), sets its own in its extra arguments.
   return ["--id", info.id, "--data", info.dataDir, "--http", info.http, "--grpc", info.grpc, "--peer", info.peer, "--log-level", "info",
-    "--acl", acl ? "on" : "off", "--http-max-conns-per-client", "0", ...testPeerTlsFlags(info.id)];
+    "--acl", acl ? "on" : "off", "--http-max-conns-per-client", "0", ...UNLIMITED_RATE_ARGS, ...testPeerTlsFlags(info.id)];
 }
 
 /** Polls `probe` until it returns a value, or fails after `timeoutMs` with `describe()`. */
