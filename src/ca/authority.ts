@@ -78,6 +78,12 @@ const ROOT_VALIDITY_MS = 10 * 365 * 24 * 60 * 60_000;
 export const SIGNING_LEADER_CONTACT_MAX_MS = 60_000;
 /** How long past its last possible leaf a replaced root stays: covers backdating and lagging nodes. */
 const RETIRE_MARGIN_MS = LEAF_BACKDATE_MS + 2 * SIGNING_LEADER_CONTACT_MAX_MS;
+/**
+ * The most roots the trust bundle may hold: the active one and those replaced but not yet retired.
+ * Each replaced root stays for the longest leaf TTL, so rotating in a loop would grow the bundle
+ * every client downloads without bound (the fuzzer piled up 41).
+ */
+export const TRUSTED_ROOTS_MAX = 16;
 /** Blocking reads of the roots or leaves waiting on one node, at most; past it they get 429, as the registry's do. */
 export const CA_BLOCKED_WAITS_MAX = 100_000;
 /** How often the leader checks for a missing CA or a root due to retire. */
@@ -439,6 +445,7 @@ export class CertificateAuthority {
   async rotate(keyType: CaKeyType = this.opts.settings.keyType): Promise<CaRoot> {
     const current = this.state.activeRoot;
     if (current === undefined) throw new CaUnavailableError("the cluster's CA is not created yet; retry once a leader is elected");
+    this.refuseIfBundleFull();
     const root = this.createRoot(keyType);
     return this.activate(current, { ...root, crossSignedCertificatePem: this.crossSign(current, root.rootCertificatePem) });
   }
@@ -459,6 +466,7 @@ export class CertificateAuthority {
       throw err;
     }
     if (current !== undefined && material.id === current.id) throw new CaInputError("certificate", "this root is already the active root");
+    this.refuseIfBundleFull();
     const crossSigned = current === undefined ? null : this.crossSign(current, material.rootCertificatePem);
     return this.activate(current, { ...material, crossSignedCertificatePem: crossSigned });
   }
@@ -502,6 +510,14 @@ export class CertificateAuthority {
       intermediateKeySealed: this.opts.sealer.seal(exportPkcs8(key)),
       crossSignedCertificatePem: null,
     };
+  }
+
+  private refuseIfBundleFull(): void {
+    const roots = this.state.roots;
+    if (roots.length < TRUSTED_ROOTS_MAX) return;
+    const retiring = roots.map((r) => r.retireAfterMs).filter((t): t is number => t !== null);
+    const earliest = retiring.length === 0 ? "" : `; the earliest replaced root retires at ${new Date(Math.min(...retiring)).toISOString()}`;
+    throw new CaInputError("rotation", `the trust bundle already holds ${roots.length} roots, the most it may (${TRUSTED_ROOTS_MAX}): rotate again once replaced roots have retired${earliest}`);
   }
 
   private async activate(current: CaRoot | undefined, root: NewCaRoot): Promise<CaRoot> {

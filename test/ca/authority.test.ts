@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import { freePort, waitFor } from "../support/cluster.js";
-import { CaForbiddenError, CaUnavailableError, CertificateAuthority, caDefaults } from "../../src/ca/authority.js";
+import { CaForbiddenError, CaInputError, CaUnavailableError, CertificateAuthority, TRUSTED_ROOTS_MAX, caDefaults } from "../../src/ca/authority.js";
 import type { Authorizer } from "../../src/ca/authorizer.js";
 import { KEK_BYTES, KeySealer } from "../../src/ca/seal.js";
 import { CaState } from "../../src/ca/state.js";
@@ -111,6 +111,17 @@ void describe("the certificate authority on a one-node cluster", () => {
     const third = bounded.waitForChange(state.revision, 60_000, again.signal);
     bounded.stop();
     await Promise.all([waits[1], third]);
+  });
+
+  void test("rotating in a loop stops at the bundle's bound, with when the next replaced root retires", async () => {
+    while (state.roots.length < TRUSTED_ROOTS_MAX) await ca.rotate();
+    await assert.rejects(ca.rotate(), (err: Error) => err instanceof CaInputError && /already holds 16 roots, the most it may \(16\).*retires at 20\d\d-/.test(err.message));
+    assert.equal(state.roots.length, TRUSTED_ROOTS_MAX, "the refused rotation changed nothing");
+    // Retire every replaced root: rotating works again.
+    clockOffsetMs = Math.max(...state.roots.map((r) => r.retireAfterMs ?? 0)) - Date.now() + 1;
+    await waitFor(() => Promise.resolve(state.roots.length === 1 ? true : undefined), 5_000, () => `${state.roots.length} roots are left`);
+    clockOffsetMs = 0;
+    await ca.rotate();
   });
 
   void test("two rotations racing from the same root: exactly one wins", async () => {
