@@ -10,8 +10,8 @@ import type { AclPolicy, AclState, AclToken } from "../../acl/state.js";
 import { NotAvailableError } from "../../raft/node/errors.js";
 import { sendText, sendTextFallback, sendTextNotAvailable } from "../errors.js";
 import type { RaftDriver } from "../../raft/node/driver.js";
-import { errorMessage } from "../../common/errors.js";
 import { type RouteAcl } from "./enforce.js";
+import { installJsonBodies } from "../consul/routes.js";
 
 /** Token and policy bodies are small; a policy's rules are bounded by RULES_BYTES_MAX (128 KiB). */
 const ACL_BODY_BYTES_MAX = 256 * 1024;
@@ -50,7 +50,7 @@ export interface AclRouteDeps {
 export function aclRoutes(app: FastifyInstance, deps: AclRouteDeps): void {
   void app.register((scope, _opts, done) => {
     installAclErrors(scope, deps.driver);
-    installAnyJsonBody(scope);
+    installJsonBodies(scope, (message) => new AclInputError("body", message));
     routes(scope, deps);
     done();
   });
@@ -280,21 +280,3 @@ function installAclErrors(scope: FastifyInstance, driver: RaftDriver): void {
   });
 }
 
-class AclBodyError extends AclInputError {}
-
-/** As Consul: every body is JSON whatever its Content-Type, and an empty body is no body. */
-function installAnyJsonBody(scope: FastifyInstance): void {
-  scope.removeAllContentTypeParsers();
-  scope.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
-    const text = typeof body === "string" ? body.trim() : body.toString("utf8").trim();
-    if (text === "") {
-      done(null, undefined);
-      return;
-    }
-    try {
-      done(null, JSON.parse(text) as unknown);
-    } catch (err) {
-      done(new AclBodyError("body", `Request decode failed: ${errorMessage(err)}`), undefined);
-    }
-  });
-}

@@ -511,7 +511,7 @@ function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
  * Consul reads every body as JSON whatever its Content-Type: `curl --data @file`, as Consul's
  * documentation shows, sends application/x-www-form-urlencoded. An empty body is no body.
  */
-export function installJsonBodies(scope: FastifyInstance): void {
+export function installJsonBodies(scope: FastifyInstance, badBody: (message: string) => Error = (message) => new ConsulBadRequest(message)): void {
   scope.removeAllContentTypeParsers();
   scope.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
     const text = typeof body === "string" ? body.trim() : body.toString("utf8").trim();
@@ -522,7 +522,7 @@ export function installJsonBodies(scope: FastifyInstance): void {
     try {
       done(null, JSON.parse(text) as unknown);
     } catch (err) {
-      done(new ConsulBadRequest(`Request decode failed: ${errorMessage(err)}`), undefined);
+      done(badBody(`Request decode failed: ${errorMessage(err)}`), undefined);
     }
   });
 }
