@@ -63,6 +63,20 @@ export class AclMissingError extends Error {
   }
 }
 
+/**
+ * What a stream opened under a token hears after an ACL change that touches that token (the token
+ * or one of its policies was written or deleted): the token as it resolves now, or undefined once
+ * its secret names no token. The stream decides whether it may go on.
+ */
+export type TokenRecheck = (token: ResolvedToken | undefined) => void;
+
+/** A stream's token: its secret, and the version of the token and policies it was last checked at. */
+interface HeldToken {
+  readonly secret: string | undefined;
+  version: string | undefined;
+  readonly recheck: TokenRecheck;
+}
+
 /** Who a request is, once its token is resolved. */
 export interface ResolvedToken {
   /** Undefined when ACLs are off. */
@@ -89,12 +103,51 @@ export class AclService {
   private readonly compiled = new Map<string, Permissions>();
   private readonly rulesCache = new Map<string, { readonly modifyIndex: number; readonly rules: Rules }>();
 
+  /** Open streams and their tokens; as many as the streams' own bounds allow (watch and xDS stream caps). */
+  private readonly held = new Set<HeldToken>();
+  private recheckScheduled = false;
+
   constructor(
     readonly state: AclState,
     private readonly proposer: AclProposer,
     readonly settings: AclSettings,
   ) {
-    state.onChange(() => this.compiled.clear());
+    state.onChange(() => {
+      this.compiled.clear();
+      if (this.held.size === 0 || this.recheckScheduled) return;
+      // After the apply that changed them: a burst of ACL writes is one pass over the streams.
+      this.recheckScheduled = true;
+      setImmediate(() => this.recheckHeld());
+    });
+  }
+
+  /**
+   * Ties a long-lived answer (a watch stream, an xDS stream) to the token it was opened with, so
+   * that deleting the token or narrowing its policies reaches streams already open, not only new
+   * requests. Returns the release, to call when the stream ends. With ACLs off, nothing is held.
+   */
+  holdToken(secret: string | undefined, recheck: TokenRecheck): () => void {
+    if (!this.settings.enabled) return () => undefined;
+    const hold: HeldToken = { secret, version: this.versionOf(secret), recheck };
+    this.held.add(hold);
+    return () => this.held.delete(hold);
+  }
+
+  private recheckHeld(): void {
+    this.recheckScheduled = false;
+    for (const hold of [...this.held]) {
+      const version = this.versionOf(hold.secret);
+      if (version === hold.version) continue;
+      hold.version = version;
+      hold.recheck(this.tryResolve(hold.secret));
+    }
+  }
+
+  /** Changes whenever what the token may do can have changed: the token itself or any policy it names. */
+  private versionOf(secret: string | undefined): string | undefined {
+    const token = secret === undefined ? this.state.token(ANONYMOUS_ACCESSOR_ID) : this.state.tokenBySecret(secret);
+    if (token === undefined) return secret === undefined ? "anonymous, not stored yet" : undefined;
+    return `${token.modifyIndex}:${token.policyIds.map((id) => this.state.policy(id)?.modifyIndex ?? "gone").join(",")}`;
   }
 
   get enabled(): boolean {

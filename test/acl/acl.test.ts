@@ -13,6 +13,8 @@ import * as grpc from "@grpc/grpc-js";
 import Consul from "consul";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 import { RegistryClient, type WireResponse } from "../support/watch_client.js";
+import { CLUSTER_TYPE, LISTENER_TYPE } from "../../src/api/xds/resources.js";
+import { RawAdsStream, type SotwResponse, adsClient } from "../xds/raw_client.js";
 import { hashSecret } from "../../src/acl/state.js";
 
 const SCRATCH = mkdtempSync(join(tmpdir(), "cairn-acl-test-"));
@@ -225,6 +227,70 @@ describe("ACLs on a real server, default deny", { timeout: 180_000 }, () => {
       assert.equal(unknown?.code, grpc.status.PERMISSION_DENIED);
     } finally {
       client.close();
+    }
+  });
+
+  test("streams already open hear ACL changes: a narrowed token loses what it may no longer watch, a deleted one ends them, an unrelated change touches none", async () => {
+    type Duplex = grpc.ClientDuplexStream<unknown, WireResponse>;
+    const readWeb = async (name: string): Promise<{ ID: string }> => (await call(node, "PUT", "/v1/acl/policy", management, { Name: name, Rules: JSON.stringify({ service: { web: { policy: "read" } } }) })).json() as { ID: string };
+    const policy = await readWeb("stream-reader");
+    const open = async (policyId: string): Promise<{ secret: string; accessor: string; sseBody: Promise<string>; grpcMessages: WireResponse[]; grpcEnd: Promise<grpc.ServiceError>; watch: Duplex; ads: RawAdsStream<SotwResponse>; close: () => void }> => {
+      const token = (await call(node, "PUT", "/v1/acl/token", management, { Policies: [{ ID: policyId }] })).json() as TokenJson;
+      const secret = token.SecretID ?? "";
+      const sse = await fetch(node.url("/v1/watch?service=web"), { headers: { "x-consul-token": secret } });
+      assert.equal(sse.status, 200);
+      const md = new grpc.Metadata();
+      md.set("x-consul-token", secret);
+      const client = new RegistryClient(node.info.grpc, grpc.credentials.createInsecure());
+      const watch = (client as unknown as { Watch(md: grpc.Metadata): Duplex }).Watch(md);
+      const grpcMessages: WireResponse[] = [];
+      watch.on("data", (m: WireResponse) => grpcMessages.push(m));
+      const grpcEnd = new Promise<grpc.ServiceError>((resolve) => watch.on("error", resolve));
+      watch.write({ create_request: { watch_id: 1, services: ["web"] } });
+      const xds = adsClient(node.info.grpc);
+      const ads = await RawAdsStream.sotw(xds, md);
+      ads.send({ type_url: LISTENER_TYPE.typeUrl, resource_names: ["web"], node: { id: "stream-acl-test" } });
+      await ads.next();
+      await waitFor(() => Promise.resolve(grpcMessages.some((m) => m.kind === "KIND_CREATED") ? true : undefined), 5000, () => "the gRPC watch was not created");
+      return { secret, accessor: token.AccessorID, sseBody: sse.text(), grpcMessages, grpcEnd, watch, ads, close: () => { client.close(); xds.close(); } };
+    };
+    const narrowed = await open(policy.ID);
+    const deleted = await open((await readWeb("stream-reader-2")).ID);
+    try {
+      // An ACL change that touches neither token: every stream stays open (each answers a round trip after it).
+      assert.equal((await call(node, "PUT", "/v1/acl/policy", management, { Name: "unrelated", Rules: "{}" })).status, 200);
+      assert.equal((await call(node, "POST", "/v1/registry/instances", management, { name: "web", id: "web-stream-1", address: "10.0.0.9", port: 80 })).status, 200);
+      for (const s of [narrowed, deleted]) {
+        s.watch.write({ create_request: { watch_id: 2, services: ["web"] } });
+        s.ads.send({ type_url: CLUSTER_TYPE.typeUrl, resource_names: ["web"] });
+        while ((await s.ads.next()).type_url !== CLUSTER_TYPE.typeUrl);
+        await waitFor(() => Promise.resolve(s.grpcMessages.some((m) => m.kind === "KIND_CREATED" && String(m.watch_id) === "2") ? true : undefined), 5000, () => "the second gRPC watch was not created");
+      }
+
+      // Narrowed: the policy now reads db only.
+      assert.equal((await call(node, "PUT", `/v1/acl/policy/${policy.ID}`, management, { Name: "stream-reader", Rules: JSON.stringify({ service: { db: { policy: "read" } } }) })).status, 200);
+      const cancels = await waitFor(() => {
+        const c = narrowed.grpcMessages.filter((m) => m.kind === "KIND_CANCELED");
+        return Promise.resolve(c.length === 2 ? c : undefined);
+      }, 5000, () => "the narrowed token's gRPC watches were not both cancelled");
+      for (const c of cancels) assert.match(c.cancel_reason, /Permission denied.*service:read.*"web"/);
+      const narrowedSse = await narrowed.sseBody;
+      assert.ok(narrowedSse.indexOf("web-stream-1") >= 0 && narrowedSse.indexOf("web-stream-1") < narrowedSse.indexOf("event: denied"), "the SSE stream carried the registration before its denial");
+      assert.match(narrowedSse, /event: denied\ndata: \{"error":"Permission denied[^\n]*service:read[^\n]*web/);
+      assert.equal((await narrowed.ads.status()).code, grpc.status.UNAVAILABLE, "an xDS stream whose token changed is sent to reconnect for its new view");
+
+      // Deleted: every stream of the token ends, with why.
+      assert.equal((await call(node, "DELETE", `/v1/acl/token/${deleted.accessor}`, management)).status, 200);
+      assert.match(await deleted.sseBody, /event: denied\ndata: \{"error":"ACL not found: the token this stream was opened with has been deleted/);
+      const grpcEnd = await deleted.grpcEnd;
+      assert.equal(grpcEnd.code, grpc.status.PERMISSION_DENIED);
+      assert.match(grpcEnd.details, /ACL not found/);
+      const adsEnd = await deleted.ads.status();
+      assert.equal(adsEnd.code, grpc.status.PERMISSION_DENIED);
+      assert.match(adsEnd.details, /ACL not found/);
+    } finally {
+      narrowed.close();
+      deleted.close();
     }
   });
 

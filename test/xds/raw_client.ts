@@ -73,10 +73,10 @@ export class RawAdsStream<R> {
     call.on("error", () => {});
   }
 
-  static async sotw(client: grpc.Client): Promise<RawAdsStream<SotwResponse>> {
+  static async sotw(client: grpc.Client, metadata = new grpc.Metadata()): Promise<RawAdsStream<SotwResponse>> {
     const protos = await loadXdsProtos();
     const m = adsServiceDefinition.StreamAggregatedResources;
-    const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize);
+    const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, metadata);
     return new RawAdsStream(protos, call, "DiscoveryRequest", (bytes) => protos.DiscoveryResponse.decode(bytes) as unknown as SotwResponse);
   }
 

@@ -7,7 +7,7 @@
 // is a 403, as in Consul), because some rules name what the body names (a registration's service).
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AclNotFoundError, type AclService, type ResolvedToken } from "../../acl/acl.js";
+import { AclNotFoundError, type AclService, type ResolvedToken, type TokenRecheck } from "../../acl/acl.js";
 import { presentedToken } from "../../acl/presented.js";
 import { type Access, type NamedResource, Permissions, type Resource } from "../../acl/rules.js";
 
@@ -38,6 +38,22 @@ declare module "fastify" {
     /** The resolved token; set by the ACL hook before any handler runs. */
     aclToken?: ResolvedToken;
   }
+  interface FastifyInstance {
+    /** The node's ACLs, for routes that keep a token past the request (holdRequestToken). */
+    aclService: AclService;
+  }
+}
+
+/** Why a stream ends when its token is deleted while it is open; Consul's wording for an unknown token. */
+export const STREAM_TOKEN_DELETED = "ACL not found: the token this stream was opened with has been deleted; open it again with a valid token";
+
+/**
+ * Ties a stream answered to `req` to the token the request presented: `recheck` hears the token
+ * again after each ACL change that touches it (see AclService.holdToken). Call the returned
+ * release when the stream ends.
+ */
+export function holdRequestToken(req: FastifyRequest, recheck: TokenRecheck): () => void {
+  return req.server.aclService.holdToken(presentedToken(req.headers), recheck);
 }
 
 /** Consul's header on a list that the token's rules shortened. */
@@ -85,6 +101,7 @@ export function sendDenied(req: FastifyRequest, reply: FastifyReply, message: st
 
 /** Installs the hooks. Call before any route is registered. */
 export function installAcl(app: FastifyInstance, acl: AclService): void {
+  app.decorate("aclService", acl);
   app.decorateRequest("aclToken", undefined);
   app.addHook("onRoute", (route) => {
     const rule = route.config?.acl;

@@ -7,7 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import { AclNotFoundError, type AclService, type ResolvedToken } from "../../acl/acl.js";
 import { presentedGrpcToken } from "../../acl/presented.js";
 import { type Access, type NamedResource, Permissions, type Resource } from "../../acl/rules.js";
-import { permissionDenied } from "./enforce.js";
+import { STREAM_TOKEN_DELETED, permissionDenied } from "./enforce.js";
 
 export type GrpcRule =
   | { readonly open: string }
@@ -21,8 +21,19 @@ export function describeGrpcRule(rule: GrpcRule): string {
   return `${rule.need}:${rule.access}`;
 }
 
-/** Calls that passed the guard, with their token; a call ACLs never saw (ACLs off) has none. */
+/** Calls that passed the guard, with their token as it resolves now; a call ACLs never saw (ACLs off) has none. */
 const tokens = new WeakMap<object, ResolvedToken>();
+/** Streaming calls that want to hear when their token's permissions change (it is still valid). */
+const tokenListeners = new WeakMap<object, (token: ResolvedToken) => void>();
+
+/**
+ * Tells a streaming call's handler when an ACL change narrows or widens its token while it is
+ * open; permissionsOfCall answers the new permissions from then on. A deleted token needs no
+ * listener: the guard ends the call with PERMISSION_DENIED.
+ */
+export function onCallTokenChange(call: object, listener: (token: ResolvedToken) => void): void {
+  tokenListeners.set(call, listener);
+}
 
 export function permissionsOfCall(call: object): Permissions {
   return tokens.get(call)?.permissions ?? Permissions.allowAll();
@@ -37,6 +48,7 @@ export function accessorOfCall(call: object): string | undefined {
 interface AnyCall {
   readonly metadata: grpc.Metadata;
   emit(event: "error", error: object): boolean;
+  once(event: "cancelled" | "close" | "finish" | "error", listener: () => void): unknown;
 }
 
 type AnyHandler = (call: AnyCall, callback?: grpc.sendUnaryData<unknown>) => void;
@@ -79,19 +91,20 @@ export class GrpcAclGuard implements GuardedRegistrar {
     for (const name of Object.keys(definition) as (keyof D & string)[]) {
       const rule = rules[name];
       this.rules.set(definition[name].path, describeGrpcRule(rule));
-      guarded[name] = this.guard(rule, impl[name] as unknown as AnyHandler);
+      guarded[name] = this.guard(rule, impl[name] as unknown as AnyHandler, definition[name].responseStream);
     }
     this.addToServer(definition, guarded);
   }
 
-  private guard(rule: GrpcRule, handler: AnyHandler): AnyHandler {
+  private guard(rule: GrpcRule, handler: AnyHandler, streaming: boolean): AnyHandler {
     if ("open" in rule) return handler;
     return (call, callback) => {
       const acl = this.acl;
       if (acl?.enabled !== true) return handler(call, callback);
+      const secret = presentedGrpcToken(call.metadata);
       let token: ResolvedToken;
       try {
-        token = acl.resolve(presentedGrpcToken(call.metadata));
+        token = acl.resolve(secret);
       } catch (err) {
         if (err instanceof AclNotFoundError) return refuse(call, callback, "ACL not found: the token in x-consul-token (or authorization: Bearer) names no token");
         throw err;
@@ -100,9 +113,33 @@ export class GrpcAclGuard implements GuardedRegistrar {
       if ("need" in rule && !token.permissions.allows(rule.need, rule.access)) {
         return refuse(call, callback, permissionDenied(token.accessorId, rule.need, rule.access));
       }
+      if (streaming) holdCallToken(acl, secret, call, rule);
       handler(call, callback);
     };
   }
+}
+
+/** A stream outlives the check that let it in: an ACL change that deletes or narrows its token reaches it too. */
+function holdCallToken(acl: AclService, secret: string | undefined, call: AnyCall, rule: Exclude<GrpcRule, { readonly open: string }>): void {
+  let ended = false;
+  const release = acl.holdToken(secret, (now) => {
+    if (ended) return;
+    const refusal = now === undefined ? STREAM_TOKEN_DELETED
+      : "need" in rule && !now.permissions.allows(rule.need, rule.access) ? permissionDenied(now.accessorId, rule.need, rule.access) : undefined;
+    if (now === undefined || refusal !== undefined) {
+      ended = true;
+      release();
+      refuse(call, undefined, refusal ?? STREAM_TOKEN_DELETED);
+      return;
+    }
+    tokens.set(call, now);
+    tokenListeners.get(call)?.(now);
+  });
+  const end = (): void => {
+    ended = true;
+    release();
+  };
+  for (const event of ["cancelled", "close", "finish", "error"] as const) call.once(event, end);
 }
 
 function refuse(call: AnyCall, callback: grpc.sendUnaryData<unknown> | undefined, details: string): void {

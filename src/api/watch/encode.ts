@@ -237,6 +237,11 @@ export function sseResetChunk(chunk: ResetChunk): string {
   return text;
 }
 
+/** `event: denied`, the last event of a stream whose token may no longer watch; the client must not resume it with the same token. */
+export function sseDenied(reason: string): string {
+  return `event: denied\ndata: ${JSON.stringify({ error: reason })}\n\n`;
+}
+
 export function sseProgress(revision: number): string {
   return `event: progress\nid: ${revision}\ndata: {"revision":${revision}}\n\n`;
 }

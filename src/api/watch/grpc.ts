@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Registry } from "../../registry/registry.js";
 import { TooManyWatchStreamsError, type WatchHandle, WatchInputError, type WatchRequest } from "../../registry/watch_hub.js";
-import { type GuardedRegistrar, accessorOfCall, permissionsOfCall } from "../acl/grpc.js";
+import { type GuardedRegistrar, accessorOfCall, onCallTokenChange, permissionsOfCall } from "../acl/grpc.js";
 import { watchRefusal } from "./sse.js";
 import { WatchRequestType, protoBatch, protoCanceled, protoCreated, protoProgress, protoResetChunk, protoWatchIdField } from "./encode.js";
 
@@ -78,6 +78,8 @@ export function addWatchService(server: GuardedRegistrar, registry: Registry, lo
   server.addService(watchService, {
     Watch: (call: grpc.ServerDuplexStream<DecodedRequest, Buffer>) => {
       const watches = new Map<number, WatchHandle>();
+      /** Each watch's services, so a narrowed token can be checked against every open watch. */
+      const watchedServices = new Map<number, readonly string[]>();
       let nextAutoId = 1;
       let ended = false;
       const write = (bytes: Buffer): boolean => (ended ? false : call.write(bytes));
@@ -123,6 +125,7 @@ export function addWatchService(server: GuardedRegistrar, registry: Registry, lo
           throw err;
         }
         watches.set(watchId, handle);
+        watchedServices.set(watchId, request.services);
         // The hub sends nothing before the next turn of the event loop, so this comes first.
         write(protoCreated(watchId, revision));
       };
@@ -137,12 +140,24 @@ export function addWatchService(server: GuardedRegistrar, registry: Registry, lo
             }
             handle.close();
             watches.delete(req.watchId);
+            watchedServices.delete(req.watchId);
             write(protoCanceled(req.watchId, ""));
           } else create(req.watchId, req.request);
         } catch (err) {
           logger.error({ err }, "a watch request failed");
           end();
           call.emit("error", { code: grpc.status.INTERNAL, details: "internal error; see the server log" });
+        }
+      });
+      // A token narrowed while the stream is open cancels the watches it may no longer make, with why.
+      onCallTokenChange(call, (token) => {
+        for (const [watchId, services] of watchedServices) {
+          const refusal = watchRefusal(token.permissions, services, token.accessorId);
+          if (refusal === undefined) continue;
+          watches.get(watchId)?.close();
+          watches.delete(watchId);
+          watchedServices.delete(watchId);
+          write(protoCanceled(watchId, refusal));
         }
       });
       // A full stream stops every watch on it; when it drains, each sends what is pending.
@@ -154,6 +169,7 @@ export function addWatchService(server: GuardedRegistrar, registry: Registry, lo
         ended = true;
         for (const h of watches.values()) h.close();
         watches.clear();
+        watchedServices.clear();
       };
       call.on("end", () => {
         end();

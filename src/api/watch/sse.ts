@@ -8,8 +8,8 @@ import { parseGoDuration } from "../../common/duration.js";
 import type { Registry } from "../../registry/registry.js";
 import { TooManyWatchStreamsError, WatchInputError } from "../../registry/watch_hub.js";
 import { startEventStream, waitEndSignal } from "../blocking.js";
-import { sseBatch, sseProgress, sseResetChunk } from "./encode.js";
-import { accessorOf, permissionDenied, permissionsOf, sendDenied } from "../acl/enforce.js";
+import { sseBatch, sseDenied, sseProgress, sseResetChunk } from "./encode.js";
+import { STREAM_TOKEN_DELETED, accessorOf, holdRequestToken, permissionDenied, permissionsOf, sendDenied } from "../acl/enforce.js";
 import type { Permissions } from "../../acl/rules.js";
 
 /**
@@ -92,8 +92,17 @@ export function watchRoutes(app: FastifyInstance, registry: Registry): void {
     }
     res.write(`retry: ${RECONNECT_MS}\n\n`);
     res.on("drain", () => opened.resume());
+    const services = req.query.service ?? [];
+    // A token deleted or narrowed while the stream is open ends it, with why, as a new request would be refused.
+    const release = holdRequestToken(req, (token) => {
+      const reason = token === undefined ? STREAM_TOKEN_DELETED : watchRefusal(token.permissions, services, token.accessorId);
+      if (reason === undefined) return;
+      opened.close();
+      if (!res.writableEnded) res.end(sseDenied(reason));
+    });
     const signal = waitEndSignal(reply);
     signal.addEventListener("abort", () => {
+      release();
       opened.close();
       if (!res.writableEnded) res.end();
     }, { once: true });

@@ -19,7 +19,7 @@ import { loadXdsProtos } from "./protos.js";
 import { type Subscription, type XdsCall, type XdsHub, type XdsLimits, type XdsSession } from "./session.js";
 import { SotwSession } from "./sotw.js";
 import { XdsStats } from "./stats.js";
-import { type GuardedRegistrar, permissionsOfCall } from "../acl/grpc.js";
+import { type GuardedRegistrar, onCallTokenChange, permissionsOfCall } from "../acl/grpc.js";
 
 export const ADS_SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 
@@ -166,6 +166,10 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
       const permissions = permissionsOfCall(call);
       const streamHub: XdsHub = permissions.readsAll("service") ? hub : { ...hub, visible: (service) => permissions.allows("service", "read", service) };
       session = protocol === "sotw" ? new SotwSession(streamHub, call, onClose) : new DeltaSession(streamHub, call, onClose);
+      const opened = session;
+      // Resources already sent were chosen by the old permissions: the client reconnects (as xDS
+      // clients do on UNAVAILABLE) and gets the view its token now allows.
+      onCallTokenChange(call, () => opened.fail(grpc.status.UNAVAILABLE, "this stream's ACL token changed; reconnect to get the resources it now allows"));
       sessions.add(session);
       stats.streamsActive = sessions.size;
       session.start();
