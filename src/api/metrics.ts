@@ -17,6 +17,13 @@ import type { RaftDriver } from "../raft/node/driver.js";
  */
 export const READY_APPLY_LAG_ENTRIES_MAX = 1_000;
 
+/**
+ * The status label of a request whose client went away before any answer was sent (a blocking
+ * query it stopped waiting for, say): nginx's 499, "client closed request". Nothing was sent, so
+ * no real status fits.
+ */
+export const CLIENT_CLOSED_REQUEST = 499;
+
 export type Readiness =
   | { readonly ready: true; readonly leader: string; readonly appliedIndex: number; readonly applyLagEntries: number }
   | { readonly ready: false; readonly reason: string };
@@ -98,7 +105,8 @@ export function instrumentHttp(app: FastifyInstance, metrics: ApiMetrics): void 
     const route = req.is404 ? UNMATCHED_ROUTE : (req.routeOptions.url ?? UNMATCHED_ROUTE);
     metrics.httpRequestStarted();
     reply.raw.once("close", () => {
-      metrics.httpRequestEnded(req.method, route, reply.raw.statusCode, (performance.now() - startedAtMs) / 1000);
+      const status = reply.raw.headersSent ? reply.raw.statusCode : CLIENT_CLOSED_REQUEST;
+      metrics.httpRequestEnded(req.method, route, status, (performance.now() - startedAtMs) / 1000);
     });
     done();
   });

@@ -275,6 +275,23 @@ void describe("metrics and health on a real three-node cluster", { timeout: 180_
     }
   });
 
+  test("a blocking query counts as parked while it waits, and one its client abandons is counted with status 499", async () => {
+    const node = followers[0];
+    const headers = { "x-consul-token": management };
+    const first = await fetch(node.url("/v1/health/service/metrics-block"), { headers });
+    assert.equal(first.status, 200);
+    await first.text();
+    const index = first.headers.get("x-consul-index") ?? "";
+    const route = { method: "GET", route: "/v1/health/service/:service", status: "499" };
+    const abandoned = valueOf(await scrape(node), "cairn_http_requests_total", route) ?? 0;
+    const abort = new AbortController();
+    const parked = fetch(node.url(`/v1/health/service/metrics-block?index=${index}&wait=30s`), { headers, signal: abort.signal }).catch(() => undefined);
+    await scrapeUntil(node, "the query parked", (s) => must(s, "cairn_registry_blocking_queries") >= 1);
+    abort.abort();
+    await parked;
+    await scrapeUntil(node, "the abandoned query counted", (s) => valueOf(s, "cairn_http_requests_total", route) === abandoned + 1);
+  });
+
   test("an open watch stream counts by kind, and the events sent to it are counted", async () => {
     const node = followers[1];
     const before = await scrape(node);
