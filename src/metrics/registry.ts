@@ -5,6 +5,7 @@ import { Gauge, type Registry } from "prom-client";
 import { HEALTH_STATUSES } from "../registry/model.js";
 import type { RegistryState } from "../registry/state.js";
 import { WATCH_TRANSPORTS, type WatchHubStats } from "../registry/watch_hub.js";
+import type { XdsStats } from "../api/xds/stats.js";
 import { mirroredCounter } from "./mirror.js";
 
 export interface RegistrySource {
@@ -13,18 +14,8 @@ export interface RegistrySource {
   readonly blockingQueries: () => number;
 }
 
-/** What the xDS server counts (src/api/xds/stats.ts keeps it). */
-export interface XdsCounts {
-  readonly streamsActive: number;
-  readonly streamsWaiting: number;
-  readonly admissionWaits: number;
-  readonly admissionRefused: number;
-  readonly pushes: number;
-  readonly coalesced: number;
-  readonly acks: number;
-  readonly nacks: number;
-  readonly staleRequests: number;
-}
+/** What the xDS server counts; src/api/xds keeps it (a type only: nothing here runs code of the API's). */
+export type XdsCounts = Readonly<XdsStats>;
 
 export interface StreamSources {
   readonly watches: Readonly<WatchHubStats>;
