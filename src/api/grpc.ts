@@ -52,8 +52,10 @@ export async function startPublicGrpc(
   acl?: AclService,
   /** TLS (api/tls.ts); plaintext when absent. */
   credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+  /** Run around every call, in order (the node's metrics). */
+  interceptors: readonly grpc.ServerInterceptor[] = [],
 ): Promise<PublicGrpcServer> {
-  const server = new grpc.Server();
+  const server = new grpc.Server({ interceptors: [...interceptors] });
   const guard = new GrpcAclGuard(acl);
   guard.attach(server);
   guard.addService(healthService, {

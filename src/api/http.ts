@@ -27,6 +27,8 @@ import { runtimeRoutes } from "./cluster/runtime.js";
 import { watchRoutes } from "./watch/sse.js";
 import { RateLimiter, addRateLimits, rateLimitDefaults } from "./rate_limit.js";
 import { type CsrVerifier, inlineVerifier } from "../ca/verify_pool.js";
+import type { NodeMetrics } from "../metrics/metrics.js";
+import { instrumentHttp, metricsRoutes } from "./metrics.js";
 
 interface HttpError {
   readonly statusCode?: number;
@@ -60,6 +62,10 @@ export interface HttpServerOptions {
   readonly audit?: AuditLog;
   /** Tokens and policies; every route is checked against them (all allowed when ACLs are off). */
   readonly acl: AclService;
+  /** This node's metrics: every request is counted there, and GET /metrics serves them. */
+  readonly metrics: NodeMetrics;
+  /** --metrics-open: GET /metrics needs no token even with ACLs on. */
+  readonly metricsOpen?: boolean;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -95,6 +101,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   let refusedUnlogged = 0;
   let refusalLoggedAtMs = -Infinity;
   capConnectionsPerClient(app.server, limits.connectionsPerClientMax, (address) => {
+    opts.metrics.api.httpConnectionRefused();
     refusedUnlogged++;
     const nowMs = performance.now();
     if (nowMs - refusalLoggedAtMs < REFUSAL_LOG_INTERVAL_MS) return;
@@ -105,6 +112,8 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   // Before any route: every route's schema goes into the OpenAPI document.
   const openApi = new OpenApiCollector();
   endWaitsOnClose(app);
+  // Before the other request hooks, so that what they answer themselves (a 429) is counted too.
+  instrumentHttp(app, opts.metrics.api);
   // First: it refuses a route without an ACL rule, and names the rule for the OpenAPI document.
   installAcl(app, opts.acl);
   addRateLimits(app, opts.rateLimiter ?? new RateLimiter(rateLimitDefaults));
@@ -144,6 +153,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     nodeName: opts.driver.id,
     nodeAddress: opts.nodeAddress ?? hostOf(opts.driver.peerAddressOf(opts.driver.id) ?? "127.0.0.1"),
   });
+  metricsRoutes(app, { metrics: opts.metrics, driver: opts.driver, open: opts.metricsOpen ?? false });
   app.get("/v1/openapi.json", { config: { acl: { open: "it describes the API, which is public; it holds no state" } }, schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
     () => openApi.document({ title: "Cairn HTTP API", version: OPENAPI_VERSION }));
   return app;

@@ -150,9 +150,13 @@ export class BucketTable {
 
 // ---------------------------------------------------------------- the limiter
 
+/** Which of a class's two buckets refused a request. */
+export type RateLimitKind = "token" | "address";
+export const RATE_LIMIT_KINDS: readonly RateLimitKind[] = ["token", "address"];
+
 export type Admission =
   | { readonly admitted: true }
-  | { readonly admitted: false; readonly limit: "token" | "address"; readonly retryAfterSeconds: number; readonly bucket: BucketLimit };
+  | { readonly admitted: false; readonly limit: RateLimitKind; readonly retryAfterSeconds: number; readonly bucket: BucketLimit };
 
 interface ClassTables {
   readonly limits: ClassLimits;
@@ -163,6 +167,8 @@ interface ClassTables {
 /** Token buckets per class, keyed by a hash of the token (never the secret) and by address. */
 export class RateLimiter {
   private readonly classes: Readonly<Record<RateClass, ClassTables>>;
+  /** Requests refused (each answered 429), by class and by the bucket that refused; only grow. For metrics. */
+  readonly refusals: Readonly<Record<RateClass, Record<RateLimitKind, number>>> = { write: { token: 0, address: 0 }, sign: { token: 0, address: 0 } };
 
   constructor(readonly settings: RateLimitSettings, private readonly now: () => number = Date.now) {
     resolveRateLimits(settings);
@@ -189,9 +195,11 @@ export class RateLimiter {
     const addressBucket = t.byAddress.touch(address, nowMs);
     const tokenBucket = token === undefined ? undefined : t.byToken.touch(tokenKey(token), nowMs);
     if (tokenBucket !== undefined && tokenBucket.tokens < 1) {
+      this.refusals[cls].token++;
       return { admitted: false, limit: "token", retryAfterSeconds: retryAfterSeconds(promiseSlot(tokenBucket, t.limits.perToken, nowMs)), bucket: t.limits.perToken };
     }
     if (addressBucket.tokens < 1) {
+      this.refusals[cls].address++;
       return { admitted: false, limit: "address", retryAfterSeconds: retryAfterSeconds(promiseSlot(addressBucket, t.limits.perAddress, nowMs)), bucket: t.limits.perAddress };
     }
     addressBucket.tokens -= 1;

@@ -100,8 +100,18 @@ export interface IssuedCertificate {
   readonly rootId: string;
 }
 
+/**
+ * How a certificate was asked for: a workload's CSR (POST /v1/ca/sign), a key this node generated
+ * for its caller (Consul's leaf route, the Workload API), or this node's own public TLS (--tls auto).
+ */
+export type IssuanceSource = "csr" | "generated_key" | "node_tls";
+export const ISSUANCE_SOURCES: readonly IssuanceSource[] = ["csr", "generated_key", "node_tls"];
+
 /** What onIssued listeners hear of each certificate: never its key, which only the caller holds. */
 export interface IssuedEvent {
+  readonly source: IssuanceSource;
+  /** From the request reaching the CA to the signed certificate: for a CSR, its checks (and any wait for a verify worker) included. */
+  readonly durationSeconds: number;
   readonly spiffeId: string;
   readonly serialHex: string;
   readonly notAfterMs: number;
@@ -214,13 +224,14 @@ export class CertificateAuthority {
 
   /** Signs a workload's CSR for the SPIFFE ID in it, if the caller may hold that ID; checks the CSR's signature on this thread. */
   sign(input: { readonly csr: string; readonly ttl?: string }, caller: Caller): IssuedCertificate {
+    const startedAtMs = performance.now();
     const request = this.admitCsr(input, caller);
     try {
       verifyCsrProof(request.proof);
     } catch (err) {
       throw csrInputError(err);
     }
-    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames, caller);
+    return this.issueForCsr(request, caller, startedAtMs);
   }
 
   /**
@@ -228,6 +239,7 @@ export class CertificateAuthority {
    * Throws CaBusyError when the verifier is full.
    */
   async signWith(verifier: CsrVerifier, input: { readonly csr: string; readonly ttl?: string }, caller: Caller): Promise<IssuedCertificate> {
+    const startedAtMs = performance.now();
     const request = this.admitCsr(input, caller);
     // Fail fast: no point checking a CSR this node cannot sign now.
     this.signerNow();
@@ -236,7 +248,12 @@ export class CertificateAuthority {
     } catch (err) {
       throw csrInputError(err);
     }
-    return this.issue(request.spiffeId, request.csr.subjectPublicKeyInfoDer, request.ttlMs, request.csr.dnsNames, caller);
+    return this.issueForCsr(request, caller, startedAtMs);
+  }
+
+  private issueForCsr(request: { readonly csr: ParsedCsr; readonly spiffeId: string; readonly ttlMs: number }, caller: Caller, startedAtMs: number): IssuedCertificate {
+    const { spiffeId, ttlMs, csr } = request;
+    return this.issueLeaf({ spiffeId, subjectPublicKeyInfoDer: csr.subjectPublicKeyInfoDer, ttlMs, dnsNames: csr.dnsNames, ipAddresses: [] }, caller, "csr", startedAtMs);
   }
 
   /**
@@ -273,7 +290,7 @@ export class CertificateAuthority {
    * generate keys server side). Authorization is the caller's: it has already checked the ID.
    */
   issue(spiffeId: string, subjectPublicKeyInfoDer: Uint8Array, ttlMs: number, dnsNames: readonly string[] = [], caller?: Caller): IssuedCertificate {
-    return this.issueLeaf({ spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses: [] }, caller);
+    return this.issueLeaf({ spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses: [] }, caller, "generated_key", performance.now());
   }
 
   /**
@@ -286,10 +303,18 @@ export class CertificateAuthority {
     return this.issueLeaf(
       { spiffeId: nodeSpiffeId(this.trustDomain, nodeId), subjectPublicKeyInfoDer, ttlMs: this.opts.settings.leafTtlDefaultMs, ...names },
       { token: undefined, origin: "this node, for its public TLS (--tls auto)" },
+      "node_tls",
+      performance.now(),
     );
   }
 
-  private issueLeaf(req: { readonly spiffeId: string; readonly subjectPublicKeyInfoDer: Uint8Array; readonly ttlMs: number; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly Uint8Array[] }, caller: Caller | undefined): IssuedCertificate {
+  private issueLeaf(
+    req: { readonly spiffeId: string; readonly subjectPublicKeyInfoDer: Uint8Array; readonly ttlMs: number; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly Uint8Array[] },
+    caller: Caller | undefined,
+    source: IssuanceSource,
+    /** performance.now() when the request reached the CA. */
+    startedAtMs: number,
+  ): IssuedCertificate {
     const { spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses } = req;
     const active = this.signerNow();
     const nowMs = this.now();
@@ -301,7 +326,8 @@ export class CertificateAuthority {
       notBeforeMs: nowMs - LEAF_BACKDATE_MS,
       notAfterMs: nowMs + ttlMs,
     });
-    const event: IssuedEvent = { spiffeId, serialHex: leaf.serialHex, notAfterMs: leaf.notAfterMs, rootId: active.rootId, caller };
+    const durationSeconds = Math.max(0, performance.now() - startedAtMs) / 1000;
+    const event: IssuedEvent = { source, durationSeconds, spiffeId, serialHex: leaf.serialHex, notAfterMs: leaf.notAfterMs, rootId: active.rootId, caller };
     for (const listener of this.issuedListeners) listener(event);
     return {
       certificatePem: leaf.pem,

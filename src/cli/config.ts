@@ -52,6 +52,8 @@ export interface ServerConfig {
   /** The audit log's file; undefined: audit.log in the data directory. */
   readonly auditLog: string | undefined;
   readonly acl: AclConfig;
+  /** --metrics-open: GET /metrics needs no token; with ACLs on it otherwise needs operator:read. */
+  readonly metricsOpen: boolean;
 }
 
 export interface AclConfig {
@@ -166,6 +168,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--audit-log", env: "CAIRN_AUDIT_LOG", key: "auditLog", help: "file the audit log (every write and issued certificate, JSON lines) is appended to (default DATA/audit.log)" },
   { flag: "--acl", env: "CAIRN_ACL", key: "acl", help: "on (default) or off: check every request against ACL tokens (PUT /v1/acl/bootstrap makes the first)" },
   { flag: "--acl-default-policy", env: "CAIRN_ACL_DEFAULT_POLICY", key: "aclDefaultPolicy", help: "deny (default) or allow: what a token may do where its rules say nothing" },
+  { flag: "--metrics-open", env: "CAIRN_METRICS_OPEN", key: "metricsOpen", bare: true, help: "serve GET /metrics to anyone, without a token (with ACLs on it needs operator:read otherwise); for a scraper on a trusted network" },
   { flag: "--token", env: "CAIRN_TOKEN", key: "token", help: "ACL token this node presents to join a cluster with --join (needs operator:write)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
 ];
@@ -350,6 +353,7 @@ export function parseServerConfig(
     httpLimits,
     auditLog: get("auditLog"),
     acl,
+    metricsOpen: parseSwitch(get, "metricsOpen"),
   };
 }
 

@@ -7,6 +7,8 @@ import { hostname, networkInterfaces } from "node:os";
 import { join as joinPath } from "node:path";
 import { pino, type Logger } from "pino";
 import { buildHttpServer } from "../api/http.js";
+import { grpcMetricsInterceptor } from "../api/metrics.js";
+import { NodeMetrics, registryMetrics, streamMetrics } from "../metrics/metrics.js";
 import { RateLimiter } from "../api/rate_limit.js";
 import { CsrVerifyPool } from "../ca/verify_pool.js";
 import { type JoinReply } from "../api/cluster/routes.js";
@@ -90,6 +92,8 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     process.exit(2);
   }
   const tickMs = cfg.tickMs ?? driverDefaults.tickMs;
+  // First, so that every part can report to it from its start.
+  const metrics = new NodeMetrics();
   const network = new PeerTransport({
     selfId: cfg.id,
     clusterId,
@@ -114,6 +118,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.snapshotEntries === undefined ? {} : { snapshotEntries: cfg.snapshotEntries }),
     ...(cfg.catchUpEntries === undefined ? {} : { raft: { catchUpEntries: cfg.catchUpEntries } }),
     ...(plantedBug?.driver === undefined ? {} : { plantedBug: plantedBug.driver }),
+    observer: metrics.raft,
   });
   try {
     await driver.start();
@@ -148,6 +153,14 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     logger: logger.child({ component: "ca" }),
   });
   ca.start();
+  let xds: XdsService | undefined;
+  // What the metrics read at scrape time; the xDS server's counts exist once the public gRPC server has started.
+  metrics.raft.read(driver);
+  registryMetrics(metrics.registry, { state: registryState, blockingQueries: () => registry.waiters.waiting });
+  streamMetrics(metrics.registry, { watches: registry.watches.stats, xds: () => xds?.stats });
+  metrics.ca.read(caState);
+  // Before --tls auto asks for this node's certificate, so that one is counted too.
+  ca.onIssued(metrics.ca.certificateIssued);
   // Audit records name the token's accessor, never its secret; an unknown secret is recorded as anonymous.
   setAccessorResolver((secret) => acl.tryResolve(secret)?.accessorId);
   const auditFile = cfg.auditLog ?? joinPath(cfg.dataDir, "audit.log");
@@ -175,9 +188,13 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const autoTls = cfg.publicTls.mode === "auto" ? startAutoTls(cfg, ca, logger) : undefined;
   const publicTls = autoTls === undefined ? fileTls : await firstAutoTlsOrExit(autoTls, driver, logger);
   const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
+  const rateLimiter = new RateLimiter(cfg.rateLimits);
+  metrics.api.readRateLimits(rateLimiter.refusals);
   const http = buildHttpServer({
     driver, kv, registry, ca, acl, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
-    rateLimiter: new RateLimiter(cfg.rateLimits),
+    rateLimiter,
+    metrics,
+    metricsOpen: cfg.metricsOpen,
     csrVerifier,
     limits: cfg.httpLimits,
     audit,
@@ -187,12 +204,12 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   // Renewals and root rotations reach the running HTTPS server: new handshakes get the new certificate and client CA.
   autoTls?.onChange((material) => (http.server as unknown as HttpsServer).setSecureContext(httpsSecureContext(material)));
-  let xds: XdsService | undefined;
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
     xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
-  }, acl, autoTls !== undefined ? rotatingGrpcServerCredentials(autoTls) : publicTls === undefined ? undefined : grpcServerCredentials(publicTls));
+  }, acl, autoTls !== undefined ? rotatingGrpcServerCredentials(autoTls) : publicTls === undefined ? undefined : grpcServerCredentials(publicTls),
+  [grpcMetricsInterceptor(metrics.api)]);
   logger.info({ methods: Object.fromEntries(grpcServer.methods) }, "public gRPC methods and the ACL rule each needs");
   let workload: WorkloadApi | undefined;
   if (cfg.ca.workloadSocket !== undefined) {

@@ -11,7 +11,7 @@ import { type Chunks, CodecError, Reader, Writer } from "../common/codec.js";
 import type { StateMachine } from "../raft/state_machine.js";
 import { EventWindow, eventWindowDefaults } from "./events.js";
 import {
-  type Check, type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type Instance, type InstanceDefinition, type Weights,
+  aggregateStatus, type Check, type CheckDefinition, type CheckKind, HEALTH_STATUSES, type HealthStatus, type Instance, type InstanceDefinition, type Weights,
 } from "./model.js";
 
 export type RegistryCommand =
@@ -462,6 +462,18 @@ export class RegistryState implements StateMachine {
 
   get instanceCount(): number {
     return this.instances.size;
+  }
+
+  /** Services with at least one instance. */
+  get serviceCount(): number {
+    return this.byService.size;
+  }
+
+  /** Instances by their aggregate health (the worst of their checks). Walks every instance: for a scrape, not a hot path. */
+  instanceCountsByHealth(): Record<HealthStatus, number> {
+    const counts: Record<HealthStatus, number> = { passing: 0, warning: 0, critical: 0 };
+    for (const inst of this.instances.values()) counts[aggregateStatus(inst.checks)]++;
+    return counts;
   }
 }
 

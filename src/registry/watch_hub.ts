@@ -53,7 +53,12 @@ export interface WatchSink {
   progress(revision: number): boolean;
 }
 
+/** What carries a stream to its client: counted apart, for metrics. */
+export type WatchTransport = "grpc" | "sse";
+export const WATCH_TRANSPORTS: readonly WatchTransport[] = ["grpc", "sse"];
+
 export interface WatchRequest {
+  readonly transport: WatchTransport;
   /** Empty: every service. */
   readonly services: readonly string[];
   /** Send what happened after this revision; 0 starts with a reset to the current state. */
@@ -139,9 +144,11 @@ export type WatchHubOptions = Partial<WatchHubBounds> & {
   readonly views?: ServiceViews;
 };
 
-/** What the hub has done, for the metrics of a later issue. */
+/** What the hub has done, for the metrics endpoint to export. */
 export interface WatchHubStats {
   streams: number;
+  /** Open streams by what carries them; they sum to `streams`. */
+  streamsByTransport: Record<WatchTransport, number>;
   batchesSent: number;
   eventsSent: number;
   coalesced: number;
@@ -190,6 +197,7 @@ class Stream implements WatchHandle {
     private readonly hub: WatchHub,
     readonly group: Group,
     readonly sink: WatchSink,
+    readonly transport: WatchTransport,
     public cursor: number,
     public epoch: number,
     readonly progressIntervalMs: number,
@@ -210,7 +218,7 @@ class Stream implements WatchHandle {
 
 export class WatchHub {
   readonly stats: WatchHubStats = {
-    streams: 0, batchesSent: 0, eventsSent: 0, coalesced: 0,
+    streams: 0, streamsByTransport: { grpc: 0, sse: 0 }, batchesSent: 0, eventsSent: 0, coalesced: 0,
     resets: { initial: 0, compacted: 0, restored: 0, behind: 0 }, progressSent: 0,
   };
   private readonly opts: WatchHubBounds;
@@ -273,9 +281,10 @@ export class WatchHub {
     }
     if (this.stats.streams >= this.opts.streamsMax) throw new TooManyWatchStreamsError(this.opts.streamsMax);
     const group = this.groupFor(services);
-    const stream = new Stream(this, group, sink, request.sinceRevision, this.window.epoch, progressMs);
+    const stream = new Stream(this, group, sink, request.transport, request.sinceRevision, this.window.epoch, progressMs);
     group.streams.add(stream);
     this.stats.streams++;
+    this.stats.streamsByTransport[request.transport]++;
     if (request.sinceRevision === 0) this.startReset(stream, "initial");
     if (progressMs > 0) this.scheduleProgress(stream, progressMs * this.random());
     this.enqueue(stream);
@@ -295,6 +304,7 @@ export class WatchHub {
     const g = stream.group;
     g.streams.delete(stream);
     this.stats.streams--;
+    this.stats.streamsByTransport[stream.transport]--;
     if (stream.progressIntervalMs > 0) this.unscheduleProgress(stream);
     if (g.streams.size === 0) {
       this.groups.delete(g.key);

@@ -93,6 +93,14 @@ void describe("server configuration", () => {
     assert.equal(parseServerConfig(base, { CAIRN_CATCH_UP_ENTRIES: "20000" }).catchUpEntries, 20_000);
   });
 
+  void test("--metrics-open is a switch, off by default, from the flag or CAIRN_METRICS_OPEN", () => {
+    assert.equal(parseServerConfig(base, {}).metricsOpen, false);
+    assert.equal(parseServerConfig([...base, "--metrics-open"], {}).metricsOpen, true);
+    assert.equal(parseServerConfig(base, { CAIRN_METRICS_OPEN: "true" }).metricsOpen, true);
+    assert.equal(parseServerConfig([...base, "--metrics-open=false"], { CAIRN_METRICS_OPEN: "1" }).metricsOpen, false, "the flag wins");
+    assert.throws(() => parseServerConfig(base, { CAIRN_METRICS_OPEN: "yes" }), (err: unknown) => err instanceof ConfigError && /--metrics-open .*is a switch/.test(err.message));
+  });
+
   void test("CA settings: defaults, and the KEK from CAIRN_CA_KEK or a file but never both", () => {
     const plain = parseServerConfig(base, {});
     assert.deepEqual({ ...plain.ca, kek: plain.ca.kek === undefined }, {

@@ -35,6 +35,7 @@ import {
 import { type Clock, ForwardError, type PeerNetwork, type Timer } from "../../src/raft/node/ports.js";
 import { ReadyLoop } from "../../src/raft/node/ready_loop.js";
 import { type DriverPlantedBug, type DriverSettings, driverDefaults } from "../../src/raft/node/settings.js";
+import { silentRaftObserver } from "../../src/raft/node/observer.js";
 import type { PersistedState } from "../../src/raft/storage/log_storage.js";
 import { type DiskImage, MemoryLogStorage } from "../../src/raft/storage/memory.js";
 import { settlePromises } from "../support/sim/world.js";
@@ -254,6 +255,7 @@ export class Peer {
       heartbeatIntervalTicks: config.heartbeatIntervalTicks,
       raft: {},
       plantedBug,
+      observer: silentRaftObserver,
     };
     this.loop = new ReadyLoop(settings, this.raft, storage, new PeerEndpoint(storage, host), silentLogger, {
       // Tests hand proposals to the core directly.

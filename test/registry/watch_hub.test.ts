@@ -112,7 +112,7 @@ function setup(opts: WatchHubOptions = {}, eventsMax?: number): { feed: Feed; hu
   return { feed: new Feed(state), hub: new WatchHub(state, { views: new ServiceViews(state), ...opts }) };
 }
 
-const watch = (services: string[], sinceRevision: number, progressIntervalMs = 0): WatchRequest => ({ services, sinceRevision, progressIntervalMs });
+const watch = (services: string[], sinceRevision: number, progressIntervalMs = 0): WatchRequest => ({ transport: "grpc", services, sinceRevision, progressIntervalMs });
 
 function expectView(sink: RecordingSink, state: RegistryState, services?: string[]): void {
   const want = services === undefined ? [...state.allInstances()] : services.flatMap((s) => state.instancesOf(s));

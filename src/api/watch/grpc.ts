@@ -50,7 +50,7 @@ function decodeRequest(bytes: Buffer): DecodedRequest {
     const since = number(c.since_revision, "since_revision");
     if (typeof watchId === "string") return { kind: "invalid", watchId: 0, error: watchId };
     if (typeof since === "string") return { kind: "invalid", watchId, error: since };
-    return { kind: "create", watchId, request: { services: c.services ?? [], sinceRevision: since, progressIntervalMs: c.progress_interval_ms ?? 0 } };
+    return { kind: "create", watchId, request: { transport: "grpc", services: c.services ?? [], sinceRevision: since, progressIntervalMs: c.progress_interval_ms ?? 0 } };
   }
   if (raw.cancel_request !== undefined) {
     const watchId = number(raw.cancel_request.watch_id, "watch_id");

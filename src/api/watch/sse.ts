@@ -72,7 +72,7 @@ export function watchRoutes(app: FastifyInstance, registry: Registry): void {
         events: (batch) => res.write(sseBatch(batch)),
         reset: (chunk) => res.write(sseResetChunk(chunk)),
         progress: (revision) => res.write(sseProgress(revision)),
-      }, { services: req.query.service ?? [], sinceRevision: Number(resumeFrom), progressIntervalMs });
+      }, { transport: "sse", services: req.query.service ?? [], sinceRevision: Number(resumeFrom), progressIntervalMs });
     } catch (err) {
       if (err instanceof WatchInputError) return reply.code(400).send({ error: err.message, field: err.field });
       if (err instanceof TooManyWatchStreamsError) return reply.code(429).header("retry-after", "1").send({ error: err.message });

@@ -38,6 +38,7 @@ export class Compactor {
         const snapshot = this.core.compact(appliedIndex, data);
         await this.storage.saveSnapshot(snapshot);
         this.core.log.releaseSnapshotData(appliedIndex);
+        this.settings.observer.snapshot("compacted");
         this.log.info({ index: appliedIndex, bytes: data.byteLength, firstIndex: this.core.log.firstIndex() }, "compacted the log into a snapshot");
       } catch (err) {
         this.host.fail(asError(err));

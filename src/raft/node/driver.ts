@@ -80,6 +80,10 @@ export class RaftDriver {
   private stopped = false;
   private fatalError: Error | undefined;
   private lastLeaderContactAtMs: number | undefined;
+  /** The highest commit index a leader has told this node of: what "caught up" is measured against. */
+  private leaderCommitSeen = 0;
+  /** The leader last reported to the observer, so that only a change is reported. */
+  private observedLeader: NodeId = NONE;
   private leaderRequestHandler: LeaderRequestHandler | undefined;
   private readonly roleListeners: ((role: Role, leader: NodeId) => void)[] = [];
   private readonly fatalListeners: ((err: Error) => void)[] = [];
@@ -217,7 +221,14 @@ export class RaftDriver {
    */
   async propose(data: Uint8Array): Promise<number> {
     const parts = this.assertRunning();
-    return await parts.proposals.propose(data);
+    let applied = false;
+    try {
+      const index = await parts.proposals.propose(data);
+      applied = true;
+      return index;
+    } finally {
+      this.settings.observer.proposalSettled(applied);
+    }
   }
 
   /** Proposes a membership change, wherever the leader is. Resolves once applied here. */
@@ -295,6 +306,28 @@ export class RaftDriver {
     };
   }
 
+  /**
+   * How many committed entries this node has yet to apply: measured against the highest commit
+   * index any leader has told it of, so a follower still being caught up counts what it lacks.
+   */
+  get applyLagEntries(): number {
+    const core = this.started().core;
+    return Math.max(0, Math.max(core.log.committed, this.leaderCommitSeen) - this.appliedIndex);
+  }
+
+  /** On the leader: how many entries each other member's log trails its own last index. Empty on any other node. */
+  followerLagEntries(): Map<NodeId, number> {
+    const core = this.started().core;
+    const lag = new Map<NodeId, number>();
+    if (core.role !== "leader") return lag;
+    const lastIndex = core.log.lastIndex();
+    for (const id of [...core.conf.voters, ...core.conf.learners]) {
+      if (id === this.id) continue;
+      lag.set(id, Math.max(0, lastIndex - (core.progressOf(id)?.match ?? 0)));
+    }
+    return lag;
+  }
+
   /** Milliseconds since this node last heard from the leader: 0 on the leader, undefined if never. */
   get lastContactMs(): number | undefined {
     if (this.started().core.role === "leader") return 0;
@@ -359,7 +392,9 @@ export class RaftDriver {
     for (const m of messages) {
       if ((m.type === "append" || m.type === "heartbeat" || m.type === "snapshot") && m.term >= parts.core.term) {
         this.lastLeaderContactAtMs = this.settings.clock.nowMs();
+        if (m.type !== "snapshot") this.leaderCommitSeen = Math.max(this.leaderCommitSeen, m.commit);
       }
+      if (m.type === "appendResp") parts.loop.appends.received(m);
       this.guard(() => parts.core.step(m));
     }
     // An acknowledgement that moved the commit index produces appends carrying it: send them now.
@@ -440,6 +475,9 @@ export class RaftDriver {
     if (rd.softState !== undefined) {
       const { role, leader } = rd.softState;
       this.log.info({ role, leader, term: parts.core.term }, "raft role changed");
+      parts.loop.appends.clear();
+      if (leader !== NONE && leader !== this.observedLeader) this.settings.observer.leaderChanged(leader, parts.core.term);
+      this.observedLeader = leader;
       if (role !== "leader") parts.proposals.lostLeadership();
       parts.leaders.changed();
       parts.reads.leaderChanged();

@@ -11,6 +11,7 @@ import { SENDABLE_BEFORE_PERSIST, type RaftNode } from "../core/raft.js";
 import { SNAPSHOT_DATA_ON_DISK } from "../core/log.js";
 import { type Entry, type HardState, type Message, NONE, type Ready, type Snapshot, type SnapshotRequest } from "../core/types.js";
 import type { LogStorage } from "../storage/log_storage.js";
+import { AppendTimer } from "./observer.js";
 import type { PeerNetwork } from "./ports.js";
 import type { DriverSettings } from "./settings.js";
 
@@ -34,6 +35,8 @@ export class ReadyLoop {
   private readonly idleWaiters: (() => void)[] = [];
   private persistedTerm: number;
   private persistedVote: string;
+  /** Appends sent and not yet acknowledged, timed for the observer; the driver hands it the answers. */
+  readonly appends: AppendTimer;
 
   constructor(
     private readonly settings: DriverSettings,
@@ -46,6 +49,7 @@ export class ReadyLoop {
   ) {
     this.persistedTerm = persisted?.term ?? 0;
     this.persistedVote = persisted?.vote ?? NONE;
+    this.appends = new AppendTimer(settings.clock, settings.observer);
   }
 
   /** Runs the loop soon, or once more if it is running now. */
@@ -107,7 +111,13 @@ export class ReadyLoop {
       // messages go out. A commit index alone is rewritten without waiting for the disk.
       const sync = rd.entries.length > 0 || rd.snapshot !== undefined ||
         (rd.hardState !== undefined && (rd.hardState.term !== this.persistedTerm || rd.hardState.vote !== this.persistedVote));
+      // A new term with our own vote is a campaign of ours; a pre-vote writes nothing, so only real elections count.
+      if (rd.hardState !== undefined && rd.hardState.term > this.persistedTerm && rd.hardState.vote === this.settings.id) {
+        this.settings.observer.electionStarted(rd.hardState.term);
+      }
+      const writeStartMs = this.settings.clock.nowMs();
       await this.storage.saveReady({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, { sync });
+      if (sync) this.settings.observer.logSynced(Math.max(0, this.settings.clock.nowMs() - writeStartMs) / 1000);
       if (rd.hardState !== undefined) {
         this.persistedTerm = rd.hardState.term;
         this.persistedVote = rd.hardState.vote;
@@ -117,6 +127,7 @@ export class ReadyLoop {
     if (late.length > 0) this.send(late);
     if (rd.snapshot !== undefined) {
       this.handlers.restore(rd.snapshot);
+      this.settings.observer.snapshot("installed");
       this.log.info({ index: rd.snapshot.metadata.index }, "installed snapshot from the leader");
     }
     if (!applyFirst) this.handlers.apply(rd.committedEntries);
@@ -133,7 +144,7 @@ export class ReadyLoop {
   send(messages: Message[]): void {
     const fromDisk = (m: Message): m is SnapshotRequest => m.type === "snapshot" && m.snapshot.data === SNAPSHOT_DATA_ON_DISK;
     if (!messages.some(fromDisk)) {
-      this.network.send(messages);
+      this.handOver(messages);
       return;
     }
     const now: Message[] = [];
@@ -141,7 +152,14 @@ export class ReadyLoop {
       if (fromDisk(m)) void this.sendSnapshotFromDisk(m);
       else now.push(m);
     }
-    if (now.length > 0) this.network.send(now);
+    if (now.length > 0) this.handOver(now);
+  }
+
+  /** The network takes them; appends start their clocks and snapshots are counted on the way. */
+  private handOver(messages: Message[]): void {
+    this.appends.sent(messages);
+    for (const m of messages) if (m.type === "snapshot") this.settings.observer.snapshot("sent");
+    this.network.send(messages);
   }
 
   private async sendSnapshotFromDisk(m: SnapshotRequest): Promise<void> {
@@ -156,7 +174,7 @@ export class ReadyLoop {
         this.schedule();
         return;
       }
-      this.network.send([{ ...m, snapshot: stored }]);
+      this.handOver([{ ...m, snapshot: stored }]);
     } catch (err) {
       this.handlers.fail(asError(err));
     }

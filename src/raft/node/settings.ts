@@ -7,6 +7,7 @@ import type { LogStorage } from "../storage/log_storage.js";
 import type { RaftConfig } from "../core/raft.js";
 import type { RandomSource } from "../core/random.js";
 import type { NodeId } from "../core/types.js";
+import { type RaftObserver, silentRaftObserver } from "./observer.js";
 import { type Clock, type PeerNetwork, systemClock } from "./ports.js";
 
 /** Bugs planted in the driver, as PLANTED_BUGS plants them in the core, for the mutation run. */
@@ -49,6 +50,8 @@ export interface RaftDriverOptions {
   /** Core settings to override (message and window sizes, the catch-up margin, planted bugs). */
   readonly raft?: Partial<Omit<RaftConfig, "id" | "random">>;
   readonly plantedBug?: DriverPlantedBug;
+  /** Told of fsyncs, acknowledged appends, elections and snapshots (the server's metrics); none by default. */
+  readonly observer?: RaftObserver;
 }
 
 export const driverDefaults = {
@@ -77,6 +80,7 @@ export interface DriverSettings {
   readonly leaderWaitMs: number;
   readonly raft: Partial<Omit<RaftConfig, "id" | "random">>;
   readonly plantedBug: DriverPlantedBug | undefined;
+  readonly observer: RaftObserver;
 }
 
 const cryptoRandom: RandomSource = { nextInt: (bound) => randomInt(bound) };
@@ -100,6 +104,7 @@ export function resolveDriverSettings(opts: RaftDriverOptions): DriverSettings {
     leaderWaitMs: positive("leaderWaitMs"),
     raft: opts.raft ?? {},
     plantedBug: opts.plantedBug,
+    observer: opts.observer ?? silentRaftObserver,
   };
   if (settings.electionTimeoutTicks <= settings.heartbeatIntervalTicks) {
     throw new RangeError(`electionTimeoutTicks (${settings.electionTimeoutTicks}) must exceed heartbeatIntervalTicks (${settings.heartbeatIntervalTicks})`);
