@@ -27,6 +27,8 @@ import { runtimeRoutes } from "./cluster/runtime.js";
 import { watchRoutes } from "./watch/sse.js";
 import { RateLimiter, addRateLimits, rateLimitDefaults } from "./rate_limit.js";
 import { type CsrVerifier, inlineVerifier } from "../ca/verify_pool.js";
+import type { SnapshotService } from "../state/snapshots.js";
+import { snapshotRoutes } from "./snapshot.js";
 
 interface HttpError {
   readonly statusCode?: number;
@@ -60,6 +62,8 @@ export interface HttpServerOptions {
   readonly audit?: AuditLog;
   /** Tokens and policies; every route is checked against them (all allowed when ACLs are off). */
   readonly acl: AclService;
+  /** Saves and restores snapshots of the whole state (GET and PUT /v1/snapshot). */
+  readonly snapshots: SnapshotService;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -132,6 +136,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   aclRoutes(app, { acl: opts.acl, driver: opts.driver });
   runtimeRoutes(app, { blockingQueries: () => opts.registry.waiters.waiting });
   clusterRoutes(app, opts.driver, opts.clusterId);
+  snapshotRoutes(app, { snapshots: opts.snapshots, driver: opts.driver });
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
   caRoutes(app, { ca: opts.ca, driver: opts.driver, verifier: opts.csrVerifier ?? inlineVerifier });

@@ -30,6 +30,7 @@ import { KvStateMachine } from "../kv/kv.js";
 import { Registry } from "../registry/registry.js";
 import { RegistryState } from "../registry/state.js";
 import { ClusterStateMachine } from "../state/cluster.js";
+import { SnapshotService } from "../state/snapshots.js";
 import { RaftDriver } from "../raft/node/driver.js";
 import { driverDefaults } from "../raft/node/settings.js";
 import { PeerTransport } from "../raft/transport/transport.js";
@@ -77,6 +78,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const registryState = new RegistryState(cfg.watchWindowEvents === undefined ? {} : { eventsMax: cfg.watchWindowEvents });
   const caState = new CaState();
   const aclState = new AclState();
+  const clusterState = new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState });
   let sealer: KeySealer;
   try {
     sealer = new KeySealer(
@@ -107,7 +109,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
     ...(joinPeers === undefined ? {} : { joinPeers }),
     storage,
-    stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState }),
+    stateMachine: clusterState,
     logger: logger.child({ component: "raft" }),
     tickMs,
     ...(cfg.leaderWaitMs === undefined ? {} : { leaderWaitMs: cfg.leaderWaitMs }),
@@ -175,8 +177,9 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const autoTls = cfg.publicTls.mode === "auto" ? startAutoTls(cfg, ca, logger) : undefined;
   const publicTls = autoTls === undefined ? fileTls : await firstAutoTlsOrExit(autoTls, driver, logger);
   const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
+  const snapshots = new SnapshotService({ driver, state: clusterState, clusterId, ca, logger: logger.child({ component: "snapshot" }) });
   const http = buildHttpServer({
-    driver, kv, registry, ca, acl, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    driver, kv, registry, ca, acl, clusterId, snapshots, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
     rateLimiter: new RateLimiter(cfg.rateLimits),
     csrVerifier,
     limits: cfg.httpLimits,
