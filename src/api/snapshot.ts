@@ -7,11 +7,11 @@ import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
 import type { RaftDriver } from "../raft/node/driver.js";
 import { SNAPSHOT_RESTORE_BYTES_MAX } from "../state/restore.js";
 import { SnapshotFileError, snapshotHeaderJson } from "../state/snapshot_file.js";
-import { SnapshotConflictError, type SnapshotService } from "../state/snapshots.js";
+import { SnapshotConflictError, type SnapshotService, SnapshotTooLargeError } from "../state/snapshots.js";
 import { ConsulBadRequest } from "./consul/decode.js";
 import { goBool } from "./consul/routes.js";
 import { sendError } from "./errors.js";
-import type { RouteAcl } from "./acl/enforce.js";
+import { type RouteAcl, accessorOf } from "./acl/enforce.js";
 
 /** A restore's request body, at most: the largest body a restore takes, and room for the file's header. */
 export const SNAPSHOT_FILE_BYTES_MAX = SNAPSHOT_RESTORE_BYTES_MAX + 64 * 1024;
@@ -73,6 +73,7 @@ function routes(app: FastifyInstance, { snapshots, driver }: SnapshotRouteDeps):
   const fail = (reply: FastifyReply, err: unknown): FastifyReply => {
     if (err instanceof SnapshotFileError) return reply.code(400).send({ error: err.message, problem: err.problem });
     if (err instanceof SnapshotConflictError) return reply.code(409).send({ error: err.message, conflict: err.conflict });
+    if (err instanceof SnapshotTooLargeError) return reply.code(413).send({ error: err.message });
     if (err instanceof ConsulBadRequest) return reply.code(400).send({ error: err.message });
     return sendError(reply, err, (id) => driver.peerAddressOf(id));
   };
@@ -96,10 +97,12 @@ function routes(app: FastifyInstance, { snapshots, driver }: SnapshotRouteDeps):
       tags: SNAPSHOT_TAGS,
       response: { 200: { type: "string", format: "binary", description: "the snapshot file: see docs/operations.md" } },
     },
-  }, async (_req, reply) => {
+  }, async (req, reply) => {
     try {
       const saved = await snapshots.save();
       const { header } = saved;
+      // A snapshot carries the CA's keys: who took one is worth a line, by accessor (never the secret).
+      req.log.info({ index: header.index, accessor: accessorOf(req), remote: req.ip }, "snapshot served");
       return await reply
         .type("application/octet-stream")
         .header("content-length", String(saved.fileBytes))

@@ -148,7 +148,7 @@ export class RestoreStaging {
       case OP_RESTORE_BEGIN:
         // Over the bound, nothing is staged (every node alike), and its commit is refused.
         this.staged = cmd.bodyBytes > SNAPSHOT_RESTORE_BYTES_MAX ? undefined
-          : { restoreId: cmd.restoreId, bodyBytes: cmd.bodyBytes, bodySha256: cmd.bodySha256, chunks: [], receivedBytes: 0 };
+          : { restoreId: cmd.restoreId, bodyBytes: cmd.bodyBytes, bodySha256: cmd.bodySha256.slice(), chunks: [], receivedBytes: 0 };
         break;
       case OP_RESTORE_CHUNK: {
         const s = this.staged;
@@ -202,8 +202,8 @@ export class RestoreStaging {
     if (format !== STAGING_FORMAT) throw new CodecError(`restore staging format ${format} is not understood by this build`);
     const restoreId = readRestoreId(r);
     const bodyBytes = r.uint();
-    const bodySha256 = readSha256(r);
-    // A copy: a view would keep the whole compaction snapshot it came in alive.
+    // Copies: a view would keep the whole compaction snapshot it came in alive.
+    const bodySha256 = readSha256(r).slice();
     const received = r.bytes().slice();
     r.done();
     if (received.byteLength > bodyBytes) throw new CodecError(`restore staging holds ${received.byteLength} bytes of a ${bodyBytes}-byte snapshot`);

@@ -41,6 +41,14 @@ export class SnapshotConflictError extends Error {
   }
 }
 
+/** The snapshot's body is larger than a restore takes (HTTP 413). */
+export class SnapshotTooLargeError extends Error {
+  constructor(bodyBytes: number) {
+    super(`the snapshot's body has ${bodyBytes} bytes, more than a restore takes (${SNAPSHOT_RESTORE_BYTES_MAX}, SNAPSHOT_RESTORE_BYTES_MAX)`);
+    this.name = "SnapshotTooLargeError";
+  }
+}
+
 export interface SavedSnapshot {
   readonly header: SnapshotHeader;
   readonly chunks: Chunks;
@@ -113,9 +121,7 @@ export class SnapshotService {
         `the snapshot was taken from cluster ${header.clusterId}, not this one (${this.opts.clusterId}); restoring it replaces this cluster's whole state ` +
         "with that cluster's. If that is what you mean (moving to a new cluster, say), restore with --force (?force)");
     }
-    if (body.byteLength > SNAPSHOT_RESTORE_BYTES_MAX) {
-      throw new SnapshotConflictError("refused", `the snapshot's body has ${body.byteLength} bytes, more than a restore takes (${SNAPSHOT_RESTORE_BYTES_MAX})`);
-    }
+    if (body.byteLength > SNAPSHOT_RESTORE_BYTES_MAX) throw new SnapshotTooLargeError(body.byteLength);
     const caSection = sections.find((s) => s.name === "ca");
     const keyProblem = caSection === undefined ? undefined : this.opts.ca?.restoreProblem(decodeCaSnapshot(caSection.bytes).roots);
     if (keyProblem !== undefined) throw new SnapshotConflictError("unusableKeys", keyProblem);
