@@ -32,6 +32,7 @@ const OPERATIONS: Readonly<Record<string, string>> = {
   "POST /v1/cluster/members": "membership.add",
   "DELETE /v1/cluster/members/:id": "membership.remove",
   "POST /v1/cluster/leader": "leader.transfer",
+  "PUT /v1/snapshot": "snapshot.restore",
 };
 
 /** The audit's name for a write on `route`: from the table, else acl.* for ACL routes, else the method and route. */

@@ -29,6 +29,8 @@ import { RateLimiter, addRateLimits, rateLimitDefaults } from "./rate_limit.js";
 import { type CsrVerifier, inlineVerifier } from "../ca/verify_pool.js";
 import type { NodeMetrics } from "../metrics/metrics.js";
 import { instrumentHttp, metricsRoutes } from "./metrics.js";
+import type { SnapshotService } from "../state/snapshots.js";
+import { snapshotRoutes } from "./snapshot.js";
 
 interface HttpError {
   readonly statusCode?: number;
@@ -66,6 +68,8 @@ export interface HttpServerOptions {
   readonly metrics: NodeMetrics;
   /** --metrics-open: GET /metrics needs no token even with ACLs on. */
   readonly metricsOpen?: boolean;
+  /** Saves and restores snapshots of the whole state (GET and PUT /v1/snapshot). */
+  readonly snapshots: SnapshotService;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -141,6 +145,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   aclRoutes(app, { acl: opts.acl, driver: opts.driver });
   runtimeRoutes(app, { blockingQueries: () => opts.registry.waiters.waiting });
   clusterRoutes(app, opts.driver, opts.clusterId);
+  snapshotRoutes(app, { snapshots: opts.snapshots, driver: opts.driver });
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
   caRoutes(app, { ca: opts.ca, driver: opts.driver, verifier: opts.csrVerifier ?? inlineVerifier });

@@ -39,7 +39,7 @@ interface Operation {
   readonly tags?: readonly string[];
   readonly parameters: Parameter[];
   readonly requestBody?: { readonly required: boolean; readonly content: { readonly "application/json": { readonly schema: Schema } } };
-  readonly responses: Record<string, { readonly description: string; readonly content?: { readonly "application/json": { readonly schema: Schema } } }>;
+  readonly responses: Record<string, { readonly description: string; readonly content?: Readonly<Record<string, { readonly schema: Schema }>> }>;
   readonly "x-cairn-acl"?: string;
 }
 
@@ -144,9 +144,11 @@ function responsesOf(value: unknown): Operation["responses"] {
   for (const [status, raw] of Object.entries(byStatus)) {
     const s = asSchema(raw) ?? {};
     const key = /^[1-5]xx$/i.test(status) ? status.toUpperCase() : status;
+    // A binary string is a file, not JSON (GET /v1/snapshot answers one).
+    const media = s.type === "string" && s.format === "binary" ? "application/octet-stream" : "application/json";
     out[key] = {
       description: typeof s.description === "string" ? s.description : "OK",
-      content: { "application/json": { schema: toOpenApiSchema(s) } },
+      content: { [media]: { schema: toOpenApiSchema(s) } },
     };
   }
   return out;

@@ -426,6 +426,22 @@ export class CertificateAuthority {
     );
   }
 
+  /**
+   * Why this node could not sign if its roots became `roots` (a backup's, before it is restored):
+   * the active intermediate's key is sealed under a KEK this node does not hold. Undefined when
+   * it could sign with them.
+   */
+  restoreProblem(roots: readonly CaRoot[]): string | undefined {
+    const active = roots.find((r) => r.active);
+    if (active === undefined) return undefined;
+    const sealer = this.opts.sealer;
+    const under = sealer.sealedUnder(active.intermediateKeySealed);
+    if (under.kind !== "unknown") return undefined;
+    const held = sealer.kekId === undefined ? "it has no KEK" : `it holds ${[sealer.kekId, ...sealer.previousKekIds].join(", ")}`;
+    return `the snapshot's CA keys are sealed under KEK ${under.kekId ?? "(in a format this build does not know)"}, which this node does not hold (${held}), ` +
+      "so after a restore no node could sign: give every node that KEK (--ca-kek-file, or --ca-kek-previous-file beside a new current one), then restore again";
+  }
+
   /** The intermediates a leaf of `root` presents: its intermediate, then the cross-signed root while the old root is trusted. */
   private chainOf(root: CaRoot): string[] {
     return this.state.roots.length > 1 ? intermediatesOf(root) : [root.intermediateCertificatePem];

@@ -7,7 +7,8 @@
 // Time-based decisions (when a replaced root may leave the bundle) are the leader's, stamped in
 // the command, so apply() stays deterministic.
 
-import type { Chunks } from "../common/codec.js";
+import { type Chunks, CodecError } from "../common/codec.js";
+import { type FieldKinds, jsonArray, jsonRecord, parseJson } from "../common/json_shape.js";
 import type { StateMachine } from "../raft/state_machine.js";
 
 /** One trusted root, with the intermediate that signs leaves while the root is active. */
@@ -62,8 +63,38 @@ export interface CaSnapshotShape {
   readonly roots: CaRoot[];
 }
 
+const ROOT_FIELDS: FieldKinds<CaRoot> = {
+  id: "string", name: "string", keyType: "string", rootCertificatePem: "string", rootKeySealed: "string|null",
+  intermediateCertificatePem: "string", intermediateKeySealed: "string", crossSignedCertificatePem: "string|null",
+  notBeforeMs: "whole", notAfterMs: "whole", createIndex: "whole", modifyIndex: "whole", active: "boolean", retireAfterMs: "whole|null",
+};
+const SNAPSHOT_FIELDS: FieldKinds<CaSnapshotShape> = { version: "whole", revision: "whole", trustDomain: "string|null", roots: "array" };
+
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
+const strictTextDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A CA snapshot, decoded strictly: every field of every root has its type and no other field is
+ * there, and the roots hold exactly one active root (none only in a CA not created yet), each id once.
+ */
+export function decodeCaSnapshot(data: Uint8Array): CaSnapshotShape {
+  let text: string;
+  try {
+    text = strictTextDecoder.decode(data);
+  } catch {
+    throw new CodecError("the CA snapshot is not UTF-8 text");
+  }
+  const head = jsonRecord<CaSnapshotShape>(parseJson(text, "the CA snapshot"), SNAPSHOT_FIELDS, "ca");
+  const version: number = head.version;
+  if (version !== 1) throw new CodecError(`CA snapshot version ${version} is not one this build understands (1)`);
+  const roots = jsonArray(head.roots, "ca.roots").map((r, i) => jsonRecord<CaRoot>(r, ROOT_FIELDS, `ca.roots[${i}]`));
+  if (new Set(roots.map((r) => r.id)).size !== roots.length) throw new CodecError("ca.roots: a root id appears twice");
+  const active = roots.filter((r) => r.active).length;
+  if (active !== (roots.length === 0 ? 0 : 1)) throw new CodecError(`ca.roots: ${active} roots are active; a CA has exactly one`);
+  if ((head.trustDomain === null) !== (roots.length === 0)) throw new CodecError("ca.trustDomain: set exactly when the CA has roots");
+  return { version: 1, revision: head.revision, trustDomain: head.trustDomain, roots };
+}
 
 export function encodeCaCommand(cmd: CaCommand): Uint8Array {
   return textEncoder.encode(JSON.stringify(cmd));
@@ -137,6 +168,20 @@ export class CaState implements StateMachine {
     this.rootsValue = shape.roots;
     this.trustDomainValue = shape.trustDomain;
     this.changed(shape.revision);
+  }
+
+  /**
+   * Replaces the state with a backup's (snapshot() bytes, from this cluster or another), as if
+   * every root in it were written at `revision`, which also becomes the CA's revision: so the
+   * signer, the bundle's blocking queries and streams all see a change, even where the backup's
+   * own revision happens to equal this cluster's. Strict (decodeCaSnapshot): a backup that does
+   * not decode throws CodecError and changes nothing.
+   */
+  restoreBackup(data: Uint8Array, revision: number): void {
+    const shape = decodeCaSnapshot(data);
+    this.rootsValue = shape.roots.map((r) => ({ ...r, createIndex: revision, modifyIndex: revision }));
+    this.trustDomainValue = shape.trustDomain;
+    this.changed(revision);
   }
 
   private changed(revision: number): void {

@@ -32,6 +32,7 @@ import { KvStateMachine } from "../kv/kv.js";
 import { Registry } from "../registry/registry.js";
 import { RegistryState } from "../registry/state.js";
 import { ClusterStateMachine } from "../state/cluster.js";
+import { SnapshotService } from "../state/snapshots.js";
 import { RaftDriver } from "../raft/node/driver.js";
 import { driverDefaults } from "../raft/node/settings.js";
 import { PeerTransport } from "../raft/transport/transport.js";
@@ -79,6 +80,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const registryState = new RegistryState(cfg.watchWindowEvents === undefined ? {} : { eventsMax: cfg.watchWindowEvents });
   const caState = new CaState();
   const aclState = new AclState();
+  const clusterState = new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState });
   let sealer: KeySealer;
   try {
     sealer = new KeySealer(
@@ -111,7 +113,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     ...(cfg.initialCluster === undefined ? {} : { initialCluster: cfg.initialCluster }),
     ...(joinPeers === undefined ? {} : { joinPeers }),
     storage,
-    stateMachine: new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState }),
+    stateMachine: clusterState,
     logger: logger.child({ component: "raft" }),
     tickMs,
     ...(cfg.leaderWaitMs === undefined ? {} : { leaderWaitMs: cfg.leaderWaitMs }),
@@ -190,8 +192,9 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
   const rateLimiter = new RateLimiter(cfg.rateLimits);
   metrics.api.readRateLimits(rateLimiter.refusals);
+  const snapshots = new SnapshotService({ driver, state: clusterState, clusterId, ca, logger: logger.child({ component: "snapshot" }) });
   const http = buildHttpServer({
-    driver, kv, registry, ca, acl, clusterId, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    driver, kv, registry, ca, acl, clusterId, snapshots, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
     rateLimiter,
     metrics,
     metricsOpen: cfg.metricsOpen,

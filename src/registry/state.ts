@@ -361,23 +361,61 @@ export class RegistryState implements StateMachine {
     for (const l of this.listeners) l(this.revisionValue, new Set(this.serviceIndexes.keys()), true, RESTORED);
   }
 
+  /**
+   * Replaces the state with a backup's (snapshot() bytes, from this cluster or another), as if
+   * every instance in it were written at `revision`: their create and modify indexes, every
+   * service's index (those the backup lacks too, so their blocking queries see them empty) and
+   * the catalog's all become `revision`. A backup's indexes count another log's entries, so kept
+   * as they are they could run ahead of this log, or fall behind what watchers here have seen.
+   * Strict: only the binary format, every byte accounted for; a backup that does not decode
+   * throws CodecError and changes nothing.
+   */
+  restoreBackup(data: Uint8Array, revision: number): void {
+    if (data[0] !== SNAPSHOT_FORMAT_BINARY) {
+      throw new CodecError(`registry section starts with format ${data[0] ?? "(none: it is empty)"}, not ${SNAPSHOT_FORMAT_BINARY}, the format backups are written in`);
+    }
+    const previousServices = [...this.serviceIndexes.keys()];
+    const loaded = this.decodeBinary(data, revision);
+    this.instances = loaded.instances;
+    this.byService = loaded.byService;
+    this.checkOwner = loaded.checkOwner;
+    this.serviceIndexes = new Map();
+    for (const service of [...previousServices, ...loaded.serviceIndexes.keys()]) this.serviceIndexes.set(service, revision);
+    this.catalogIndexValue = revision;
+    this.revisionValue = revision;
+    this.events.restart(revision);
+    for (const l of this.listeners) l(revision, new Set(this.serviceIndexes.keys()), true, RESTORED);
+  }
+
   private restoreBinary(data: Uint8Array): void {
+    const loaded = this.decodeBinary(data, undefined);
+    this.instances = loaded.instances;
+    this.byService = loaded.byService;
+    this.checkOwner = loaded.checkOwner;
+    this.serviceIndexes = loaded.serviceIndexes;
+    this.catalogIndexValue = loaded.catalogIndex;
+    this.revisionValue = loaded.revision;
+  }
+
+  /** Decodes a binary snapshot into new maps; `rebaseTo`, when given, replaces every instance's indexes. */
+  private decodeBinary(data: Uint8Array, rebaseTo: number | undefined): LoadedRegistry {
     const r = new Reader(data);
     const format = r.u8();
-    if (format !== SNAPSHOT_FORMAT_BINARY) throw new Error(`registry snapshot format ${format} is not understood by this build`);
-    this.revisionValue = r.uint();
-    this.catalogIndexValue = r.uint();
+    if (format !== SNAPSHOT_FORMAT_BINARY) throw new CodecError(`registry snapshot format ${format} is not understood by this build`);
+    const loaded: LoadedRegistry = { revision: r.uint(), catalogIndex: r.uint(), serviceIndexes: new Map(), instances: new Map(), byService: new Map(), checkOwner: new Map() };
     const services = r.uint();
-    for (let i = 0; i < services; i++) this.serviceIndexes.set(r.string(), r.uint());
+    for (let i = 0; i < services; i++) loaded.serviceIndexes.set(r.string(), r.uint());
     const count = r.uint();
     const table = new SnapshotStringReader(r, (s) => this.intern(s));
     for (let i = 0; i < count; i++) {
       const def = readDefinition(r, table);
       const createIndex = r.uint();
       const modifyIndex = r.uint();
-      this.restoreInstance(this.compact(def, readChecks(r), createIndex, modifyIndex));
+      if (loaded.instances.has(def.id)) throw new CodecError(`registry snapshot holds instance ${def.id} twice`);
+      addInstance(loaded, this.compact(def, readChecks(r), rebaseTo ?? createIndex, rebaseTo ?? modifyIndex));
     }
     r.done();
+    return loaded;
   }
 
   /** Snapshots written before format 2, which are still on disk and in flight. */
@@ -387,15 +425,8 @@ export class RegistryState implements StateMachine {
     this.revisionValue = shape.revision;
     this.catalogIndexValue = shape.catalogIndex;
     this.serviceIndexes = new Map(shape.serviceIndex);
-    for (const decoded of shape.instances) this.restoreInstance(this.compact(decoded, decoded.checks, decoded.createIndex, decoded.modifyIndex));
-  }
-
-  private restoreInstance(inst: Instance): void {
-    this.instances.set(inst.id, inst);
-    let ids = this.byService.get(inst.service);
-    if (ids === undefined) this.byService.set(inst.service, (ids = new Set()));
-    ids.add(inst.id);
-    for (const c of inst.checks) this.checkOwner.set(c.checkId, inst.id);
+    const into = { instances: this.instances, byService: this.byService, checkOwner: this.checkOwner };
+    for (const decoded of shape.instances) addInstance(into, this.compact(decoded, decoded.checks, decoded.createIndex, decoded.modifyIndex));
   }
 
   // ---------------------------------------------------------------- queries
@@ -475,6 +506,24 @@ export class RegistryState implements StateMachine {
     for (const inst of this.instances.values()) counts[aggregateStatus(inst.checks)]++;
     return counts;
   }
+}
+
+/** The maps a snapshot fills. */
+interface LoadedRegistry {
+  readonly revision: number;
+  readonly catalogIndex: number;
+  readonly serviceIndexes: Map<string, number>;
+  readonly instances: Map<string, Instance>;
+  readonly byService: Map<string, Set<string>>;
+  readonly checkOwner: Map<string, string>;
+}
+
+function addInstance(into: Pick<LoadedRegistry, "instances" | "byService" | "checkOwner">, inst: Instance): void {
+  into.instances.set(inst.id, inst);
+  let ids = into.byService.get(inst.service);
+  if (ids === undefined) into.byService.set(inst.service, (ids = new Set()));
+  ids.add(inst.id);
+  for (const c of inst.checks) into.checkOwner.set(c.checkId, inst.id);
 }
 
 function sameTags(a: readonly string[], b: readonly string[]): boolean {

@@ -41,7 +41,8 @@ void describe("the certificate authority on a one-node cluster", () => {
   let driver: RaftDriver;
   let ca: CertificateAuthority;
   let state: CaState;
-  const sealer = new KeySealer(randomBytes(KEK_BYTES));
+  const kek = randomBytes(KEK_BYTES);
+  const sealer = new KeySealer(kek);
   let clockOffsetMs = 0;
   const now = (): number => Date.now() + clockOffsetMs;
 
@@ -81,6 +82,15 @@ void describe("the certificate authority on a one-node cluster", () => {
       () => stranger.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/web") }, { token: undefined, origin: "test" }),
       (err: Error) => err instanceof CaUnavailableError && /every node needs the same KEK/.test(err.message),
     );
+  });
+
+  void test("roots whose keys are sealed under a KEK this node lacks are named a restore problem before any restore; under a previous KEK they are not", () => {
+    const roots = state.roots;
+    assert.equal(ca.restoreProblem(roots), undefined);
+    const stranger = new CertificateAuthority({ driver, state, sealer: new KeySealer(randomBytes(KEK_BYTES)), authorizer: denySecret, settings: { ...caDefaults }, logger });
+    assert.match(stranger.restoreProblem(roots) ?? "", new RegExp(`sealed under KEK ${sealer.kekId ?? "?"}, which this node does not hold \\(it holds \\S+\\).*give every node that KEK`));
+    const rotating = new CertificateAuthority({ driver, state, sealer: new KeySealer(randomBytes(KEK_BYTES), [kek]), authorizer: denySecret, settings: { ...caDefaults }, logger });
+    assert.equal(rotating.restoreProblem(roots), undefined, "a previous KEK unseals, so the restore may go ahead");
   });
 
   void test("a replaced root stays in the bundle until its last leaf could have expired, then the leader retires it", async () => {

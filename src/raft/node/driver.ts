@@ -76,6 +76,8 @@ export class RaftDriver {
   private readonly joinPeers: ReadonlyMap<NodeId, string> | undefined;
   private parts: Running | undefined;
   private appliedIndex = 0;
+  /** The term of the entry at appliedIndex (of the snapshot, when that is what was applied last). */
+  private appliedTermValue = 0;
   private ticker: Timer | undefined;
   private stopped = false;
   private fatalError: Error | undefined;
@@ -354,6 +356,11 @@ export class RaftDriver {
     return this.appliedIndex;
   }
 
+  /** The term of the last entry applied here: with `applied`, names the point the state machine is at. */
+  get appliedTerm(): number {
+    return this.appliedTermValue;
+  }
+
   /** Whether start() has finished, so that `core` may be read. */
   get isStarted(): boolean {
     return this.parts !== undefined;
@@ -450,6 +457,7 @@ export class RaftDriver {
         if (e.change.type === "remove" && e.change.node === this.id) removedHere = true;
       }
       this.appliedIndex = e.index;
+      this.appliedTermValue = e.term;
       parts.proposals.entryApplied(e);
     }
     parts.applied.release(this.appliedIndex);
@@ -464,6 +472,7 @@ export class RaftDriver {
     this.addresses.replace(members);
     this.stateMachine.restore(app);
     this.appliedIndex = snapshot.metadata.index;
+    this.appliedTermValue = snapshot.metadata.term;
     this.started().proposals.snapshotInstalled(this.appliedIndex);
     this.started().applied.release(this.appliedIndex);
   }
