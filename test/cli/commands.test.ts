@@ -255,6 +255,23 @@ void describe("the cairn CLI against a three-node cluster with ACLs on (n3 over 
     assert.match(unknownService.stderr, /service nosuch has no instances/);
   });
 
+  void test("register --heartbeat keeps its TTL check passing while one registered without it lapses, and Ctrl-C deregisters it", async () => {
+    const kept = startCairn(["register", "--name", "hb", "--id", "hb-kept", "--ttl", "1s", "--heartbeat", ...asAdmin]);
+    expectOk(await cairn(["register", "--name", "hb", "--id", "hb-lapsed", "--ttl", "1s", ...asAdmin]), "register without --heartbeat");
+    await until(() => /heartbeating service:hb-kept/.test(kept.stderr), () => kept.stdout + kept.stderr);
+    const statuses = async (): Promise<Record<string, string>> => {
+      const found = json<{ id: string; status: string }[]>(await cairn(["instances", "hb", "--json", ...asAdmin]), "instances hb");
+      return Object.fromEntries(found.map((i) => [i.id, i.status]));
+    };
+    let seen: Record<string, string> = {};
+    // Once the unheartbeated check has lapsed, more than a TTL has passed for the other too.
+    await waitFor(async () => ((seen = await statuses())["hb-lapsed"] === "critical" ? true : undefined), CHANGE_WAIT_MS, () => JSON.stringify(seen));
+    assert.equal(seen["hb-kept"], "passing", "the heartbeated check stays passing");
+    assert.equal(await stop(kept, "SIGINT"), 0, kept.stderr);
+    assert.match(kept.stderr, /deregistered hb-kept/);
+    assert.deepEqual(Object.keys(await statuses()), ["hb-lapsed"]);
+  });
+
   void test("watch prints a registration made meanwhile (a line, or a JSON object with --json, also over HTTPS), and Ctrl-C ends it with 0", async () => {
     const lines = startCairn(["watch", "web", "--addr", follower.info.http, "--token", token]);
     // Every service, streamed over HTTPS from n3.
