@@ -158,9 +158,11 @@ void describe("the cairn CLI against a three-node cluster with ACLs on (n3 over 
   });
 
   void test("without a token a command is refused with 403 and told to pass one; exit 1", async () => {
-    const run = await cairn(["members", "list", "--addr", n1]);
+    const [run, watch] = await Promise.all([cairn(["members", "list", "--addr", n1]), cairn(["watch", "web", "--addr", n1])]);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /^cairn: could not list the cluster's members \(HTTP 403: Permission denied: .*operator:read.*\); no token was given: pass one that has operator:read with --token/);
+    assert.equal(watch.code, 1, "a refused watch ends rather than retrying");
+    assert.match(watch.stderr, /^cairn: could not watch the registry \(HTTP 403: Permission denied: .*service:read.*\); no token was given: pass one that has service:read on the services it watches/);
   });
 
   void test("members list: a table, and --json, by --addr and by CAIRN_HTTP_ADDR and CAIRN_TOKEN against a follower", async () => {

@@ -163,7 +163,7 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[]):
       flags.set("--help", ["true"]);
       continue;
     }
-    if (!arg.startsWith("--") || arg === "--") {
+    if (!arg.startsWith("--")) {
       positionals.push(arg);
       continue;
     }

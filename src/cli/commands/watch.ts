@@ -36,7 +36,11 @@ const watch: Command = {
   async run(ctx) {
     const services = ctx.parsed.positionals;
     const client = ctx.client();
-    const view: ServiceView = services.length === 0 ? client.catalogView({ health: "all" }) : client.serviceView(services, { health: "all" });
+    // A stream that breaks is resumed on the next node by the view; the operator hears of it. The refusal that ends the view is reported once, below.
+    const onError = (err: Error): void => {
+      if (err !== view.error) ctx.note(`cairn watch: ${err.message}; resuming\n`);
+    };
+    const view: ServiceView = services.length === 0 ? client.catalogView({ health: "all", onError }) : client.serviceView(services, { health: "all", onError });
     const viewEnded = new AbortController();
     void view.done.then(() => viewEnded.abort());
     view.onChange((change: ViewChange) => {
