@@ -19,6 +19,7 @@ import { backoffDelayMs } from "../common/backoff.js";
 import { asError, errorMessage } from "../common/errors.js";
 import { type RenewalWindow, renewalAtMs, renewalWindowAround } from "../common/renewal.js";
 import { type Transport, sleep } from "./transport.js";
+import { WireDecodeError, array, bool, decodeAnswer, fields, stringArray, text, whole } from "./decode.js";
 import { watchLimits } from "./watch.js";
 
 export interface CertificateOptions {
@@ -91,9 +92,26 @@ export interface CertificateDeps {
   readonly logger?: Logger | undefined;
 }
 
-interface Bundle {
+/** GET /v1/ca/bundle: every root a peer's chain may lead to. */
+export interface TrustBundle {
+  readonly trustDomain: string;
+  /** The CA's revision: it moves when the roots change. */
   readonly index: number;
   readonly roots: readonly { readonly id: string; readonly certificate: string; readonly active: boolean }[];
+}
+
+type Bundle = TrustBundle;
+
+/** POST /v1/ca/sign's answer. */
+export interface SignedCertificate {
+  /** The leaf, PEM. */
+  readonly certificate: string;
+  /** Its intermediates, PEM, leaf side first. */
+  readonly chain: readonly string[];
+  readonly spiffeId: string;
+  readonly serial: string;
+  readonly notBeforeMs: number;
+  readonly notAfterMs: number;
 }
 
 interface Leaf {
@@ -213,13 +231,11 @@ export class WorkloadCertificate {
   private async sign(): Promise<Leaf> {
     const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const csr = createCsr(this.opts.spiffeId, this.opts.dnsNames ?? [], privateKey, publicKey);
-    const body = { csr, ...(this.opts.ttl === undefined ? {} : { ttl: this.opts.ttl }) };
     const rootId = this.activeRootId();
-    const answer = await this.deps.transport.request("POST", "/v1/ca/sign", body, { signal: this.abort.signal });
-    const signed = signAnswer(answer.body);
+    const signed = await requestSignature(this.deps.transport, csr, this.opts.ttl, this.abort.signal);
     return {
       key: privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
-      cert: [signed.certificate, ...signed.chain].map(endWithNewline).join(""),
+      cert: certificateChainPem(signed),
       serial: signed.serial,
       notBeforeMs: signed.notBeforeMs,
       notAfterMs: signed.notAfterMs,
@@ -283,7 +299,7 @@ export class WorkloadCertificate {
     // The server may hold a query for wait plus wait/16 of jitter.
     const timeoutMs = blocking === undefined ? this.deps.requestTimeoutMs : blocking.waitMs + blocking.waitMs / 16 + watchLimits.timeoutMarginMs;
     const answer = await this.deps.transport.request("GET", path, undefined, { timeoutMs, signal: this.abort.signal });
-    return bundleAnswer(answer.body, path);
+    return bundleAnswer(answer, path);
   }
 
   /** Blocking queries from the last index; an index that goes backwards restarts from 0, as a service watch does. */
@@ -337,7 +353,7 @@ export class WorkloadCertificate {
       spiffeId: this.opts.spiffeId,
       key: leaf.key,
       cert: leaf.cert,
-      ca: bundle.roots.map((r) => endWithNewline(r.certificate)).join(""),
+      ca: bundlePem(bundle),
       serial: leaf.serial,
       notBeforeMs: leaf.notBeforeMs,
       notAfterMs: leaf.notAfterMs,
@@ -437,37 +453,58 @@ export function createCsr(spiffeId: string, dnsNames: readonly string[], private
   return pemEncode("CERTIFICATE REQUEST", der(Tag.sequence, info, der(Tag.sequence, encodeOid(OID_ECDSA_WITH_SHA256)), encodeBitString(signature)));
 }
 
-// ---------------------------------------------------------------- answers
+// ---------------------------------------------------------------- requests and answers
 
-function signAnswer(body: unknown): { certificate: string; chain: string[]; serial: string; notBeforeMs: number; notAfterMs: number } {
-  const b = body as { certificate?: unknown; chain?: unknown; serial?: unknown; notBefore?: unknown; notAfter?: unknown } | undefined;
-  const notBeforeMs = typeof b?.notBefore === "string" ? Date.parse(b.notBefore) : NaN;
-  const notAfterMs = typeof b?.notAfter === "string" ? Date.parse(b.notAfter) : NaN;
-  if (
-    typeof b?.certificate !== "string" ||
-    !Array.isArray(b.chain) ||
-    !b.chain.every((c) => typeof c === "string") ||
-    Number.isNaN(notBeforeMs) ||
-    Number.isNaN(notAfterMs)
-  ) {
-    throw new Error(`POST /v1/ca/sign: expected {certificate, chain, notBefore, notAfter}, got ${JSON.stringify(body)?.slice(0, 200)}`);
-  }
-  const serial = typeof b.serial === "string" ? b.serial : new X509Certificate(b.certificate).serialNumber;
-  return { certificate: b.certificate, chain: b.chain, serial, notBeforeMs, notAfterMs };
+/** Has the cluster sign a PKCS#10 CSR (PEM); `ttl` a Go duration, default the cluster's (1h). */
+export async function requestSignature(transport: Transport, csr: string, ttl: string | undefined, signal?: AbortSignal): Promise<SignedCertificate> {
+  const body = { csr, ...(ttl === undefined ? {} : { ttl }) };
+  const answer = await transport.request("POST", "/v1/ca/sign", body, signal === undefined ? {} : { signal });
+  return decodeAnswer(answer, "POST /v1/ca/sign", (b) => {
+    const o = fields(b, "signed");
+    const notBeforeMs = Date.parse(text(o, "notBefore", "signed"));
+    const notAfterMs = Date.parse(text(o, "notAfter", "signed"));
+    if (Number.isNaN(notBeforeMs) || Number.isNaN(notAfterMs)) throw new WireDecodeError("signed.notBefore/notAfter", "ISO 8601 times", { notBefore: o.notBefore, notAfter: o.notAfter });
+    const certificate = text(o, "certificate", "signed");
+    return {
+      certificate,
+      chain: stringArray(o.chain, "signed.chain"),
+      spiffeId: text(o, "spiffeId", "signed"),
+      serial: typeof o.serial === "string" ? o.serial : new X509Certificate(certificate).serialNumber,
+      notBeforeMs,
+      notAfterMs,
+    };
+  });
 }
 
-function bundleAnswer(body: unknown, path: string): Bundle {
-  const b = body as { index?: unknown; roots?: unknown } | undefined;
-  const roots = Array.isArray(b?.roots) ? (b.roots as unknown[]) : undefined;
-  const valid =
-    typeof b?.index === "number" &&
-    roots !== undefined &&
-    roots.every((r) => {
-      const root = r as { id?: unknown; certificate?: unknown; active?: unknown } | null;
-      return typeof root?.id === "string" && typeof root.certificate === "string" && typeof root.active === "boolean";
-    });
-  if (!valid) throw new Error(`GET ${path}: expected {index, roots: [{id, certificate, active}]}, got ${JSON.stringify(body)?.slice(0, 200)}`);
-  return { index: b.index as number, roots: roots as Bundle["roots"] };
+/** The trust bundle now (not blocking). */
+export async function requestTrustBundle(transport: Transport): Promise<TrustBundle> {
+  const path = "/v1/ca/bundle";
+  return bundleAnswer(await transport.request("GET", path), path);
+}
+
+/** The leaf, then its intermediates: what a TLS endpoint sends its peer, and what an svid.pem file holds. */
+export function certificateChainPem(signed: Pick<SignedCertificate, "certificate" | "chain">): string {
+  return [signed.certificate, ...signed.chain].map(endWithNewline).join("");
+}
+
+/** Every root of the bundle, concatenated PEM: what a peer's chain must lead to, and what a bundle.pem file holds. */
+export function bundlePem(bundle: Pick<TrustBundle, "roots">): string {
+  return bundle.roots.map((r) => endWithNewline(r.certificate)).join("");
+}
+
+function bundleAnswer(answer: { readonly endpoint: string; readonly body: unknown }, path: string): Bundle {
+  return decodeAnswer(answer, `GET ${path}`, (b) => {
+    const o = fields(b, "bundle");
+    return {
+      trustDomain: text(o, "trustDomain", "bundle"),
+      index: whole(o, "index", "bundle"),
+      roots: array(o.roots, "bundle.roots").map((r, i) => {
+        const at = `bundle.roots[${i}]`;
+        const root = fields(r, at);
+        return { id: text(root, "id", at), certificate: text(root, "certificate", at), active: bool(root, "active", at) };
+      }),
+    };
+  });
 }
 
 function sameRoots(a: Bundle, b: Bundle): boolean {

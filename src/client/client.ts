@@ -12,8 +12,11 @@ import type { Logger } from "pino";
 import type { CheckInput, Instance, RegisterInput } from "./types.js";
 import { parseGoDuration } from "../common/duration.js";
 import { errorMessage } from "../common/errors.js";
-import { type CertificateOptions, WorkloadCertificate } from "./certificates.js";
-import { Registration, checkIdsOf } from "./registration.js";
+import { type CertificateOptions, type SignedCertificate, type TrustBundle, WorkloadCertificate, requestSignature, requestTrustBundle } from "./certificates.js";
+import { array, decodeAnswer, fields, stringArray, text, whole } from "./decode.js";
+import { ClientHttp, type ClientTlsOptions } from "./http.js";
+import { CairnOperator } from "./operator.js";
+import { Registration, checkIdsOf, deregisterInstance } from "./registration.js";
 import { Transport } from "./transport.js";
 import { ServiceView, type ServiceViewOptions } from "./view.js";
 import { type HealthFilter, ServiceWatch, type WatchOptions, instancesAnswer, instancesPath } from "./watch.js";
@@ -21,8 +24,12 @@ import { type HealthFilter, ServiceWatch, type WatchOptions, instancesAnswer, in
 export {
   type CertificateOptions,
   type RotationReason,
+  type SignedCertificate,
   type TlsMaterial,
+  type TrustBundle,
   WorkloadCertificate,
+  bundlePem,
+  certificateChainPem,
   certificateDefaults,
   createCsr,
   peerSpiffeId,
@@ -32,6 +39,11 @@ export {
 export { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
 export { Registration, heartbeatIntervalMs, heartbeatLimits } from "./registration.js";
 export { CairnLimitError, CairnProtocolError } from "./errors.js";
+export type { ClientTlsOptions } from "./http.js";
+export {
+  type AclPolicyInfo, type AclPolicyInput, type AclTokenInfo, type AclTokenInput, type CaRootInfo, type CaRoots, CairnOperator, type ClusterMember,
+  type ClusterStatus, type MemberRole,
+} from "./operator.js";
 export { ServiceView, type ServiceViewOptions, type ViewChange, viewDefaults, viewLimits } from "./view.js";
 export { CairnWatchStalledError, type WatchStreamStats } from "./watch_stream.js";
 export { type HealthFilter, type WatchOptions, watchLimits } from "./watch.js";
@@ -40,6 +52,10 @@ export type { CheckInput, CheckKind, HealthStatus, Instance, InstanceCheck, Regi
 export interface CairnClientOptions {
   /** HTTP base URLs of the cluster's nodes, such as http://127.0.0.1:8501. */
   readonly endpoints: readonly string[];
+  /** The ACL token's SecretID, sent as X-Consul-Token on every request and watch. None: the anonymous token. */
+  readonly token?: string;
+  /** For https:// endpoints: the CA that signed the nodes' certificates (default the system's roots). */
+  readonly tls?: ClientTlsOptions;
   /**
    * Per attempt; a request is retried on the next node when it runs out. Default 10000: longer than
    * a server's default leader wait (7 s), so a request the server holds through an election is
@@ -68,6 +84,20 @@ export interface InstancesOptions {
   readonly health?: HealthFilter;
 }
 
+/** A service in GET /v1/registry/services. */
+export interface ServiceSummary {
+  readonly name: string;
+  /** Every tag any of its instances carries. */
+  readonly tags: readonly string[];
+  /** How many instances it has, whatever their health. */
+  readonly instances: number;
+}
+
+export interface SignOptions {
+  /** Go duration such as "1h"; default the cluster's (1h). */
+  readonly ttl?: string;
+}
+
 export interface ShutdownOptions {
   /** Give up deregistering after this long, so a stuck cluster cannot hold the process. Default 5000. */
   readonly timeoutMs?: number;
@@ -85,6 +115,9 @@ export const clientDefaults = {
 const SHUTDOWN_SIGNALS: readonly NodeJS.Signals[] = ["SIGTERM", "SIGINT"];
 
 export class CairnClient {
+  /** Membership, the CA's roots and rotation, and ACLs: the operator's calls, on the same nodes and token. */
+  readonly operator: CairnOperator;
+  private readonly http: ClientHttp;
   private readonly transport: Transport;
   private readonly requestTimeoutMs: number;
   private readonly backoffBaseMs: number;
@@ -107,8 +140,10 @@ export class CairnClient {
     this.random = opts.random ?? Math.random;
     this.logger = opts.logger;
     this.responseBytesMax = positive("responseBytesMax", opts.responseBytesMax ?? clientDefaults.responseBytesMax);
+    this.http = new ClientHttp({ ...(opts.token === undefined ? {} : { token: opts.token }), ...(opts.tls === undefined ? {} : { tls: opts.tls }) });
     this.transport = new Transport({
       endpoints: opts.endpoints,
+      http: this.http,
       requestTimeoutMs: this.requestTimeoutMs,
       attemptsMax: positive("attemptsMax", opts.attemptsMax ?? clientDefaults.attemptsMax),
       backoffBaseMs: this.backoffBaseMs,
@@ -117,6 +152,7 @@ export class CairnClient {
       random: this.random,
       logger: this.logger,
     });
+    this.operator = new CairnOperator(this.transport);
   }
 
   /** The node requests currently go to first (it changes on failover). */
@@ -177,6 +213,35 @@ export class CairnClient {
     return instancesAnswer((await this.transport.request("GET", path)).body, path).instances;
   }
 
+  /** A linearizable read of every service: its name, tags and instance count. */
+  async services(): Promise<ServiceSummary[]> {
+    const path = "/v1/registry/services";
+    return decodeAnswer(await this.transport.request("GET", path), `GET ${path}`, (body) => array(fields(body, "answer").services, "services").map((v, i) => {
+      const at = `services[${i}]`;
+      const o = fields(v, at);
+      return { name: text(o, "name", at), tags: stringArray(o.tags, `${at}.tags`), instances: whole(o, "instances", at) };
+    }));
+  }
+
+  /**
+   * Removes an instance and its checks, whoever registered it. Rejects with CairnRequestError 404
+   * when the cluster holds no such instance. For an instance this client registered, prefer
+   * its Registration's deregister(), which also stops its heartbeats.
+   */
+  async deregister(instanceId: string): Promise<void> {
+    await deregisterInstance(this.transport, instanceId);
+  }
+
+  /** Has the cluster sign a PKCS#10 CSR (PEM) whose one URI SAN is the SPIFFE ID asked for; nothing is renewed. */
+  signCsr(csr: string, opts: SignOptions = {}): Promise<SignedCertificate> {
+    return requestSignature(this.transport, csr, opts.ttl);
+  }
+
+  /** The trust bundle now: every root a peer's certificate may chain to, and the trust domain. */
+  trustBundle(): Promise<TrustBundle> {
+    return requestTrustBundle(this.transport);
+  }
+
   /**
    * Calls onChange with the service's instances now, then whenever they change, until the
    * returned function is called (or close()). Failures are retried with backoff and reported to
@@ -218,6 +283,7 @@ export class CairnClient {
     if (this.closed) throw new Error("the client is closed; create a new CairnClient to watch");
     const view = new ServiceView({
       endpoints: this.transport.endpoints,
+      http: this.http,
       // Where requests go now: the node that last answered.
       firstEndpoint: Math.max(0, this.transport.endpoints.indexOf(this.transport.currentEndpoint)),
       eventCharsMax: this.responseBytesMax,

@@ -5,6 +5,7 @@
 
 import type { CheckKind, HealthStatus, Instance, InstanceCheck, ResetReason, WatchEvent } from "./types.js";
 import type { SseEvent } from "./sse.js";
+import { CairnProtocolError } from "./errors.js";
 
 /** What was wrong, with the path of the field at fault. The caller adds which node sent it. */
 export class WireDecodeError extends Error {
@@ -20,42 +21,42 @@ function describe(v: unknown): string {
   return text.length > 80 ? `${text.slice(0, 80)}...` : text;
 }
 
-type Fields = Readonly<Record<string, unknown>>;
+export type Fields = Readonly<Record<string, unknown>>;
 
-function fields(v: unknown, path: string): Fields {
+export function fields(v: unknown, path: string): Fields {
   if (typeof v !== "object" || v === null || Array.isArray(v)) throw new WireDecodeError(path, "an object", v);
   return v as Fields;
 }
 
-function array(v: unknown, path: string): readonly unknown[] {
+export function array(v: unknown, path: string): readonly unknown[] {
   if (!Array.isArray(v)) throw new WireDecodeError(path, "an array", v);
   return v;
 }
 
-function text(o: Fields, key: string, path: string): string {
+export function text(o: Fields, key: string, path: string): string {
   const v = o[key];
   if (typeof v !== "string") throw new WireDecodeError(`${path}.${key}`, "a string", v);
   return v;
 }
 
-function bool(o: Fields, key: string, path: string): boolean {
+export function bool(o: Fields, key: string, path: string): boolean {
   const v = o[key];
   if (typeof v !== "boolean") throw new WireDecodeError(`${path}.${key}`, "true or false", v);
   return v;
 }
 
 /** A whole number >= 0: revisions, indexes, ports, weights, milliseconds. */
-function whole(o: Fields, key: string, path: string): number {
+export function whole(o: Fields, key: string, path: string): number {
   const v = o[key];
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw new WireDecodeError(`${path}.${key}`, "a whole number >= 0", v);
   return v;
 }
 
-function optionalWhole(o: Fields, key: string, path: string): number | undefined {
+export function optionalWhole(o: Fields, key: string, path: string): number | undefined {
   return o[key] === undefined ? undefined : whole(o, key, path);
 }
 
-function oneOf<T extends string>(o: Fields, key: string, allowed: readonly T[], path: string): T {
+export function oneOf<T extends string>(o: Fields, key: string, allowed: readonly T[], path: string): T {
   const v = o[key];
   if (typeof v !== "string" || !(allowed as readonly string[]).includes(v)) throw new WireDecodeError(`${path}.${key}`, `one of ${allowed.join(", ")}`, v);
   return v as T;
@@ -89,10 +90,7 @@ function decodeCheck(v: unknown, path: string): InstanceCheck {
 /** An instance in the native API's shape (src/api/native/registry.ts's present()). */
 export function decodeInstance(v: unknown, path: string): Instance {
   const o = fields(v, path);
-  const tags = array(o.tags, `${path}.tags`).map((t, i) => {
-    if (typeof t !== "string") throw new WireDecodeError(`${path}.tags[${i}]`, "a string", t);
-    return t;
-  });
+  const tags = stringArray(o.tags, `${path}.tags`);
   const metaFields = fields(o.meta, `${path}.meta`);
   const meta: Record<string, string> = {};
   for (const key of Object.keys(metaFields)) meta[key] = text(metaFields, key, `${path}.meta`);
@@ -207,4 +205,24 @@ export function decodeWatchMessage(sse: SseEvent): WatchMessage | undefined {
         instances: decodeInstances(o.instances, `${path}.instances`),
       };
   }
+}
+
+/**
+ * A node's answer decoded by `decoder`, or CairnProtocolError naming the node, the request and the
+ * field at fault: callers get typed data or an error that says which node sent what.
+ */
+export function decodeAnswer<T>(answer: { readonly endpoint: string; readonly body: unknown }, request: string, decoder: (body: unknown) => T): T {
+  try {
+    return decoder(answer.body);
+  } catch (err) {
+    if (err instanceof WireDecodeError) throw new CairnProtocolError(answer.endpoint, `${request}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+export function stringArray(v: unknown, path: string): string[] {
+  return array(v, path).map((s, i) => {
+    if (typeof s !== "string") throw new WireDecodeError(`${path}[${i}]`, "a string", s);
+    return s;
+  });
 }

@@ -36,6 +36,11 @@ export function checkIdsOf(instanceId: string, checks: readonly CheckInput[]): s
   return checks.map((c, i) => c.id !== undefined && c.id !== "" ? c.id : checks.length > 1 ? `service:${instanceId}:${i + 1}` : `service:${instanceId}`);
 }
 
+/** DELETE /v1/registry/instances/:id: the instance and its checks. A 404 (no such instance) rejects. */
+export async function deregisterInstance(transport: Transport, instanceId: string): Promise<void> {
+  await transport.request("DELETE", `/v1/registry/instances/${encodeURIComponent(instanceId)}`);
+}
+
 export interface RegistrationDeps {
   readonly transport: Transport;
   readonly input: RegisterInput;
@@ -114,7 +119,7 @@ export class Registration {
     this.stopHeartbeats();
     await this.chain;
     try {
-      await this.deps.transport.request("DELETE", `/v1/registry/instances/${encodeURIComponent(this.id)}`);
+      await deregisterInstance(this.deps.transport, this.id);
     } catch (err) {
       // A retried DELETE whose first attempt landed finds nothing to delete: the goal is reached.
       if (!(err instanceof CairnRequestError && err.status === 404)) {

@@ -9,9 +9,12 @@
 import type { Logger } from "pino";
 import { backoffDelayMs } from "../common/backoff.js";
 import { CairnAbortedError, type CairnErrorBody, CairnRequestError, CairnUnavailableError } from "./errors.js";
+import type { ClientHttp } from "./http.js";
 
 export interface TransportOptions {
   readonly endpoints: readonly string[];
+  /** Sends the requests, with the token and the CAs the client was given. */
+  readonly http: ClientHttp;
   /** Per attempt, unless a request names its own. */
   readonly requestTimeoutMs: number;
   /** Attempts per request, across all nodes, including the first. */
@@ -116,7 +119,7 @@ export class Transport {
   private async once(endpoint: string, method: string, path: string, body: unknown, opts: RequestOptions): Promise<Answer> {
     const timeout = AbortSignal.timeout(Math.ceil(opts.timeoutMs ?? this.opts.requestTimeoutMs));
     const signal = opts.signal === undefined ? timeout : AbortSignal.any([timeout, opts.signal]);
-    const res = await fetch(`${endpoint}${path}`, {
+    const res = await this.opts.http.fetch(`${endpoint}${path}`, {
       method,
       signal,
       headers: body === undefined ? { accept: "application/json" } : { accept: "application/json", "content-type": "application/json" },
@@ -138,7 +141,10 @@ function describeError(err: Error): string {
   if (err.name === "TimeoutError") return "timed out";
   const cause = (err as { cause?: unknown }).cause;
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String((cause).code) : undefined;
-  return code === undefined ? err.message : `${err.message} (${code})`;
+  // fetch says only "fetch failed"; what failed is in its cause: a code (ECONNREFUSED, a TLS
+  // verification failure) or, for what fetch itself refuses, a message ("bad port").
+  const detail = code ?? (cause instanceof Error ? cause.message : undefined);
+  return detail === undefined ? err.message : `${err.message} (${detail})`;
 }
 
 export function parseBody(res: Response, text: string): unknown {

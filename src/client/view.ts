@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import { asError } from "../common/errors.js";
 import type { EventsMessage } from "./decode.js";
 import { CairnAbortedError, CairnLimitError } from "./errors.js";
+import type { ClientHttp } from "./http.js";
 import type { HealthFilter } from "./watch.js";
 import { type CompleteReset, WatchStream, type WatchStreamStats } from "./watch_stream.js";
 import type { Instance, ResetReason, WatchEvent } from "./types.js";
@@ -80,6 +81,7 @@ export interface ViewChange {
 
 export interface ViewDeps {
   readonly endpoints: readonly string[];
+  readonly http: ClientHttp;
   readonly firstEndpoint: number;
   readonly eventCharsMax: number;
   readonly backoffBaseMs: number;

@@ -22,6 +22,7 @@ import { backoffDelayMs } from "../common/backoff.js";
 import { asError } from "../common/errors.js";
 import { type EventsMessage, type WatchMessage, WireDecodeError, decodeWatchMessage } from "./decode.js";
 import { CairnLimitError, CairnProtocolError, CairnRequestError } from "./errors.js";
+import type { ClientHttp } from "./http.js";
 import { SseEventTooLargeError, SseParser } from "./sse.js";
 import { errorBody, parseBody, readBounded, sleep } from "./transport.js";
 import type { Instance, ResetReason } from "./types.js";
@@ -29,6 +30,8 @@ import type { Instance, ResetReason } from "./types.js";
 export interface WatchStreamOptions {
   /** Normalized base URLs (transport.ts). */
   readonly endpoints: readonly string[];
+  /** Sends the requests, with the token and the CAs the client was given. */
+  readonly http: ClientHttp;
   /** Where the first connection goes. */
   readonly firstEndpoint: number;
   /** Empty: every service. */
@@ -172,7 +175,7 @@ export class WatchStream {
     stallTimer.unref();
     let delivered = false;
     try {
-      const res = await fetch(`${endpoint}${this.path()}`, {
+      const res = await this.opts.http.fetch(`${endpoint}${this.path()}`, {
         headers: this.holdsState ? { accept: "text/event-stream", "last-event-id": String(this.revisionHeld) } : { accept: "text/event-stream" },
         signal: connection.signal,
       });

@@ -15,7 +15,8 @@ import { after, before, describe, test } from "node:test";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
 
 const SCRATCH = mkdtempSync(join(tmpdir(), "cairn-snapshot-test-"));
-const CLI = fileURLToPath(new URL("../support/snapshot_cli.js", import.meta.url));
+/** The real command, as a user runs it: `bin/cairn snapshot ...`. */
+const CAIRN_BIN = fileURLToPath(new URL("../../../bin/cairn", import.meta.url));
 /** Key/value entries of this size make the snapshot's body larger than one restore chunk (512 KiB). */
 const KV_KEYS = 12;
 const KV_VALUE_CHARS = 60_000;
@@ -46,7 +47,7 @@ async function call(node: ProcessNode, method: string, path: string, token: stri
 function cli(args: readonly string[], token?: string): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env, CAIRN_TOKEN: token ?? "" };
   delete env.CAIRN_HTTP_ADDR;
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [CAIRN_BIN, "snapshot", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (c: Buffer) => { stdout += c.toString(); });
