@@ -39,7 +39,7 @@ interface Operation {
   readonly tags?: readonly string[];
   readonly parameters: Parameter[];
   readonly requestBody?: { readonly required: boolean; readonly content: { readonly "application/json": { readonly schema: Schema } } };
-  readonly responses: Record<string, { readonly description: string; readonly content?: { readonly "application/json": { readonly schema: Schema } } }>;
+  readonly responses: Record<string, { readonly description: string; readonly content?: Readonly<Record<string, { readonly schema: Schema }>> }>;
   readonly "x-cairn-acl"?: string;
 }
 
@@ -144,10 +144,13 @@ function responsesOf(value: unknown): Operation["responses"] {
   for (const [status, raw] of Object.entries(byStatus)) {
     const s = asSchema(raw) ?? {};
     const key = /^[1-5]xx$/i.test(status) ? status.toUpperCase() : status;
-    out[key] = {
-      description: typeof s.description === "string" ? s.description : "OK",
-      content: { "application/json": { schema: toOpenApiSchema(s) } },
-    };
+    const description = typeof s.description === "string" ? s.description : "OK";
+    // fastify's per-media-type form, { content: { "text/html": { schema } } }, as OpenAPI writes it too.
+    const byMediaType = asSchema(s.content);
+    const content = byMediaType === undefined
+      ? { "application/json": { schema: toOpenApiSchema(s) } }
+      : Object.fromEntries(Object.entries(byMediaType).map(([mediaType, m]) => [mediaType, { schema: toOpenApiSchema(asSchema(asSchema(m)?.schema) ?? {}) }]));
+    out[key] = { description, content };
   }
   return out;
 }
