@@ -103,7 +103,9 @@ export function uiPageBytes(assets: UiAssets): number {
 
 function send(req: FastifyRequest, reply: FastifyReply, file: UiAsset): FastifyReply {
   void reply.headers(SECURITY_HEADERS).header("etag", file.etag).header("cache-control", "no-cache");
-  if (req.headers["if-none-match"] === file.etag) return reply.code(304).send();
+  // If-None-Match may list several tags (RFC 9110 §13.1.2); a browser sends back the one it holds.
+  const held = req.headers["if-none-match"]?.split(",").map((t) => t.trim()) ?? [];
+  if (held.includes(file.etag) || held.includes("*")) return reply.code(304).send();
   return reply.type(file.contentType).send(file.body);
 }
 
