@@ -130,17 +130,20 @@ class Session {
     this.watch = new RegistryWatch({
       events: (batch) => {
         this.view.applyBatch(batch);
+        this.showLive();
         this.queueRender();
       },
       reset: (chunk) => {
         this.view.applyReset(chunk);
-        if (chunk.last) this.queueRender();
+        if (!chunk.last) return;
+        this.showLive();
+        this.queueRender();
       },
       progress: (revision) => {
         this.view.revision = Math.max(this.view.revision, revision);
-        this.showWatchState(`live · revision ${this.view.revision}`);
+        this.showLive();
       },
-      connection: (state, detail) => this.showWatchState(state === "live" ? `live · revision ${this.view.revision}` : `reconnecting: ${detail}`),
+      connection: (state, detail) => (state === "live" ? this.showLive() : this.showWatchState(`reconnecting: ${detail}`)),
       interrupted: () => this.view.abandonReset(),
       refused: (err) => void this.watchRefused(err),
     }, services);
@@ -177,6 +180,10 @@ class Session {
     const poller = new Poller(SERVICES_RELIST_MS, relist);
     this.pollers.push(poller);
     poller.start();
+  }
+
+  private showLive(): void {
+    this.showWatchState(`live · revision ${this.view.revision}`);
   }
 
   private showWatchState(text: string): void {

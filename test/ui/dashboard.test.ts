@@ -210,6 +210,7 @@ void describe("the web dashboard", () => {
       await page.locator('#service-list tr[data-instance="web-1"]').waitFor({ timeout: PAGE_SHOWS_MS });
       await page.locator('#service-list tr[data-instance="db-1"][data-status="critical"]').waitFor({ timeout: PAGE_SHOWS_MS });
       assert.equal(await page.evaluate("window.cairnTestMarker"), "loaded once", "the registrations appeared without a reload");
+      assert.match(await page.locator("#watch-state").innerText(), /live · revision [1-9]/, "the watch says it is live, at the revision it reached");
 
       await page.fill("#search", "db");
       await page.locator('#service-list tr[data-instance="web-1"]').waitFor({ state: "detached", timeout: PAGE_SHOWS_MS });
