@@ -62,6 +62,16 @@ export default tseslint.config(
   ...importsOnly("common", [], "src/common holds small pieces with no domain: it imports nothing from the other src folders."),
   ...importsOnly("raft", ["common"], "src/raft is below the state machines and the API: it imports only src/raft and src/common."),
   {
+    // The web dashboard runs in the browser, which loads its modules as they are (no bundler):
+    // it imports only its own files, and knows the server only through the HTTP API.
+    files: ["src/ui/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [
+        { regex: "^(?!\\./)", message: "src/ui runs in the browser: it imports only src/ui (./...), never packages, node: modules or the server's code." },
+      ] }],
+    },
+  },
+  {
     // After the layer rules, so that for src/raft/core this stricter rule is the one that applies.
     // The Raft core is pure: it imports only itself and never reaches for time, randomness or I/O.
     // Time is tick(), randomness is the injected RandomSource; that is what lets a seed replay a run.

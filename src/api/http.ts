@@ -25,6 +25,7 @@ import { registryRoutes } from "./native/registry.js";
 import { statusRoutes } from "./cluster/status.js";
 import { runtimeRoutes } from "./cluster/runtime.js";
 import { watchRoutes } from "./watch/sse.js";
+import { uiRoutes } from "./ui.js";
 import { RateLimiter, addRateLimits, rateLimitDefaults } from "./rate_limit.js";
 import { type CsrVerifier, inlineVerifier } from "../ca/verify_pool.js";
 import type { NodeMetrics } from "../metrics/metrics.js";
@@ -159,6 +160,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     nodeAddress: opts.nodeAddress ?? hostOf(opts.driver.peerAddressOf(opts.driver.id) ?? "127.0.0.1"),
   });
   metricsRoutes(app, { metrics: opts.metrics, driver: opts.driver, open: opts.metricsOpen ?? false });
+  uiRoutes(app);
   app.get("/v1/openapi.json", { config: { acl: { open: "it describes the API, which is public; it holds no state" } }, schema: { summary: "This document: the HTTP API as OpenAPI 3.0, derived from the routes' schemas" } },
     () => openApi.document({ title: "Cairn HTTP API", version: OPENAPI_VERSION }));
   return app;

@@ -144,12 +144,15 @@ function responsesOf(value: unknown): Operation["responses"] {
   for (const [status, raw] of Object.entries(byStatus)) {
     const s = asSchema(raw) ?? {};
     const key = /^[1-5]xx$/i.test(status) ? status.toUpperCase() : status;
-    // A binary string is a file, not JSON (GET /v1/snapshot answers one).
+    const description = typeof s.description === "string" ? s.description : "OK";
+    // fastify's per-media-type form, { content: { "text/html": { schema } } }, as OpenAPI writes it too;
+    // otherwise JSON, except a binary string, which is a file (GET /v1/snapshot answers one).
+    const byMediaType = asSchema(s.content);
     const media = s.type === "string" && s.format === "binary" ? "application/octet-stream" : "application/json";
-    out[key] = {
-      description: typeof s.description === "string" ? s.description : "OK",
-      content: { [media]: { schema: toOpenApiSchema(s) } },
-    };
+    const content = byMediaType === undefined
+      ? { [media]: { schema: toOpenApiSchema(s) } }
+      : Object.fromEntries(Object.entries(byMediaType).map(([mediaType, m]) => [mediaType, { schema: toOpenApiSchema(asSchema(asSchema(m)?.schema) ?? {}) }]));
+    out[key] = { description, content };
   }
   return out;
 }

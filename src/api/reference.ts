@@ -74,8 +74,11 @@ export function renderApiReference(doc: OpenApiDocument, grpc: readonly GrpcServ
       const body = op.requestBody?.content["application/json"].schema;
       if (body !== undefined) out.push(`- **body**: ${fieldsText(body)}`);
       const ok = Object.entries(op.responses).find(([code]) => code.startsWith("2"));
-      const answer = ok?.[1].content?.["application/json"].schema;
-      if (answer !== undefined) out.push(`- **answers ${ok?.[0] ?? "200"}**: ${fieldsText(answer)}`);
+      const [media, answer] = Object.entries(ok?.[1].content ?? {})[0] ?? [];
+      if (answer !== undefined) {
+        const shape = media === "application/json" ? fieldsText(answer.schema) : `\`${media}\``;
+        out.push(`- **answers ${ok?.[0] ?? "200"}**: ${shape}`);
+      }
       out.push("");
     }
   }

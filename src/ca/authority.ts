@@ -22,6 +22,7 @@ import { CsrError, type CsrProof, type ParsedCsr, readCsrUnverified, verifyCsrPr
 import type { CsrVerifier } from "./verify_pool.js";
 import { type CaKeyType, describeKey, generateCaKey } from "./keys.js";
 import { LeafSigner } from "./leaf.js";
+import { type IssuanceSource, type IssuedEvent, RecentIssuances } from "./recent_issuances.js";
 import { KeySealer, SealError } from "./seal.js";
 import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand, intermediatesOf } from "./state.js";
 import { SpiffeIdError, type SpiffeId, nodeSpiffeId, parseSpiffeId, workloadOf } from "./spiffe.js";
@@ -89,6 +90,8 @@ export const CA_BLOCKED_WAITS_MAX = 100_000;
 /** How often the leader checks for a missing CA or a root due to retire. */
 const MAINTENANCE_INTERVAL_MS = 1000;
 
+export { ISSUANCE_SOURCES, type IssuanceSource, type IssuedEvent, issuedOrigin } from "./recent_issuances.js";
+
 export interface IssuedCertificate {
   readonly certificatePem: string;
   /** Intermediates from the leaf's issuer up, excluding the trusted root itself. */
@@ -98,26 +101,6 @@ export interface IssuedCertificate {
   readonly notBeforeMs: number;
   readonly notAfterMs: number;
   readonly rootId: string;
-}
-
-/**
- * How a certificate was asked for: a workload's CSR (POST /v1/ca/sign), a key this node generated
- * for its caller (Consul's leaf route, the Workload API), or this node's own public TLS (--tls auto).
- */
-export type IssuanceSource = "csr" | "generated_key" | "node_tls";
-export const ISSUANCE_SOURCES: readonly IssuanceSource[] = ["csr", "generated_key", "node_tls"];
-
-/** What onIssued listeners hear of each certificate: never its key, which only the caller holds. */
-export interface IssuedEvent {
-  readonly source: IssuanceSource;
-  /** From the request reaching the CA to the signed certificate: for a CSR, its checks (and any wait for a verify worker) included. */
-  readonly durationSeconds: number;
-  readonly spiffeId: string;
-  readonly serialHex: string;
-  readonly notAfterMs: number;
-  readonly rootId: string;
-  /** Who asked; undefined when the node itself holds the identity (the Workload API's cache). */
-  readonly caller: Caller | undefined;
 }
 
 export interface ImportInput {
@@ -160,6 +143,8 @@ export class CertificateAuthority {
   private readonly listeners = new Set<() => void>();
   /** onIssued()'s listeners: called for every certificate signed, before it is handed out. */
   private readonly issuedListeners: ((event: IssuedEvent) => void)[] = [];
+  /** The last certificates this node signed, for operators (GET /v1/ca/issued). */
+  readonly recentIssuances = new RecentIssuances();
   /** waitForChange()'s wakers: each checks its own condition, and ends when stopped. */
   private readonly blockedWaits = new Set<() => void>();
   private stopped = false;
@@ -173,6 +158,7 @@ export class CertificateAuthority {
     this.driver = opts.driver;
     this.log = opts.logger;
     this.now = opts.now ?? Date.now;
+    this.onIssued((event) => this.recentIssuances.record(event));
     this.state.onChange(() => {
       for (const listener of [...this.listeners]) listener();
       for (const wake of [...this.blockedWaits]) wake();
@@ -327,7 +313,9 @@ export class CertificateAuthority {
       notAfterMs: nowMs + ttlMs,
     });
     const durationSeconds = Math.max(0, performance.now() - startedAtMs) / 1000;
-    const event: IssuedEvent = { source, durationSeconds, spiffeId, serialHex: leaf.serialHex, notAfterMs: leaf.notAfterMs, rootId: active.rootId, caller };
+    const event: IssuedEvent = {
+      source, durationSeconds, spiffeId, serialHex: leaf.serialHex, notBeforeMs: leaf.notBeforeMs, notAfterMs: leaf.notAfterMs, issuedAtMs: nowMs, rootId: active.rootId, caller,
+    };
     for (const listener of this.issuedListeners) listener(event);
     return {
       certificatePem: leaf.pem,

@@ -103,6 +103,7 @@ export async function runDev(args: readonly string[]): Promise<void> {
       process.stdout.write(`leader: ${node?.id ?? "?"} (peer ${leader}); try: curl -X PUT -d '{"Name":"web","Port":8080}' http://${NODES[0]?.http}/v1/agent/service/register\n`);
     }
   }
+  process.stdout.write(`dashboard: http://${NODES[0]?.http}/ui/ (every node serves it)\n`);
   process.stdout.write("Ctrl-C stops all three nodes.\n");
 }
 

@@ -21,7 +21,7 @@ import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
 import { AuditLog, accessorOf, setAccessorResolver } from "../audit/audit.js";
-import { CertificateAuthority, caDefaults } from "../ca/authority.js";
+import { CertificateAuthority, caDefaults, issuedOrigin } from "../ca/authority.js";
 import { openAuthorizer, tokenAuthorizer, workloadRuleAuthorizer } from "../ca/authorizer.js";
 import { ruleIdentities } from "../ca/workload_rules.js";
 import { AclService } from "../acl/acl.js";
@@ -181,8 +181,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     notAfter: new Date(issued.notAfterMs).toISOString(),
     rootId: issued.rootId,
     accessor: accessorOf(issued.caller?.token),
-    // The Workload API's cache signs for the identities the socket hands out, before any caller asks.
-    origin: issued.caller?.origin ?? "workload api",
+    origin: issuedOrigin(issued),
   }));
   logger.info({ file: auditFile }, "audit log: every write and issued certificate is recorded here");
 
@@ -205,6 +204,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   });
   logger.info({ rateLimits: cfg.rateLimits, csrVerify: cfg.csrVerify }, "rate limits on writes and signing, and where CSR signatures are checked");
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
+  logger.info({ url: `${publicTls === undefined ? "http" : "https"}://${formatHostPort(cfg.http)}/ui/` }, "web dashboard");
   // Renewals and root rotations reach the running HTTPS server: new handshakes get the new certificate and client CA.
   autoTls?.onChange((material) => (http.server as unknown as HttpsServer).setSecureContext(httpsSecureContext(material)));
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {

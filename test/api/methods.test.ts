@@ -75,7 +75,7 @@ void describe("methods and HEAD on every route", () => {
   });
 
   void test("an unknown path answers 404, whatever the method", async () => {
-    for (const path of ["/v1/nope", "/v2/cluster", "/v1/cluster/members/x/y", "/", "/v1/registry/instances/x/extra"]) {
+    for (const path of ["/v1/nope", "/v2/cluster", "/v1/cluster/members/x/y", "/nope", "/ui/x/y", "/v1/registry/instances/x/extra"]) {
       for (const method of ["GET", "DELETE"]) {
         const res = await fetch(node.url(path), { method });
         assert.equal(res.status, 404, `${method} ${path}`);

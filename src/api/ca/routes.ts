@@ -9,6 +9,7 @@ import type { CertificateAuthority } from "../../ca/authority.js";
 import type { CsrVerifier } from "../../ca/verify_pool.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../../ca/keys.js";
 import { type CaRoot, intermediatesOf } from "../../ca/state.js";
+import { RECENT_ISSUANCES_MAX } from "../../ca/recent_issuances.js";
 import type { RaftDriver } from "../../raft/node/driver.js";
 import { parseGoDuration } from "../../common/duration.js";
 import { WAIT_DEFAULT_MS, WAIT_MAX_MS, startEventStream, waitEndSignal, withJitterMs } from "../blocking.js";
@@ -45,6 +46,29 @@ const signAnswer = {
     serial: { type: "string" },
     notBefore: { type: "string" },
     notAfter: { type: "string" },
+  },
+} as const;
+
+const issuedAnswer = {
+  type: "object",
+  properties: {
+    node: { type: "string", description: "the node that signed them" },
+    kept: { type: "integer", description: "how many the node keeps; older ones are in its audit log" },
+    certificates: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: {
+          serial: { type: "string" },
+          spiffeId: { type: "string" },
+          notBefore: { type: "string" },
+          notAfter: { type: "string" },
+          issuedAt: { type: "string" },
+          rootId: { type: "string", description: "the root whose intermediate signed it" },
+          origin: { type: "string", description: "where the request came from" },
+        },
+      },
+    },
   },
 } as const;
 
@@ -151,6 +175,26 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
     void reply.header("x-cairn-index", String(Math.max(1, ca.state.revision)));
     return reply.send({ trustDomain: ca.trustDomain, index: ca.state.revision, roots: ca.state.roots.map(publicRoot) });
   });
+
+  app.get("/v1/ca/issued", {
+    // Not open like the roots: the record names every identity signed (so every service, past a
+    // token's service:read) and the addresses that asked. It is what the node did, operational
+    // state like GET /v1/cluster's, so it needs the same operator:read.
+    config: { acl: { need: "operator", access: "read" } },
+    schema: { summary: `The last ${RECENT_ISSUANCES_MAX} certificates this node signed, newest first (each node signs locally, so each keeps its own)`, response: { 200: issuedAnswer } },
+  }, () => ({
+    node: driver.id,
+    kept: ca.recentIssuances.capacity,
+    certificates: ca.recentIssuances.list().map((c) => ({
+      serial: c.serialHex,
+      spiffeId: c.spiffeId,
+      notBefore: new Date(c.notBeforeMs).toISOString(),
+      notAfter: new Date(c.notAfterMs).toISOString(),
+      issuedAt: new Date(c.issuedAtMs).toISOString(),
+      rootId: c.rootId,
+      origin: c.origin,
+    })),
+  }));
 
   app.post<{ Body: { keyType?: CaKeyType } | null }>("/v1/ca/rotate", {
     config: { acl: { need: "ca", access: "write" } },

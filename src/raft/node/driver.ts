@@ -19,35 +19,22 @@ import { type ConfChange, type Entry, type Message, NONE, type NodeId, RaftRefus
 import type { StateMachine } from "../state_machine.js";
 import type { LogStorage } from "../storage/log_storage.js";
 import { NotAvailableError, toAvailabilityError } from "./errors.js";
-import { ForwardQueue, decodeAcknowledgement, decodeAppReply, decodeForwardRequest, encodeAcknowledgement, encodeAppReply, encodeIndexReply, encodeProposeBatchReply, encodeRefusal } from "./forwarding.js";
+import {
+  ForwardQueue, decodeAcknowledgement, decodeAppReply, decodeForwardRequest, decodeStatusReply, encodeAcknowledgement, encodeAppReply, encodeIndexReply,
+  encodeProposeBatchReply, encodeRefusal, encodeStatusReply,
+} from "./forwarding.js";
 import { LeaderWatch } from "./leader_watch.js";
 import { AddressBook, decodeSnapshotEnvelope, encodeSnapshotEnvelope, promoteCaughtUpLearners } from "./membership.js";
 import { Compactor } from "./compaction.js";
+import { PeerContact } from "./peer_contact.js";
 import type { PeerNetwork, Timer } from "./ports.js";
 import { Proposals, retrySafe } from "./proposals.js";
 import { AppliedWaiters, ReadBarriers } from "./reads.js";
 import { ReadyLoop } from "./ready_loop.js";
 import { type DriverSettings, type RaftDriverOptions, resolveDriverSettings } from "./settings.js";
+import type { MemberStatus, NodeStatus } from "./status.js";
 
-export interface MemberStatus {
-  readonly id: NodeId;
-  readonly peerAddress: string;
-  readonly role: "leader" | "follower" | "learner";
-  /** Known on the leader only: the highest log index the member is known to hold. */
-  readonly match: number | undefined;
-}
-
-export interface NodeStatus {
-  readonly id: NodeId;
-  readonly role: Role;
-  readonly leader: NodeId;
-  readonly term: number;
-  readonly commitIndex: number;
-  readonly appliedIndex: number;
-  /** Milliseconds since this node last heard from the leader (0 on the leader itself). */
-  readonly lastContactMs: number | undefined;
-  readonly members: MemberStatus[];
-}
+export type { MemberStatus, NodeStatus } from "./status.js";
 
 /** Handles an application request forwarded to the leader; its answer goes back to the caller. */
 export type LeaderRequestHandler = (request: Uint8Array) => Promise<Uint8Array>;
@@ -86,6 +73,8 @@ export class RaftDriver {
   private leaderCommitSeen = 0;
   /** The leader last reported to the observer, so that only a change is reported. */
   private observedLeader: NodeId = NONE;
+  /** When this node last heard from each peer: on the leader, which members are reachable. */
+  private readonly contact: PeerContact;
   private leaderRequestHandler: LeaderRequestHandler | undefined;
   private readonly roleListeners: ((role: Role, leader: NodeId) => void)[] = [];
   private readonly fatalListeners: ((err: Error) => void)[] = [];
@@ -100,6 +89,7 @@ export class RaftDriver {
     this.initialCluster = opts.initialCluster;
     this.joinPeers = opts.joinPeers;
     this.addresses = new AddressBook(opts.id, opts.network, opts.logger);
+    this.contact = new PeerContact(opts.id, this.settings.tickMs * this.settings.electionTimeoutTicks);
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -287,13 +277,19 @@ export class RaftDriver {
 
   status(): NodeStatus {
     const r = this.started().core;
+    const nowMs = this.settings.clock.nowMs();
+    const ids = [...r.conf.voters, ...r.conf.learners];
+    this.contact.retainOnly(ids);
     const members: MemberStatus[] = [];
-    for (const id of [...r.conf.voters, ...r.conf.learners]) {
+    for (const id of ids) {
+      const contact = this.contact.of(id, nowMs);
       members.push({
         id,
         peerAddress: this.addresses.addressOf(id) ?? "",
         role: r.conf.learners.includes(id) ? "learner" : id === r.leader ? "leader" : "follower",
         match: r.progressOf(id)?.match,
+        lastContactMs: contact?.lastContactMs,
+        reachable: contact?.reachable,
       });
     }
     return {
@@ -328,6 +324,20 @@ export class RaftDriver {
       lag.set(id, Math.max(0, lastIndex - (core.progressOf(id)?.match ?? 0)));
     }
     return lag;
+  }
+
+  /**
+   * The leader's status, wherever it is asked: a follower asks the leader over the peer network,
+   * as Consul's autopilot health is answered by the leader. Only the leader knows each member's
+   * match and contact. Fails at once, without waiting out an election, when no leader is known:
+   * a status page polls, and "no leader" is what it should show.
+   */
+  async leaderStatus(): Promise<NodeStatus> {
+    const parts = this.assertRunning();
+    const leader = parts.core.leader;
+    if (leader === this.id) return this.status();
+    if (leader === NONE) throw new NotAvailableError("no leader is known; an election is under way, retry shortly", NONE, true);
+    return decodeStatusReply(await parts.forwards.call({ kind: "leaderStatus" }), leader);
   }
 
   /** Milliseconds since this node last heard from the leader: 0 on the leader, undefined if never. */
@@ -396,9 +406,11 @@ export class RaftDriver {
   private onMessages(messages: Message[]): void {
     if (!this.running()) return;
     const parts = this.started();
+    const nowMs = this.settings.clock.nowMs();
     for (const m of messages) {
+      this.contact.heard(m.from, nowMs);
       if ((m.type === "append" || m.type === "heartbeat" || m.type === "snapshot") && m.term >= parts.core.term) {
-        this.lastLeaderContactAtMs = this.settings.clock.nowMs();
+        this.lastLeaderContactAtMs = nowMs;
         if (m.type !== "snapshot") this.leaderCommitSeen = Math.max(this.leaderCommitSeen, m.commit);
       }
       if (m.type === "appendResp") parts.loop.appends.received(m);
@@ -437,6 +449,8 @@ export class RaftDriver {
         case "transferLeadership":
           this.transferLeadership(req.to);
           return encodeAcknowledgement();
+        case "leaderStatus":
+          return encodeStatusReply(this.status());
       }
     } catch (err) {
       return encodeRefusal(toAvailabilityError(err));
@@ -487,6 +501,7 @@ export class RaftDriver {
       parts.loop.appends.clear();
       if (leader !== NONE && leader !== this.observedLeader) this.settings.observer.leaderChanged(leader, parts.core.term);
       this.observedLeader = leader;
+      this.contact.leading(role === "leader" ? this.settings.clock.nowMs() : undefined);
       if (role !== "leader") parts.proposals.lostLeadership();
       parts.leaders.changed();
       parts.reads.leaderChanged();

@@ -1,16 +1,18 @@
 // Requests a follower carries to the leader: its clients' proposals (batched, one call per turn of
-// the event loop), membership changes, and application requests only the leader can answer (a
-// TTL heartbeat, say). The leader's side of these calls is RaftDriver's onForward.
+// the event loop), membership changes, application requests only the leader can answer (a TTL
+// heartbeat, say), and questions about the cluster only the leader knows (each member's progress
+// and contact). The leader's side of these calls is RaftDriver's onForward.
 //
 // Every answer says whether a refused request certainly had no effect: only then does the
 // follower try it again with the next leader.
 
-import { Reader, Writer } from "../../common/codec.js";
+import { CodecError, Reader, Writer } from "../../common/codec.js";
 import type { RaftNode } from "../core/raft.js";
 import { type ConfChange, NONE, type NodeId, RaftRefusal } from "../core/types.js";
 import { NotAvailableError, forwardFailure } from "./errors.js";
 import type { PeerNetwork } from "./ports.js";
 import type { DriverSettings } from "./settings.js";
+import { MEMBER_ROLES, type MemberStatus, type NodeStatus, ROLES } from "./status.js";
 
 /** Proposals in one forwarded call, at most: bounds the message and the leader's burst. */
 export const FORWARD_BATCH_MAX = 1024;
@@ -22,7 +24,9 @@ export type ForwardRequest =
   /** Application requests only the leader can answer, such as a TTL heartbeat: opaque here. */
   | { readonly kind: "app"; readonly data: Uint8Array }
   /** An operator's request, made on a follower, that the leader hand leadership to `to`. */
-  | { readonly kind: "transferLeadership"; readonly to: NodeId };
+  | { readonly kind: "transferLeadership"; readonly to: NodeId }
+  /** What the leader knows of the cluster: its status, with each member's match and contact. */
+  | { readonly kind: "leaderStatus" };
 
 interface QueuedProposal {
   readonly data: Uint8Array;
@@ -108,11 +112,19 @@ const REQUEST_PROPOSE = 0;
 const REQUEST_CONF_CHANGE = 1;
 const REQUEST_APP = 2;
 const REQUEST_TRANSFER_LEADERSHIP = 3;
+const REQUEST_LEADER_STATUS = 4;
 
 /** A reply's first byte. */
 const REPLY_REFUSED = 0;
 const REPLY_OK = 1;
 const REPLY_PROPOSE_BATCH = 3;
+const REPLY_STATUS = 4;
+
+/** Members in a status reply, at most: far more than any cluster has, so a damaged count fails fast. */
+const STATUS_MEMBERS_MAX = 1024;
+/** An optional number or boolean in a status reply: a presence byte, then the value. */
+const ABSENT = 0;
+const PRESENT = 1;
 
 /** One proposal's outcome inside a batch reply. */
 const ITEM_INDEX = 1;
@@ -141,6 +153,9 @@ export function encodeForwardRequest(req: ForwardRequest): Uint8Array {
       w.u8(REQUEST_TRANSFER_LEADERSHIP);
       w.string(req.to);
       break;
+    case "leaderStatus":
+      w.u8(REQUEST_LEADER_STATUS);
+      break;
   }
   return w.finish();
 }
@@ -159,6 +174,8 @@ export function decodeForwardRequest(buf: Uint8Array): ForwardRequest {
     req = { kind: "app", data: r.bytes() };
   } else if (kind === REQUEST_TRANSFER_LEADERSHIP) {
     req = { kind: "transferLeadership", to: r.string() };
+  } else if (kind === REQUEST_LEADER_STATUS) {
+    req = { kind: "leaderStatus" };
   } else if (kind === REQUEST_CONF_CHANGE) {
     const type = r.string();
     const node = r.string();
@@ -264,4 +281,90 @@ function decodeProposeBatchReply(buf: Uint8Array, leader: NodeId, expected: numb
   }
   r.done();
   return out;
+}
+
+// ---------------------------------------------------------------- the leader's status
+
+function writeOptionalUint(w: Writer, v: number | undefined): void {
+  if (v === undefined) {
+    w.u8(ABSENT);
+    return;
+  }
+  w.u8(PRESENT);
+  w.uint(v);
+}
+
+function readOptionalUint(r: Reader): number | undefined {
+  return r.bool() ? r.uint() : undefined;
+}
+
+function writeOptionalBool(w: Writer, v: boolean | undefined): void {
+  if (v === undefined) {
+    w.u8(ABSENT);
+    return;
+  }
+  w.u8(PRESENT);
+  w.u8(v ? 1 : 0);
+}
+
+function readOptionalBool(r: Reader): boolean | undefined {
+  return r.bool() ? r.bool() : undefined;
+}
+
+/** One of `allowed`, or a CodecError naming what arrived. */
+function readOneOf<T extends string>(r: Reader, allowed: readonly T[], what: string): T {
+  const text = r.string();
+  const found = allowed.find((a) => a === text);
+  if (found === undefined) throw new CodecError(`unknown ${what} ${JSON.stringify(text.slice(0, 40))} in a status reply`);
+  return found;
+}
+
+export function encodeStatusReply(status: NodeStatus): Uint8Array {
+  const w = new Writer(64 + 64 * status.members.length);
+  w.u8(REPLY_STATUS);
+  w.string(status.id);
+  w.string(status.role);
+  w.string(status.leader);
+  w.uint(status.term);
+  w.uint(status.commitIndex);
+  w.uint(status.appliedIndex);
+  writeOptionalUint(w, status.lastContactMs);
+  w.uint(status.members.length);
+  for (const m of status.members) {
+    w.string(m.id);
+    w.string(m.peerAddress);
+    w.string(m.role);
+    writeOptionalUint(w, m.match);
+    writeOptionalUint(w, m.lastContactMs);
+    writeOptionalBool(w, m.reachable);
+  }
+  return w.finish();
+}
+
+export function decodeStatusReply(buf: Uint8Array, leader: NodeId): NodeStatus {
+  const r = openReply(buf, leader);
+  // openReply read the first byte; a success here must be a status.
+  if (buf[0] !== REPLY_STATUS) throw new CodecError(`leader ${leader} answered a status request with reply tag ${buf[0]}`);
+  const id = r.string();
+  const role = readOneOf(r, ROLES, "role");
+  const leaderId = r.string();
+  const term = r.uint();
+  const commitIndex = r.uint();
+  const appliedIndex = r.uint();
+  const lastContactMs = readOptionalUint(r);
+  const count = r.uint();
+  if (count > STATUS_MEMBERS_MAX) throw new CodecError(`a status reply of ${count} members exceeds ${STATUS_MEMBERS_MAX}`);
+  const members: MemberStatus[] = [];
+  for (let i = 0; i < count; i++) {
+    members.push({
+      id: r.string(),
+      peerAddress: r.string(),
+      role: readOneOf(r, MEMBER_ROLES, "member role"),
+      match: readOptionalUint(r),
+      lastContactMs: readOptionalUint(r),
+      reachable: readOptionalBool(r),
+    });
+  }
+  r.done();
+  return { id, role, leader: leaderId, term, commitIndex, appliedIndex, lastContactMs, members };
 }
