@@ -22,7 +22,7 @@ import { grpcCases, grpcMethods, metadataOf, type GrpcCase } from "./grpc_cases.
 import { httpCases, type HttpCase } from "./http_cases.js";
 import { type FuzzRequest, type FuzzResponse, send } from "./http_client.js";
 import { hasRoute, type Route } from "./routes.js";
-import { authHeaders, cleanUp, clusterView, type FuzzTarget, stateView, type StateView, unhealthy } from "./target.js";
+import { authHeaders, cleanUp, type ClusterView, clusterView, type FuzzTarget, stateView, type StateView, unhealthy } from "./target.js";
 
 export interface CampaignOptions {
   readonly cases: number;
@@ -109,11 +109,37 @@ class Executor {
   casesRun = 0;
   private view: StateView | undefined;
   private readonly clients = new Map<string, grpc.Client>();
+  /**
+   * Founding nodes an accepted request removed from the cluster (DELETE /v1/cluster/members/n1
+   * is an operator's right). A removed node rightly serves nothing current (its reads find no
+   * leader: 503), as a client that follows the membership would know, so cases go to the others.
+   */
+  private readonly removedNodes = new Set<number>();
 
   constructor(private readonly target: FuzzTarget, private readonly opts: CampaignOptions) {}
 
   async start(): Promise<void> {
-    this.view = await stateView(this.target.httpUrls[0], this.target);
+    this.view = await stateView(this.memberUrl(), this.target);
+  }
+
+  /** The case's node, among those still members: cases meant for a removed one go to the others in turn. */
+  private memberNode(node: number): number {
+    const members = this.target.httpUrls.map((_, i) => i).filter((i) => !this.removedNodes.has(i));
+    return members[node % members.length];
+  }
+
+  /** A node that is still a member, for the harness's own reads and clean-up. */
+  private memberUrl(): URL {
+    return this.target.httpUrls[this.memberNode(0)];
+  }
+
+  private noteRemovals(view: ClusterView): void {
+    const ids = new Set(view.members.map((m) => m.id));
+    this.target.cluster.nodes.forEach((n, i) => {
+      if (ids.has(n.info.id) || this.removedNodes.has(i)) return;
+      this.removedNodes.add(i);
+      this.count(this.tally, `founding node ${n.info.id} removed by an accepted request; later cases go to the others`);
+    });
   }
 
   close(): void {
@@ -138,14 +164,14 @@ class Executor {
   private async endBatch(): Promise<void> {
     const sick = await unhealthy(this.target);
     if (sick !== undefined) throw new PropertyViolation("no crash", sick);
-    const url = this.target.httpUrls[0];
-    await cleanUp(this.target, await stateView(url, this.target));
+    const url = this.memberUrl();
+    await cleanUp(this.target, await stateView(url, this.target), url);
     this.view = await stateView(url, this.target);
     this.opts.progress?.(`${this.casesRun} cases`);
   }
 
   private async runHttp(request: FuzzRequest, route: Route | undefined, node: number): Promise<void> {
-    const url = this.target.httpUrls[node];
+    const url = this.target.httpUrls[this.memberNode(node)];
     // The state is read where it is decided: a follower learns of commits a moment after the
     // leader, so its commit index could move during a case because of an earlier write.
     const ref = await this.leaderUrl();
@@ -173,6 +199,7 @@ class Executor {
     }
     this.count(this.tally, `http ${res.status}${res.outcome === "stream" ? " stream" : ""}`, `${what}: ${res.bodyStart.slice(0, 200)}`);
     const after = await clusterView(ref, this.target);
+    this.noteRemovals(after);
     if (res.status >= 500) this.check5xx(res, what, before, after.term);
     if (res.status >= 400 && res.status < 500) await this.checkUnchanged(res, what, before, ref);
     this.view = single && after.commitIndex === before.commitIndex ? before : undefined;
@@ -181,9 +208,9 @@ class Executor {
   /** The leader's HTTP address (the only node with a single-node target). */
   private async leaderUrl(): Promise<URL> {
     if (this.target.httpUrls.length === 1) return this.target.httpUrls[0];
-    const { leader } = await clusterView(this.target.httpUrls[0], this.target);
+    const { leader } = await clusterView(this.memberUrl(), this.target);
     const at = this.target.cluster.nodes.findIndex((n) => n.info.id === leader);
-    return this.target.httpUrls[at < 0 ? 0 : at];
+    return at < 0 ? this.memberUrl() : this.target.httpUrls[at];
   }
 
   private check5xx(res: FuzzResponse, what: string, before: StateView, termAfter: number): void {
@@ -215,7 +242,7 @@ class Executor {
   }
 
   private async runGrpc(c: GrpcCase, node: number): Promise<void> {
-    const address = c.method.workloadSocket ? `unix://${this.target.workloadSocket}` : this.target.grpcAddresses[node];
+    const address = c.method.workloadSocket ? `unix://${this.target.workloadSocket}` : this.target.grpcAddresses[this.memberNode(node)];
     const end = await callOnce(this.client(address), c, this.opts.requestBoundMs);
     const what = `${c.method.path} with ${c.messages.map((m) => m.how).join(", ") || "no message"}`;
     if (end.kind === "timeout") throw new PropertyViolation("no hang", `${what} had no answer within ${this.opts.requestBoundMs} ms`);

@@ -68,7 +68,7 @@ export async function startTarget(nodes: number): Promise<FuzzTarget> {
 
 // ---------------------------------------------------------------- state
 
-interface ClusterView {
+export interface ClusterView {
   readonly commitIndex: number;
   readonly term: number;
   readonly leader: string;
@@ -178,8 +178,7 @@ function grpcHealth(address: string): Promise<void> {
  * Removes what the fuzzer's accepted requests created (instances, members, ACL policies and
  * tokens), so the state stays small and still between batches.
  */
-export async function cleanUp(target: FuzzTarget, view: StateView): Promise<void> {
-  const url = target.httpUrls[0];
+export async function cleanUp(target: FuzzTarget, view: StateView, url: URL = target.httpUrls[0]): Promise<void> {
   const headers = authHeaders(target);
   const del = async (path: string): Promise<void> => {
     const res = await fetch(new URL(path, url), { method: "DELETE", headers, signal: AbortSignal.timeout(BOOKKEEPING_BOUND_MS) });
