@@ -6,10 +6,18 @@
 // an exact name beats any prefix, and a longer prefix beats a shorter one. When several policies
 // give the same name or prefix, they are merged as Consul merges them: deny beats write beats read.
 // Unnamed resources (operator, acl, ca) take one level each, merged the same way.
+//
+// Intentions are guarded per destination by a service rule's "intentions" field:
+//   {"service":{"db":{"policy":"read","intentions":"write"}}}
+// A service rule without the field gives intentions the level of its policy (service:write may
+// write the service's intentions, service:read may read them, deny denies both), so "intention"
+// is a named resource of its own that only service rules fill.
 
 export type Access = "read" | "write";
 export type Level = "deny" | "read" | "write";
-export const NAMED_RESOURCES = ["service", "node", "key"] as const;
+export const NAMED_RESOURCES = ["service", "node", "key", "intention"] as const;
+/** The named resources a rule key may name (with or without _prefix); intention is a field of service rules. */
+const RULE_RESOURCES = ["service", "node", "key"] as const;
 export const UNNAMED_RESOURCES = ["operator", "acl", "ca"] as const;
 export type NamedResource = (typeof NAMED_RESOURCES)[number];
 export type UnnamedResource = (typeof UNNAMED_RESOURCES)[number];
@@ -48,6 +56,10 @@ function merge(a: Level | undefined, b: Level): Level {
   return a === undefined || RANK[b] > RANK[a] ? b : a;
 }
 
+function emptyNamed(): Record<NamedResource, Map<string, Level>> {
+  return { service: new Map(), node: new Map(), key: new Map(), intention: new Map() };
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -65,8 +77,8 @@ function level(field: string, v: unknown, allowList: boolean): Level {
  */
 export function parseRules(text: string): Rules {
   if (Buffer.byteLength(text) > RULES_BYTES_MAX) throw new RulesError("Rules", `is ${Buffer.byteLength(text)} bytes; at most ${RULES_BYTES_MAX} are accepted`);
-  const exact = { service: new Map<string, Level>(), node: new Map<string, Level>(), key: new Map<string, Level>() };
-  const prefix = { service: new Map<string, Level>(), node: new Map<string, Level>(), key: new Map<string, Level>() };
+  const exact = emptyNamed();
+  const prefix = emptyNamed();
   const unnamed: Partial<Record<UnnamedResource, Level>> = {};
   if (text.trim() === "") return { exact, prefix, unnamed };
   let parsed: unknown;
@@ -84,7 +96,7 @@ export function parseRules(text: string): Rules {
     }
     const isPrefix = key.endsWith("_prefix");
     const base = isPrefix ? key.slice(0, -"_prefix".length) : key;
-    const named = (NAMED_RESOURCES as readonly string[]).includes(base) ? (base as NamedResource) : undefined;
+    const named = (RULE_RESOURCES as readonly string[]).includes(base) ? (base as NamedResource) : undefined;
     if (named === undefined && !ACCEPTED_UNUSED.has(key)) {
       throw new RulesError(key, `is not a rule Cairn knows; use service, service_prefix, node, node_prefix, key, key_prefix, operator, acl or ca`);
     }
@@ -96,15 +108,14 @@ export function parseRules(text: string): Rules {
       for (const field of Object.keys(rule)) {
         if (field !== "policy" && field !== "intentions") throw new RulesError(`${where}.${field}`, 'is not a rule field; use "policy" (and, for services, "intentions")');
       }
-      if (rule.intentions !== undefined) {
-        if (base !== "service") throw new RulesError(`${where}.intentions`, "only service rules take intentions");
-        level(`${where}.intentions`, rule.intentions, false);
-      }
+      if (rule.intentions !== undefined && base !== "service") throw new RulesError(`${where}.intentions`, "only service rules take intentions");
+      const intentions = rule.intentions === undefined ? undefined : level(`${where}.intentions`, rule.intentions, false);
       if (rule.policy === undefined) throw new RulesError(`${where}.policy`, "is required");
       const lvl = level(`${where}.policy`, rule.policy, base === "key");
       if (named === undefined) continue;
-      const into = isPrefix ? prefix[named] : exact[named];
-      into.set(name, merge(into.get(name), lvl));
+      const into = isPrefix ? prefix : exact;
+      into[named].set(name, merge(into[named].get(name), lvl));
+      if (named === "service") into.intention.set(name, merge(into.intention.get(name), intentions ?? lvl));
     }
   }
   return { exact, prefix, unnamed };
@@ -130,8 +141,8 @@ export class Permissions {
   }
 
   static of(policies: readonly Rules[], fallback: DefaultPolicy): Permissions {
-    const exact = { service: new Map<string, Level>(), node: new Map<string, Level>(), key: new Map<string, Level>() };
-    const prefix = { service: new Map<string, Level>(), node: new Map<string, Level>(), key: new Map<string, Level>() };
+    const exact = emptyNamed();
+    const prefix = emptyNamed();
     const unnamed: Partial<Record<UnnamedResource, Level>> = {};
     for (const p of policies) {
       for (const r of NAMED_RESOURCES) {
@@ -150,7 +161,7 @@ export class Permissions {
     return this.rules === "management";
   }
 
-  /** Whether `access` to `resource` (named `name`, for service, node and key) is allowed. */
+  /** Whether `access` to `resource` (named `name`, for service, node, key and intention: the destination's) is allowed. */
   allows(resource: Resource, access: Access, name = ""): boolean {
     if (this.rules === "management") return true;
     const l = this.levelOf(resource, name);

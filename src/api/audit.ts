@@ -33,6 +33,10 @@ const OPERATIONS: Readonly<Record<string, string>> = {
   "DELETE /v1/cluster/members/:id": "membership.remove",
   "POST /v1/cluster/leader": "leader.transfer",
   "PUT /v1/snapshot": "snapshot.restore",
+  "PUT /v1/connect/intentions/exact": "intention.upsert",
+  "DELETE /v1/connect/intentions/exact": "intention.delete",
+  // A read that Consul makes a POST: audited like any, since a proxy's refusals are the auditor's business too.
+  "POST /v1/agent/connect/authorize": "intention.authorize",
 };
 
 /** The audit's name for a write on `route`: from the table, else acl.* for ACL routes, else the method and route. */

@@ -11,6 +11,7 @@ import { auditWrites } from "./audit.js";
 import { endWaitsOnClose } from "./blocking.js";
 import { type PublicTlsMaterial, httpsServerOptions } from "./tls.js";
 import type { AclService } from "../acl/acl.js";
+import type { IntentionsService } from "../intentions/intentions.js";
 import { installAcl } from "./acl/enforce.js";
 import { aclRoutes } from "./acl/routes.js";
 import { sendError } from "./errors.js";
@@ -45,6 +46,8 @@ export interface HttpServerOptions {
   readonly kv: KvStateMachine;
   readonly registry: Registry;
   readonly ca: CertificateAuthority;
+  /** Which services may call which (Consul's intentions). */
+  readonly intentions: IntentionsService;
   readonly datacenter: string;
   /**
    * The address Consul clients see as this node's Address (Consul's Node is the node id). The
@@ -154,6 +157,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   consulRoutes(app, {
     registry: opts.registry,
     ca: opts.ca,
+    intentions: opts.intentions,
     driver: opts.driver,
     datacenter: opts.datacenter,
     nodeName: opts.driver.id,

@@ -54,6 +54,8 @@ export interface ServerConfig {
   readonly acl: AclConfig;
   /** --metrics-open: GET /metrics needs no token; with ACLs on it otherwise needs operator:read. */
   readonly metricsOpen: boolean;
+  /** --intentions-default: whether a call no intention covers is allowed (deny when ACLs are on, allow when off). */
+  readonly intentionsDefaultAllow: boolean;
 }
 
 export interface AclConfig {
@@ -168,6 +170,7 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--audit-log", env: "CAIRN_AUDIT_LOG", key: "auditLog", help: "file the audit log (every write and issued certificate, JSON lines) is appended to (default DATA/audit.log)" },
   { flag: "--acl", env: "CAIRN_ACL", key: "acl", help: "on (default) or off: check every request against ACL tokens (PUT /v1/acl/bootstrap makes the first)" },
   { flag: "--acl-default-policy", env: "CAIRN_ACL_DEFAULT_POLICY", key: "aclDefaultPolicy", help: "deny (default) or allow: what a token may do where its rules say nothing" },
+  { flag: "--intentions-default", env: "CAIRN_INTENTIONS_DEFAULT", key: "intentionsDefault", help: "allow or deny: what a call between services is decided when no intention covers it (default deny with ACLs on, allow with --acl off)" },
   { flag: "--metrics-open", env: "CAIRN_METRICS_OPEN", key: "metricsOpen", bare: true, help: "serve GET /metrics to anyone, without a token (with ACLs on it needs operator:read otherwise); for a scraper on a trusted network" },
   { flag: "--token", env: "CAIRN_TOKEN", key: "token", help: "ACL token this node presents to join a cluster with --join (needs operator:write)" },
   { flag: "--config", env: "CAIRN_CONFIG", key: "config", help: "JSON file with any of the settings above, keyed as camelCase" },
@@ -325,6 +328,9 @@ export function parseServerConfig(
   const defaultPolicy = get("aclDefaultPolicy") ?? "deny";
   if (defaultPolicy !== "allow" && defaultPolicy !== "deny") throw new ConfigError(`--acl-default-policy must be deny or allow, not "${defaultPolicy}"`);
   const acl: AclConfig = { enabled: aclText === "on", defaultPolicy, token: get("token") };
+  // As Consul: with ACLs on, a mesh is closed until intentions open it; with them off, it is open.
+  const intentionsDefault = get("intentionsDefault") ?? (acl.enabled ? "deny" : "allow");
+  if (intentionsDefault !== "allow" && intentionsDefault !== "deny") throw new ConfigError(`--intentions-default must be allow or deny, not "${intentionsDefault}"`);
   return {
     id,
     dataDir: required("data"),
@@ -353,6 +359,7 @@ export function parseServerConfig(
     httpLimits,
     auditLog: get("auditLog"),
     acl,
+    intentionsDefaultAllow: intentionsDefault === "allow",
     metricsOpen: parseSwitch(get, "metricsOpen"),
   };
 }

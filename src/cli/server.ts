@@ -26,6 +26,8 @@ import { openAuthorizer, tokenAuthorizer, workloadRuleAuthorizer } from "../ca/a
 import { ruleIdentities } from "../ca/workload_rules.js";
 import { AclService } from "../acl/acl.js";
 import { AclState } from "../acl/state.js";
+import { IntentionsService } from "../intentions/intentions.js";
+import { IntentionsState } from "../intentions/state.js";
 import { KeySealer, parseKek, parseKekList } from "../ca/seal.js";
 import { CaState } from "../ca/state.js";
 import { KvStateMachine } from "../kv/kv.js";
@@ -80,7 +82,8 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const registryState = new RegistryState(cfg.watchWindowEvents === undefined ? {} : { eventsMax: cfg.watchWindowEvents });
   const caState = new CaState();
   const aclState = new AclState();
-  const clusterState = new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState });
+  const intentionsState = new IntentionsState();
+  const clusterState = new ClusterStateMachine({ kv, registry: registryState, ca: caState, acl: aclState, intentions: intentionsState });
   let sealer: KeySealer;
   try {
     sealer = new KeySealer(
@@ -144,6 +147,8 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const acl = new AclService(aclState, driver, { enabled: cfg.acl.enabled, defaultPolicy: cfg.acl.defaultPolicy });
   if (!cfg.acl.enabled) logger.warn("ACLs are off (--acl off): every request is allowed, and anyone who reaches this node may register, deregister, rotate the CA or get any certificate");
   else logger.info({ defaultPolicy: cfg.acl.defaultPolicy, bootstrapped: aclState.bootstrapIndex !== 0 }, "ACLs are on; PUT /v1/acl/bootstrap makes the first management token if none exists");
+  const intentions = new IntentionsService(intentionsState, driver, { defaultAllow: cfg.intentionsDefaultAllow });
+  logger.info({ intentionsDefault: cfg.intentionsDefaultAllow ? "allow" : "deny" }, "intentions: a call between services that no intention covers is decided by this default (--intentions-default)");
   const ca = new CertificateAuthority({
     driver,
     state: caState,
@@ -193,7 +198,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   metrics.api.readRateLimits(rateLimiter.refusals);
   const snapshots = new SnapshotService({ driver, state: clusterState, clusterId, ca, logger: logger.child({ component: "snapshot" }) });
   const http = buildHttpServer({
-    driver, kv, registry, ca, acl, clusterId, snapshots, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    driver, kv, registry, ca, acl, intentions, clusterId, snapshots, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
     rateLimiter,
     metrics,
     metricsOpen: cfg.metricsOpen,

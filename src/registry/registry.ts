@@ -1,6 +1,7 @@
 // The registry's operations, as the API layer calls them: validate, default, then replicate.
 // Validation here is semantic (names, limits, durations, conflicts); shapes are the routes' schemas.
 
+import { SERVICE_NAME_PATTERN } from "../common/service_name.js";
 import type { Logger } from "pino";
 import { type RaftDriver } from "../raft/node/driver.js";
 import { NotAvailableError } from "../raft/node/errors.js";
@@ -68,7 +69,7 @@ export interface RegistryOptions {
 }
 
 /** DNS label rules for service names: what Consul's DNS interface can serve. */
-const SERVICE_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+const SERVICE_NAME = SERVICE_NAME_PATTERN;
 const PRINTABLE_ID = /^[\x21-\x7e]+$/;
 const DEFAULT_PROBE_INTERVAL_MS = 10_000;
 const DEFAULT_PROBE_TIMEOUT_MS = 10_000;

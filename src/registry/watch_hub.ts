@@ -17,6 +17,7 @@
 // bound a stream's backlog is coalesced to the latest change per instance, and past a larger one
 // it is reset; both are counted.
 
+import { SERVICE_NAME_PATTERN } from "../common/service_name.js";
 import { Fifo } from "../common/fifo.js";
 import type { Instance } from "./model.js";
 import type { EventWindow, RegistryEvent } from "./events.js";
@@ -156,7 +157,7 @@ export interface WatchHubStats {
   progressSent: number;
 }
 
-const SERVICE_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+const SERVICE_NAME = SERVICE_NAME_PATTERN;
 /** A group's key for the streams that watch every service. */
 const ALL_SERVICES = "*";
 

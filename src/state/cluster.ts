@@ -1,5 +1,5 @@
-// The state machine the driver applies: it routes each command to the registry, the CA, the ACLs
-// or the key/value store by its tag, and snapshots them together. It also takes backups of them
+// The state machine the driver applies: it routes each command to the registry, the CA, the ACLs,
+// the intentions or the key/value store by its tag, and snapshots them together. It also takes backups of them
 // (the body of a `cairn snapshot` file) and restores one through the log (restore.ts).
 
 import type { Chunks } from "../common/codec.js";
@@ -7,7 +7,7 @@ import { errorMessage } from "../common/errors.js";
 import type { StateMachine } from "../raft/state_machine.js";
 import { type RestoreVerdict, RestoreStaging, type StagedProgress } from "./restore.js";
 import { type BackupSection, checkBackupBody, decodeSections, encodeSections } from "./sections.js";
-import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_KV, STATE_TAG_REGISTRY, STATE_TAG_RESTORE } from "./tags.js";
+import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_INTENTIONS, STATE_TAG_KV, STATE_TAG_REGISTRY, STATE_TAG_RESTORE } from "./tags.js";
 
 /** A state machine whose state a backup can replace. */
 export interface BackupPart extends StateMachine {
@@ -23,9 +23,10 @@ export class ClusterStateMachine implements StateMachine {
   private readonly machines: ReadonlyMap<number, BackupPart>;
   private readonly staging = new RestoreStaging((body, index) => this.applyBackup(body, index));
 
-  constructor(parts: { readonly kv: BackupPart; readonly registry: BackupPart; readonly ca: BackupPart; readonly acl?: BackupPart }) {
+  constructor(parts: { readonly kv: BackupPart; readonly registry: BackupPart; readonly ca: BackupPart; readonly acl?: BackupPart; readonly intentions?: BackupPart }) {
     this.machines = new Map([[STATE_TAG_KV, parts.kv], [STATE_TAG_REGISTRY, parts.registry], [STATE_TAG_CA, parts.ca],
-      ...(parts.acl === undefined ? [] : [[STATE_TAG_ACL, parts.acl] as const])]);
+      ...(parts.acl === undefined ? [] : [[STATE_TAG_ACL, parts.acl] as const]),
+      ...(parts.intentions === undefined ? [] : [[STATE_TAG_INTENTIONS, parts.intentions] as const])]);
   }
 
   apply(index: number, data: Uint8Array): void {

@@ -7,11 +7,12 @@
 
 import { AclState } from "../acl/state.js";
 import { CaState } from "../ca/state.js";
-import { type Chunks, CodecError, Reader, Writer, chunksLength } from "../common/codec.js";
+import { type Chunks, CodecError, Reader, Writer, chunksLength, concatChunks } from "../common/codec.js";
 import { errorMessage } from "../common/errors.js";
 import { KvStateMachine } from "../kv/kv.js";
+import { IntentionsState } from "../intentions/state.js";
 import { RegistryState } from "../registry/state.js";
-import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_KV, STATE_TAG_REGISTRY } from "./tags.js";
+import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_INTENTIONS, STATE_TAG_KV, STATE_TAG_REGISTRY } from "./tags.js";
 
 /** What a section holds, for people: counts by what they count, and a few named facts. */
 export type SectionSummary = Readonly<Record<string, number | string>>;
@@ -19,7 +20,7 @@ export type SectionSummary = Readonly<Record<string, number | string>>;
 /** One section of a backup, checked. */
 export interface BackupSection {
   readonly tag: number;
-  /** kv, registry, ca or acl. */
+  /** kv, registry, ca, acl or intentions. */
   readonly name: string;
   readonly bytes: Uint8Array;
   readonly summary: SectionSummary;
@@ -38,6 +39,11 @@ interface SectionKind {
   readonly name: string;
   /** Restores `data` into a fresh machine as a backup (strictly; it throws if it does not decode) and says what it holds. */
   readonly check: (data: Uint8Array) => SectionSummary;
+  /**
+   * For a section added after backups already existed: what a backup without it holds (an empty
+   * machine's bytes), so that a backup taken by an older build still restores. Absent: required.
+   */
+  readonly whenAbsent?: () => Uint8Array;
 }
 
 /** The revision a section is checked at: any will do, since the fresh machine is thrown away. */
@@ -83,6 +89,18 @@ export const BACKUP_SECTIONS: readonly SectionKind[] = [
       acl.restoreBackup(data, CHECK_REVISION);
       return { tokens: [...acl.allTokens()].length, policies: [...acl.allPolicies()].length, bootstrapped: acl.bootstrapIndex === 0 ? "no" : "yes" };
     },
+  },
+  {
+    tag: STATE_TAG_INTENTIONS,
+    name: "intentions",
+    check: (data) => {
+      const intentions = new IntentionsState();
+      intentions.restoreBackup(data, CHECK_REVISION);
+      const all = intentions.all();
+      return { intentions: all.length, deny: all.filter((i) => i.action === "deny").length };
+    },
+    // Backups from before intentions existed hold none.
+    whenAbsent: () => concatChunks(new IntentionsState().snapshot()),
   },
 ];
 
@@ -135,7 +153,7 @@ export function checkBackupBody(body: Uint8Array): BackupSection[] {
     if (!BACKUP_SECTIONS.some((s) => s.tag === tag)) throw new BackupSectionError(`the snapshot holds section ${sectionName(tag)}, which this build does not know: was it written by a newer cairn?`);
   }
   return BACKUP_SECTIONS.map((kind) => {
-    const bytes = sections.get(kind.tag);
+    const bytes = sections.get(kind.tag) ?? kind.whenAbsent?.();
     if (bytes === undefined) throw new BackupSectionError(`the snapshot has no ${kind.name} section; a complete one has ${BACKUP_SECTIONS.map((s) => s.name).join(", ")}`);
     try {
       return { tag: kind.tag, name: kind.name, bytes, summary: kind.check(bytes) };

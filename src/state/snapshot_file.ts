@@ -1,5 +1,5 @@
-// The `cairn snapshot` file: a point-in-time backup of the whole state (registry, CA, ACLs, the
-// key/value store), written by `GET /v1/snapshot`, read back by `PUT /v1/snapshot` and by
+// The `cairn snapshot` file: a point-in-time backup of the whole state (registry, CA, ACLs,
+// intentions, the key/value store), written by `GET /v1/snapshot`, read back by `PUT /v1/snapshot` and by
 // `cairn snapshot inspect`, which needs no cluster. Both ends use this one module.
 //
 //   offset  bytes  field

@@ -7,6 +7,7 @@ export const STATE_TAG_CA = 3;
 export const STATE_TAG_ACL = 4;
 /** A backup being restored: staged in pieces, then applied to every machine above at once (src/state/restore.ts). */
 export const STATE_TAG_RESTORE = 5;
+export const STATE_TAG_INTENTIONS = 6;
 
 export function withTag(tag: number, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(data.byteLength + 1);

@@ -299,7 +299,7 @@ describe("ACLs on a real server, default deny", { timeout: 180_000 }, () => {
     const operations = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ path, method, rule: op["x-cairn-acl"] })));
     assert.ok(operations.length >= 50, `only ${operations.length} operations documented`);
     for (const op of operations) assert.ok(op.rule !== undefined && op.rule !== "", `${op.method.toUpperCase()} ${op.path} declares no ACL rule`);
-    for (const op of operations.filter((o) => /^(service|node|key|operator|acl|ca):(read|write)/.test(o.rule ?? ""))) {
+    for (const op of operations.filter((o) => /^(service|node|key|intention|operator|acl|ca):(read|write)/.test(o.rule ?? ""))) {
       const path = op.path.replace(/\{[^}]+\}/g, "web-1");
       const body = op.method === "get" || op.method === "delete" ? undefined : { Name: "web", name: "web", id: "x", peerAddress: "127.0.0.1:1", to: "n1", value: "v", status: "passing" };
       const answer = await call(node, op.method.toUpperCase(), path, undefined, body);

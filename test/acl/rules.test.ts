@@ -68,3 +68,23 @@ test("ACL commands decode strictly, and the state keeps the secret's hash, never
   assert.equal(restored.tokenBySecret(secret)?.description, "renamed");
   assert.equal(restored.bootstrapIndex, 5);
 });
+
+test("intentions follow a service rule's intentions field, else its policy: service:write may write them, service:read read them", () => {
+  const p = Permissions.of([rules({
+    service: { db: { policy: "read", intentions: "write" }, web: { policy: "write" }, api: { policy: "read" }, secret: { policy: "write", intentions: "deny" } },
+    service_prefix: { "pay-": { policy: "deny", intentions: "read" } },
+  })], "deny");
+  assert.equal(p.allows("intention", "write", "db"), true, "intentions = write on a read service");
+  assert.equal(p.allows("service", "write", "db"), false, "the intentions field grants nothing on the service itself");
+  assert.equal(p.allows("intention", "write", "web"), true, "service:write grants intentions:write");
+  assert.equal(p.allows("intention", "read", "api"), true, "service:read grants intentions:read");
+  assert.equal(p.allows("intention", "write", "api"), false);
+  assert.equal(p.allows("intention", "read", "secret"), false, "an explicit intentions deny beats the policy");
+  assert.equal(p.allows("intention", "read", "pay-eu"), true, "prefix rules carry intentions too");
+  assert.equal(p.allows("intention", "write", "pay-eu"), false);
+  assert.equal(p.allows("intention", "read", "other"), false, "the default where no rule speaks");
+  assert.equal(Permissions.of([], "allow").allows("intention", "write", "other"), true);
+  assert.throws(() => rules({ node: { n1: { policy: "read", intentions: "read" } } }), /node\."n1"\.intentions: only service rules take intentions/);
+  assert.throws(() => rules({ service: { db: { policy: "read", intentions: "list" } } }), /intentions: must be "read", "write" or "deny"/);
+  assert.throws(() => rules({ intention: { db: { policy: "read" } } }), /intention: is not a rule Cairn knows/);
+});

@@ -9,6 +9,7 @@ import { AclState, OP_BOOTSTRAP, OP_POLICY_SET, OP_TOKEN_SET, encodeAclCommand, 
 import { CaState, encodeCaCommand } from "../../src/ca/state.js";
 import { concatChunks } from "../../src/common/codec.js";
 import { KvStateMachine, encodeKvCommand } from "../../src/kv/kv.js";
+import { IntentionsState, OP_UPSERT, encodeIntentionCommand } from "../../src/intentions/state.js";
 import type { InstanceDefinition } from "../../src/registry/model.js";
 import { RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
 import { ClusterStateMachine } from "../../src/state/cluster.js";
@@ -16,7 +17,7 @@ import {
   OP_RESTORE_ABORT, OP_RESTORE_BEGIN, OP_RESTORE_CHUNK, OP_RESTORE_COMMIT, type RestoreCommand, encodeRestoreCommand, sha256,
 } from "../../src/state/restore.js";
 import { SnapshotFileError, checkSnapshotFile, decodeSnapshotFile, encodeSnapshotFile } from "../../src/state/snapshot_file.js";
-import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_KV, STATE_TAG_REGISTRY, STATE_TAG_RESTORE, withTag } from "../../src/state/tags.js";
+import { STATE_TAG_ACL, STATE_TAG_CA, STATE_TAG_INTENTIONS, STATE_TAG_KV, STATE_TAG_REGISTRY, STATE_TAG_RESTORE, withTag } from "../../src/state/tags.js";
 import { encodeSections } from "../../src/state/sections.js";
 
 const SECRET = "11111111-2222-3333-4444-555555555555";
@@ -27,6 +28,7 @@ interface Node {
   readonly registry: RegistryState;
   readonly ca: CaState;
   readonly acl: AclState;
+  readonly intentions: IntentionsState;
 }
 
 function node(): Node {
@@ -34,7 +36,8 @@ function node(): Node {
   const registry = new RegistryState();
   const ca = new CaState();
   const acl = new AclState();
-  return { cluster: new ClusterStateMachine({ kv, registry, ca, acl }), kv, registry, ca, acl };
+  const intentions = new IntentionsState();
+  return { cluster: new ClusterStateMachine({ kv, registry, ca, acl, intentions }), kv, registry, ca, acl, intentions };
 }
 
 function inst(id: string, service: string): InstanceDefinition {
@@ -57,6 +60,8 @@ function populated(): Node {
     apply(STATE_TAG_REGISTRY, encodeRegistryCommand({ op: "register", instance: inst(id, service), checks: [], atMs: 3 }));
   }
   apply(STATE_TAG_KV, encodeKvCommand({ op: "put", key: "k", value: "v" }));
+  apply(STATE_TAG_INTENTIONS, encodeIntentionCommand({ op: OP_UPSERT, intention: { id: "00000000-0000-4000-8000-000000000001", source: "web", destination: "db", action: "allow", description: "web reads" } }));
+  apply(STATE_TAG_INTENTIONS, encodeIntentionCommand({ op: OP_UPSERT, intention: { id: "00000000-0000-4000-8000-000000000002", source: "*", destination: "db", action: "deny", description: "" } }));
   return n;
 }
 
@@ -102,6 +107,7 @@ void describe("the snapshot file", () => {
       registry: { services: 2, instances: 3, checks: 0 },
       ca: { roots: 1, trustDomain: "cairn.local", activeRoot: "aa:bb" },
       acl: { tokens: 3, policies: 2, bootstrapped: "yes" },
+      intentions: { intentions: 2, deny: 1 },
     });
   });
 
@@ -168,6 +174,11 @@ void describe("a restore applied through the log", () => {
     assert.equal(target.acl.tokenBySecret(SECRET)?.accessorId, "acc-mgmt", "a token of the backup is accepted by its secret");
     assert.equal(target.acl.bootstrapIndex, commitIndex);
     assert.deepEqual(target.kv.get("k"), { value: "v", createIndex: commitIndex, modifyIndex: commitIndex });
+    assert.deepEqual(target.intentions.all().map((i) => [i.source, i.destination, i.action, i.id, i.createIndex, i.modifyIndex]), [
+      ["web", "db", "allow", "00000000-0000-4000-8000-000000000001", commitIndex, commitIndex],
+      ["*", "db", "deny", "00000000-0000-4000-8000-000000000002", commitIndex, commitIndex],
+    ], "intentions come back with their IDs, in evaluation order, rebased at the restore's index");
+    assert.equal(target.intentions.destinationIndex("db"), commitIndex);
     // What the machines hold is the source's, revisions aside: a backup of the target restores the same again.
     const again = node();
     index = 500;

@@ -28,6 +28,8 @@ import { TooManyWatchersError, errorMessage } from "../../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority } from "../../ca/authority.js";
 import { LeafCache } from "../../ca/leaves.js";
 import { connectRoutes } from "./connect.js";
+import { intentionRoutes } from "./intentions.js";
+import { type IntentionsService, IntentionsInputError } from "../../intentions/intentions.js";
 import { markFiltered, permissionsOf, type RouteAcl } from "../acl/enforce.js";
 import { serviceOfCheck, serviceOfInstance } from "../native/registry.js";
 import { ConsulBadRequest, decodeCheckUpdate, decodeServiceRegistration } from "./decode.js";
@@ -39,6 +41,7 @@ import {
 export interface ConsulDeps {
   readonly registry: Registry;
   readonly ca: CertificateAuthority;
+  readonly intentions: IntentionsService;
   readonly driver: RaftDriver;
   readonly datacenter: string;
   /** This node's name as Consul's Node, and its address as the Node's Address. */
@@ -159,6 +162,13 @@ export function consulRoutes(app: FastifyInstance, deps: ConsulDeps): void {
       random: deps.random ?? Math.random,
       parseIndex,
       parseWait,
+      readHeaders: (reply, index) => readHeaders(reply, deps.driver, index),
+    });
+    intentionRoutes(scope, {
+      intentions: deps.intentions,
+      ca: deps.ca,
+      random: deps.random ?? Math.random,
+      readOptions: (query) => readOptions(query, deps.datacenter),
       readHeaders: (reply, index) => readHeaders(reply, deps.driver, index),
     });
     done();
@@ -485,7 +495,7 @@ function installConsulErrors(scope: FastifyInstance, driver: RaftDriver): void {
   scope.setErrorHandler((err: RouteError, req: FastifyRequest, reply: FastifyReply) => {
     const text = (code: number, message: string): FastifyReply => sendText(reply, code, message);
     if (err instanceof ConsulBadRequest) return text(400, err.message);
-    if (err instanceof RegistryInputError || err instanceof CaInputError) return text(400, err.message);
+    if (err instanceof RegistryInputError || err instanceof CaInputError || err instanceof IntentionsInputError) return text(400, err.message);
     if (err instanceof CaForbiddenError) return text(403, err.message);
     if (err instanceof CaUnavailableError) {
       void reply.header("retry-after", "1");
