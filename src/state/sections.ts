@@ -97,7 +97,7 @@ export const BACKUP_SECTIONS: readonly SectionKind[] = [
       const intentions = new IntentionsState();
       intentions.restoreBackup(data, CHECK_REVISION);
       const all = intentions.all();
-      return { intentions: all.length, deny: all.filter((i) => i.action === "deny").length };
+      return { intentions: all.length, denies: all.filter((i) => i.action === "deny").length };
     },
     // Backups from before intentions existed hold none.
     whenAbsent: () => concatChunks(new IntentionsState().snapshot()),

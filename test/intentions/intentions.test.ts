@@ -156,10 +156,10 @@ void describe("the state machine", () => {
     const intentions = stateWith([upsert("web", "db", "allow"), upsert("*", "db", "deny")]);
     const parts = { kv: new KvStateMachine(), registry: new RegistryState(), ca: new CaState(), acl: new AclState() };
     const withIntentions = checkBackupBody(concatChunks(await new ClusterStateMachine({ ...parts, intentions }).backup()));
-    assert.deepEqual(withIntentions.find((s) => s.name === "intentions")?.summary, { intentions: 2, deny: 1 });
+    assert.deepEqual(withIntentions.find((s) => s.name === "intentions")?.summary, { intentions: 2, denies: 1 });
     // A build without intentions wrote no such section.
     const older = checkBackupBody(concatChunks(await new ClusterStateMachine(parts).backup()));
-    assert.deepEqual(older.find((s) => s.name === "intentions")?.summary, { intentions: 0, deny: 0 });
+    assert.deepEqual(older.find((s) => s.name === "intentions")?.summary, { intentions: 0, denies: 0 });
   });
 });
 

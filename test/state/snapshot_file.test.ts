@@ -107,7 +107,7 @@ void describe("the snapshot file", () => {
       registry: { services: 2, instances: 3, checks: 0 },
       ca: { roots: 1, trustDomain: "cairn.local", activeRoot: "aa:bb" },
       acl: { tokens: 3, policies: 2, bootstrapped: "yes" },
-      intentions: { intentions: 2, deny: 1 },
+      intentions: { intentions: 2, denies: 1 },
     });
   });
 
