@@ -16,23 +16,15 @@ import { markFiltered, permissionsOf } from "../acl/enforce.js";
 import { waitEndSignal, withJitterMs } from "../blocking.js";
 import { sendText } from "../errors.js";
 import { ConsulBadRequest } from "./decode.js";
+import { type ReadOptions, type ReadQuery, readQueryProperties } from "./read_query.js";
 
 export interface IntentionRouteDeps {
   readonly intentions: IntentionsService;
   readonly ca: CertificateAuthority;
   readonly random: () => number;
   /** Consul's query options (consistency, datacenter, blocking index and wait), shared with the rest of the Consul API. */
-  readonly readOptions: (query: IntentionReadQuery) => { readonly stale: boolean; readonly sinceIndex: number; readonly waitMs: number };
+  readonly readOptions: (query: ReadQuery) => ReadOptions;
   readonly readHeaders: (reply: FastifyReply, index: number) => void;
-}
-
-export interface IntentionReadQuery {
-  readonly index?: string;
-  readonly wait?: string;
-  readonly stale?: string;
-  readonly consistent?: string;
-  readonly dc?: string;
-  readonly filter?: string;
 }
 
 /** {Action, Description} and Consul's other Intention fields: a small body. */
@@ -45,15 +37,6 @@ const MATCH_NAMES_MAX = 64;
 const DEFAULT_NAMESPACE = "default";
 
 const CONSUL_TAGS = ["consul"];
-
-const readQueryProperties = {
-  index: { type: "string", description: "block until the index passes this one" },
-  wait: { type: "string", description: "how long to block, a Go duration (default 5m, at most 10m)" },
-  stale: { type: "string", description: "present: answer from this node's state without asking the leader" },
-  consistent: { type: "string", description: "present: linearizable read (the default here)" },
-  dc: { type: "string", description: "datacenter; only this cluster's own" },
-  filter: { type: "string", description: "not supported: a filter is refused rather than ignored" },
-} as const;
 
 const pairQuery = {
   type: "object",
@@ -88,7 +71,7 @@ const upsertBodyDoc = {
   properties: { Action: { type: "string", enum: ["allow", "deny"] }, Description: { type: "string" }, SourceType: { type: "string", enum: ["consul"] } },
 } as const;
 
-interface PairQuery extends IntentionReadQuery {
+interface PairQuery extends ReadQuery {
   readonly source?: string;
   readonly destination?: string;
 }
@@ -98,7 +81,7 @@ export function intentionRoutes(app: FastifyInstance, deps: IntentionRouteDeps):
   const destinationOf = (req: { query: unknown }): string | undefined => nonEmpty((req.query as PairQuery).destination);
 
   /** The linearizable barrier first, then the wait the query asks for. */
-  const blockingRead = async (query: IntentionReadQuery, key: { by: MatchBy; name: string } | undefined, reply: FastifyReply): Promise<void> => {
+  const blockingRead = async (query: ReadQuery, key: { by: MatchBy; name: string } | undefined, reply: FastifyReply): Promise<void> => {
     const opts = deps.readOptions(query);
     await intentions.consistentRead(opts.stale);
     if (opts.sinceIndex > 0) await intentions.wait(key, opts.sinceIndex, withJitterMs(opts.waitMs, deps.random()), waitEndSignal(reply));
@@ -147,7 +130,7 @@ export function intentionRoutes(app: FastifyInstance, deps: IntentionRouteDeps):
     return true;
   });
 
-  app.get<{ Querystring: IntentionReadQuery }>("/v1/connect/intentions", {
+  app.get<{ Querystring: ReadQuery }>("/v1/connect/intentions", {
     config: { acl: { filtered: "intention" } },
     schema: {
       summary: "Every intention the token may read, in evaluation order; blocks on the intentions' index", tags: CONSUL_TAGS,
@@ -161,7 +144,7 @@ export function intentionRoutes(app: FastifyInstance, deps: IntentionRouteDeps):
     return answer.map(consulIntention);
   });
 
-  app.get<{ Querystring: IntentionReadQuery & { by?: string; name?: string[] } }>("/v1/connect/intentions/match", {
+  app.get<{ Querystring: ReadQuery & { by?: string; name?: string[] } }>("/v1/connect/intentions/match", {
     config: { acl: { filtered: "intention" } },
     schema: {
       summary: "For each name, the intentions that match it on the given side, in evaluation order; blocks on that name's index", tags: CONSUL_TAGS,

@@ -29,6 +29,7 @@ import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAut
 import { LeafCache } from "../../ca/leaves.js";
 import { connectRoutes } from "./connect.js";
 import { intentionRoutes } from "./intentions.js";
+import { type ReadOptions, type ReadQuery, readQueryProperties, readQuerySchema } from "./read_query.js";
 import { type IntentionsService, IntentionsInputError } from "../../intentions/intentions.js";
 import { markFiltered, permissionsOf, type RouteAcl } from "../acl/enforce.js";
 import { serviceOfCheck, serviceOfInstance } from "../native/registry.js";
@@ -69,37 +70,10 @@ class ConsulNotFound extends Error {
   }
 }
 
-interface ReadQuery {
-  readonly index?: string;
-  readonly wait?: string;
-  readonly stale?: string;
-  readonly consistent?: string;
-  readonly dc?: string;
-  readonly filter?: string;
-}
-
 interface ServiceQuery extends ReadQuery {
   readonly tag?: string[];
   readonly passing?: string;
 }
-
-interface ReadOptions {
-  readonly stale: boolean;
-  /** 0: answer at once. Otherwise block until the index passes this. */
-  readonly sinceIndex: number;
-  readonly waitMs: number;
-}
-
-const readQueryProperties = {
-  index: { type: "string", description: "block until the index passes this one (uint64; 0 or absent: do not block)" },
-  wait: { type: "string", description: "how long to block, a Go duration (default 5m, at most 10m)" },
-  stale: { type: "string", description: "present: answer from this node's state without asking the leader" },
-  consistent: { type: "string", description: "present: linearizable read (the default here)" },
-  dc: { type: "string", description: "datacenter; only this cluster's own" },
-  filter: { type: "string", description: "not supported: a filter is refused rather than ignored" },
-} as const;
-
-const readQuerySchema = { type: "object", properties: readQueryProperties } as const;
 
 const serviceQuerySchema = {
   type: "object",
