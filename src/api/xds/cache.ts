@@ -32,7 +32,7 @@ import type { RegistryState } from "../../registry/state.js";
 import { errorMessage } from "../../common/errors.js";
 import { EndpointEncoder, type AssembledAssignment } from "./assignment.js";
 import { frameField, type XdsProtos } from "./protos.js";
-import { encodeCluster, encodeListener, encodeLoadAssignment, passingCandidates, passingCandidatesInSlices, RESOURCE_TYPES, type ResourceKind, type ResourceType, type SkippedInstance } from "./resources.js";
+import { encodeCluster, encodeListener, encodeLoadAssignment, passingCandidates, passingCandidatesInSlices, RESOURCE_TYPES, type RegistryResourceKind, type ResourceKind, type ResourceType, type SkippedInstance } from "./resources.js";
 
 /** Hex digits of the SHA-256 of a resource's bytes that make its version: 64 bits. */
 const VERSION_HEX_DIGITS = 16;
@@ -64,6 +64,17 @@ export class EncodedResource {
 export interface ResourceKey {
   readonly kind: ResourceKind;
   readonly name: string;
+  /** Only streams that name it hear of it: a wildcard subscription never covers it (a server listener). */
+  readonly namedOnly?: boolean;
+}
+
+/** `value`, the encoded resource `name` of `type`, at the version its digest gives. */
+export function encodeResource(protos: XdsProtos, type: ResourceType, name: string, value: Uint8Array): EncodedResource {
+  return versionedResource(protos, type, name, value, createHash("sha256").update(value).digest("hex"));
+}
+
+function versionedResource(protos: XdsProtos, type: ResourceType, name: string, value: Uint8Array, sha256Hex: string): EncodedResource {
+  return new EncodedResource(protos, type, name, sha256Hex.slice(0, VERSION_HEX_DIGITS), { type_url: type.typeUrl, value });
 }
 
 export interface ResourceCacheLimits {
@@ -185,7 +196,7 @@ export class ResourceCache {
    * Endpoints always exist: a service with no passing instance, or none at all, has an empty
    * assignment (the client then has no endpoints, which is the truth).
    */
-  get(kind: ResourceKind, name: string): EncodedResource | undefined {
+  get(kind: RegistryResourceKind, name: string): EncodedResource | undefined {
     const service = this.services.get(name);
     switch (kind) {
       case "listener":
@@ -203,7 +214,7 @@ export class ResourceCache {
   }
 
   /** Whether `name` of `kind` is being built for the first time: get() gave nothing yet, and onChange will say when it lands. */
-  pending(kind: ResourceKind, name: string): boolean {
+  pending(kind: RegistryResourceKind, name: string): boolean {
     return kind === "endpoint" && this.services.get(name)?.endpoints === undefined && this.slicedBuilds.has(name);
   }
 
@@ -448,14 +459,18 @@ export class ResourceCache {
   }
 
   private encode(protos: XdsProtos, kind: ResourceKind, name: string, value: Uint8Array): EncodedResource {
-    return this.encodeVersioned(protos, kind, name, value, createHash("sha256").update(value).digest("hex"));
+    return encodeResource(protos, this.typeOf(kind), name, value);
   }
 
   /** `value` as a resource whose version comes from `sha256Hex`, the SHA-256 of `value`. */
   private encodeVersioned(protos: XdsProtos, kind: ResourceKind, name: string, value: Uint8Array, sha256Hex: string): EncodedResource {
+    return versionedResource(protos, this.typeOf(kind), name, value, sha256Hex);
+  }
+
+  private typeOf(kind: ResourceKind): ResourceType {
     const type = typeOf.get(kind);
     if (type === undefined) throw new Error(`no xDS resource type ${kind}`);
-    return new EncodedResource(protos, type, name, sha256Hex.slice(0, VERSION_HEX_DIGITS), { type_url: type.typeUrl, value });
+    return type;
   }
 
   /** Says once per instance and address why a passing instance is not served. */

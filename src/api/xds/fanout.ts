@@ -56,10 +56,11 @@ export class SubscriberIndex<S extends IndexedSubscription> {
     return this.byName.get(kind)?.has(name) ?? false;
   }
 
-  /** Each subscription covering `name`, once. */
-  *subscribersOf(kind: ResourceKind, name: string): Generator<S> {
+  /** Each subscription covering `name`, once; with `namedOnly`, only those that name it. */
+  *subscribersOf(kind: ResourceKind, name: string, namedOnly = false): Generator<S> {
     const named = this.byName.get(kind)?.get(name);
     if (named !== undefined) yield* named;
+    if (namedOnly) return;
     for (const sub of this.wildcards.get(kind) ?? []) if (!sub.subscribedNames.has(name)) yield sub;
   }
 
@@ -116,8 +117,8 @@ export class PushScheduler {
 /** Marks each changed resource on every subscription covering it and queues their streams. Returns how many marks were coalesced into an unsent change. */
 export function fanOut<S extends IndexedSubscription>(index: SubscriberIndex<S>, scheduler: PushScheduler, changes: readonly ResourceKey[]): number {
   let coalesced = 0;
-  for (const { kind, name } of changes) {
-    for (const sub of index.subscribersOf(kind, name)) {
+  for (const { kind, name, namedOnly } of changes) {
+    for (const sub of index.subscribersOf(kind, name, namedOnly)) {
       if (sub.markChanged(name)) coalesced++;
       scheduler.enqueue(sub.owner);
     }

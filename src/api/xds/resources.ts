@@ -15,7 +15,10 @@ import { aggregateStatus, type Instance } from "../../registry/model.js";
 import { forEachInSlices, sortInSlices, type SliceClock } from "../../common/slices.js";
 import { encodeMessage, type XdsProtos } from "./protos.js";
 
-export type ResourceKind = "listener" | "cluster" | "endpoint";
+/** The kinds built from the registry, named by service. */
+export type RegistryResourceKind = "listener" | "cluster" | "endpoint";
+/** Every kind served: the registry's, and SDS secrets. */
+export type ResourceKind = RegistryResourceKind | "secret";
 
 export interface ResourceType {
   readonly kind: ResourceKind;
@@ -35,7 +38,9 @@ export const CLUSTER_TYPE: ResourceType = { kind: "cluster", typeUrl: "type.goog
 export const ENDPOINT_TYPE: ResourceType = {
   kind: "endpoint", typeUrl: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", fullStateInSotw: false, wildcard: false,
 };
-export const RESOURCE_TYPES: readonly ResourceType[] = [LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE];
+/** SDS: a workload's certificate and key, or a trust bundle (envoy.extensions.transport_sockets.tls.v3.Secret). */
+export const SECRET_TYPE: ResourceType = { kind: "secret", typeUrl: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", fullStateInSotw: false, wildcard: false };
+export const RESOURCE_TYPES: readonly ResourceType[] = [LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE];
 
 const typesByUrl = new Map(RESOURCE_TYPES.map((t) => [t.typeUrl, t]));
 

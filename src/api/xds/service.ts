@@ -12,11 +12,13 @@ import { ServiceViews } from "../../registry/service_views.js";
 import type { RegistryState } from "../../registry/state.js";
 import { errorMessage } from "../../common/errors.js";
 import { AdmissionGate, type AdmissionClock, type AdmissionLimits, realAdmissionClock } from "./admission.js";
-import { ResourceCache, type ResourceCacheLimits } from "./cache.js";
+import { type EncodedResource, type ResourceKey, ResourceCache, type ResourceCacheLimits } from "./cache.js";
 import { DeltaSession } from "./delta.js";
 import { fanOut, PushScheduler, SubscriberIndex } from "./fanout.js";
-import { loadXdsProtos } from "./protos.js";
-import { type Subscription, type XdsCall, type XdsHub, type XdsLimits, type XdsSession } from "./session.js";
+import { loadXdsProtos, type XdsProtos } from "./protos.js";
+import type { ResourceType } from "./resources.js";
+import { registrySources, type ResourceSources, type StreamIdentity, type Subscription, type XdsCall, type XdsHub, type XdsLimits, type XdsSession } from "./session.js";
+import type { ResourceSource } from "./subscription.js";
 import { SotwSession } from "./sotw.js";
 import { XdsStats } from "./stats.js";
 import { type GuardedRegistrar, onCallTokenChange, permissionsOfCall } from "../acl/grpc.js";
@@ -71,6 +73,24 @@ export const xdsServerDefaults: XdsServerLimits = {
   rebuildCostHoldFactor: 4,
 };
 
+/**
+ * Resources served beside the registry's by a module of their own: server listeners (mesh.ts),
+ * SDS secrets. Each sees every stream's sources in turn and may serve some names itself.
+ */
+export interface ResourceModule {
+  /** Called once the protos are loaded, before the first stream starts. */
+  start(protos: XdsProtos): void;
+  /**
+   * `stream`'s source of `type`: `inner` (the registry's, or the previous module's; undefined
+   * for a type neither serves) as it is, or a source that serves this module's names and asks
+   * `inner` for the rest.
+   */
+  sourceFor(type: ResourceType, stream: StreamIdentity, inner: ResourceSource<EncodedResource> | undefined): ResourceSource<EncodedResource> | undefined;
+  /** Called with the resources of this module that changed. */
+  onChange(listener: (changes: readonly ResourceKey[]) => void): void;
+  close(): void;
+}
+
 export interface XdsServiceOptions {
   readonly state: RegistryState;
   /** The registry's service views, which large services' endpoints are built from in slices; the cache keeps its own without them. */
@@ -81,6 +101,8 @@ export interface XdsServiceOptions {
   readonly limits?: Partial<Omit<XdsServerLimits, "admission">> & { readonly admission?: Partial<AdmissionLimits> };
   /** For tests of admission: time and timers. */
   readonly admissionClock?: AdmissionClock;
+  /** Resources beyond the registry's, in the order they wrap its sources. */
+  readonly modules?: readonly ResourceModule[];
 }
 
 export interface XdsService {
@@ -117,9 +139,16 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
   /** Streams not yet started (waiting for admission or for the protos): ended too when the node stops. */
   const unstarted = new Set<XdsCall>();
   let closed = false;
-  cache.onChange((changes) => {
+  const modules = options.modules ?? [];
+  const onChanges = (changes: readonly ResourceKey[]): void => {
     stats.coalesced += fanOut(index, scheduler, changes);
-  });
+  };
+  cache.onChange(onChanges);
+  for (const m of modules) m.onChange(onChanges);
+  const registry = registrySources(cache);
+  const sources: ResourceSources = {
+    sourceFor: (type, stream) => modules.reduce((inner, m) => m.sourceFor(type, stream, inner), registry.sourceFor(type, stream)),
+  };
 
   // Loading Envoy's protos parses about 70 files (a few hundred milliseconds of CPU), so it waits
   // for the first stream (or warmUp): a node nobody asks for xDS spends nothing on it.
@@ -129,9 +158,10 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
     const startedMs = Date.now();
     hub = loadXdsProtos().then(async (protos): Promise<XdsHub> => {
       cache.start(protos);
+      for (const m of modules) m.start(protos);
       await cache.built;
       logger.info({ durationMs: Date.now() - startedMs, revision: cache.builtRevision }, "xDS ready: Envoy's protos loaded and every service's listener and cluster built");
-      return { protos, cache, index, scheduler, stats, logger, limits, controlPlaneId: options.controlPlaneId };
+      return { protos, cache, index, scheduler, stats, logger, limits, controlPlaneId: options.controlPlaneId, sources };
     });
     hub.catch((err: unknown) => logger.error({ err: errorMessage(err) }, "xDS cannot start: Envoy's protos did not load; xDS streams fail with UNAVAILABLE"));
     return hub;
@@ -164,7 +194,7 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
       };
       // A token that may not read every service sees the others as absent: never their listeners, clusters or endpoints.
       const permissions = permissionsOfCall(call);
-      const streamHub: XdsHub = permissions.readsAll("service") ? hub : { ...hub, visible: (service) => permissions.allows("service", "read", service) };
+      const streamHub: XdsHub = permissions.readsAll("service") ? { ...hub, permissions } : { ...hub, permissions, visible: (service) => permissions.allows("service", "read", service) };
       session = protocol === "sotw" ? new SotwSession(streamHub, call, onClose) : new DeltaSession(streamHub, call, onClose);
       const opened = session;
       // Resources already sent were chosen by the old permissions: the client reconnects (as xDS
@@ -210,6 +240,7 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
       if (closed) return;
       closed = true;
       cache.close();
+      for (const m of modules) m.close();
       gate.close();
       stats.streamsWaiting = 0;
       const details = "this Cairn node is shutting down; connect to another node";

@@ -7,12 +7,13 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type protobuf from "protobufjs";
 import { errorMessage } from "../../common/errors.js";
+import type { Permissions } from "../../acl/rules.js";
 import type { EncodedResource, ResourceCache } from "./cache.js";
 import type { Flushable, PushScheduler, SubscriberIndex } from "./fanout.js";
 import type { XdsProtos } from "./protos.js";
 import { resourceTypeOf, type ResourceKind, type ResourceType } from "./resources.js";
 import type { XdsStats } from "./stats.js";
-import { type ResponsePlan, type ResponseShape, SubscriptionLimitError, TypeSubscription } from "./subscription.js";
+import { type ResourceSource, type ResponsePlan, type ResponseShape, SubscriptionLimitError, TypeSubscription } from "./subscription.js";
 
 export type Subscription = TypeSubscription<EncodedResource>;
 
@@ -38,6 +39,26 @@ export interface XdsHub {
   readonly controlPlaneId: string;
   /** Which services this stream may see (its token's service:read); absent: all. */
   readonly visible?: (service: string) => boolean;
+  /** What the stream's token may do; absent: anything (ACLs off). */
+  readonly permissions?: Permissions;
+  /** Where each type's resources come from for one stream; absent: the registry's cache for every type it serves. */
+  readonly sources?: ResourceSources;
+}
+
+/** Who a stream is, for sources whose resources depend on who asks. */
+export interface StreamIdentity {
+  /** The client as its first request named it. */
+  readonly client: ClientNode | undefined;
+  /** Which services the stream's token may read; undefined: every one. */
+  readonly visible: ((service: string) => boolean) | undefined;
+  /** What the stream's token may do; undefined: anything (ACLs off). */
+  readonly permissions: Permissions | undefined;
+}
+
+/** Where a stream's resources of each type come from. */
+export interface ResourceSources {
+  /** The source of `type`'s resources for one stream; undefined: the type is not served. */
+  sourceFor(type: ResourceType, stream: StreamIdentity): ResourceSource<EncodedResource> | undefined;
 }
 
 /** The client as its first request's `node` describes it. */
@@ -45,7 +66,12 @@ export interface ClientNode {
   readonly id: string;
   readonly cluster: string;
   readonly userAgent: string;
+  /** The string fields of its `node.metadata`, at most NODE_METADATA_FIELDS_MAX of them. */
+  readonly metadata: ReadonlyMap<string, string>;
 }
+
+/** Node metadata fields read per stream; the rest are ignored (a client sends a handful). */
+export const NODE_METADATA_FIELDS_MAX = 64;
 
 /** google.rpc.Status, as a NACK's error_detail carries it. */
 export interface RpcStatus {
@@ -134,26 +160,28 @@ export abstract class XdsSession implements Flushable {
   protected subscriptionFor(typeUrl: string, shapeOf: (type: ResourceType) => ResponseShape): { sub: Subscription; first: boolean } | undefined {
     const type = resourceTypeOf(typeUrl);
     if (type === undefined) {
-      if (!this.ignoredTypes.has(typeUrl) && this.ignoredTypes.size < IGNORED_TYPES_LOGGED_MAX) {
-        this.ignoredTypes.add(typeUrl);
-        this.hub.logger.debug({ client: this.client?.id, typeUrl }, "xDS request for a resource type Cairn does not serve; ignored");
-      }
+      this.ignoreType(typeUrl);
       return undefined;
     }
     const known = this.subscriptions.get(type.kind);
     if (known !== undefined) return { sub: known, first: false };
     const hub = this.hub;
+    const source = (hub.sources ?? registrySources(hub.cache)).sourceFor(type, { client: this.client, visible: hub.visible, permissions: hub.permissions });
+    if (source === undefined) {
+      this.ignoreType(typeUrl);
+      return undefined;
+    }
     const kind = type.kind;
-    // Resource names are service names: one this stream's token may not read is, to it, absent.
-    const visible = hub.visible ?? ((): boolean => true);
-    const source = {
-      get: (name: string) => (visible(name) ? hub.cache.get(kind, name) : undefined),
-      names: () => (hub.visible === undefined ? hub.cache.names() : [...hub.cache.names()].filter(visible)),
-      pending: (name: string) => visible(name) && hub.cache.pending(kind, name),
-    };
     const sub: Subscription = new TypeSubscription(this, type, shapeOf(type), source, hub.index, hub.limits.subscribedNamesMax);
     this.subscriptions.set(kind, sub);
     return { sub, first: true };
+  }
+
+  private ignoreType(typeUrl: string): void {
+    if (!this.ignoredTypes.has(typeUrl) && this.ignoredTypes.size < IGNORED_TYPES_LOGGED_MAX) {
+      this.ignoredTypes.add(typeUrl);
+      this.hub.logger.debug({ client: this.client?.id, typeUrl }, "xDS request for a resource type this stream is not served; ignored");
+    }
   }
 
   /** The first request names the client; later ones may leave `node` out. */
@@ -209,6 +237,26 @@ export abstract class XdsSession implements Flushable {
 /** Unserved resource types logged per stream, at most. */
 const IGNORED_TYPES_LOGGED_MAX = 8;
 
+/**
+ * The registry's resources (service listeners, clusters, endpoints), whose names are service
+ * names: one the stream's token may not read is, to it, absent.
+ */
+export function registrySources(cache: ResourceCache): ResourceSources {
+  return {
+    sourceFor: (type, stream) => {
+      const kind = type.kind;
+      if (kind !== "listener" && kind !== "cluster" && kind !== "endpoint") return undefined;
+      const { visible } = stream;
+      if (visible === undefined) return { get: (name) => cache.get(kind, name), names: () => cache.names(), pending: (name) => cache.pending(kind, name) };
+      return {
+        get: (name) => (visible(name) ? cache.get(kind, name) : undefined),
+        names: () => [...cache.names()].filter(visible),
+        pending: (name) => visible(name) && cache.pending(kind, name),
+      };
+    },
+  };
+}
+
 // ---------------------------------------------------------------- decoding requests strictly
 
 /**
@@ -242,7 +290,27 @@ export function readNode(value: unknown): ClientNode | undefined {
   const node = value as Record<string, unknown>;
   const name = readString(node.user_agent_name ?? "", "node.user_agent_name");
   const version = typeof node.user_agent_version === "string" ? node.user_agent_version : "";
-  return { id: readString(node.id, "node.id"), cluster: readString(node.cluster, "node.cluster"), userAgent: version === "" ? name : `${name}/${version}` };
+  return {
+    id: readString(node.id, "node.id"),
+    cluster: readString(node.cluster, "node.cluster"),
+    userAgent: version === "" ? name : `${name}/${version}`,
+    metadata: readMetadataStrings(node.metadata),
+  };
+}
+
+/** A google.protobuf.Struct's string fields, as protobufjs decodes it ({fields: {key: {string_value}}}). */
+function readMetadataStrings(value: unknown): Map<string, string> {
+  const out = new Map<string, string>();
+  if (value === null || typeof value !== "object") return out;
+  const fields = (value as { fields?: unknown }).fields;
+  if (fields === null || typeof fields !== "object") return out;
+  for (const [key, field] of Object.entries(fields as Record<string, unknown>)) {
+    if (out.size >= NODE_METADATA_FIELDS_MAX) break;
+    if (field === null || typeof field !== "object") continue;
+    const text = (field as { string_value?: unknown }).string_value;
+    if (typeof text === "string") out.set(key, text);
+  }
+  return out;
 }
 
 export function readStatus(value: unknown): RpcStatus | undefined {
