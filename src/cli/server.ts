@@ -215,7 +215,10 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
-    xds = addXdsService(server, { state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id });
+    xds = addXdsService(server, {
+      state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id,
+      mesh: { trustDomain: ca.trustDomain, intentions },
+    });
   }, acl, autoTls !== undefined ? rotatingGrpcServerCredentials(autoTls) : publicTls === undefined ? undefined : grpcServerCredentials(publicTls),
   [grpcMetricsInterceptor(metrics.api)]);
   logger.info({ methods: Object.fromEntries(grpcServer.methods) }, "public gRPC methods and the ACL rule each needs");

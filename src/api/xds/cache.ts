@@ -9,8 +9,8 @@
 //
 // The registry's change listener runs inside Raft's apply, so it only notes which services were
 // touched; the rebuild runs on a later turn of the event loop, in slices of services, and then
-// tells the streams which resources changed. A listener and a cluster depend on the service's
-// name alone and are built once per service; a service's endpoints, the one resource whose cost
+// tells the streams which resources changed. A listener depends on the service's name alone and
+// is built once per service, a cluster also on whether its instances speak mTLS (mesh.ts); a service's endpoints, the one resource whose cost
 // grows with its instances, are encoded only while some stream subscribes to them, so a node
 // nobody asks for endpoints spends nothing on them however fast its registry changes.
 //
@@ -31,6 +31,7 @@ import type { ServiceViews } from "../../registry/service_views.js";
 import type { RegistryState } from "../../registry/state.js";
 import { errorMessage } from "../../common/errors.js";
 import { EndpointEncoder, type AssembledAssignment } from "./assignment.js";
+import { DEFAULT_CERTIFICATE_PROVIDER, speaksMtls, upstreamTlsSocket } from "./mesh.js";
 import { frameField, type XdsProtos } from "./protos.js";
 import { encodeCluster, encodeListener, encodeLoadAssignment, passingCandidates, passingCandidatesInSlices, RESOURCE_TYPES, type RegistryResourceKind, type ResourceKind, type ResourceType, type SkippedInstance } from "./resources.js";
 
@@ -48,7 +49,8 @@ export class EncodedResource {
     readonly type: ResourceType,
     readonly name: string,
     readonly version: string,
-    private readonly any: { readonly type_url: string; readonly value: Uint8Array },
+    /** The resource as a google.protobuf.Any's fields. */
+    readonly any: { readonly type_url: string; readonly value: Uint8Array },
   ) {
     this.sotwField = frameField(protos.sotwResourceKey, protos.Any.encode(any).finish());
   }
@@ -99,12 +101,18 @@ export interface ResourceCacheLimits {
  */
 export const SYNC_BUILD_INSTANCES_MAX = 2000;
 
+/** Clusters kept per service, one per certificate provider name streams asked with; past it they are encoded per request. */
+const CLUSTER_VARIANTS_MAX = 16;
+
 /** Rebuilds cheaper than this (a service of a few hundred instances) are never held back. */
 const REBUILD_HOLD_MIN_COST_MS = 2;
 
 interface ServiceResources {
   readonly listener: EncodedResource;
-  readonly cluster: EncodedResource;
+  /** Whether some instance speaks mTLS: then the cluster carries an UpstreamTlsContext. */
+  mtls: boolean;
+  /** The cluster, per certificate provider instance name a stream asked with (only the default while it is plaintext). */
+  readonly clusters: Map<string, EncodedResource>;
   /** Encoded on first request, and kept up to date while someone subscribes to them; else dropped. */
   endpoints: EncodedResource | undefined;
   /** No passing endpoint: the same bytes, and so the same version, as the assignment of an unknown name. */
@@ -152,6 +160,8 @@ export class ResourceCache {
     private readonly logger: Logger,
     private readonly subscribed: (service: string) => boolean,
     private readonly views: ServiceViews,
+    /** The mesh's trust domain, which mTLS clusters accept their servers' SPIFFE IDs in; undefined: clusters are always plaintext. */
+    private readonly trustDomain?: string,
   ) {
     state.onChange((_revision, services, _catalogChanged, delta) => {
       // Before start() nothing is built, and start() builds everything.
@@ -202,7 +212,7 @@ export class ResourceCache {
       case "listener":
         return service?.listener;
       case "cluster":
-        return service?.cluster;
+        return this.cluster(name, DEFAULT_CERTIFICATE_PROVIDER);
       case "endpoint":
         if (service === undefined) return this.absentEndpointsOf(name);
         if (service.endpoints === undefined && this.protos !== undefined && !this.slicedBuilds.has(name)) {
@@ -211,6 +221,33 @@ export class ResourceCache {
         }
         return service.endpoints;
     }
+  }
+
+  /** The cluster `name` as a stream whose TLS contexts name `provider` gets it. */
+  cluster(name: string, provider: string): EncodedResource | undefined {
+    const service = this.services.get(name);
+    const protos = this.protos;
+    if (service === undefined || protos === undefined) return undefined;
+    const key = service.mtls ? provider : DEFAULT_CERTIFICATE_PROVIDER;
+    let cluster = service.clusters.get(key);
+    if (cluster === undefined) {
+      cluster = this.encodeCluster(protos, name, service.mtls, key);
+      if (service.clusters.size < CLUSTER_VARIANTS_MAX) service.clusters.set(key, cluster);
+    }
+    return cluster;
+  }
+
+  private encodeCluster(protos: XdsProtos, name: string, mtls: boolean, provider: string): EncodedResource {
+    const tls = mtls && this.trustDomain !== undefined ? upstreamTlsSocket(protos, this.trustDomain, name, provider) : undefined;
+    return this.encode(protos, "cluster", name, encodeCluster(protos, name, tls));
+  }
+
+  /** Records whether a service's instances speak mTLS; a change re-encodes its clusters. */
+  private setMtls(name: string, service: ServiceResources, mtls: boolean, changes: ResourceKey[]): void {
+    if (service.mtls === mtls) return;
+    service.mtls = mtls;
+    service.clusters.clear();
+    changes.push({ kind: "cluster", name });
   }
 
   /** Whether `name` of `kind` is being built for the first time: get() gave nothing yet, and onChange will say when it lands. */
@@ -337,6 +374,7 @@ export class ResourceCache {
       return 0;
     }
     const service = this.serviceOf(protos, name, changes);
+    this.setMtls(name, service, instances.some(speaksMtls), changes);
     if (!this.subscribed(name)) {
       service.endpoints = undefined;
       return 0;
@@ -371,7 +409,8 @@ export class ResourceCache {
     if (service === undefined) {
       service = {
         listener: this.encode(protos, "listener", name, encodeListener(protos, name)),
-        cluster: this.encode(protos, "cluster", name, encodeCluster(protos, name)),
+        mtls: false,
+        clusters: new Map(),
         endpoints: undefined,
         endpointsEmpty: true,
       };
@@ -433,6 +472,7 @@ export class ResourceCache {
     }
     if (instances.length <= SYNC_BUILD_INSTANCES_MAX) this.largeServices.delete(name);
     const service = this.serviceOf(protos, name, changes);
+    this.setMtls(name, service, instances.some(speaksMtls), changes);
     if (!this.subscribed(name)) {
       service.endpoints = undefined;
       this.publish(changes);

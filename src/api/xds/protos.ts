@@ -16,6 +16,8 @@ const XDS_PROTO_FILES = [
   "envoy/config/endpoint/v3/endpoint.proto",
   "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
   "envoy/extensions/filters/http/router/v3/router.proto",
+  "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+  "envoy/extensions/transport_sockets/tls/v3/tls.proto",
 ] as const;
 
 /** Where @grpc/grpc-js-xds keeps each proto tree, below its package root. */
@@ -37,6 +39,9 @@ export interface XdsProtos {
   readonly Cluster: protobuf.Type;
   readonly ClusterLoadAssignment: protobuf.Type;
   readonly LocalityLbEndpoints: protobuf.Type;
+  readonly Rbac: protobuf.Type;
+  readonly DownstreamTlsContext: protobuf.Type;
+  readonly UpstreamTlsContext: protobuf.Type;
   /** envoy.config.core.v3.HealthStatus.HEALTHY, for encoding without name conversion. */
   readonly healthStatusHealthy: number;
   /** The key (field number and wire type) of DiscoveryResponse.resources, which each pre-encoded resource is framed with. */
@@ -94,6 +99,9 @@ async function loadProtos(): Promise<XdsProtos> {
     Cluster: type("envoy.config.cluster.v3.Cluster"),
     ClusterLoadAssignment,
     LocalityLbEndpoints: type("envoy.config.endpoint.v3.LocalityLbEndpoints"),
+    Rbac: type("envoy.extensions.filters.http.rbac.v3.RBAC"),
+    DownstreamTlsContext: type("envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"),
+    UpstreamTlsContext: type("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
     healthStatusHealthy: enumValue(root.lookupEnum("envoy.config.core.v3.HealthStatus"), "HEALTHY"),
     sotwResourceKey: lengthDelimitedKey(DiscoveryResponse, "resources"),
     deltaResourceKey: lengthDelimitedKey(DeltaDiscoveryResponse, "resources"),

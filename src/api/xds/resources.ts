@@ -228,7 +228,7 @@ export function encodeListener(protos: XdsProtos, service: string): Uint8Array {
       virtual_hosts: [{ name: service, domains: ["*"], routes: [{ match: { prefix: "" }, route: { cluster: service } }] }],
     },
     // The router must be the last filter: gRPC refuses a listener whose list does not end with it.
-    http_filters: [{ name: ROUTER_FILTER_NAME, typed_config: { type_url: ROUTER_TYPE_URL, value: encodeMessage(protos.Router, {}) } }],
+    http_filters: [routerFilter(protos)],
   });
   return encodeMessage(protos.Listener, {
     name: service,
@@ -236,12 +236,19 @@ export function encodeListener(protos: XdsProtos, service: string): Uint8Array {
   });
 }
 
-export function encodeCluster(protos: XdsProtos, service: string): Uint8Array {
+/** The router HTTP filter, which must end every HttpConnectionManager's filters. */
+export function routerFilter(protos: XdsProtos): object {
+  return { name: ROUTER_FILTER_NAME, typed_config: { type_url: ROUTER_TYPE_URL, value: encodeMessage(protos.Router, {}) } };
+}
+
+/** `transportSocket`: how clients connect to the service's endpoints (mesh.ts's upstreamTlsSocket); absent, plaintext. */
+export function encodeCluster(protos: XdsProtos, service: string, transportSocket?: object): Uint8Array {
   return encodeMessage(protos.Cluster, {
     name: service,
     type: "EDS",
     eds_cluster_config: { eds_config: { ads: {}, resource_api_version: "V3" }, service_name: service },
     lb_policy: "ROUND_ROBIN",
+    ...(transportSocket === undefined ? {} : { transport_socket: transportSocket }),
   });
 }
 

@@ -19,7 +19,9 @@ import { loadXdsProtos, type XdsProtos } from "./protos.js";
 import type { ResourceType } from "./resources.js";
 import { registrySources, type ResourceSources, type StreamIdentity, type Subscription, type XdsCall, type XdsHub, type XdsLimits, type XdsSession } from "./session.js";
 import type { ResourceSource } from "./subscription.js";
+import { ServerListeners } from "./server_listeners.js";
 import { SotwSession } from "./sotw.js";
+import type { IntentionsView } from "../../intentions/intentions.js";
 import { XdsStats } from "./stats.js";
 import { type GuardedRegistrar, onCallTokenChange, permissionsOfCall } from "../acl/grpc.js";
 
@@ -78,8 +80,8 @@ export const xdsServerDefaults: XdsServerLimits = {
  * SDS secrets. Each sees every stream's sources in turn and may serve some names itself.
  */
 export interface ResourceModule {
-  /** Called once the protos are loaded, before the first stream starts. */
-  start(protos: XdsProtos): void;
+  /** Called once the protos are loaded, before the first stream starts; `subscribed` says whether some stream names a resource. */
+  start(protos: XdsProtos, subscribed: (type: ResourceType, name: string) => boolean): void;
   /**
    * `stream`'s source of `type`: `inner` (the registry's, or the previous module's; undefined
    * for a type neither serves) as it is, or a source that serves this module's names and asks
@@ -103,6 +105,8 @@ export interface XdsServiceOptions {
   readonly admissionClock?: AdmissionClock;
   /** Resources beyond the registry's, in the order they wrap its sources. */
   readonly modules?: readonly ResourceModule[];
+  /** The mesh: server listeners with RBAC from intentions, and mTLS clusters. Without it, neither is served. */
+  readonly mesh?: { readonly trustDomain: string; readonly intentions: IntentionsView };
 }
 
 export interface XdsService {
@@ -132,14 +136,18 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
   const logger = options.logger;
   const stats = new XdsStats();
   const index = new SubscriberIndex<Subscription>((sub) => sub.type.kind);
-  const cache = new ResourceCache(options.state, limits, logger, (service) => index.hasNamed("endpoint", service), options.views ?? new ServiceViews(options.state));
+  const cache = new ResourceCache(options.state, limits, logger, (service) => index.hasNamed("endpoint", service), options.views ?? new ServiceViews(options.state), options.mesh?.trustDomain);
   const gate = new AdmissionGate(limits.admission, options.admissionClock ?? realAdmissionClock);
   const scheduler = new PushScheduler(limits.fanoutSliceStreams);
   const sessions = new Set<XdsSession>();
   /** Streams not yet started (waiting for admission or for the protos): ended too when the node stops. */
   const unstarted = new Set<XdsCall>();
   let closed = false;
-  const modules = options.modules ?? [];
+  const mesh = options.mesh;
+  const modules = [
+    ...(mesh === undefined ? [] : [new ServerListeners({ state: options.state, intentions: mesh.intentions, trustDomain: mesh.trustDomain, logger })]),
+    ...(options.modules ?? []),
+  ];
   const onChanges = (changes: readonly ResourceKey[]): void => {
     stats.coalesced += fanOut(index, scheduler, changes);
   };
@@ -158,7 +166,7 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
     const startedMs = Date.now();
     hub = loadXdsProtos().then(async (protos): Promise<XdsHub> => {
       cache.start(protos);
-      for (const m of modules) m.start(protos);
+      for (const m of modules) m.start(protos, (type, name) => index.hasNamed(type.kind, name));
       await cache.built;
       logger.info({ durationMs: Date.now() - startedMs, revision: cache.builtRevision }, "xDS ready: Envoy's protos loaded and every service's listener and cluster built");
       return { protos, cache, index, scheduler, stats, logger, limits, controlPlaneId: options.controlPlaneId, sources };

@@ -9,6 +9,7 @@ import type protobuf from "protobufjs";
 import { errorMessage } from "../../common/errors.js";
 import type { Permissions } from "../../acl/rules.js";
 import type { EncodedResource, ResourceCache } from "./cache.js";
+import { certificateProviderOf } from "./mesh.js";
 import type { Flushable, PushScheduler, SubscriberIndex } from "./fanout.js";
 import type { XdsProtos } from "./protos.js";
 import { resourceTypeOf, type ResourceKind, type ResourceType } from "./resources.js";
@@ -247,9 +248,12 @@ export function registrySources(cache: ResourceCache): ResourceSources {
       const kind = type.kind;
       if (kind !== "listener" && kind !== "cluster" && kind !== "endpoint") return undefined;
       const { visible } = stream;
-      if (visible === undefined) return { get: (name) => cache.get(kind, name), names: () => cache.names(), pending: (name) => cache.pending(kind, name) };
+      // A cluster's TLS context names the certificate provider instance the client's bootstrap defines.
+      const provider = certificateProviderOf(stream.client?.metadata);
+      const get = kind === "cluster" ? (name: string) => cache.cluster(name, provider) : (name: string) => cache.get(kind, name);
+      if (visible === undefined) return { get, names: () => cache.names(), pending: (name) => cache.pending(kind, name) };
       return {
-        get: (name) => (visible(name) ? cache.get(kind, name) : undefined),
+        get: (name) => (visible(name) ? get(name) : undefined),
         names: () => [...cache.names()].filter(visible),
         pending: (name) => visible(name) && cache.pending(kind, name),
       };

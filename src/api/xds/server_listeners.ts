@@ -1,0 +1,191 @@
+// Server listeners (gRFC A36): what an XdsServer bound to IP:PORT asks for, by the name its
+// bootstrap's server_listener_resource_name_template makes. The listener belongs to the service
+// whose instance is registered at that address and port; its RBAC filter follows that
+// destination's intentions, and it asks for a client certificate when the instance speaks mTLS
+// (mesh.ts). A name no instance is registered at is absent: the server waits, not serving, until
+// one is, as gRPC does for a listener that does not exist.
+//
+// Only names some stream asked for are built, and kept while a stream subscribes to them; a
+// registry change re-resolves only the listeners of the services it touched (and those not yet
+// resolved), an intention change rebuilds only its destinations' listeners. The registry's
+// listener runs inside Raft's apply, so changes are noted there and rebuilt on a later turn.
+
+import type { Logger } from "pino";
+import type { IntentionsView } from "../../intentions/intentions.js";
+import type { Instance } from "../../registry/model.js";
+import type { RegistryState } from "../../registry/state.js";
+import { type EncodedResource, encodeResource, type ResourceKey } from "./cache.js";
+import { certificateProviderOf, encodeServerListener, type ListeningAddress, rbacRulesFor, serverListenerAddress, speaksMtls } from "./mesh.js";
+import type { XdsProtos } from "./protos.js";
+import { LISTENER_TYPE, type ResourceType } from "./resources.js";
+import type { ResourceModule } from "./service.js";
+import type { StreamIdentity } from "./session.js";
+import type { ResourceSource } from "./subscription.js";
+
+export interface ServerListenerOptions {
+  readonly state: RegistryState;
+  readonly intentions: IntentionsView;
+  readonly trustDomain: string;
+  readonly logger: Logger;
+}
+
+interface ListenerEntry {
+  readonly address: ListeningAddress;
+  /** The service whose instance is registered at the address; undefined while none is. */
+  service: string | undefined;
+  mtls: boolean;
+  /** Encoded per certificate provider instance name that streams asked with. */
+  readonly variants: Map<string, EncodedResource>;
+}
+
+export class ServerListeners implements ResourceModule {
+  private readonly entries = new Map<string, ListenerEntry>();
+  private readonly touchedServices = new Set<string>();
+  private touchedDestinations: Set<string> | "all" = new Set();
+  private scheduled = false;
+  private closed = false;
+  private protos: XdsProtos | undefined;
+  private subscribed: (name: string) => boolean = () => false;
+  private readonly listeners: ((changes: readonly ResourceKey[]) => void)[] = [];
+
+  constructor(private readonly opts: ServerListenerOptions) {
+    opts.state.onChange((_revision, services, _catalogChanged, delta) => {
+      if (delta.kind === "restored") this.touchedDestinations = "all";
+      for (const s of services) this.touchedServices.add(s);
+      this.schedule();
+    });
+    opts.intentions.onChange((destinations) => {
+      if (destinations === "all" || this.touchedDestinations === "all") this.touchedDestinations = "all";
+      else for (const d of destinations) this.touchedDestinations.add(d);
+      this.schedule();
+    });
+  }
+
+  start(protos: XdsProtos, subscribed: (type: ResourceType, name: string) => boolean): void {
+    this.protos = protos;
+    this.subscribed = (name) => subscribed(LISTENER_TYPE, name);
+  }
+
+  onChange(listener: (changes: readonly ResourceKey[]) => void): void {
+    this.listeners.push(listener);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Listeners being kept, for tests and stats. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  sourceFor(type: ResourceType, stream: StreamIdentity, inner: ResourceSource<EncodedResource> | undefined): ResourceSource<EncodedResource> | undefined {
+    if (type.kind !== "listener") return inner;
+    const provider = certificateProviderOf(stream.client?.metadata);
+    const visible = stream.visible ?? ((): boolean => true);
+    // A server listener is never among the names a wildcard covers: inner's names() stay as they are.
+    return {
+      get: (name) => (serverListenerAddress(name) === undefined ? inner?.get(name) : this.get(name, provider, visible)),
+      names: () => inner?.names() ?? [],
+      pending: (name) => serverListenerAddress(name) === undefined && (inner?.pending(name) ?? false),
+    };
+  }
+
+  private get(name: string, provider: string, visible: (service: string) => boolean): EncodedResource | undefined {
+    const protos = this.protos;
+    if (protos === undefined || this.closed) return undefined;
+    let entry = this.entries.get(name);
+    if (entry === undefined) {
+      const address = serverListenerAddress(name);
+      if (address === undefined) return undefined;
+      const found = this.resolve(address, this.opts.state.allInstances());
+      entry = { address, service: found?.service, mtls: found !== undefined && speaksMtls(found), variants: new Map() };
+      this.entries.set(name, entry);
+    }
+    if (entry.service === undefined || !visible(entry.service)) return undefined;
+    let resource = entry.variants.get(provider);
+    if (resource === undefined) {
+      resource = this.encode(protos, name, entry, provider);
+      entry.variants.set(provider, resource);
+    }
+    return resource;
+  }
+
+  private encode(protos: XdsProtos, name: string, entry: ListenerEntry, provider: string): EncodedResource {
+    const service = entry.service ?? "";
+    const { intentions, defaultAllow } = this.opts.intentions.forDestination(service);
+    const bytes = encodeServerListener(protos, {
+      name,
+      address: entry.address,
+      provider,
+      trustDomain: this.opts.trustDomain,
+      mtls: entry.mtls,
+      rules: rbacRulesFor(service, intentions, defaultAllow),
+    });
+    return encodeResource(protos, LISTENER_TYPE, name, bytes);
+  }
+
+  /** The instance registered at `address`, the first in (service, id) order when several are. */
+  private resolve(address: ListeningAddress, instances: Iterable<Instance>): Instance | undefined {
+    let best: Instance | undefined;
+    for (const inst of instances) {
+      const host = inst.address === "" ? inst.nodeAddress : inst.address;
+      if (host !== address.host || inst.port !== address.port) continue;
+      if (best === undefined || inst.service < best.service || (inst.service === best.service && inst.id < best.id)) best = inst;
+    }
+    return best;
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.closed || this.protos === undefined) return;
+    this.scheduled = true;
+    setImmediate(() => this.rebuild());
+  }
+
+  private rebuild(): void {
+    this.scheduled = false;
+    const protos = this.protos;
+    if (protos === undefined || this.closed) return;
+    const services = new Set(this.touchedServices);
+    const destinations = this.touchedDestinations;
+    this.touchedServices.clear();
+    this.touchedDestinations = new Set();
+    const touchedInstances: Instance[] = [];
+    for (const s of services) touchedInstances.push(...this.opts.state.instancesOf(s));
+    const changes: ResourceKey[] = [];
+    for (const [name, entry] of this.entries) {
+      if (!this.subscribed(name)) {
+        this.entries.delete(name);
+        continue;
+      }
+      const before = { service: entry.service, mtls: entry.mtls };
+      if (destinations === "all") {
+        const found = this.resolve(entry.address, this.opts.state.allInstances());
+        entry.service = found?.service;
+        entry.mtls = found !== undefined && speaksMtls(found);
+      } else if (entry.service === undefined || services.has(entry.service)) {
+        // Its own instance may have left, to another address or none: then every instance is looked at.
+        const found = this.resolve(entry.address, touchedInstances) ?? (entry.service === undefined ? undefined : this.resolve(entry.address, this.opts.state.allInstances()));
+        entry.service = found?.service;
+        entry.mtls = found !== undefined && speaksMtls(found);
+      }
+      const affected = before.service !== entry.service || before.mtls !== entry.mtls
+        || (entry.service !== undefined && (destinations === "all" || destinations.has(entry.service)));
+      if (!affected) continue;
+      const previous = new Map([...entry.variants].map(([provider, r]) => [provider, r.version]));
+      entry.variants.clear();
+      if (entry.service === undefined) {
+        if (previous.size > 0) changes.push({ kind: "listener", name, namedOnly: true });
+        continue;
+      }
+      let changed = previous.size === 0;
+      for (const [provider, version] of previous) {
+        const resource = this.encode(protos, name, entry, provider);
+        entry.variants.set(provider, resource);
+        if (resource.version !== version) changed = true;
+      }
+      if (changed) changes.push({ kind: "listener", name, namedOnly: true });
+    }
+    if (changes.length > 0) for (const l of this.listeners) l(changes);
+  }
+}
