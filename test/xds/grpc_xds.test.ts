@@ -5,10 +5,10 @@
 // since the xDS library reads its bootstrap once per process.
 
 import assert from "node:assert/strict";
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { ProcessCluster, type ProcessNode, waitFor } from "../support/cluster.js";
+import { JsonLinesProcess } from "../support/json_lines.js";
 import { type EchoServer, startEcho } from "./echo.js";
 
 const fixturePath = fileURLToPath(new URL("./fixtures/xds_client.js", import.meta.url));
@@ -24,55 +24,22 @@ interface CallsReply {
 
 /** The fixture process: one JSON line in, one JSON line out. */
 class XdsClientProcess {
-  private stdoutBuffer = "";
-  stderr = "";
-  private readonly replies: string[] = [];
-  private wake: (() => void) | undefined;
-
-  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
-    child.stdout.on("data", (chunk: Buffer) => {
-      this.stdoutBuffer += chunk.toString();
-      let newline: number;
-      while ((newline = this.stdoutBuffer.indexOf("\n")) >= 0) {
-        this.replies.push(this.stdoutBuffer.slice(0, newline));
-        this.stdoutBuffer = this.stdoutBuffer.slice(newline + 1);
-      }
-      this.wake?.();
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      this.stderr = (this.stderr + chunk.toString()).slice(-4000);
-    });
-  }
+  private constructor(private readonly process: JsonLinesProcess) {}
 
   static start(serverUri: string, target: string): XdsClientProcess {
     const bootstrap = {
       xds_servers: [{ server_uri: serverUri, channel_creds: [{ type: "insecure" }], server_features: ["xds_v3"] }],
       node: { id: CLIENT_ID, cluster: "tests", locality: {} },
     };
-    const child = spawn(process.execPath, [fixturePath, target], { env: { ...process.env, GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(bootstrap) }, stdio: ["pipe", "pipe", "pipe"] });
-    return new XdsClientProcess(child);
+    return new XdsClientProcess(JsonLinesProcess.start(fixturePath, [target], { GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(bootstrap) }));
   }
 
-  async calls(n: number, timeoutMs = 20_000): Promise<CallsReply> {
-    this.child.stdin.write(`${JSON.stringify({ calls: n })}\n`);
-    const deadline = Date.now() + timeoutMs;
-    while (this.replies.length === 0) {
-      if (this.child.exitCode !== null) throw new Error(`the xDS client exited ${this.child.exitCode}: ${this.stderr}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`the xDS client did not answer within ${timeoutMs} ms: ${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-    return JSON.parse(this.replies.shift() as string) as CallsReply;
+  calls(n: number, timeoutMs = 20_000): Promise<CallsReply> {
+    return this.process.request<CallsReply>({ calls: n }, timeoutMs);
   }
 
   kill(): void {
-    this.child.kill("SIGKILL");
+    this.process.kill();
   }
 }
 
