@@ -10,6 +10,11 @@ import { pino } from "pino";
 import { type EncodedResource, ResourceCache } from "../../src/api/xds/cache.js";
 import { encodeServerListener, rbacRulesFor, serverListenerAddress, SERVER_LISTENER_NAME_PREFIX, MTLS_META_KEY, type RbacRules } from "../../src/api/xds/mesh.js";
 import { loadXdsProtos, type XdsProtos } from "../../src/api/xds/protos.js";
+import { LISTENER_TYPE } from "../../src/api/xds/resources.js";
+import { ServerListeners } from "../../src/api/xds/server_listeners.js";
+import type { ResourceSource } from "../../src/api/xds/subscription.js";
+import { IntentionsService } from "../../src/intentions/intentions.js";
+import { encodeIntentionCommand, IntentionsState, OP_UPSERT } from "../../src/intentions/state.js";
 import { decide, type IntentionRule } from "../../src/intentions/precedence.js";
 import { ServiceViews } from "../../src/registry/service_views.js";
 import { RegistryState, encodeRegistryCommand } from "../../src/registry/state.js";
@@ -23,7 +28,7 @@ process.env.GRPC_XDS_EXPERIMENTAL_RBAC = "true";
 /** What the tests use of grpc-js-xds's internals: its resource decoders and its RBAC filter. */
 interface Decoded { readonly name: string; readonly value: Record<string, unknown> }
 interface ResourceTypeImpl { decode(context: object, resource: { type_url: string; value: Uint8Array }): { name?: string; value?: Decoded["value"]; error?: string } }
-interface RbacGroup { apply(info: object): boolean }
+interface RbacGroup { apply(info: object): boolean; toString(): string }
 const listenerType = (require("@grpc/grpc-js-xds/build/src/xds-resource-type/listener-resource-type.js") as { ListenerResourceType: { get(): ResourceTypeImpl } }).ListenerResourceType.get();
 const clusterType = (require("@grpc/grpc-js-xds/build/src/xds-resource-type/cluster-resource-type.js") as { ClusterResourceType: { get(): ResourceTypeImpl } }).ClusterResourceType.get();
 const xdsResources = require("@grpc/grpc-js-xds/build/src/resources.js") as { decodeSingleResource(typeUrl: string, bytes: Uint8Array): Record<string, unknown> };
@@ -164,3 +169,86 @@ function anyValue(_protos: XdsProtos, resource: EncodedResource | undefined): Ui
   assert.ok(resource !== undefined);
   return resource.any.value;
 }
+
+void describe("server listeners follow the registry and the intentions", () => {
+  const name = `${SERVER_LISTENER_NAME_PREFIX}10.0.0.5:7000`;
+
+  async function setUp(): Promise<{
+    listeners: ServerListeners; source: (visible?: (service: string) => boolean) => ResourceSource<EncodedResource>; changes: string[][];
+    register: (id: string, service: string, address: string, port: number, meta?: Record<string, string>) => void; deregister: (id: string) => void;
+    intend: (source: string, destination: string, action: "allow" | "deny") => void; settle: () => Promise<void>;
+  }> {
+    const protos = await loadXdsProtos();
+    const registry = new RegistryState();
+    const intentionsState = new IntentionsState();
+    let index = 0;
+    let intentionIndex = 0;
+    const intentions = new IntentionsService(intentionsState, { propose: () => Promise.reject(new Error("not proposed here")), readBarrier: () => Promise.resolve() }, { defaultAllow: false });
+    const listeners = new ServerListeners({ state: registry, intentions, trustDomain: TRUST_DOMAIN, logger: pino({ level: "silent" }) });
+    const subscribed = new Set([name]);
+    listeners.start(protos, (_type, n) => subscribed.has(n));
+    const changes: string[][] = [];
+    listeners.onChange((c) => changes.push(c.map((k) => `${k.kind} ${k.name}${k.namedOnly === true ? " named-only" : ""}`)));
+    return {
+      listeners,
+      source: (visible) => {
+        const s = listeners.sourceFor(LISTENER_TYPE, { client: undefined, visible, permissions: undefined }, undefined);
+        assert.ok(s !== undefined);
+        return s;
+      },
+      changes,
+      register: (id, service, address, port, meta = {}) => registry.apply(++index, encodeRegistryCommand({
+        op: "register", atMs: 0, checks: [], instance: { id, service, address, port, tags: [], meta, weights: { passing: 1, warning: 1 }, zone: "", node: "n1", nodeAddress: "127.0.0.1" },
+      })),
+      deregister: (id) => registry.apply(++index, encodeRegistryCommand({ op: "deregister", id })),
+      intend: (source, destination, action) => intentionsState.apply(++intentionIndex, encodeIntentionCommand({ op: OP_UPSERT, intention: { id: `00000000-0000-4000-8000-${String(intentionIndex).padStart(12, "0")}`, source, destination, action, description: "" } })),
+      settle: () => new Promise((resolve) => setImmediate(resolve)),
+    };
+  }
+
+  const rulesOf = (resource: EncodedResource | undefined): string => {
+    assert.ok(resource !== undefined, "the listener exists");
+    return rbacOf(resource.any.value).toString();
+  };
+
+  void test("absent until an instance is registered at its address, then built, then gone with it", async () => {
+    const t = await setUp();
+    assert.equal(t.source().get(name), undefined, "no instance at the address: no listener");
+    assert.deepEqual([...t.source().names()], [], "a wildcard never covers server listeners");
+    t.register("api-1", "api", "10.0.0.5", 7000, { [MTLS_META_KEY]: "true" });
+    t.register("web-1", "web", "10.0.0.6", 7000);
+    await t.settle();
+    assert.deepEqual(t.changes, [[`listener ${name} named-only`]], "only the listener at that address changed");
+    const built = t.source().get(name);
+    assert.ok(built !== undefined);
+    const decoded = decodeListener(await loadXdsProtos(), built.any.value);
+    assert.equal(decoded.error, undefined, decoded.error);
+    assert.equal(t.source((service) => service !== "api").get(name), undefined, "a token that may not read api does not see its listener");
+    t.deregister("api-1");
+    await t.settle();
+    assert.equal(t.changes.length, 2);
+    assert.equal(t.source().get(name), undefined, "its instance went: so did the listener");
+    t.listeners.close();
+  });
+
+  void test("an intention for its destination (or for *) rebuilds it; one for another destination does not", async () => {
+    const t = await setUp();
+    t.register("api-1", "api", "10.0.0.5", 7000, { [MTLS_META_KEY]: "true" });
+    await t.settle();
+    const denyAll = rulesOf(t.source().get(name));
+    t.changes.length = 0;
+    t.intend("web", "other", "allow");
+    await t.settle();
+    assert.deepEqual(t.changes, [], "another destination's intention changes nothing here");
+    t.intend("web", "api", "allow");
+    await t.settle();
+    assert.deepEqual(t.changes, [[`listener ${name} named-only`]]);
+    const allowWeb = rulesOf(t.source().get(name));
+    assert.notEqual(allowWeb, denyAll);
+    t.intend("*", "*", "allow");
+    await t.settle();
+    assert.equal(t.changes.length, 2, "a * destination touches every listener");
+    assert.notEqual(rulesOf(t.source().get(name)), allowWeb);
+    t.listeners.close();
+  });
+});
