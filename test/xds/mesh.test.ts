@@ -174,7 +174,7 @@ void describe("server listeners follow the registry and the intentions", () => {
   const name = `${SERVER_LISTENER_NAME_PREFIX}10.0.0.5:7000`;
 
   async function setUp(): Promise<{
-    listeners: ServerListeners; source: (visible?: (service: string) => boolean) => ResourceSource<EncodedResource>; changes: string[][];
+    listeners: ServerListeners; source: (visible?: (service: string) => boolean, cluster?: string) => ResourceSource<EncodedResource>; changes: string[][];
     register: (id: string, service: string, address: string, port: number, meta?: Record<string, string>) => void; deregister: (id: string) => void;
     intend: (source: string, destination: string, action: "allow" | "deny") => void; settle: () => Promise<void>;
   }> {
@@ -191,8 +191,9 @@ void describe("server listeners follow the registry and the intentions", () => {
     listeners.onChange((c) => changes.push(c.map((k) => `${k.kind} ${k.name}${k.namedOnly === true ? " named-only" : ""}`)));
     return {
       listeners,
-      source: (visible) => {
-        const s = listeners.sourceFor(LISTENER_TYPE, { client: undefined, visible, permissions: undefined }, undefined);
+      source: (visible, cluster) => {
+        const client = cluster === undefined ? undefined : { id: `${cluster}-1`, cluster, userAgent: "test", metadata: new Map<string, string>() };
+        const s = listeners.sourceFor(LISTENER_TYPE, { client, visible, permissions: undefined }, undefined);
         assert.ok(s !== undefined);
         return s;
       },
@@ -249,6 +250,23 @@ void describe("server listeners follow the registry and the intentions", () => {
     await t.settle();
     assert.equal(t.changes.length, 2, "a * destination touches every listener");
     assert.notEqual(rulesOf(t.source().get(name)), allowWeb);
+    t.listeners.close();
+  });
+
+  void test("a server bound to every address (0.0.0.0) is the instance on its port of the service its node's cluster names", async () => {
+    const t = await setUp();
+    const any = `${SERVER_LISTENER_NAME_PREFIX}0.0.0.0:7000`;
+    t.register("api-1", "api", "10.0.0.5", 7000, { [MTLS_META_KEY]: "true" });
+    t.register("web-1", "web", "10.0.0.6", 7000);
+    t.intend("web", "api", "allow");
+    await t.settle();
+    const asApi = t.source(undefined, "api").get(any);
+    const asWeb = t.source(undefined, "web").get(any);
+    assert.ok(asApi !== undefined && asWeb !== undefined);
+    assert.notEqual(rulesOf(asApi), rulesOf(asWeb), "each claiming service gets its own destination's RBAC");
+    assert.equal((decodeListener(await loadXdsProtos(), asApi.any.value).value as { address: { socket_address: { address: string } } }).address.socket_address.address, "0.0.0.0");
+    assert.equal(t.source(undefined, "nobody").get(any), undefined, "a cluster with no instance on the port has no listener");
+    assert.equal(t.source().get(any), undefined, "nor does a node that names no cluster");
     t.listeners.close();
   });
 });

@@ -3,7 +3,10 @@
 // whose instance is registered at that address and port; its RBAC filter follows that
 // destination's intentions, and it asks for a client certificate when the instance speaks mTLS
 // (mesh.ts). A name no instance is registered at is absent: the server waits, not serving, until
-// one is, as gRPC does for a listener that does not exist.
+// one is, as gRPC does for a listener that does not exist. A server bound to every address
+// (0.0.0.0 or ::) names no instance's address, so its listener belongs to the service its xDS
+// node's `cluster` names, through that service's instance on the port: one name, then, is a
+// listener per claimed service, and each is kept apart.
 //
 // Only names some stream asked for are built, and kept while a stream subscribes to them; a
 // registry change re-resolves only the listeners of the services it touched (and those not yet
@@ -22,6 +25,16 @@ import type { ResourceModule } from "./service.js";
 import type { StreamIdentity } from "./session.js";
 import type { ResourceSource } from "./subscription.js";
 
+/** Server listeners kept at once (each some stream subscribes to); past it a new one is absent until others go. */
+const LISTENERS_KEPT_MAX = 100_000;
+/** Encodings kept per listener, one per certificate provider name streams asked with; past it encoded per request. */
+const PROVIDER_VARIANTS_MAX = 16;
+
+/** 0.0.0.0 or ::, which a server binds to listen on every address. */
+function isUnspecified(host: string): boolean {
+  return host === "0.0.0.0" || host === "::";
+}
+
 export interface ServerListenerOptions {
   readonly state: RegistryState;
   readonly intentions: IntentionsView;
@@ -30,7 +43,10 @@ export interface ServerListenerOptions {
 }
 
 interface ListenerEntry {
+  readonly name: string;
   readonly address: ListeningAddress;
+  /** For an unspecified address: the service the node's `cluster` names, whose instance on the port it is. */
+  readonly claimedBy: string | undefined;
   /** The service whose instance is registered at the address; undefined while none is. */
   service: string | undefined;
   mtls: boolean;
@@ -83,32 +99,49 @@ export class ServerListeners implements ResourceModule {
     if (type.kind !== "listener") return inner;
     const provider = certificateProviderOf(stream.client?.metadata);
     const visible = stream.visible ?? ((): boolean => true);
+    const cluster = stream.client?.cluster ?? "";
     // A server listener is never among the names a wildcard covers: inner's names() stay as they are.
     return {
-      get: (name) => (serverListenerAddress(name) === undefined ? inner?.get(name) : this.get(name, provider, visible)),
+      get: (name) => (serverListenerAddress(name) === undefined ? inner?.get(name) : this.get(name, cluster, provider, visible)),
       names: () => inner?.names() ?? [],
       pending: (name) => serverListenerAddress(name) === undefined && (inner?.pending(name) ?? false),
     };
   }
 
-  private get(name: string, provider: string, visible: (service: string) => boolean): EncodedResource | undefined {
+  private get(name: string, cluster: string, provider: string, visible: (service: string) => boolean): EncodedResource | undefined {
     const protos = this.protos;
     if (protos === undefined || this.closed) return undefined;
-    let entry = this.entries.get(name);
+    const address = serverListenerAddress(name);
+    if (address === undefined) return undefined;
+    const claimedBy = isUnspecified(address.host) ? cluster : undefined;
+    const key = claimedBy === undefined ? name : `${name}\u0000${claimedBy}`;
+    let entry = this.entries.get(key);
     if (entry === undefined) {
-      const address = serverListenerAddress(name);
-      if (address === undefined) return undefined;
-      const found = this.resolve(address, this.opts.state.allInstances());
-      entry = { address, service: found?.service, mtls: found !== undefined && speaksMtls(found), variants: new Map() };
-      this.entries.set(name, entry);
+      if (this.entries.size >= LISTENERS_KEPT_MAX) return undefined;
+      entry = { name, address, claimedBy, service: undefined, mtls: false, variants: new Map() };
+      this.resolveEntry(entry, undefined);
+      this.entries.set(key, entry);
     }
     if (entry.service === undefined || !visible(entry.service)) return undefined;
     let resource = entry.variants.get(provider);
     if (resource === undefined) {
       resource = this.encode(protos, name, entry, provider);
-      entry.variants.set(provider, resource);
+      if (entry.variants.size < PROVIDER_VARIANTS_MAX) entry.variants.set(provider, resource);
     }
     return resource;
+  }
+
+  /**
+   * Sets which instance `entry` is: for a claimed listener, the claiming service's instance on the
+   * port; otherwise the one registered at the address, looked for among `candidates` (the
+   * services a change touched) and, failing them or without them, every instance.
+   */
+  private resolveEntry(entry: ListenerEntry, candidates: readonly Instance[] | undefined): void {
+    const found = entry.claimedBy !== undefined
+      ? this.first(this.opts.state.instancesOf(entry.claimedBy), (inst) => inst.port === entry.address.port)
+      : (candidates === undefined ? undefined : this.atAddress(entry.address, candidates)) ?? this.atAddress(entry.address, this.opts.state.allInstances());
+    entry.service = found?.service;
+    entry.mtls = found !== undefined && speaksMtls(found);
   }
 
   private encode(protos: XdsProtos, name: string, entry: ListenerEntry, provider: string): EncodedResource {
@@ -126,11 +159,15 @@ export class ServerListeners implements ResourceModule {
   }
 
   /** The instance registered at `address`, the first in (service, id) order when several are. */
-  private resolve(address: ListeningAddress, instances: Iterable<Instance>): Instance | undefined {
+  private atAddress(address: ListeningAddress, instances: Iterable<Instance>): Instance | undefined {
+    return this.first(instances, (inst) => (inst.address === "" ? inst.nodeAddress : inst.address) === address.host && inst.port === address.port);
+  }
+
+  /** The first of `instances` that `accept`s in (service, id) order, so every node chooses the same. */
+  private first(instances: Iterable<Instance>, accept: (inst: Instance) => boolean): Instance | undefined {
     let best: Instance | undefined;
     for (const inst of instances) {
-      const host = inst.address === "" ? inst.nodeAddress : inst.address;
-      if (host !== address.host || inst.port !== address.port) continue;
+      if (!accept(inst)) continue;
       if (best === undefined || inst.service < best.service || (inst.service === best.service && inst.id < best.id)) best = inst;
     }
     return best;
@@ -153,21 +190,18 @@ export class ServerListeners implements ResourceModule {
     const touchedInstances: Instance[] = [];
     for (const s of services) touchedInstances.push(...this.opts.state.instancesOf(s));
     const changes: ResourceKey[] = [];
-    for (const [name, entry] of this.entries) {
+    for (const [key, entry] of this.entries) {
+      const name = entry.name;
       if (!this.subscribed(name)) {
-        this.entries.delete(name);
+        this.entries.delete(key);
         continue;
       }
       const before = { service: entry.service, mtls: entry.mtls };
-      if (destinations === "all") {
-        const found = this.resolve(entry.address, this.opts.state.allInstances());
-        entry.service = found?.service;
-        entry.mtls = found !== undefined && speaksMtls(found);
-      } else if (entry.service === undefined || services.has(entry.service)) {
-        // Its own instance may have left, to another address or none: then every instance is looked at.
-        const found = this.resolve(entry.address, touchedInstances) ?? (entry.service === undefined ? undefined : this.resolve(entry.address, this.opts.state.allInstances()));
-        entry.service = found?.service;
-        entry.mtls = found !== undefined && speaksMtls(found);
+      if (destinations === "all") this.resolveEntry(entry, undefined);
+      else if (entry.claimedBy !== undefined ? services.has(entry.claimedBy) : entry.service === undefined || services.has(entry.service)) {
+        // An unresolved listener may have gained its instance in a touched service; a resolved one
+        // may have lost its own, to another address or none.
+        this.resolveEntry(entry, touchedInstances);
       }
       const affected = before.service !== entry.service || before.mtls !== entry.mtls
         || (entry.service !== undefined && (destinations === "all" || destinations.has(entry.service)));
