@@ -16,6 +16,7 @@ const XDS_PROTO_FILES = [
   "envoy/config/endpoint/v3/endpoint.proto",
   "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
   "envoy/extensions/filters/http/router/v3/router.proto",
+  "envoy/extensions/transport_sockets/tls/v3/secret.proto",
 ] as const;
 
 /** Where @grpc/grpc-js-xds keeps each proto tree, below its package root. */
@@ -45,6 +46,8 @@ export interface XdsProtos {
   readonly deltaResourceKey: number;
   /** The key of ClusterLoadAssignment.endpoints, which each hand-assembled locality group is framed with. */
   readonly assignmentEndpointsKey: number;
+  /** SDS: a certificate and its key, or a trust bundle. */
+  readonly Secret: protobuf.Type;
 }
 
 let loading: Promise<XdsProtos> | undefined;
@@ -98,6 +101,7 @@ async function loadProtos(): Promise<XdsProtos> {
     sotwResourceKey: lengthDelimitedKey(DiscoveryResponse, "resources"),
     deltaResourceKey: lengthDelimitedKey(DeltaDiscoveryResponse, "resources"),
     assignmentEndpointsKey: lengthDelimitedKey(ClusterLoadAssignment, "endpoints"),
+    Secret: type("envoy.extensions.transport_sockets.tls.v3.Secret"),
   };
 }
 
