@@ -64,6 +64,12 @@ export class LeafCache {
     return this.get(service, caller);
   }
 
+  /** Whether get() would answer the cached leaf of `service` as it is, without signing a new one. */
+  isCurrent(service: string): boolean {
+    const cached = this.leaves.get(service);
+    return cached !== undefined && !this.isStale(cached);
+  }
+
   /**
    * Calls `listener` with every new leaf this cache issues, whoever asked for it (Consul's leaf
    * route, an SDS stream), so that every other holder of the service's previous leaf hears of it.

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -60,12 +60,14 @@ void describe("SDS secrets on a one-node server with ACLs on", { timeout: 60_000
   let firstSerial: string;
   let firstBundle: string;
 
-  const tokenWith = async (name: string, rules: object): Promise<string> => {
+  let webAccessor: string;
+
+  const tokenWith = async (name: string, rules: object): Promise<{ secret: string; accessor: string }> => {
     const policy = await call(node, "PUT", "/v1/acl/policy", management, { Name: name, Rules: JSON.stringify(rules) });
     assert.equal(policy.status, 200, policy.text);
     const token = await call(node, "PUT", "/v1/acl/token", management, { Policies: [{ Name: name }] });
     assert.equal(token.status, 200, token.text);
-    return token.json().SecretID as string;
+    return { secret: token.json().SecretID as string, accessor: token.json().AccessorID as string };
   };
 
   const secretsOf = (resources: readonly AnyMessage[]): Map<string, DecodedSecret> => {
@@ -121,8 +123,8 @@ void describe("SDS secrets on a one-node server with ACLs on", { timeout: 60_000
     node = cluster.nodes[0];
     management = await cluster.bootstrapAcl(node);
     await cluster.agreedLeader();
-    webToken = await tokenWith("web-writer", { service: { web: { policy: "write" } } });
-    readerToken = await tokenWith("reader", { service_prefix: { "": { policy: "read" } } });
+    ({ secret: webToken, accessor: webAccessor } = await tokenWith("web-writer", { service: { web: { policy: "write" } } }));
+    readerToken = (await tokenWith("reader", { service_prefix: { "": { policy: "read" } } })).secret;
     client = adsClient(node.info.grpc);
   });
 
@@ -149,6 +151,9 @@ void describe("SDS secrets on a one-node server with ACLs on", { timeout: 60_000
     assert.match(uri, /^spiffe:\/\/cairn\.local\/ns\/default\/dc\/[^/]+\/svc\/web$/);
     assert.equal(leaf.subjectAltName, `URI:${uri}`, "exactly one SAN: web's SPIFFE ID");
     assert.equal((consul.json().SerialNumber as string).toUpperCase(), leaf.serialNumber.match(/../g)?.join(":"), "SDS and Consul's leaf route hand out the node's one leaf for web");
+    // The stream signed it, as its token's holder: the audit log names the accessor and the client.
+    const audited = readFileSync(join(node.info.dataDir, "audit.log"), "utf8").split("\n").filter((l) => l.includes('"kind":"certificate"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(audited.filter((r) => r.spiffeId === uri).map((r) => [r.accessor, r.origin]), [[webAccessor, "xDS client envoy-web-1"]]);
     // The ACK opens the window for the pushes the rotation test waits for.
     adsStream.send({ type_url: SECRET_TYPE.typeUrl, resource_names: [TRUST_BUNDLE_SECRET_NAME, "web"], response_nonce: last.nonce, version_info: last.version_info });
     firstSerial = leaf.serialNumber;

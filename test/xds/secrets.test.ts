@@ -19,7 +19,7 @@ import { CaState } from "../../src/ca/state.js";
 import type { EncodedResource, ResourceKey } from "../../src/api/xds/cache.js";
 import { loadXdsProtos } from "../../src/api/xds/protos.js";
 import { SECRET_TYPE } from "../../src/api/xds/resources.js";
-import { SecretsModule, TRUST_BUNDLE_SECRET_NAME, type SecretsClock } from "../../src/api/xds/secrets.js";
+import { SIGNS_PER_TURN_MAX, SecretsModule, TRUST_BUNDLE_SECRET_NAME, type SecretsClock } from "../../src/api/xds/secrets.js";
 import type { StreamIdentity } from "../../src/api/xds/session.js";
 import type { ResourceSource } from "../../src/api/xds/subscription.js";
 import { KvStateMachine } from "../../src/kv/kv.js";
@@ -183,6 +183,21 @@ void describe("the SDS module over a real CA and leaf cache", () => {
     assert.notEqual(bundle?.version, bundleBefore?.version);
     assert.equal(state.roots.length, 2);
     assert.notEqual(source.get("web")?.version, leafBefore?.version, "the leaf is renewed under the new root");
+  });
+
+  void test("at most SIGNS_PER_TURN_MAX new leaves are signed per turn of the event loop; the rest are pending, then announced and signed on the next turn", async () => {
+    await new Promise((resolve) => setImmediate(resolve));
+    const source = sourceOf(stream(undefined));
+    const names = Array.from({ length: SIGNS_PER_TURN_MAX + 3 }, (_, i) => `many-${i}`);
+    changedNames();
+    const served = names.filter((n) => source.get(n) !== undefined);
+    assert.deepEqual(served, names.slice(0, SIGNS_PER_TURN_MAX));
+    const later = names.slice(SIGNS_PER_TURN_MAX);
+    assert.deepEqual(later.map((n) => source.pending(n)), [true, true, true], "put off, not absent");
+    assert.ok(source.get(names[0]) !== undefined, "a leaf already signed costs nothing of the budget");
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(changedNames(), later.map((n) => `secret/${n}`).sort(), "the names put off are announced on the next turn");
+    assert.ok(later.every((n) => source.get(n) !== undefined && !source.pending(n)));
   });
 
   void test("close() cancels every timer and stops listening to the CA", async () => {

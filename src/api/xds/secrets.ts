@@ -15,13 +15,15 @@
 // a leaf of, at the leaf's renewal time, tells that service's subscribers it changed, and the
 // first of them to be flushed asks the cache, which renews it; the others get the same new leaf.
 // A service nobody subscribes to any more costs one more timer, then nothing. A root rotation
-// tells the subscribers of the bundle and of every watched leaf. Each leaf and bundle is encoded
-// once and shared by every stream that sends it. Private keys are never logged.
+// tells the subscribers of the bundle and of every watched leaf. At most SIGNS_PER_TURN_MAX new
+// leaves are signed per turn of the event loop; the rest are pending until the next turns. Each
+// leaf and bundle is encoded once and shared by every stream that sends it. Private keys are
+// never logged.
 
 import type { Logger } from "pino";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority, chainPemOf } from "../../ca/authority.js";
 import type { Caller } from "../../ca/authorizer.js";
-import { type CachedLeaf, LEAF_CACHE_SERVICES_MAX, type LeafCache } from "../../ca/leaves.js";
+import type { CachedLeaf, LeafCache } from "../../ca/leaves.js";
 import { isServiceLabel } from "../../ca/spiffe.js";
 import { errorMessage } from "../../common/errors.js";
 import { type EncodedResource, encodeResource, type ResourceKey } from "./cache.js";
@@ -40,8 +42,13 @@ export const SIGN_RETRY_MS = 1000;
 /** Node's timers take a 32-bit delay; a leaf due later than this is looked at again then (and not yet renewed). */
 const TIMER_DELAY_MAX_MS = 2 ** 31 - 1;
 
-/** Services whose leaves are watched for renewal, at most: as many as the LeafCache keeps. Past it the oldest watch is dropped. */
-export const WATCHED_LEAVES_MAX = LEAF_CACHE_SERVICES_MAX;
+/**
+ * New leaves signed per turn of the event loop, at most (a key pair and a signature, about a
+ * millisecond each here): a stream that names thousands of services, or a rotation that renews
+ * every watched leaf, never holds the loop (and with it Raft's ticks) for long. The names past it
+ * are pending and signed on the next turns.
+ */
+export const SIGNS_PER_TURN_MAX = 32;
 
 /** Wall-clock time (the LeafCache's renewal times are wall-clock) and timers; tests inject their own. */
 export interface SecretsClock {
@@ -81,8 +88,16 @@ export class SecretsModule implements ResourceModule {
   private bundle: { readonly caRevision: number; readonly resource: EncodedResource } | undefined;
   /** Each leaf's secret, encoded once; it goes with the leaf when the cache replaces it. */
   private readonly encodedLeaves = new WeakMap<CachedLeaf, EncodedResource>();
-  /** Services some stream was given a leaf of, oldest first. */
+  /**
+   * Services some stream was given a leaf of. Each stays until its leaf's renewal time, and again
+   * only if a stream reads it then, so there are at most as many as the names streams subscribe
+   * to (each bounded by subscribedNamesMax).
+   */
   private readonly watches = new Map<string, LeafWatch>();
+  /** Leaves signed in this turn of the event loop, and the names put off to the next. */
+  private signedThisTurn = 0;
+  private readonly deferred = new Set<string>();
+  private turnEndScheduled = false;
   /** Services whose leaf the CA could not sign on the last try, with the retry's cancel. */
   private readonly retries = new Map<string, () => void>();
   private readonly stops: (() => void)[] = [];
@@ -113,6 +128,7 @@ export class SecretsModule implements ResourceModule {
     this.watches.clear();
     for (const cancel of this.retries.values()) cancel();
     this.retries.clear();
+    this.deferred.clear();
   }
 
   /** Services whose leaf renewal is being watched: those some stream was given a leaf of. */
@@ -138,7 +154,7 @@ export class SecretsModule implements ResourceModule {
       pending: (name) => {
         if (name === TRUST_BUNDLE_SECRET_NAME) return this.opts.authority.state.roots.length === 0;
         if (!isServiceLabel(name)) return inner?.pending(name) ?? false;
-        return mayHold(name) && this.retries.has(name);
+        return mayHold(name) && (this.retries.has(name) || this.deferred.has(name));
       },
     };
   }
@@ -158,6 +174,8 @@ export class SecretsModule implements ResourceModule {
   private leafSecret(service: string, caller: Caller): EncodedResource | undefined {
     const protos = this.protos;
     if (protos === undefined || this.closed) return undefined;
+    const signs = !this.opts.leaves.isCurrent(service);
+    if (signs && !this.maySignThisTurn(service)) return undefined;
     let leaf: CachedLeaf;
     try {
       leaf = this.opts.leaves.get(service, caller);
@@ -182,6 +200,26 @@ export class SecretsModule implements ResourceModule {
     return resource;
   }
 
+  /** Counts a signature against this turn's budget; past it, puts `service` off to the next turn (pending meanwhile). */
+  private maySignThisTurn(service: string): boolean {
+    if (!this.turnEndScheduled) {
+      this.turnEndScheduled = true;
+      setImmediate(() => {
+        this.turnEndScheduled = false;
+        this.signedThisTurn = 0;
+        const names = [...this.deferred];
+        this.deferred.clear();
+        if (names.length > 0) this.emit(names.map((name): ResourceKey => ({ kind: "secret", name })));
+      });
+    }
+    if (this.signedThisTurn >= SIGNS_PER_TURN_MAX) {
+      this.deferred.add(service);
+      return false;
+    }
+    this.signedThisTurn++;
+    return true;
+  }
+
   /** The CA cannot sign now: the secret is pending, and asked for again in SIGN_RETRY_MS. Logged once per service until it can. */
   private retryLater(service: string, err: unknown): void {
     if (this.retries.has(service) || this.closed) return;
@@ -201,14 +239,6 @@ export class SecretsModule implements ResourceModule {
     const current = this.watches.get(service);
     if (current?.renewAtMs === renewAtMs) return;
     current?.cancel();
-    this.watches.delete(service);
-    if (this.watches.size >= WATCHED_LEAVES_MAX) {
-      const oldest = this.watches.entries().next();
-      if (oldest.done !== true) {
-        oldest.value[1].cancel();
-        this.watches.delete(oldest.value[0]);
-      }
-    }
     const delayMs = Math.min(TIMER_DELAY_MAX_MS, Math.max(0, renewAtMs - this.clock.nowMs()));
     const cancel = this.clock.schedule(() => {
       this.watches.delete(service);
