@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from "pino";
 import type { AuditLog } from "../audit/audit.js";
 import type { CertificateAuthority } from "../ca/authority.js";
+import type { LeafCache } from "../ca/leaves.js";
 import type { KvStateMachine } from "../kv/kv.js";
 import type { RaftDriver } from "../raft/node/driver.js";
 import type { Registry } from "../registry/registry.js";
@@ -74,6 +75,8 @@ export interface HttpServerOptions {
   readonly metricsOpen?: boolean;
   /** Saves and restores snapshots of the whole state (GET and PUT /v1/snapshot). */
   readonly snapshots: SnapshotService;
+  /** This node's Consul-style agent leaves, shared with SDS; Consul's routes keep their own when absent. */
+  readonly leaves?: LeafCache;
 }
 
 /** The version of the API the OpenAPI document describes: the /v1 routes. */
@@ -162,6 +165,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     datacenter: opts.datacenter,
     nodeName: opts.driver.id,
     nodeAddress: opts.nodeAddress ?? hostOf(opts.driver.peerAddressOf(opts.driver.id) ?? "127.0.0.1"),
+    ...(opts.leaves === undefined ? {} : { leaves: opts.leaves }),
   });
   metricsRoutes(app, { metrics: opts.metrics, driver: opts.driver, open: opts.metricsOpen ?? false });
   uiRoutes(app);

@@ -13,7 +13,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
-import type { CertificateAuthority } from "../ca/authority.js";
+import { type CertificateAuthority, chainPemOf } from "../ca/authority.js";
 import { LEAF_DNS_NAMES_MAX, LEAF_IP_ADDRESSES_MAX } from "../ca/leaf.js";
 import { nodeSpiffeId } from "../ca/spiffe.js";
 import { backoffDelayMs } from "../common/backoff.js";
@@ -232,7 +232,7 @@ export class AutoTlsCertificate implements TlsMaterialSource {
       notAfter: new Date(issued.notAfterMs).toISOString(), renewAt: new Date(renewAtMs).toISOString(),
     }, "--tls auto: this node's public certificate signed by the cluster's CA");
     return {
-      chainPem: Buffer.from([issued.certificatePem, ...issued.chainPems].join("")),
+      chainPem: Buffer.from(chainPemOf(issued)),
       keyPem: Buffer.from(privateKey.export({ format: "pem", type: "pkcs8" })),
       serialHex: issued.serialHex,
       notAfterMs: issued.notAfterMs,
@@ -257,8 +257,7 @@ export class AutoTlsCertificate implements TlsMaterialSource {
     const ca = this.opts.clientCa;
     if (ca !== "bundle") return ca;
     // Every trusted root, old and new alike during a rotation, so SVIDs of either are accepted.
-    // Roots are stored normalized (one PEM block ending in a newline), so they concatenate as they are.
-    return Buffer.from(this.opts.authority.state.roots.map((r) => r.rootCertificatePem).join(""));
+    return Buffer.from(this.opts.authority.state.bundlePem);
   }
 
   /** The next refresh: a retry with backoff after a failure, else the renewal. */

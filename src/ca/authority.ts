@@ -103,6 +103,11 @@ export interface IssuedCertificate {
   readonly rootId: string;
 }
 
+/** The leaf then its intermediates, PEM: what a TLS server or client presents as its chain. */
+export function chainPemOf(issued: IssuedCertificate): string {
+  return [issued.certificatePem, ...issued.chainPems].join("");
+}
+
 export interface ImportInput {
   /** A root (self-signed) or an intermediate CA certificate, PEM. */
   readonly certificate: string;

@@ -29,6 +29,7 @@ const RENEW_WINDOW: RenewalWindow = { fractionMin: 0.6, fractionMax: 0.9 };
 
 export class LeafCache {
   private readonly leaves = new Map<string, CachedLeaf>();
+  private readonly renewedListeners = new Set<(leaf: CachedLeaf) => void>();
   private readonly now: () => number;
   private readonly random: () => number;
 
@@ -63,6 +64,23 @@ export class LeafCache {
     return this.get(service, caller);
   }
 
+  /** Whether get() would answer the cached leaf of `service` as it is, without signing a new one. */
+  isCurrent(service: string): boolean {
+    const cached = this.leaves.get(service);
+    return cached !== undefined && !this.isStale(cached);
+  }
+
+  /**
+   * Calls `listener` with every new leaf this cache issues, whoever asked for it (Consul's leaf
+   * route, an SDS stream), so that every other holder of the service's previous leaf hears of it.
+   * Returns the function that stops it.
+   */
+  onRenewed(listener: (leaf: CachedLeaf) => void): () => void {
+    const call = (leaf: CachedLeaf): void => listener(leaf);
+    this.renewedListeners.add(call);
+    return () => this.renewedListeners.delete(call);
+  }
+
   private isStale(leaf: CachedLeaf): boolean {
     return leaf.caRevision !== this.authority.state.revision || this.now() >= leaf.renewAtMs;
   }
@@ -87,6 +105,7 @@ export class LeafCache {
       if (oldest.done !== true) this.leaves.delete(oldest.value);
     }
     this.leaves.set(service, leaf);
+    for (const listener of [...this.renewedListeners]) listener(leaf);
     return leaf;
   }
 }

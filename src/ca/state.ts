@@ -125,6 +125,14 @@ export class CaState implements StateMachine {
     return this.rootsValue;
   }
 
+  /**
+   * The trust bundle as PEM: every trusted root, old and new alike during a rotation. Roots are
+   * stored normalized (one PEM block ending in a newline), so they concatenate as they are.
+   */
+  get bundlePem(): string {
+    return this.rootsValue.map((r) => r.rootCertificatePem).join("");
+  }
+
   get activeRoot(): CaRoot | undefined {
     return this.rootsValue.find((r) => r.active);
   }

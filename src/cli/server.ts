@@ -19,11 +19,13 @@ import { type PeerCredentials, TlsFileError, readPeerCredentials } from "../tls/
 import { addTrustBundleService } from "../api/ca/bundle_grpc.js";
 import { addWatchService } from "../api/watch/grpc.js";
 import { addXdsService, type XdsService } from "../api/xds/service.js";
+import { SecretsModule } from "../api/xds/secrets.js";
 import { startWorkloadApi, type WorkloadApi } from "../api/ca/workload.js";
 import { AuditLog, accessorOf, setAccessorResolver } from "../audit/audit.js";
 import { CertificateAuthority, caDefaults, issuedOrigin } from "../ca/authority.js";
 import { openAuthorizer, tokenAuthorizer, workloadRuleAuthorizer } from "../ca/authorizer.js";
 import { ruleIdentities } from "../ca/workload_rules.js";
+import { LeafCache } from "../ca/leaves.js";
 import { AclService } from "../acl/acl.js";
 import { AclState } from "../acl/state.js";
 import { IntentionsService } from "../intentions/intentions.js";
@@ -197,8 +199,11 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const rateLimiter = new RateLimiter(cfg.rateLimits);
   metrics.api.readRateLimits(rateLimiter.refusals);
   const snapshots = new SnapshotService({ driver, state: clusterState, clusterId, ca, logger: logger.child({ component: "snapshot" }) });
+  // One leaf per service on this node, whoever asks: Consul's leaf route and SDS hand out the same one.
+  const leaves = new LeafCache(ca, cfg.datacenter);
   const http = buildHttpServer({
     driver, kv, registry, ca, acl, intentions, clusterId, snapshots, datacenter: cfg.datacenter, nodeAddress, logger: logger.child({ component: "http" }),
+    leaves,
     rateLimiter,
     metrics,
     metricsOpen: cfg.metricsOpen,
@@ -215,9 +220,10 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
+    const secrets = new SecretsModule({ authority: ca, leaves, logger: logger.child({ component: "sds" }) });
     xds = addXdsService(server, {
       state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id,
-      mesh: { trustDomain: ca.trustDomain, intentions },
+      mesh: { trustDomain: ca.trustDomain, intentions }, modules: [secrets],
     });
   }, acl, autoTls !== undefined ? rotatingGrpcServerCredentials(autoTls) : publicTls === undefined ? undefined : grpcServerCredentials(publicTls),
   [grpcMetricsInterceptor(metrics.api)]);

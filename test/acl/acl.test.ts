@@ -310,9 +310,12 @@ describe("ACLs on a real server, default deny", { timeout: 180_000 }, () => {
     assert.ok(line !== undefined, "the server logs its gRPC methods");
     const methods = (JSON.parse(line) as { methods: Record<string, string> }).methods;
     for (const path of ["/grpc.health.v1.Health/Check", "/cairn.ca.v1.TrustBundle/Watch", "/cairn.registry.v1.Registry/Watch",
-      "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources", "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"]) {
+      "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources", "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+      "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets", "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"]) {
       assert.ok((methods[path] ?? "") !== "", `${path} declares no rule`);
     }
+    // SDS streams are ADS streams serving secrets only: the same rule, and each secret decides who may have it.
+    assert.equal(methods["/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"], methods["/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"]);
     assert.ok(!node.stdout.includes(management), "the management secret never reaches the log");
   });
 

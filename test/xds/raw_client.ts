@@ -73,17 +73,17 @@ export class RawAdsStream<R> {
     call.on("error", () => {});
   }
 
-  static async sotw(client: grpc.Client, metadata = new grpc.Metadata()): Promise<RawAdsStream<SotwResponse>> {
+  /** A state-of-the-world stream: ADS's, or `method` that speaks the same messages (SDS's StreamSecrets). */
+  static async sotw(client: grpc.Client, metadata = new grpc.Metadata(), m: grpc.MethodDefinition<Buffer, Buffer> = adsServiceDefinition.StreamAggregatedResources): Promise<RawAdsStream<SotwResponse>> {
     const protos = await loadXdsProtos();
-    const m = adsServiceDefinition.StreamAggregatedResources;
     const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, metadata);
     return new RawAdsStream(protos, call, "DiscoveryRequest", (bytes) => protos.DiscoveryResponse.decode(bytes) as unknown as SotwResponse);
   }
 
-  static async delta(client: grpc.Client): Promise<RawAdsStream<DeltaResponse>> {
+  /** A delta stream: ADS's, or `method` that speaks the same messages (SDS's DeltaSecrets). */
+  static async delta(client: grpc.Client, metadata = new grpc.Metadata(), m: grpc.MethodDefinition<Buffer, Buffer> = adsServiceDefinition.DeltaAggregatedResources): Promise<RawAdsStream<DeltaResponse>> {
     const protos = await loadXdsProtos();
-    const m = adsServiceDefinition.DeltaAggregatedResources;
-    const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize);
+    const call = client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, metadata);
     return new RawAdsStream(protos, call, "DeltaDiscoveryRequest", (bytes) => protos.DeltaDiscoveryResponse.decode(bytes) as unknown as DeltaResponse);
   }
 
@@ -149,7 +149,7 @@ export class RawAdsStream<R> {
 /** A resource's message as a plain object, decoded with the type its Any names. */
 export function decodeAny(protos: XdsProtos, any: AnyMessage): Record<string, unknown> {
   const typeName = any.type_url.slice(any.type_url.lastIndexOf("/") + 1);
-  const type = [protos.Listener, protos.Cluster, protos.ClusterLoadAssignment, protos.HttpConnectionManager, protos.Router].find((t) => t.fullName === `.${typeName}`);
+  const type = [protos.Listener, protos.Cluster, protos.ClusterLoadAssignment, protos.HttpConnectionManager, protos.Router, protos.Secret].find((t) => t.fullName === `.${typeName}`);
   if (type === undefined) throw new Error(`no decoder for ${any.type_url}`);
   const plain: Record<string, unknown> = type.toObject(type.decode(any.value), CONVERSION);
   return plain;

@@ -142,7 +142,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
     if (req.query.index !== undefined) await ca.waitForChange(Number(req.query.index), withJitterMs(waitMs, random()), waitEndSignal(reply));
     void reply.header("x-cairn-index", String(Math.max(1, ca.state.revision)));
     const format = req.query.format ?? "json";
-    if (format === "pem") return reply.type("application/x-pem-file").send(ca.state.roots.map((r) => r.rootCertificatePem).join(""));
+    if (format === "pem") return reply.type("application/x-pem-file").send(ca.state.bundlePem);
     if (format === "spiffe") return reply.type("application/json").send(spiffeBundle(ca));
     return reply.send(bundleJson(ca));
   });

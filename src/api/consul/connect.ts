@@ -3,7 +3,7 @@
 
 import { X509Certificate } from "node:crypto";
 import type { FastifyInstance, FastifyReply } from "fastify";
-import { type CertificateAuthority } from "../../ca/authority.js";
+import { type CertificateAuthority, chainPemOf } from "../../ca/authority.js";
 import type { LeafCache } from "../../ca/leaves.js";
 import { type CaRoot, intermediatesOf } from "../../ca/state.js";
 import { colonHex } from "../../ca/certificates.js";
@@ -67,7 +67,7 @@ export function connectRoutes(app: FastifyInstance, deps: ConnectDeps): void {
     return {
       SerialNumber: colonHex(issued.serialHex),
       // Consul's CertPEM carries the intermediates after the leaf, so a proxy can present the chain as is.
-      CertPEM: [issued.certificatePem, ...issued.chainPems].join(""),
+      CertPEM: chainPemOf(issued),
       PrivateKeyPEM: leaf.privateKeyPem,
       Service: leaf.service,
       ServiceURI: leaf.serviceUri,

@@ -50,6 +50,8 @@ export interface ConsulDeps {
   readonly nodeAddress: string;
   /** Source of jitter for blocking queries; injectable so tests can pin it. */
   readonly random?: () => number;
+  /** This node's agent leaves, shared with whatever else hands them out (SDS); a cache of its own when absent. */
+  readonly leaves?: LeafCache;
 }
 
 /** Consul's blocking-query bounds: wait defaults to 5 minutes and is capped at 10. */
@@ -132,7 +134,7 @@ export function consulRoutes(app: FastifyInstance, deps: ConsulDeps): void {
     readRoutes(scope, deps);
     connectRoutes(scope, {
       ca: deps.ca,
-      leaves: new LeafCache(deps.ca, deps.datacenter),
+      leaves: deps.leaves ?? new LeafCache(deps.ca, deps.datacenter),
       random: deps.random ?? Math.random,
       parseIndex,
       parseWait,

@@ -18,6 +18,7 @@ const XDS_PROTO_FILES = [
   "envoy/extensions/filters/http/router/v3/router.proto",
   "envoy/extensions/filters/http/rbac/v3/rbac.proto",
   "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+  "envoy/extensions/transport_sockets/tls/v3/secret.proto",
 ] as const;
 
 /** Where @grpc/grpc-js-xds keeps each proto tree, below its package root. */
@@ -50,6 +51,8 @@ export interface XdsProtos {
   readonly deltaResourceKey: number;
   /** The key of ClusterLoadAssignment.endpoints, which each hand-assembled locality group is framed with. */
   readonly assignmentEndpointsKey: number;
+  /** SDS: a certificate and its key, or a trust bundle. */
+  readonly Secret: protobuf.Type;
 }
 
 let loading: Promise<XdsProtos> | undefined;
@@ -106,6 +109,7 @@ async function loadProtos(): Promise<XdsProtos> {
     sotwResourceKey: lengthDelimitedKey(DiscoveryResponse, "resources"),
     deltaResourceKey: lengthDelimitedKey(DeltaDiscoveryResponse, "resources"),
     assignmentEndpointsKey: lengthDelimitedKey(ClusterLoadAssignment, "endpoints"),
+    Secret: type("envoy.extensions.transport_sockets.tls.v3.Secret"),
   };
 }
 

@@ -24,17 +24,20 @@ import { SotwSession } from "./sotw.js";
 import type { IntentionsView } from "../../intentions/intentions.js";
 import { XdsStats } from "./stats.js";
 import { type GuardedRegistrar, onCallTokenChange, permissionsOfCall } from "../acl/grpc.js";
+import { presentedGrpcToken } from "../../acl/presented.js";
 
 export const ADS_SERVICE_NAME = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+/** SDS on its own (Envoy's sds_config with an api_config_source): the same streams, serving secrets only. */
+export const SDS_SERVICE_NAME = "envoy.service.secret.v3.SecretDiscoveryService";
 
 const passThrough = (bytes: Buffer): Buffer => bytes;
 
 /** Refused streams per warning logged. */
 const REFUSALS_PER_LOG_LINE = 1000;
 
-function bidiMethod(name: string): grpc.MethodDefinition<Buffer, Buffer> {
+function bidiMethod(name: string, service = ADS_SERVICE_NAME): grpc.MethodDefinition<Buffer, Buffer> {
   return {
-    path: `/${ADS_SERVICE_NAME}/${name}`,
+    path: `/${service}/${name}`,
     requestStream: true,
     responseStream: true,
     requestSerialize: passThrough,
@@ -48,6 +51,12 @@ function bidiMethod(name: string): grpc.MethodDefinition<Buffer, Buffer> {
 export const adsServiceDefinition = {
   StreamAggregatedResources: bidiMethod("StreamAggregatedResources"),
   DeltaAggregatedResources: bidiMethod("DeltaAggregatedResources"),
+} satisfies grpc.ServiceDefinition;
+
+/** SDS's streaming methods (its unary FetchSecrets is not served). */
+export const sdsServiceDefinition = {
+  StreamSecrets: bidiMethod("StreamSecrets", SDS_SERVICE_NAME),
+  DeltaSecrets: bidiMethod("DeltaSecrets", SDS_SERVICE_NAME),
 } satisfies grpc.ServiceDefinition;
 
 export interface XdsServerLimits extends XdsLimits, ResourceCacheLimits {
@@ -175,7 +184,10 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
     return hub;
   };
 
-  const open = (call: XdsCall, protocol: "sotw" | "delta"): void => {
+  // An SDS stream is an ADS stream that is served secrets and nothing else.
+  const secretSources: ResourceSources = { sourceFor: (type, stream) => (type.kind === "secret" ? sources.sourceFor(type, stream) : undefined) };
+
+  const open = (call: XdsCall, protocol: "sotw" | "delta", streamSources: ResourceSources = sources): void => {
     if (closed) {
       call.emit("error", { code: grpc.status.UNAVAILABLE, details: "this Cairn node is shutting down; connect to another node" });
       return;
@@ -202,7 +214,10 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
       };
       // A token that may not read every service sees the others as absent: never their listeners, clusters or endpoints.
       const permissions = permissionsOfCall(call);
-      const streamHub: XdsHub = permissions.readsAll("service") ? { ...hub, permissions } : { ...hub, permissions, visible: (service) => permissions.allows("service", "read", service) };
+      const presentedToken = presentedGrpcToken(call.metadata);
+      const streamHub: XdsHub = permissions.readsAll("service")
+        ? { ...hub, sources: streamSources, permissions, presentedToken }
+        : { ...hub, sources: streamSources, permissions, presentedToken, visible: (service) => permissions.allows("service", "read", service) };
       session = protocol === "sotw" ? new SotwSession(streamHub, call, onClose) : new DeltaSession(streamHub, call, onClose);
       const opened = session;
       // Resources already sent were chosen by the old permissions: the client reconnects (as xDS
@@ -240,6 +255,11 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
     StreamAggregatedResources: (call: XdsCall) => open(call, "sotw"),
     DeltaAggregatedResources: (call: XdsCall) => open(call, "delta"),
   }, { StreamAggregatedResources: xdsRule, DeltaAggregatedResources: xdsRule });
+  // The same rule as ADS: the stream is let in, and each secret decides who may have it (secrets.ts).
+  server.addService(sdsServiceDefinition, {
+    StreamSecrets: (call: XdsCall) => open(call, "sotw", secretSources),
+    DeltaSecrets: (call: XdsCall) => open(call, "delta", secretSources),
+  }, { StreamSecrets: xdsRule, DeltaSecrets: xdsRule });
 
   return {
     stats,

@@ -44,6 +44,8 @@ export interface XdsHub {
   readonly permissions?: Permissions;
   /** Where each type's resources come from for one stream; absent: the registry's cache for every type it serves. */
   readonly sources?: ResourceSources;
+  /** The token secret the stream presented, for sources that act as its caller (SDS signs its leaves); never logged. */
+  readonly presentedToken?: string | undefined;
 }
 
 /** Who a stream is, for sources whose resources depend on who asks. */
@@ -54,6 +56,8 @@ export interface StreamIdentity {
   readonly visible: ((service: string) => boolean) | undefined;
   /** What the stream's token may do; undefined: anything (ACLs off). */
   readonly permissions: Permissions | undefined;
+  /** The token secret the stream presented (undefined: none), for a source that acts as its caller; never log it. */
+  readonly presentedToken?: string | undefined;
 }
 
 /** Where a stream's resources of each type come from. */
@@ -167,7 +171,7 @@ export abstract class XdsSession implements Flushable {
     const known = this.subscriptions.get(type.kind);
     if (known !== undefined) return { sub: known, first: false };
     const hub = this.hub;
-    const source = (hub.sources ?? registrySources(hub.cache)).sourceFor(type, { client: this.client, visible: hub.visible, permissions: hub.permissions });
+    const source = (hub.sources ?? registrySources(hub.cache)).sourceFor(type, { client: this.client, visible: hub.visible, permissions: hub.permissions, presentedToken: hub.presentedToken });
     if (source === undefined) {
       this.ignoreType(typeUrl);
       return undefined;
