@@ -71,13 +71,14 @@ void describe("the mesh end to end: proxyless gRPC over mTLS, with intentions en
   const intention = (action: "allow" | "deny"): Promise<string> =>
     ok(n2, "PUT", `/v1/connect/intentions/exact?source=frontend&destination=backend`, tokens.get("backend") ?? "", { Action: action });
 
-  const bootstrapFor = (id: string, service: string): string => JSON.stringify({
+  /** `service`'s bootstrap; its certificate provider reads `certificates`' files (its own unless told). */
+  const bootstrapFor = (id: string, service: string, certificates = service): string => JSON.stringify({
     xds_servers: [{ server_uri: `ipv4:${cluster.nodes.map((n) => n.info.grpc).join(",")}`, channel_creds: [{ type: "insecure" }], server_features: ["xds_v3"] }],
     node: { id, cluster: service, locality: {} },
     certificate_providers: {
       default: {
         plugin_name: "file_watcher",
-        config: { certificate_file: join(scratch, service, "svid.pem"), private_key_file: join(scratch, service, "svid-key.pem"), ca_certificate_file: join(scratch, service, "bundle.pem"), refresh_interval: "1s" },
+        config: { certificate_file: join(scratch, certificates, "svid.pem"), private_key_file: join(scratch, certificates, "svid-key.pem"), ca_certificate_file: join(scratch, certificates, "bundle.pem"), refresh_interval: "1s" },
       },
     },
     server_listener_resource_name_template: `${SERVER_LISTENER_NAME_PREFIX}%s`,
@@ -199,5 +200,20 @@ void describe("the mesh end to end: proxyless gRPC over mTLS, with intentions en
     await ok(n2, "DELETE", "/v1/registry/instances/backend-1", tokens.get("backend") ?? "");
     const results = await until(frontend, (r) => r.every((c) => c.ok && c.instance === "backend-2"), "every call reaches backend-2");
     assert.equal(results.length, 6);
+  });
+
+  void test("a backend instance whose certificate is not backend's is refused by the client, though its RBAC would let frontend in", async () => {
+    // An impostor registers as backend with a token that may, but holds intruder's certificate:
+    // only the cluster's check of the server's SPIFFE ID stands in the way.
+    const port = await freePort();
+    await ok(n2, "POST", "/v1/registry/instances", tokens.get("backend") ?? "", {
+      name: "backend", id: "impostor", address: "127.0.0.1", port, meta: { [MTLS_META_KEY]: "true" }, checks: [{ ttl: "10m", status: "passing" }],
+    });
+    const impostor = JsonLinesProcess.start(serverFixture, ["impostor", `127.0.0.1:${port}`], { GRPC_XDS_BOOTSTRAP_CONFIG: bootstrapFor("impostor", "backend", "intruder"), GRPC_XDS_EXPERIMENTAL_RBAC: "true" });
+    servers.push({ name: "impostor", port, process: impostor });
+    assert.deepEqual(await impostor.next<{ serving: boolean }>(CONVERGE_MS), { serving: true });
+    await ok(n2, "DELETE", "/v1/registry/instances/backend-2", tokens.get("backend") ?? "");
+    const refused = await until(frontend, (r) => r.every((c) => !c.ok), "with only the impostor left, every call fails");
+    for (const c of refused) assert.ok(!c.ok && c.code === grpc.status.UNAVAILABLE, JSON.stringify(c));
   });
 });
