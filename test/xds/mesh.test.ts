@@ -269,4 +269,21 @@ void describe("server listeners follow the registry and the intentions", () => {
     assert.equal(t.source().get(any), undefined, "nor does a node that names no cluster");
     t.listeners.close();
   });
+
+  void test("when two services are at one address, the owner is the first by name, whatever order they came in", async () => {
+    const t = await setUp();
+    t.intend("web", "alpha", "allow");
+    t.register("zeta-1", "zeta", "10.0.0.5", 7000);
+    await t.settle();
+    const asZeta = rulesOf(t.source().get(name));
+    t.register("alpha-1", "alpha", "10.0.0.5", 7000);
+    await t.settle();
+    const asAlpha = rulesOf(t.source().get(name));
+    assert.notEqual(asAlpha, asZeta, "alpha, registered later, owns the listener (its intentions are in it)");
+    t.deregister("alpha-1");
+    await t.settle();
+    assert.equal(rulesOf(t.source().get(name)), asZeta, "and zeta again once alpha goes");
+    t.listeners.close();
+  });
 });
+

@@ -58,6 +58,8 @@ export class ServerListeners implements ResourceModule {
   private readonly entries = new Map<string, ListenerEntry>();
   private readonly touchedServices = new Set<string>();
   private touchedDestinations: Set<string> | "all" = new Set();
+  /** A restore replaced the registry: every listener is resolved again. */
+  private registryReplaced = false;
   private scheduled = false;
   private closed = false;
   private protos: XdsProtos | undefined;
@@ -66,7 +68,7 @@ export class ServerListeners implements ResourceModule {
 
   constructor(private readonly opts: ServerListenerOptions) {
     opts.state.onChange((_revision, services, _catalogChanged, delta) => {
-      if (delta.kind === "restored") this.touchedDestinations = "all";
+      if (delta.kind === "restored") this.registryReplaced = true;
       for (const s of services) this.touchedServices.add(s);
       this.schedule();
     });
@@ -133,13 +135,26 @@ export class ServerListeners implements ResourceModule {
 
   /**
    * Sets which instance `entry` is: for a claimed listener, the claiming service's instance on the
-   * port; otherwise the one registered at the address, looked for among `candidates` (the
-   * services a change touched) and, failing them or without them, every instance.
+   * port; otherwise the one registered at the address by resolve()'s rule, among every instance.
+   * With `touched` (the instances of the services a change touched), only what the change can
+   * have moved is looked at again: an unresolved listener can only have gained an instance there,
+   * and a resolved one is resolved again in full only when its own service changed or a touched
+   * instance is at its address, so the owner is always the one the rule picks, whatever the order
+   * of the changes.
    */
-  private resolveEntry(entry: ListenerEntry, candidates: readonly Instance[] | undefined): void {
-    const found = entry.claimedBy !== undefined
-      ? this.first(this.opts.state.instancesOf(entry.claimedBy), (inst) => inst.port === entry.address.port)
-      : (candidates === undefined ? undefined : this.atAddress(entry.address, candidates)) ?? this.atAddress(entry.address, this.opts.state.allInstances());
+  private resolveEntry(entry: ListenerEntry, touched: { readonly services: ReadonlySet<string>; readonly instances: readonly Instance[] } | undefined): void {
+    let found: Instance | undefined;
+    if (entry.claimedBy !== undefined) {
+      if (touched !== undefined && !touched.services.has(entry.claimedBy)) return;
+      found = this.first(this.opts.state.instancesOf(entry.claimedBy), (inst) => inst.port === entry.address.port);
+    } else if (touched === undefined) {
+      found = this.atAddress(entry.address, this.opts.state.allInstances());
+    } else {
+      const hit = this.atAddress(entry.address, touched.instances);
+      if (entry.service === undefined) found = hit;
+      else if (hit !== undefined || touched.services.has(entry.service)) found = this.atAddress(entry.address, this.opts.state.allInstances());
+      else return;
+    }
     entry.service = found?.service;
     entry.mtls = found !== undefined && speaksMtls(found);
   }
@@ -185,10 +200,13 @@ export class ServerListeners implements ResourceModule {
     if (protos === undefined || this.closed) return;
     const services = new Set(this.touchedServices);
     const destinations = this.touchedDestinations;
+    const replaced = this.registryReplaced;
     this.touchedServices.clear();
     this.touchedDestinations = new Set();
+    this.registryReplaced = false;
     const touchedInstances: Instance[] = [];
-    for (const s of services) touchedInstances.push(...this.opts.state.instancesOf(s));
+    if (!replaced) for (const s of services) touchedInstances.push(...this.opts.state.instancesOf(s));
+    const touched = replaced ? undefined : { services, instances: touchedInstances };
     const changes: ResourceKey[] = [];
     for (const [key, entry] of this.entries) {
       const name = entry.name;
@@ -197,12 +215,7 @@ export class ServerListeners implements ResourceModule {
         continue;
       }
       const before = { service: entry.service, mtls: entry.mtls };
-      if (destinations === "all") this.resolveEntry(entry, undefined);
-      else if (entry.claimedBy !== undefined ? services.has(entry.claimedBy) : entry.service === undefined || services.has(entry.service)) {
-        // An unresolved listener may have gained its instance in a touched service; a resolved one
-        // may have lost its own, to another address or none.
-        this.resolveEntry(entry, touchedInstances);
-      }
+      if (replaced || services.size > 0) this.resolveEntry(entry, touched);
       const affected = before.service !== entry.service || before.mtls !== entry.mtls
         || (entry.service !== undefined && (destinations === "all" || destinations.has(entry.service)));
       if (!affected) continue;
