@@ -89,4 +89,11 @@ export function streamMetrics(registry: Registry, sources: StreamSources): void 
   counter("cairn_xds_admission_waits_total", "xDS streams that waited for admission", () => xds((c) => c.admissionWaits));
   counter("cairn_xds_admission_refused_total", "xDS streams refused because the admission queue was full", () => xds((c) => c.admissionRefused));
   counter("cairn_xds_stale_requests_total", "xDS requests ignored because their nonce was not the latest sent", () => xds((c) => c.staleRequests));
+  new Gauge({
+    name: "cairn_xds_server_listeners", help: "Server listeners (XdsServers' listeners, with their RBAC) this node keeps for the streams subscribed to them", registers,
+    collect() {
+      this.set(xds((c) => c.serverListeners));
+    },
+  });
+  counter("cairn_xds_server_listener_updates_total", "Server listeners whose owner, mTLS or RBAC changed and were pushed again (an intention write counts once per listener it touched)", () => xds((c) => c.serverListenerUpdates));
 }

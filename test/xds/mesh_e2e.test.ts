@@ -85,6 +85,16 @@ void describe("the mesh end to end: proxyless gRPC over mTLS, with intentions en
   });
 
   /** Certificates `cairn cert watch` has written for `service`: the first, then each renewal. */
+  /** A metric's value summed over the three nodes (each serves the streams attached to it). */
+  const metricSum = async (metric: string): Promise<number> => {
+    let sum = 0;
+    for (const node of cluster.nodes) {
+      const match = new RegExp(`^${metric} (\\S+)$`, "m").exec(await ok(node, "GET", "/metrics", management));
+      sum += match === null ? 0 : Number(match[1]);
+    }
+    return sum;
+  };
+
   const issuedCount = (service: string): number => (certWatches.get(service)?.stdout.match(/"event":"(issued|renewed)"/g) ?? []).length;
 
   before(async () => {
@@ -164,6 +174,8 @@ void describe("the mesh end to end: proxyless gRPC over mTLS, with intentions en
   });
 
   void test("flipping the intention to deny refuses frontend within seconds, and flipping it back lets it in again, with no restart", async () => {
+    const updatesBefore = await metricSum("cairn_xds_server_listener_updates_total");
+    assert.equal(await metricSum("cairn_xds_server_listeners"), 2, "the nodes keep the two servers' listeners");
     const startedMs = Date.now();
     await intention("deny");
     const denied = await until(frontend, (r) => r.every((c) => !c.ok && c.code === grpc.status.PERMISSION_DENIED), "frontend is refused after the deny");
@@ -174,6 +186,7 @@ void describe("the mesh end to end: proxyless gRPC over mTLS, with intentions en
     await until(frontend, (r) => r.every((c) => c.ok), "frontend is let in again after the allow");
     const allowedAfterMs = Date.now() - restartedMs;
     process.stdout.write(`# intention flip: deny effective after ${deniedAfterMs} ms, allow after ${allowedAfterMs} ms\n`);
+    assert.ok(await metricSum("cairn_xds_server_listener_updates_total") >= updatesBefore + 4, "each flip pushed both servers' listeners, and the metric counts it");
     assert.ok(deniedAfterMs < 10_000 && allowedAfterMs < 10_000, `within a few seconds: ${deniedAfterMs} ms, ${allowedAfterMs} ms`);
   });
 

@@ -23,6 +23,7 @@ import type { XdsProtos } from "./protos.js";
 import { LISTENER_TYPE, type ResourceType } from "./resources.js";
 import type { ResourceModule } from "./service.js";
 import type { StreamIdentity } from "./session.js";
+import type { XdsStats } from "./stats.js";
 import type { ResourceSource } from "./subscription.js";
 
 /** Server listeners kept at once (each some stream subscribes to); past it a new one is absent until others go. */
@@ -37,6 +38,8 @@ function isUnspecified(host: string): boolean {
 
 export interface ServerListenerOptions {
   readonly state: RegistryState;
+  /** Where the kept listeners and their updates are counted. */
+  readonly stats?: XdsStats;
   readonly intentions: IntentionsView;
   readonly trustDomain: string;
   readonly logger: Logger;
@@ -123,6 +126,7 @@ export class ServerListeners implements ResourceModule {
       entry = { name, address, claimedBy, service: undefined, mtls: false, variants: new Map() };
       this.resolveEntry(entry, undefined);
       this.entries.set(key, entry);
+      this.countKept();
     }
     if (entry.service === undefined || !visible(entry.service)) return undefined;
     let resource = entry.variants.get(provider);
@@ -233,6 +237,12 @@ export class ServerListeners implements ResourceModule {
       }
       if (changed) changes.push({ kind: "listener", name, namedOnly: true });
     }
+    this.countKept();
+    if (this.opts.stats !== undefined) this.opts.stats.serverListenerUpdates += changes.length;
     if (changes.length > 0) for (const l of this.listeners) l(changes);
+  }
+
+  private countKept(): void {
+    if (this.opts.stats !== undefined) this.opts.stats.serverListeners = this.entries.size;
   }
 }

@@ -18,4 +18,8 @@ export class XdsStats {
   nacks = 0;
   /** Requests ignored because their response_nonce was not the latest sent (state of the world). */
   staleRequests = 0;
+  /** Server listeners (the mesh's) built and kept for the streams that subscribe to them. */
+  serverListeners = 0;
+  /** Server listeners whose content changed (owner, mTLS or RBAC) and were pushed to their subscribers. */
+  serverListenerUpdates = 0;
 }
