@@ -184,7 +184,7 @@ void describe("server listeners follow the registry and the intentions", () => {
     let index = 0;
     let intentionIndex = 0;
     const intentions = new IntentionsService(intentionsState, { propose: () => Promise.reject(new Error("not proposed here")), readBarrier: () => Promise.resolve() }, { defaultAllow: false });
-    const listeners = new ServerListeners({ state: registry, intentions, trustDomain: TRUST_DOMAIN, logger: pino({ level: "silent" }) });
+    const listeners = new ServerListeners({ state: registry, intentions, trustDomain: TRUST_DOMAIN });
     const subscribed = new Set([name]);
     listeners.start(protos, (_type, n) => subscribed.has(n));
     const changes: string[][] = [];

@@ -9,11 +9,11 @@
 // listener per claimed service, and each is kept apart.
 //
 // Only names some stream asked for are built, and kept while a stream subscribes to them; a
-// registry change re-resolves only the listeners of the services it touched (and those not yet
-// resolved), an intention change rebuilds only its destinations' listeners. The registry's
+// registry change re-resolves only the listeners it can have moved (those of the services it
+// touched, those a touched instance is at, and those not yet resolved), an intention change
+// re-encodes only its destinations' listeners. The registry's
 // listener runs inside Raft's apply, so changes are noted there and rebuilt on a later turn.
 
-import type { Logger } from "pino";
 import type { IntentionsView } from "../../intentions/intentions.js";
 import type { Instance } from "../../registry/model.js";
 import type { RegistryState } from "../../registry/state.js";
@@ -42,7 +42,6 @@ export interface ServerListenerOptions {
   readonly stats?: XdsStats;
   readonly intentions: IntentionsView;
   readonly trustDomain: string;
-  readonly logger: Logger;
 }
 
 interface ListenerEntry {

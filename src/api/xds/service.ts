@@ -154,7 +154,7 @@ export function addXdsService(server: GuardedRegistrar, options: XdsServiceOptio
   let closed = false;
   const mesh = options.mesh;
   const modules = [
-    ...(mesh === undefined ? [] : [new ServerListeners({ state: options.state, stats, intentions: mesh.intentions, trustDomain: mesh.trustDomain, logger })]),
+    ...(mesh === undefined ? [] : [new ServerListeners({ state: options.state, stats, intentions: mesh.intentions, trustDomain: mesh.trustDomain })]),
     ...(options.modules ?? []),
   ];
   const onChanges = (changes: readonly ResourceKey[]): void => {
