@@ -4,23 +4,16 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
-import { freePort, waitFor } from "../support/cluster.js";
+import { waitFor } from "../support/cluster.js";
+import { type OneNodeCa, startOneNodeCa } from "../support/one_node_ca.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, CertificateAuthority, TRUSTED_ROOTS_MAX, caDefaults } from "../../src/ca/authority.js";
 import type { Authorizer } from "../../src/ca/authorizer.js";
 import { KEK_BYTES, KeySealer } from "../../src/ca/seal.js";
 import { CaState } from "../../src/ca/state.js";
-import { KvStateMachine } from "../../src/kv/kv.js";
-import { PeerTransport } from "../../src/raft/transport/transport.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
-import { LevelLogStorage } from "../../src/raft/storage/leveldb.js";
-import { RegistryState } from "../../src/registry/state.js";
 import { TooManyWatchersError } from "../../src/common/errors.js";
-import { ClusterStateMachine } from "../../src/state/cluster.js";
 
 const logger = pino({ level: "silent" });
 
@@ -37,7 +30,7 @@ const denySecret: Authorizer = {
 };
 
 void describe("the certificate authority on a one-node cluster", () => {
-  let dir: string;
+  let node: OneNodeCa;
   let driver: RaftDriver;
   let ca: CertificateAuthority;
   let state: CaState;
@@ -47,18 +40,8 @@ void describe("the certificate authority on a one-node cluster", () => {
   const now = (): number => Date.now() + clockOffsetMs;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "cairn-authority-"));
-    const peer = `127.0.0.1:${await freePort()}`;
-    state = new CaState();
-    driver = new RaftDriver({
-      id: "n1",
-      network: new PeerTransport({ selfId: "n1", clusterId: "test", listen: peer, logger }),
-      initialCluster: new Map([["n1", peer]]),
-      storage: await LevelLogStorage.open(join(dir, "raft")),
-      stateMachine: new ClusterStateMachine({ kv: new KvStateMachine(), registry: new RegistryState(), ca: state }),
-      logger,
-    });
-    await driver.start();
+    node = await startOneNodeCa("cairn-authority-", logger);
+    ({ driver, state } = node);
     ca = new CertificateAuthority({ driver, state, sealer, authorizer: denySecret, settings: { ...caDefaults }, logger, now });
     ca.start();
     await waitFor(() => Promise.resolve(state.activeRoot === undefined ? undefined : true), 10_000, () => "the leader did not create the CA");
@@ -66,8 +49,7 @@ void describe("the certificate authority on a one-node cluster", () => {
 
   after(async () => {
     ca.stop();
-    await driver.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await node.close();
   });
 
   void test("the authorizer decides: an identity it denies gets CaForbiddenError (HTTP 403)", () => {

@@ -5,9 +5,6 @@
 // rotation reach the subscribers, and that close() leaves no timer behind.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import { Permissions, parseRules } from "../../src/acl/rules.js";
@@ -22,13 +19,9 @@ import { SECRET_TYPE } from "../../src/api/xds/resources.js";
 import { SIGNS_PER_TURN_MAX, SecretsModule, TRUST_BUNDLE_SECRET_NAME, type SecretsClock } from "../../src/api/xds/secrets.js";
 import type { StreamIdentity } from "../../src/api/xds/session.js";
 import type { ResourceSource } from "../../src/api/xds/subscription.js";
-import { KvStateMachine } from "../../src/kv/kv.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
-import { LevelLogStorage } from "../../src/raft/storage/leveldb.js";
-import { PeerTransport } from "../../src/raft/transport/transport.js";
-import { RegistryState } from "../../src/registry/state.js";
-import { ClusterStateMachine } from "../../src/state/cluster.js";
-import { freePort, waitFor } from "../support/cluster.js";
+import { waitFor } from "../support/cluster.js";
+import { type OneNodeCa, startOneNodeCa } from "../support/one_node_ca.js";
 
 const logger = pino({ level: "silent" });
 
@@ -70,7 +63,7 @@ class ManualClock implements SecretsClock {
 }
 
 void describe("the SDS module over a real CA and leaf cache", () => {
-  let dir: string;
+  let node: OneNodeCa;
   let driver: RaftDriver;
   let state: CaState;
   let ca: CertificateAuthority;
@@ -92,18 +85,8 @@ void describe("the SDS module over a real CA and leaf cache", () => {
   };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "cairn-sds-module-"));
-    const peer = `127.0.0.1:${await freePort()}`;
-    state = new CaState();
-    driver = new RaftDriver({
-      id: "n1",
-      network: new PeerTransport({ selfId: "n1", clusterId: "test", listen: peer, logger }),
-      initialCluster: new Map([["n1", peer]]),
-      storage: await LevelLogStorage.open(join(dir, "raft")),
-      stateMachine: new ClusterStateMachine({ kv: new KvStateMachine(), registry: new RegistryState(), ca: state }),
-      logger,
-    });
-    await driver.start();
+    node = await startOneNodeCa("cairn-sds-module-", logger);
+    ({ driver, state } = node);
     clock = new ManualClock();
     const now = (): number => clock.nowMs();
     ca = new CertificateAuthority({ driver, state, sealer: new KeySealer(undefined), authorizer: openAuthorizer, settings: { ...caDefaults }, logger, now });
@@ -119,8 +102,7 @@ void describe("the SDS module over a real CA and leaf cache", () => {
   after(async () => {
     secrets?.close();
     ca?.stop();
-    await driver?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await node?.close();
   });
 
   void test("a leaf is pushed again when it falls due, and renewed by the next read; once nobody reads it the watch ends", () => {
