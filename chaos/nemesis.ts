@@ -48,9 +48,17 @@ export interface NemesisSchedule {
   readonly gapMsMax: number;
   /** The share of faults aimed at the leader (the rest at a random member): where most bugs live. */
   readonly leaderTargetShare: number;
+  /**
+   * Inject every enabled nemesis exactly once, in a seeded order, and then stop (the run ends
+   * with the round, or at its duration if that comes first): a short run, like CI's smoke, meets
+   * every kind. Off, the nemesis picks at random for the whole run, as `npm run chaos` does.
+   */
+  readonly oneRound: boolean;
 }
 
-export const nemesisScheduleDefaults: NemesisSchedule = { faultMsMin: 3_000, faultMsMax: 9_000, gapMsMin: 2_000, gapMsMax: 5_000, leaderTargetShare: 0.6 };
+export const nemesisScheduleDefaults: NemesisSchedule = {
+  faultMsMin: 3_000, faultMsMax: 9_000, gapMsMin: 2_000, gapMsMax: 5_000, leaderTargetShare: 0.6, oneRound: false,
+};
 
 /** A fault in force: how to heal it. */
 interface ActiveFault {
@@ -70,6 +78,9 @@ export class Nemesis {
   private readonly random: SeededRandom;
   private stopping = false;
   private loop: Promise<void> | undefined;
+  private roundOver: () => void = () => undefined;
+  /** Settles once a one-round schedule has injected and healed its last fault; never otherwise. */
+  readonly roundDone = new Promise<void>((resolve) => { this.roundOver = resolve; });
 
   constructor(
     private readonly cluster: ChaosCluster,
@@ -96,9 +107,15 @@ export class Nemesis {
   }
 
   private async run(): Promise<void> {
+    // Drawn before the first gap, and only for one round, so a random schedule's seed replays as it always did.
+    const round = this.schedule.oneRound ? this.shuffle(this.enabled) : undefined;
     await this.idle(this.between(this.schedule.gapMsMin, this.schedule.gapMsMax));
     while (!this.stopping) {
-      const name = this.pick(this.enabled);
+      const name = round === undefined ? this.pick(this.enabled) : round.shift();
+      if (name === undefined) {
+        this.roundOver();
+        return;
+      }
       try {
         if (name === "membership") await this.membershipDuringFault();
         else {
@@ -110,6 +127,8 @@ export class Nemesis {
         this.problems.push(`${name}: ${errorMessage(err)}`);
         await this.healEverything();
       }
+      // The round's last fault needs no quiet gap after it: the run's recovery follows.
+      if (round?.length === 0) continue;
       await this.idle(this.between(this.schedule.gapMsMin, this.schedule.gapMsMax));
     }
   }

@@ -46,6 +46,7 @@ export const workloadDefaults: WorkloadOptions = {
 };
 
 export interface ChaosOptions {
+  /** How long the nemesis injects faults (a one-round schedule may end sooner), before the run heals and checks. */
   readonly durationMs: number;
   readonly nodes: number;
   readonly nemeses: readonly NemesisName[];
@@ -111,7 +112,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       const s = clients.stats();
       opts.log(`chaos: ${Math.round((performance.now() - started) / 1000)}s ${s.ops} ops (${s.failed} failed, ${s.unknown} unknown), ${nemesis.faults.length} faults`);
     }, 30_000);
-    await sleep(opts.durationMs);
+    // A one-round schedule may end the fault phase before its duration; the history records how long it ran.
+    const roundEnded = await sleepUnless(opts.durationMs, nemesis.roundDone);
+    const faultPhaseMs = roundEnded ? Math.round(performance.now() - started) : opts.durationMs;
     clearInterval(progress);
 
     opts.log("chaos: healing every fault");
@@ -130,7 +133,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     live.stopMonitor();
 
     const settings: RunSettings = {
-      nodes: opts.nodes, durationMs: opts.durationMs, nemeses: opts.nemeses, leaderWaitMs: LEADER_WAIT_MS,
+      nodes: opts.nodes, durationMs: faultPhaseMs, nemeses: opts.nemeses, leaderWaitMs: LEADER_WAIT_MS,
       ttlMs: workloadOptions.ttlMs, network: network.kind, seed: opts.seed,
     };
     const history: RunHistory = {
@@ -146,6 +149,17 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     process.off("SIGTERM", onSignal);
     opts.log("chaos: stopping the cluster and removing the network");
     await cleanup();
+  }
+}
+
+/** Waits `ms`, or less if `early` settles first; says whether it did. */
+async function sleepUnless(ms: number, early: Promise<void>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const elapsed = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+  try {
+    return await Promise.race([elapsed, early.then(() => true)]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

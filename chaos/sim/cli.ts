@@ -100,8 +100,8 @@ function parseArgs(argv: readonly string[]): Args {
   return args;
 }
 
-/** Runs every batch on a pool of worker threads; returns each batch's result. */
-async function runPool(batches: readonly Batch[], workers: number): Promise<BatchResult[]> {
+/** Runs every batch on a pool of worker threads; returns each batch's result (in the order they finished). */
+export async function runPool(batches: readonly Batch[], workers: number): Promise<BatchResult[]> {
   const results: BatchResult[] = [];
   let next = 0;
   const count = Math.max(1, Math.min(workers, batches.length));

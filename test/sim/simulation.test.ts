@@ -4,10 +4,11 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { describe, test } from "node:test";
-import { runSeeds } from "../../chaos/sim/cli.js";
+import { before, describe, test } from "node:test";
+import { type Batch, type BatchResult, runPool, runSeeds } from "../../chaos/sim/cli.js";
 import { MUTANTS, type Mutant, isMutant, runSimulation } from "../../chaos/sim/simulator.js";
 
 const run = promisify(execFile);
@@ -15,6 +16,18 @@ const cliPath = fileURLToPath(new URL("../../chaos/sim/cli.js", import.meta.url)
 const regressionsPath = fileURLToPath(new URL("../../../test/sim/regressions.json", import.meta.url));
 const catchesPath = fileURLToPath(new URL("../../../test/sim/mutant_catches.json", import.meta.url));
 const SEEDS_PER_TEST_RUN = 150;
+/** What runSeeds makes of a simulation that threw: a violation, but never a checker's catch. */
+const THREW = /^the simulation threw: /;
+
+/** Each seed simulated once (with `mutant`, or the real code), on every core: the violations of each. */
+async function simulateOnEveryCore(runs: readonly { readonly seed: number; readonly mutant: Mutant | undefined }[]): Promise<(mutant: Mutant | undefined, seed: number) => string[]> {
+  const results: BatchResult[] = await runPool(runs.map((r): Batch => ({ mutant: r.mutant, from: r.seed, to: r.seed })), availableParallelism());
+  return (mutant, seed) => {
+    const result = results.find((r) => r.batch.mutant === mutant && r.batch.from === seed);
+    if (result === undefined) throw new Error(`seed ${seed}${mutant === undefined ? "" : ` with ${mutant}`} was not simulated`);
+    return result.failures.flatMap((f) => f.violations);
+  };
+}
 
 void describe("deterministic simulation", () => {
   void test(`${SEEDS_PER_TEST_RUN} seeds of faults, crashes, pauses, partitions and membership changes break no invariant`, async () => {
@@ -30,10 +43,8 @@ void describe("deterministic simulation", () => {
 
   void test("every seed that ever failed passes now", async () => {
     const { seeds } = JSON.parse(readFileSync(regressionsPath, "utf8")) as { seeds: { seed: number; found: string }[] };
-    for (const { seed, found } of seeds) {
-      const r = await runSimulation({ seed });
-      assert.deepEqual(r.violations, [], `seed ${seed} (${found})`);
-    }
+    const violations = await simulateOnEveryCore(seeds.map(({ seed }) => ({ seed, mutant: undefined })));
+    for (const { seed, found } of seeds) assert.deepEqual(violations(undefined, seed), [], `seed ${seed} (${found})`);
   });
 
   void test("a seed replays exactly: the same trace twice", async () => {
@@ -64,19 +75,29 @@ void describe("every planted bug is caught", () => {
   // The seed at which each mutant was first caught, as `npm run sim -- --mutants` found it.
   // A change to the simulator moves these: run it again and record the new first seeds.
   const catches = JSON.parse(readFileSync(catchesPath, "utf8")) as { seeds: Record<string, number> };
+  // Every catch's seed with its mutant and without, simulated at once on every core; each test judges its own.
+  let violations: (mutant: Mutant | undefined, seed: number) => string[];
+  before(async () => {
+    const recorded = Object.entries(catches.seeds).filter((entry): entry is [Mutant, number] => isMutant(entry[0]));
+    const cleanSeeds = [...new Set(recorded.map(([, seed]) => seed))];
+    violations = await simulateOnEveryCore([
+      ...recorded.map(([mutant, seed]) => ({ seed, mutant })),
+      ...cleanSeeds.map((seed) => ({ seed, mutant: undefined })),
+    ]);
+  });
 
   void test("every mutant has a recorded catch", () => {
     assert.deepEqual(Object.keys(catches.seeds).sort(), Object.keys(MUTANTS).sort());
   });
 
   for (const [name, seed] of Object.entries(catches.seeds)) {
-    void test(`${name}: ${MUTANTS[name as Mutant] ?? "(unknown)"}; seed ${seed} catches it, and passes without it`, async () => {
+    void test(`${name}: ${MUTANTS[name as Mutant] ?? "(unknown)"}; seed ${seed} catches it, and passes without it`, () => {
       assert.ok(isMutant(name), `${name} is not a mutant`);
-      const planted = await runSimulation({ seed, mutant: name });
-      assert.notDeepEqual(planted.violations, [], `seed ${seed} no longer catches ${name}: run npm run sim -- --mutants and record the new first seed`);
-      assert.ok(planted.violations.some((v) => !/^t=\d+ms: liveness:/.test(v)), `seed ${seed} catches ${name} by liveness alone: record a seed a safety checker catches it at`);
-      const clean = await runSimulation({ seed });
-      assert.deepEqual(clean.violations, [], `seed ${seed} fails without the bug`);
+      const planted = violations(name, seed);
+      assert.notDeepEqual(planted, [], `seed ${seed} no longer catches ${name}: run npm run sim -- --mutants and record the new first seed`);
+      assert.deepEqual(planted.filter((v) => THREW.test(v)), [], `the simulation of seed ${seed} with ${name} threw: a crash is no catch`);
+      assert.ok(planted.some((v) => !/^t=\d+ms: liveness:/.test(v)), `seed ${seed} catches ${name} by liveness alone: record a seed a safety checker catches it at`);
+      assert.deepEqual(violations(undefined, seed), [], `seed ${seed} fails without the bug`);
     });
   }
 });
