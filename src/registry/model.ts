@@ -56,6 +56,18 @@ export interface Instance extends InstanceDefinition {
   readonly modifyIndex: number;
 }
 
+/**
+ * An instance whose meta sets this key to "true" speaks mutual TLS with the CA's certificates:
+ * the mesh's xDS resources then ask for and check SPIFFE certificates (src/api/xds/mesh.ts), as
+ * Istio marks endpoints with tlsMode. Consul's `Connect.Native: true` registers it.
+ */
+export const MTLS_META_KEY = "cairn-mtls";
+
+/** Whether `inst` speaks mutual TLS (its meta says so). */
+export function speaksMtls(inst: Pick<InstanceDefinition, "meta">): boolean {
+  return inst.meta[MTLS_META_KEY] === "true";
+}
+
 /** The worst status among an instance's checks; an instance without checks is passing. */
 export function aggregateStatus(checks: readonly Check[]): HealthStatus {
   let worst: HealthStatus = "passing";

@@ -444,6 +444,14 @@ void describe("Consul's request conventions, without a cluster", () => {
     });
   });
 
+  void test("Connect.Native registers an instance that speaks mTLS (the mesh's meta key); a sidecar is ignored", () => {
+    assert.deepEqual(decodeServiceRegistration({ Name: "api", Port: 9000, Connect: { Native: true }, Meta: { team: "core" } }).meta, { team: "core", "cairn-mtls": "true" });
+    assert.deepEqual(decodeServiceRegistration({ Name: "api", connect: { native: false, sidecar_service: {} } }).meta, undefined);
+    assert.throws(() => decodeServiceRegistration({ Name: "api", Connect: { Native: "yes" } }), /Connect\.Native must be true or false/);
+    assert.throws(() => decodeServiceRegistration({ Name: "api", Connect: { Native: true }, Meta: { "cairn-mtls": "false" } }), /Connect\.Native is true but Meta\.cairn-mtls is "false"/);
+    assert.throws(() => decodeServiceRegistration({ Name: "api", Connect: { Proxy: {} } }), /unknown field "Proxy" in Connect/);
+  });
+
   void test("a registration Cairn would misread is refused with a 400 naming the field", () => {
     const refused = (body: unknown, pattern: RegExp): void => {
       assert.throws(() => decodeServiceRegistration(body), (e: Error) => e instanceof ConsulBadRequest && pattern.test(e.message), pattern.source);

@@ -7,7 +7,7 @@
 
 import type { CheckInput, RegisterInput } from "../../registry/registry.js";
 import type { HealthStatus } from "../../registry/model.js";
-import { HEALTH_STATUSES } from "../../registry/model.js";
+import { HEALTH_STATUSES, MTLS_META_KEY } from "../../registry/model.js";
 
 /** A request Consul would answer with 400; the message names the field and what to do. */
 export class ConsulBadRequest extends Error {
@@ -24,7 +24,9 @@ type JsonObject = { [key: string]: Json };
 const SERVICE_FIELDS = spellings([
   "ID", "Name", "Tags", "Address", "Port", "Meta", "Weights", "Check", "Checks", "Locality",
   // Accepted and ignored: they do not change which endpoints are served or their health.
-  "TaggedAddresses", "EnableTagOverride", "Token", "Namespace", "Partition", "Proxy", "Connect",
+  "TaggedAddresses", "EnableTagOverride", "Token", "Namespace", "Partition", "Proxy",
+  // Connect.Native marks the instance as speaking mTLS (MTLS_META_KEY); its sidecar is ignored.
+  "Connect",
   // Accepted only at their zero value.
   "Kind", "SocketPath",
 ]);
@@ -48,6 +50,9 @@ const SEMANTIC_CHECK_FIELDS = ["Header", "Body", "TLSSkipVerify", "GRPCUseTLS", 
   "SuccessBeforePassing", "FailuresBeforeWarning", "FailuresBeforeCritical"];
 
 const UPDATE_FIELDS = spellings(["Status", "Output"]);
+
+/** Consul's ServiceConnect; a sidecar registration is accepted and ignored, as Proxy is. */
+const CONNECT_FIELDS = spellings(["Native", "SidecarService"]);
 
 function spellings(names: readonly string[]): ReadonlyMap<string, string> {
   return new Map(names.map((n) => [fold(n), n]));
@@ -162,17 +167,34 @@ export function decodeServiceRegistration(body: unknown): RegisterInput {
     if (!Array.isArray(list)) throw new ConsulBadRequest("Request decode failed: Checks must be a list of checks");
     list.forEach((c, i) => checks.push(decodeCheck(c, `Checks[${i}]`)));
   }
+  let meta = stringMap(f, "Meta", "");
+  if (connectNative(f.get("Connect"))) {
+    const given = meta?.[MTLS_META_KEY];
+    if (given !== undefined && given !== "true") {
+      throw new ConsulBadRequest(`Connect.Native is true but Meta.${MTLS_META_KEY} is "${given}": a native Connect service speaks mTLS; drop one of them`);
+    }
+    meta = { ...meta, [MTLS_META_KEY]: "true" };
+  }
   return {
     name,
     ...defined("id", str(f, "ID", "")),
     ...defined("address", str(f, "Address", "")),
     ...defined("port", int(f, "Port", "")),
     ...defined("tags", stringList(f, "Tags", "")),
-    ...defined("meta", stringMap(f, "Meta", "")),
+    ...defined("meta", meta),
     ...defined("weights", weights),
     ...defined("zone", zone),
     checks,
   };
+}
+
+/** Whether a registration's Connect block says the service is Connect-native (it speaks mTLS itself). */
+function connectNative(value: Json | undefined): boolean {
+  if (value === undefined) return false;
+  const c = fieldsOf(value, "Connect", CONNECT_FIELDS);
+  const native = c.get("Native");
+  if (native !== undefined && typeof native !== "boolean") throw new ConsulBadRequest("Request decode failed: Connect.Native must be true or false");
+  return native === true;
 }
 
 function decodeCheck(value: unknown, where: string): CheckInput {

@@ -17,20 +17,18 @@
 
 import { isIP } from "node:net";
 import { decide, type IntentionRule, WILDCARD } from "../../intentions/precedence.js";
-import type { Instance } from "../../registry/model.js";
+import { MTLS_META_KEY, speaksMtls } from "../../registry/model.js";
 import { encodeMessage, type XdsProtos } from "./protos.js";
 import { HTTP_CONNECTION_MANAGER_TYPE_URL, routerFilter } from "./resources.js";
 
 /** What a server's bootstrap sets as server_listener_resource_name_template, with %s the address. */
 export const SERVER_LISTENER_NAME_PREFIX = "grpc/server?xds.resource.listening_address=";
 
-/**
- * An instance whose meta sets this key to "true" speaks mutual TLS with Cairn's certificates: its
- * service's clusters carry an UpstreamTlsContext. Istio marks endpoints the same way (tlsMode).
- */
-export const MTLS_META_KEY = "cairn-mtls";
-
 /** The certificate provider instance both TLS contexts name, unless the workload's node metadata says otherwise. */
+// Whether an instance speaks mTLS is the registry's to say (MTLS_META_KEY in its meta); these
+// resources only follow it.
+export { MTLS_META_KEY, speaksMtls };
+
 export const DEFAULT_CERTIFICATE_PROVIDER = "default";
 /** The node metadata key (a string) that names another certificate provider instance. */
 export const CERTIFICATE_PROVIDER_METADATA_KEY = "cairn.certificate_provider";
@@ -41,11 +39,6 @@ export const RBAC_TYPE_URL = "type.googleapis.com/envoy.extensions.filters.http.
 const TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls";
 const RBAC_FILTER_NAME = "envoy.filters.http.rbac";
 const RBAC_POLICY_NAME = "cairn-intentions";
-
-/** Whether `inst` speaks mutual TLS (its meta says so). */
-export function speaksMtls(inst: Instance): boolean {
-  return inst.meta[MTLS_META_KEY] === "true";
-}
 
 /** The certificate provider instance a workload's TLS contexts name. */
 export function certificateProviderOf(metadata: ReadonlyMap<string, string> | undefined): string {
