@@ -220,7 +220,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   const grpcServer = await startPublicGrpc(formatHostPort(cfg.grpc), () => driver.leader !== "", logger.child({ component: "grpc" }), (server) => {
     addTrustBundleService(server, ca);
     addWatchService(server, registry, logger.child({ component: "watch" }));
-    const secrets = new SecretsModule({ authority: ca, leaves, logger: logger.child({ component: "sds" }) });
+    const secrets = new SecretsModule({ authority: ca, leaves, rateLimiter, logger: logger.child({ component: "sds" }) });
     xds = addXdsService(server, {
       state: registryState, views: registry.views, logger: logger.child({ component: "xds" }), controlPlaneId: cfg.id,
       mesh: { trustDomain: ca.trustDomain, intentions }, modules: [secrets],

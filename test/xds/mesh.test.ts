@@ -193,7 +193,7 @@ void describe("server listeners follow the registry and the intentions", () => {
       listeners,
       source: (visible, cluster) => {
         const client = cluster === undefined ? undefined : { id: `${cluster}-1`, cluster, userAgent: "test", metadata: new Map<string, string>() };
-        const s = listeners.sourceFor(LISTENER_TYPE, { client, visible, permissions: undefined }, undefined);
+        const s = listeners.sourceFor(LISTENER_TYPE, { client, visible, permissions: undefined, peerAddress: "127.0.0.1" }, undefined);
         assert.ok(s !== undefined);
         return s;
       },

@@ -16,6 +16,7 @@ import { CaState } from "../../src/ca/state.js";
 import type { EncodedResource, ResourceKey } from "../../src/api/xds/cache.js";
 import { loadXdsProtos } from "../../src/api/xds/protos.js";
 import { SECRET_TYPE } from "../../src/api/xds/resources.js";
+import { RateLimiter, rateLimitDefaults } from "../../src/api/rate_limit.js";
 import { SIGNS_PER_TURN_MAX, SecretsModule, TRUST_BUNDLE_SECRET_NAME, type SecretsClock } from "../../src/api/xds/secrets.js";
 import type { StreamIdentity } from "../../src/api/xds/session.js";
 import type { ResourceSource } from "../../src/api/xds/subscription.js";
@@ -73,10 +74,12 @@ void describe("the SDS module over a real CA and leaf cache", () => {
   const changes: ResourceKey[][] = [];
   const changedNames = (): string[] => changes.splice(0).flat().map((k) => `${k.kind}/${k.name}`).sort();
 
-  const stream = (rules: string | undefined): StreamIdentity => ({
+  const stream = (rules: string | undefined, presentedToken?: string, peerAddress = "127.0.0.1"): StreamIdentity => ({
     client: { id: "envoy-test", cluster: "web", userAgent: "test", metadata: new Map() },
     visible: undefined,
     permissions: rules === undefined ? Permissions.allowAll() : Permissions.of([parseRules(rules)], "deny"),
+    presentedToken,
+    peerAddress,
   });
   const sourceOf = (identity: StreamIdentity): ResourceSource<EncodedResource> => {
     const source = secrets.sourceFor(SECRET_TYPE, identity, undefined);
@@ -180,6 +183,34 @@ void describe("the SDS module over a real CA and leaf cache", () => {
     await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(changedNames(), later.map((n) => `secret/${n}`).sort(), "the names put off are announced on the next turn");
     assert.ok(later.every((n) => source.get(n) !== undefined && !source.pending(n)));
+  });
+
+  void test("a leaf signed for a stream is charged to its token's and address's sign rate limit; past it the secret is pending until the limit lets it through", async () => {
+    await new Promise((resolve) => setImmediate(resolve));
+    // Its own cache and module, so that every name below needs a new signature.
+    const limited = new SecretsModule({
+      authority: ca, leaves: new LeafCache(ca, "dc1", { now: () => clock.nowMs(), random: () => 0.5 }), logger, clock,
+      rateLimiter: new RateLimiter({ ...rateLimitDefaults, sign: { perToken: { ratePerSecond: 1, burst: 2 }, perAddress: { ratePerSecond: 1000, burst: 1000 } } }, () => clock.nowMs()),
+    });
+    const announced: string[] = [];
+    limited.onChange((c) => announced.push(...c.map((k) => k.name)));
+    limited.start(await loadXdsProtos());
+    try {
+      const source = limited.sourceFor(SECRET_TYPE, stream(undefined, "token-a"), undefined);
+      assert.ok(source !== undefined);
+      assert.ok(source.get("limited-1") !== undefined && source.get("limited-2") !== undefined, "the burst signs two");
+      assert.equal(source.get("limited-3"), undefined, "the third is past the token's limit");
+      assert.equal(source.pending("limited-3"), true, "and pending, not absent");
+      assert.ok(source.get("limited-1") !== undefined, "a leaf already signed is not charged again");
+      const other = limited.sourceFor(SECRET_TYPE, stream(undefined, "token-b"), undefined);
+      assert.ok(other?.get("limited-4") !== undefined, "another token has its own budget");
+      // The retry is due when the bucket has a token again (1 a second): then it is announced and signed.
+      assert.ok(clock.dueInMs().some((ms) => ms > 0 && ms <= 1000), `a retry within the limit's second: ${JSON.stringify(clock.dueInMs())}`);
+      while (!announced.includes("limited-3")) clock.fireNext();
+      assert.ok(source.get("limited-3") !== undefined && !source.pending("limited-3"));
+    } finally {
+      limited.close();
+    }
   });
 
   void test("close() cancels every timer and stops listening to the CA", async () => {

@@ -21,6 +21,7 @@
 // never logged.
 
 import type { Logger } from "pino";
+import type { RateLimiter, RateLimitKind } from "../rate_limit.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, type CertificateAuthority, chainPemOf } from "../../ca/authority.js";
 import type { Caller } from "../../ca/authorizer.js";
 import type { CachedLeaf, LeafCache } from "../../ca/leaves.js";
@@ -70,8 +71,27 @@ export interface SecretsModuleOptions {
   readonly authority: CertificateAuthority;
   /** The node's agent leaves, shared with Consul's leaf route. */
   readonly leaves: LeafCache;
+  /**
+   * The node's rate limits: a leaf this node must sign for a stream is charged to the stream's
+   * token and address in the `sign` class, as POST /v1/ca/sign is. Absent: not limited.
+   */
+  readonly rateLimiter?: RateLimiter;
   readonly logger: Logger;
   readonly clock?: SecretsClock;
+}
+
+/** Who a leaf is signed for: the stream's caller (its token) and the address it comes from. */
+interface StreamSigner {
+  readonly caller: Caller;
+  readonly address: string;
+}
+
+/** A signature this node would make for a stream is past the sign rate limit of its token or address. */
+class SignRateLimitedError extends Error {
+  constructor(limit: RateLimitKind) {
+    super(`the sign rate limit per ${limit} is reached; the leaf is signed once it allows`);
+    this.name = "SignRateLimitedError";
+  }
 }
 
 /** A watched leaf: when it falls due, and the timer that says so. */
@@ -143,11 +163,12 @@ export class SecretsModule implements ResourceModule {
     // the token may not hold is absent, never an error; the cache asks the authorizer again.
     const mayHold = (service: string): boolean => permissions === undefined || permissions.allows("service", "write", service);
     const caller: Caller = { token: stream.presentedToken, origin: `xDS client ${stream.client?.id ?? "(no node id)"}` };
+    const signer: StreamSigner = { caller, address: stream.peerAddress };
     return {
       get: (name) => {
         if (name === TRUST_BUNDLE_SECRET_NAME) return this.bundleSecret();
         if (!isServiceLabel(name)) return inner?.get(name);
-        return mayHold(name) ? this.leafSecret(name, caller) : undefined;
+        return mayHold(name) ? this.leafSecret(name, signer) : undefined;
       },
       // Secrets have no wildcard: a stream names each one.
       names: () => inner?.names() ?? [],
@@ -171,11 +192,12 @@ export class SecretsModule implements ResourceModule {
     return this.bundle.resource;
   }
 
-  private leafSecret(service: string, caller: Caller): EncodedResource | undefined {
+  private leafSecret(service: string, signer: StreamSigner): EncodedResource | undefined {
     const protos = this.protos;
     if (protos === undefined || this.closed) return undefined;
+    const { caller } = signer;
     const signs = !this.opts.leaves.isCurrent(service);
-    if (signs && !this.maySignThisTurn(service)) return undefined;
+    if (signs && (this.retries.has(service) || !this.admitSign(service, signer) || !this.maySignThisTurn(service))) return undefined;
     let leaf: CachedLeaf;
     try {
       leaf = this.opts.leaves.get(service, caller);
@@ -200,6 +222,20 @@ export class SecretsModule implements ResourceModule {
     return resource;
   }
 
+  /**
+   * Charges a signature to the stream's token and address, as the sign route does. Refused, the
+   * secret is pending and asked for again when the limit says a token will be free; the stream is
+   * not failed, since Envoy would only reconnect and ask again.
+   */
+  private admitSign(service: string, signer: StreamSigner): boolean {
+    const limiter = this.opts.rateLimiter;
+    if (limiter === undefined) return true;
+    const admission = limiter.admit("sign", signer.caller.token, signer.address);
+    if (admission.admitted) return true;
+    this.retryLater(service, new SignRateLimitedError(admission.limit), admission.retryAfterSeconds * 1000);
+    return false;
+  }
+
   /** Counts a signature against this turn's budget; past it, puts `service` off to the next turn (pending meanwhile). */
   private maySignThisTurn(service: string): boolean {
     if (!this.turnEndScheduled) {
@@ -220,17 +256,17 @@ export class SecretsModule implements ResourceModule {
     return true;
   }
 
-  /** The CA cannot sign now: the secret is pending, and asked for again in SIGN_RETRY_MS. Logged once per service until it can. */
-  private retryLater(service: string, err: unknown): void {
+  /** The leaf cannot be signed now: the secret is pending, and asked for again in `retryMs`. Logged once per service until it can. */
+  private retryLater(service: string, err: unknown, retryMs = SIGN_RETRY_MS): void {
     if (this.retries.has(service) || this.closed) return;
-    const expected = err instanceof CaUnavailableError;
-    const fields = { service, retryMs: SIGN_RETRY_MS, err: errorMessage(err) };
+    const expected = err instanceof CaUnavailableError || err instanceof SignRateLimitedError;
+    const fields = { service, retryMs, err: errorMessage(err) };
     if (expected) this.opts.logger.warn(fields, "SDS: this node cannot sign the service's leaf now; its secret is sent once it can");
     else this.opts.logger.error(fields, "SDS: signing the service's leaf failed; retrying");
     this.retries.set(service, this.clock.schedule(() => {
       this.retries.delete(service);
       this.emit([{ kind: "secret", name: service }]);
-    }, SIGN_RETRY_MS));
+    }, retryMs));
   }
 
   /** Arms the timer that tells the service's subscribers when `leaf` falls due. */

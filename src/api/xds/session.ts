@@ -58,6 +58,8 @@ export interface StreamIdentity {
   readonly permissions: Permissions | undefined;
   /** The token secret the stream presented (undefined: none), for a source that acts as its caller; never log it. */
   readonly presentedToken?: string | undefined;
+  /** The IP address the stream comes from (its gRPC peer without the port), for per-address limits. */
+  readonly peerAddress: string;
 }
 
 /** Where a stream's resources of each type come from. */
@@ -171,7 +173,7 @@ export abstract class XdsSession implements Flushable {
     const known = this.subscriptions.get(type.kind);
     if (known !== undefined) return { sub: known, first: false };
     const hub = this.hub;
-    const source = (hub.sources ?? registrySources(hub.cache)).sourceFor(type, { client: this.client, visible: hub.visible, permissions: hub.permissions, presentedToken: hub.presentedToken });
+    const source = (hub.sources ?? registrySources(hub.cache)).sourceFor(type, { client: this.client, visible: hub.visible, permissions: hub.permissions, presentedToken: hub.presentedToken, peerAddress: peerAddressOf(this.peer) });
     if (source === undefined) {
       this.ignoreType(typeUrl);
       return undefined;
@@ -237,6 +239,15 @@ export abstract class XdsSession implements Flushable {
       }
     }
   }
+}
+
+/** A gRPC peer ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", or an address without a scheme) as an IP address. */
+export function peerAddressOf(peer: string): string {
+  const bare = peer.replace(/^ipv[46]:/, "");
+  const bracketed = /^\[([^\]]+)\](:\d+)?$/.exec(bare);
+  if (bracketed !== null) return bracketed[1];
+  const colon = bare.lastIndexOf(":");
+  return colon > 0 && bare.indexOf(":") === colon ? bare.slice(0, colon) : bare;
 }
 
 /** Unserved resource types logged per stream, at most. */
