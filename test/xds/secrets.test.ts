@@ -18,7 +18,7 @@ import { loadXdsProtos } from "../../src/api/xds/protos.js";
 import { SECRET_TYPE } from "../../src/api/xds/resources.js";
 import { RateLimiter, rateLimitDefaults } from "../../src/api/rate_limit.js";
 import { SIGNS_PER_TURN_MAX, SecretsModule, TRUST_BUNDLE_SECRET_NAME, type SecretsClock } from "../../src/api/xds/secrets.js";
-import type { StreamIdentity } from "../../src/api/xds/session.js";
+import { peerAddressOf, type StreamIdentity } from "../../src/api/xds/session.js";
 import type { ResourceSource } from "../../src/api/xds/subscription.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
 import { waitFor } from "../support/cluster.js";
@@ -211,6 +211,13 @@ void describe("the SDS module over a real CA and leaf cache", () => {
     } finally {
       limited.close();
     }
+  });
+
+  void test("a stream's peer address, for its address's bucket, is the IP of its gRPC peer", () => {
+    assert.equal(peerAddressOf("ipv4:127.0.0.1:50123"), "127.0.0.1");
+    assert.equal(peerAddressOf("ipv6:[::1]:50123"), "::1");
+    assert.equal(peerAddressOf("10.0.0.7:443"), "10.0.0.7");
+    assert.equal(peerAddressOf("::1"), "::1");
   });
 
   void test("close() cancels every timer and stops listening to the CA", async () => {
