@@ -23,7 +23,8 @@
 // each RBAC filter is an ALLOW policy naming the allowed sources. Never part of npm test.
 
 import { loadXdsProtos, type XdsProtos } from "../src/api/xds/protos.js";
-import { MTLS_META_KEY, RBAC_TYPE_URL, rbacRulesFor, SERVER_LISTENER_NAME_PREFIX, serviceIdPattern } from "../src/api/xds/mesh.js";
+import { MTLS_META_KEY } from "../src/registry/model.js";
+import { RBAC_TYPE_URL, rbacRulesFor, SERVER_LISTENER_NAME_PREFIX, serviceIdPattern } from "../src/api/xds/mesh.js";
 import { LISTENER_TYPE } from "../src/api/xds/resources.js";
 import { errorMessage } from "../src/common/errors.js";
 import { type IntentionAction, type IntentionRule, WILDCARD } from "../src/intentions/precedence.js";

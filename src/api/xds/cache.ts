@@ -26,12 +26,12 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import { SliceClock } from "../../common/slices.js";
-import type { Instance } from "../../registry/model.js";
+import { type Instance, speaksMtls } from "../../registry/model.js";
 import type { ServiceViews } from "../../registry/service_views.js";
 import type { RegistryState } from "../../registry/state.js";
 import { errorMessage } from "../../common/errors.js";
 import { EndpointEncoder, type AssembledAssignment } from "./assignment.js";
-import { DEFAULT_CERTIFICATE_PROVIDER, speaksMtls, upstreamTlsSocket } from "./mesh.js";
+import { DEFAULT_CERTIFICATE_PROVIDER, upstreamTlsSocket } from "./mesh.js";
 import { frameField, type XdsProtos } from "./protos.js";
 import { encodeCluster, encodeListener, encodeLoadAssignment, passingCandidates, passingCandidatesInSlices, RESOURCE_TYPES, type RegistryResourceKind, type ResourceKind, type ResourceType, type SkippedInstance } from "./resources.js";
 

@@ -17,7 +17,6 @@
 
 import { isIP } from "node:net";
 import { decide, type IntentionRule, WILDCARD } from "../../intentions/precedence.js";
-import { MTLS_META_KEY, speaksMtls } from "../../registry/model.js";
 import { encodeMessage, type XdsProtos } from "./protos.js";
 import { HTTP_CONNECTION_MANAGER_TYPE_URL, routerFilter } from "./resources.js";
 
@@ -25,10 +24,6 @@ import { HTTP_CONNECTION_MANAGER_TYPE_URL, routerFilter } from "./resources.js";
 export const SERVER_LISTENER_NAME_PREFIX = "grpc/server?xds.resource.listening_address=";
 
 /** The certificate provider instance both TLS contexts name, unless the workload's node metadata says otherwise. */
-// Whether an instance speaks mTLS is the registry's to say (MTLS_META_KEY in its meta); these
-// resources only follow it.
-export { MTLS_META_KEY, speaksMtls };
-
 export const DEFAULT_CERTIFICATE_PROVIDER = "default";
 /** The node metadata key (a string) that names another certificate provider instance. */
 export const CERTIFICATE_PROVIDER_METADATA_KEY = "cairn.certificate_provider";

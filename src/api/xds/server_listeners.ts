@@ -15,10 +15,10 @@
 // listener runs inside Raft's apply, so changes are noted there and rebuilt on a later turn.
 
 import type { IntentionsView } from "../../intentions/intentions.js";
-import type { Instance } from "../../registry/model.js";
+import { type Instance, speaksMtls } from "../../registry/model.js";
 import type { RegistryState } from "../../registry/state.js";
 import { type EncodedResource, encodeResource, type ResourceKey } from "./cache.js";
-import { certificateProviderOf, encodeServerListener, type ListeningAddress, rbacRulesFor, serverListenerAddress, speaksMtls } from "./mesh.js";
+import { certificateProviderOf, encodeServerListener, type ListeningAddress, rbacRulesFor, serverListenerAddress } from "./mesh.js";
 import type { XdsProtos } from "./protos.js";
 import { LISTENER_TYPE, type ResourceType } from "./resources.js";
 import type { ResourceModule } from "./service.js";
