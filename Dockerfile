@@ -1,6 +1,6 @@
 # A Cairn node. docker-compose.yml runs three of them as a cluster.
 FROM node:20-bookworm-slim AS build
-# node-gyp builds native/peer_credentials (SO_PEERCRED for the Workload API): it needs these.
+# node-gyp builds native/ (SO_PEERCRED for the Workload API, ECDSA checks of CSRs): it needs these.
 RUN apt-get update && apt-get install -y --no-install-recommends g++ make python3 && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
@@ -8,7 +8,7 @@ COPY bin ./bin
 COPY native ./native
 COPY src ./src
 COPY proto ./proto
-# npm ci runs the prepare script: it builds the native addon and compiles src/ into dist/.
+# npm ci runs the prepare script: it builds the native addons and compiles src/ into dist/.
 RUN npm ci && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

@@ -1,7 +1,7 @@
 // PKCS#10 certificate signing requests (RFC 2986), on the issuance hot path. A strict reader over
 // the CSR's DER: it finds the public key, the requested SANs and the signed bytes without
-// copying, accepts only the key types Cairn issues for, and verifies the self-signature with
-// node:crypto. Every failure is a CsrError whose reason says what kind of problem it is.
+// copying, accepts only the key types Cairn issues for, and verifies the self-signature (EC
+// natively, see ec_verify.ts; RSA and Ed25519 with node:crypto). Every failure is a CsrError whose reason says what kind of problem it is.
 
 import { type JsonWebKey, verify } from "node:crypto";
 import {
@@ -21,7 +21,8 @@ import {
 } from "../common/der.js";
 import { CSR_ATTRIBUTE_OID, EXTENSION_OID, GENERAL_NAME_TAG } from "../common/x509.js";
 import { readSigned } from "./certificates.js";
-import { type KeyKind, OID, algorithmOid, oidValue, readAlgorithmIdentifier, readSpki, verificationAlgorithmOf } from "./keys.js";
+import { type EcCurve, EcKeyError, verifyEcdsa } from "./ec_verify.js";
+import { type KeyKind, OID, type SignatureHash, algorithmOid, oidValue, readAlgorithmIdentifier, readSpki, verificationAlgorithmOf } from "./keys.js";
 
 export type CsrErrorReason = "malformed" | "badSignature" | "unsupportedKey";
 
@@ -104,13 +105,20 @@ export function parseCsr(csr: string | Uint8Array): ParsedCsr {
  */
 export interface CsrProof {
   /** The digest (null for Ed25519). */
-  readonly hash: string | null;
+  readonly hash: SignatureHash | null;
   readonly keyType: CsrKeyType;
   /** The CertificationRequestInfo's bytes: what was signed. */
   readonly signed: Uint8Array;
-  readonly jwk: JsonWebKey;
+  readonly key: CsrPublicKey;
   readonly signature: Uint8Array;
 }
+
+/**
+ * A CSR's key as its check takes it: an EC key as its uncompressed point, for the native ECDSA
+ * check (ec_verify.ts: node:crypto's import of a fresh key costs more than the verify); an RSA or
+ * Ed25519 key as a JWK for node:crypto, the cheapest import it offers (see verifyCsrProof).
+ */
+export type CsrPublicKey = { readonly curve: EcCurve; readonly point: Uint8Array } | { readonly jwk: JsonWebKey };
 
 /**
  * parseCsr in two halves: everything but the signature check (strict structure, key and
@@ -154,7 +162,7 @@ interface CsrFields {
   readonly spki: DerElement;
   readonly keyType: CsrKeyType;
   readonly keyKind: KeyKind;
-  readonly jwk: JsonWebKey;
+  readonly key: CsrPublicKey;
   readonly signatureAlgorithm: DerElement;
   readonly signature: Uint8Array;
   readonly uris: string[];
@@ -199,8 +207,7 @@ function checkName(bytes: Uint8Array, name: DerElement): void {
 interface ClassifiedKey {
   readonly keyType: CsrKeyType;
   readonly keyKind: KeyKind;
-  /** The same key as a JWK, which is how it is handed to node:crypto (see verifySignature). */
-  readonly jwk: JsonWebKey;
+  readonly key: CsrPublicKey;
 }
 
 /** Which accepted key the SPKI holds; CsrError("unsupportedKey") naming the key otherwise. */
@@ -219,10 +226,7 @@ function classifyKey(bytes: Uint8Array, spki: DerElement): ClassifiedKey {
     if (keyBits.length !== EC_POINT_BYTES[keyType] || keyBits[0] !== 0x04) {
       throw new CsrError("unsupportedKey", `the CSR's ${keyType === "ec-p256" ? "P-256" : "P-384"} key is not an uncompressed point; send the key uncompressed, as TLS libraries expect`);
     }
-    const coordinateBytes = (keyBits.length - 1) / 2;
-    const x = base64url(keyBits, 1, 1 + coordinateBytes);
-    const y = base64url(keyBits, 1 + coordinateBytes, keyBits.length);
-    return { keyType, keyKind: "ec", jwk: { kty: "EC", crv: keyType === "ec-p256" ? "P-256" : "P-384", x, y } };
+    return { keyType, keyKind: "ec", key: { curve: keyType === "ec-p256" ? "P-256" : "P-384", point: keyBits } };
   }
   if (valueEquals(bytes, algorithm.oid, OID_BYTES.rsaEncryption)) {
     if (params === undefined || params.tag !== Tag.null || params.end !== params.valueStart) {
@@ -231,12 +235,12 @@ function classifyKey(bytes: Uint8Array, spki: DerElement): ClassifiedKey {
     const { modulus, exponent } = readRsaPublicKey(keyBits);
     const bits = (modulus.length - 1) * 8 + (32 - Math.clz32(modulus[0]));
     if (bits < RSA_BITS_MIN || bits > RSA_BITS_MAX) throw new CsrError("unsupportedKey", `the CSR key is RSA ${bits} bits; ${ACCEPTED_KEYS}`);
-    return { keyType: "rsa", keyKind: "rsa", jwk: { kty: "RSA", n: base64url(modulus, 0, modulus.length), e: base64url(exponent, 0, exponent.length) } };
+    return { keyType: "rsa", keyKind: "rsa", key: { jwk: { kty: "RSA", n: base64url(modulus, 0, modulus.length), e: base64url(exponent, 0, exponent.length) } } };
   }
   if (valueEquals(bytes, algorithm.oid, OID_BYTES.ed25519)) {
     if (params !== undefined) throw new DerError("an Ed25519 key must have no parameters (RFC 8410)");
     if (keyBits.length !== 32) throw new DerError(`an Ed25519 key is 32 bytes, not ${keyBits.length}`);
-    return { keyType: "ed25519", keyKind: "ed25519", jwk: { kty: "OKP", crv: "Ed25519", x: base64url(keyBits, 0, 32) } };
+    return { keyType: "ed25519", keyKind: "ed25519", key: { jwk: { kty: "OKP", crv: "Ed25519", x: base64url(keyBits, 0, 32) } } };
   }
   const oid = algorithmOid(algorithm);
   throw new CsrError("unsupportedKey", `the CSR key is ${KNOWN_KEY_NAMES.get(oid) ?? `of algorithm ${oid}`}; ${ACCEPTED_KEYS}`);
@@ -357,23 +361,38 @@ function proofOf(bytes: Uint8Array, fields: CsrFields): CsrProof {
   if (algorithm.keyKind !== fields.keyKind) {
     throw new CsrError("badSignature", `the CSR is signed with ${algorithm.name}, which does not fit its ${fields.keyType} key`);
   }
-  return { hash: algorithm.hash, keyType: fields.keyType, signed: elementBytes(bytes, fields.info), jwk: fields.jwk, signature: fields.signature };
+  return { hash: algorithm.hash, keyType: fields.keyType, signed: elementBytes(bytes, fields.info), key: fields.key, signature: fields.signature };
 }
 
 /**
  * Throws CsrError unless the CSR's signature verifies with its own key: the proof it holds that
- * key. The key goes to node:crypto as a JWK rather than as the SPKI DER: OpenSSL 3.0 sets up its whole decoder framework for every DER key, which costs about twice
- * the JWK import's direct construction, and importing a fresh key is the largest cost of a CSR
- * after the signature check itself. Both imports check the same things (an EC point must be on
- * its curve). No KeyObject is kept, so nothing waits for the garbage collector to free it.
+ * key. EC keys go to the native check (ec_verify.ts). Other keys go to node:crypto as a JWK
+ * rather than as the SPKI DER: OpenSSL 3.0 sets up its whole decoder framework for every DER key,
+ * which costs about twice the JWK import's direct construction. Every path checks the key itself
+ * (an EC point must be on its curve). No KeyObject is kept, so nothing waits for the garbage
+ * collector to free it.
  */
 export function verifyCsrProof(proof: CsrProof): void {
-  let ok: boolean;
-  try {
-    ok = verify(proof.hash, proof.signed, { key: proof.jwk, format: "jwk" }, proof.signature);
-  } catch (err) {
-    if (err instanceof Error && "code" in err && err.code === "ERR_CRYPTO_INVALID_JWK") throw new CsrError("malformed", `the CSR's ${proof.keyType} public key is not a valid key`);
-    ok = false; // OpenSSL throws for some malformed signatures; to the caller it is simply a bad one
+  if (!signatureVerifies(proof)) {
+    throw new CsrError("badSignature", "the CSR signature does not verify with the CSR's own public key; sign the request with the private key it names");
   }
-  if (!ok) throw new CsrError("badSignature", "the CSR signature does not verify with the CSR's own public key; sign the request with the private key it names");
+}
+
+function signatureVerifies({ hash, keyType, signed, key, signature }: CsrProof): boolean {
+  if ("point" in key) {
+    // proofOf pairs an EC key only with an ECDSA algorithm, and every ECDSA algorithm has a hash.
+    if (hash === null) throw new Error(`an ECDSA proof for a ${keyType} key has no hash`);
+    try {
+      return verifyEcdsa(key.curve, hash, key.point, signed, signature);
+    } catch (err) {
+      if (err instanceof EcKeyError) throw new CsrError("malformed", `the CSR's ${keyType} public key is not a valid key`);
+      throw err;
+    }
+  }
+  try {
+    return verify(hash, signed, { key: key.jwk, format: "jwk" }, signature);
+  } catch (err) {
+    if (err instanceof Error && "code" in err && err.code === "ERR_CRYPTO_INVALID_JWK") throw new CsrError("malformed", `the CSR's ${keyType} public key is not a valid key`);
+    return false; // OpenSSL throws for some malformed signatures; to the caller it is simply a bad one
+  }
 }

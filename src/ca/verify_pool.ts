@@ -1,6 +1,6 @@
-// Checks CSR self-signatures off the event loop. Importing a fresh public key into OpenSSL and
-// verifying with it is most of an issuance's cost (bench:ca: ~150 of ~185 µs), more than the
-// CA's own signature; on a worker thread it overlaps the HTTP work and the signing, which stay on
+// Checks CSR self-signatures off the event loop. Verifying with a fresh public key is most of an
+// issuance's cost (bench:ca: ~65 of ~100 µs with the native ECDSA check), more than the CA's
+// own signature; on a worker thread it overlaps the HTTP work and the signing, which stay on
 // the main thread with the CA's key (the workers never hold a private key).
 //
 // Every CSR in flight (queued or being checked) counts against `inflightMax`; past it a new one
@@ -11,6 +11,7 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import { CsrError, type CsrErrorReason, type CsrProof, verifyCsrProof } from "./csr.js";
+import { ensureEcVerifyAvailable } from "./ec_verify.js";
 
 /** What checks a CSR's proof: the pool below, or `inlineVerifier` on the caller's thread. */
 export interface CsrVerifier {
@@ -108,6 +109,8 @@ export class CsrVerifyPool implements CsrVerifier {
 
   constructor(settings: VerifyPoolSettings, private readonly log: Logger) {
     this.settings = resolveVerifyPool(settings);
+    // Each worker loads it too; loading it here first makes a node without it fail at start.
+    ensureEcVerifyAvailable();
     for (let i = 0; i < this.settings.workers; i++) this.workers.push(this.spawn());
   }
 
@@ -126,7 +129,8 @@ export class CsrVerifyPool implements CsrVerifier {
     }
     const id = this.nextId++;
     // A view's whole buffer would be cloned; copy out just the bytes (they are small).
-    const task = { id, proof: { ...proof, signed: proof.signed.slice(), signature: proof.signature.slice() } };
+    const key = "point" in proof.key ? { curve: proof.key.curve, point: proof.key.point.slice() } : proof.key;
+    const task = { id, proof: { ...proof, signed: proof.signed.slice(), key, signature: proof.signature.slice() } };
     return new Promise<void>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.queue.push(task);

@@ -3,10 +3,8 @@
 // The addon is built by `npm run build` (native/build); it is loaded on first use, so a node that
 // serves no Workload API never needs it.
 
-import { createRequire } from "node:module";
 import type { Socket } from "node:net";
-import { fileURLToPath } from "node:url";
-import { errorMessage } from "./errors.js";
+import { loadNativeAddon } from "./native_addon.js";
 
 /** The process that connected: its pid, effective uid and effective gid when it called connect(). */
 export interface PeerCredentials {
@@ -16,9 +14,6 @@ export interface PeerCredentials {
   readonly gid: number;
 }
 
-/** From dist/src/common/ to the repository root, where native/ sits beside dist/. */
-const ADDON_PATH = fileURLToPath(new URL("../../../native/peer_credentials/build/Release/peer_credentials.node", import.meta.url));
-
 interface PeerCredentialsAddon {
   peerCredentials(fd: number): unknown;
 }
@@ -26,16 +21,7 @@ interface PeerCredentialsAddon {
 let addon: PeerCredentialsAddon | undefined;
 
 function loadAddon(): PeerCredentialsAddon {
-  if (addon !== undefined) return addon;
-  let loaded: unknown;
-  try {
-    loaded = createRequire(import.meta.url)(ADDON_PATH);
-  } catch (err) {
-    throw new Error(`cannot load the peer-credentials addon ${ADDON_PATH} (${errorMessage(err).split("\n")[0]}); build it with \`npm run build\` (it needs a C compiler, make and python3)`, { cause: err });
-  }
-  const fn = (loaded as { peerCredentials?: unknown } | null)?.peerCredentials;
-  if (typeof fn !== "function") throw new Error(`${ADDON_PATH} does not export peerCredentials(fd): rebuild it with \`npm run build\``);
-  addon = { peerCredentials: fn as (fd: number) => unknown };
+  addon ??= loadNativeAddon("peer_credentials", ["peerCredentials"]) as PeerCredentialsAddon;
   return addon;
 }
 
