@@ -4,7 +4,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { TooManyWatchersError } from "../common/errors.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError } from "../ca/authority.js";
 import { NotAvailableError } from "../raft/node/errors.js";
-import { CaBusyError } from "../ca/verify_pool.js";
+import { CaBusyError } from "../ca/csr_pool.js";
 import { RaftRefusal } from "../raft/core/types.js";
 import { RegistryInputError, RegistryNotFoundError } from "../registry/registry.js";
 

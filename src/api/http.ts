@@ -29,7 +29,7 @@ import { runtimeRoutes } from "./cluster/runtime.js";
 import { watchRoutes } from "./watch/sse.js";
 import { uiRoutes } from "./ui.js";
 import { RateLimiter, addRateLimits, rateLimitDefaults } from "./rate_limit.js";
-import { type CsrVerifier, inlineVerifier } from "../ca/verify_pool.js";
+import { type CsrIssuer, inlineIssuer } from "../ca/csr_pool.js";
 import type { NodeMetrics } from "../metrics/metrics.js";
 import { instrumentHttp, metricsRoutes } from "./metrics.js";
 import type { SnapshotService } from "../state/snapshots.js";
@@ -62,7 +62,7 @@ export interface HttpServerOptions {
   /** Rate limits on writes and signing; default rateLimitDefaults. */
   readonly rateLimiter?: RateLimiter;
   /** Where CSR signatures are checked; default on the event loop. */
-  readonly csrVerifier?: CsrVerifier;
+  readonly csrIssuer?: CsrIssuer;
   /** What a client may send and hold before a route sees its request; the defaults when absent. */
   readonly limits?: Partial<HttpLimits>;
   /** Where every write is recorded once answered; none when absent (in-process tests). */
@@ -155,7 +155,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   snapshotRoutes(app, { snapshots: opts.snapshots, driver: opts.driver });
   kvRoutes(app, opts.driver, opts.kv);
   registryRoutes(app, opts.registry, opts.driver);
-  caRoutes(app, { ca: opts.ca, driver: opts.driver, verifier: opts.csrVerifier ?? inlineVerifier });
+  caRoutes(app, { ca: opts.ca, driver: opts.driver, issuer: opts.csrIssuer ?? inlineIssuer });
   watchRoutes(app, opts.registry);
   consulRoutes(app, {
     registry: opts.registry,

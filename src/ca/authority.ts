@@ -18,10 +18,10 @@ import {
   crossSignCertificate,
   inspectCertificate,
 } from "./certificates.js";
-import { CsrError, type CsrProof, type ParsedCsr, readCsrUnverified, verifyCsrProof } from "./csr.js";
-import type { CsrVerifier } from "./verify_pool.js";
+import { CsrError, type CsrProof, type ParsedCsr, readCsrUnverified } from "./csr.js";
+import type { CsrIssuer, PoolSigner } from "./csr_pool.js";
 import { type CaKeyType, describeKey, generateCaKey } from "./keys.js";
-import { LeafSigner } from "./leaf.js";
+import { type LeafRequest, LeafSigner, type SignedLeaf } from "./leaf.js";
 import { type IssuanceSource, type IssuedEvent, RecentIssuances } from "./recent_issuances.js";
 import { KeySealer, SealError } from "./seal.js";
 import { type CaCommand, type CaRoot, type CaState, type NewCaRoot, encodeCaCommand, intermediatesOf } from "./state.js";
@@ -120,9 +120,22 @@ export interface ImportInput {
 interface ActiveSigner {
   readonly revision: number;
   readonly rootId: string;
-  readonly signer: LeafSigner;
+  /** Its LeafSigner, and its key for the CSR pool's workers. */
+  readonly pooled: PoolSigner;
   readonly chainPems: readonly string[];
 }
+
+/** What a leaf is signed for; issueLeaf and signWith turn it into a LeafRequest with the times. */
+interface LeafSubject {
+  readonly spiffeId: string;
+  readonly subjectPublicKeyInfoDer: Uint8Array;
+  readonly ttlMs: number;
+  readonly dnsNames: readonly string[];
+  readonly ipAddresses: readonly Uint8Array[];
+}
+
+/** Names each unsealed intermediate to the CSR pool's workers, across every authority in the process. */
+let nextPoolSignerId = 1;
 
 export interface CertificateAuthorityOptions {
   readonly driver: RaftDriver;
@@ -213,38 +226,24 @@ export class CertificateAuthority {
 
   // ---------------------------------------------------------------- issuance
 
-  /** Signs a workload's CSR for the SPIFFE ID in it, if the caller may hold that ID; checks the CSR's signature on this thread. */
-  sign(input: { readonly csr: string; readonly ttl?: string }, caller: Caller): IssuedCertificate {
-    const startedAtMs = performance.now();
-    const request = this.admitCsr(input, caller);
-    try {
-      verifyCsrProof(request.proof);
-    } catch (err) {
-      throw csrInputError(err);
-    }
-    return this.issueForCsr(request, caller, startedAtMs);
-  }
-
   /**
-   * sign(), with the CSR's signature checked by `verifier` (a worker pool, off the event loop).
-   * Throws CaBusyError when the verifier is full.
+   * Signs a workload's CSR for the SPIFFE ID in it, if the caller may hold that ID. `issuer`
+   * checks the CSR's signature and signs the leaf (csr_pool.ts: on worker threads, or inline),
+   * with the intermediate active when the request was admitted. Throws CaBusyError when the
+   * issuer is full.
    */
-  async signWith(verifier: CsrVerifier, input: { readonly csr: string; readonly ttl?: string }, caller: Caller): Promise<IssuedCertificate> {
+  async signWith(issuer: CsrIssuer, input: { readonly csr: string; readonly ttl?: string }, caller: Caller): Promise<IssuedCertificate> {
     const startedAtMs = performance.now();
     const request = this.admitCsr(input, caller);
-    // Fail fast: no point checking a CSR this node cannot sign now.
-    this.signerNow();
+    const active = this.signerNow();
+    const nowMs = this.now();
+    let leaf: SignedLeaf;
     try {
-      await verifier.verify(request.proof);
+      leaf = await issuer.issue(request.proof, leafRequestOf(subjectOfCsr(request), nowMs), active.pooled);
     } catch (err) {
       throw csrInputError(err);
     }
-    return this.issueForCsr(request, caller, startedAtMs);
-  }
-
-  private issueForCsr(request: { readonly csr: ParsedCsr; readonly spiffeId: string; readonly ttlMs: number }, caller: Caller, startedAtMs: number): IssuedCertificate {
-    const { spiffeId, ttlMs, csr } = request;
-    return this.issueLeaf({ spiffeId, subjectPublicKeyInfoDer: csr.subjectPublicKeyInfoDer, ttlMs, dnsNames: csr.dnsNames, ipAddresses: [] }, caller, "csr", startedAtMs);
+    return this.recordIssued(leaf, active, { spiffeId: request.spiffeId, caller, source: "csr", startedAtMs, nowMs });
   }
 
   /**
@@ -300,23 +299,25 @@ export class CertificateAuthority {
   }
 
   private issueLeaf(
-    req: { readonly spiffeId: string; readonly subjectPublicKeyInfoDer: Uint8Array; readonly ttlMs: number; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly Uint8Array[] },
+    subject: LeafSubject,
     caller: Caller | undefined,
     source: IssuanceSource,
     /** performance.now() when the request reached the CA. */
     startedAtMs: number,
   ): IssuedCertificate {
-    const { spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses } = req;
     const active = this.signerNow();
     const nowMs = this.now();
-    const leaf = active.signer.sign({
-      subjectPublicKeyInfoDer,
-      spiffeId,
-      dnsNames,
-      ipAddresses,
-      notBeforeMs: nowMs - LEAF_BACKDATE_MS,
-      notAfterMs: nowMs + ttlMs,
-    });
+    const leaf = active.pooled.signer.sign(leafRequestOf(subject, nowMs));
+    return this.recordIssued(leaf, active, { spiffeId: subject.spiffeId, caller, source, startedAtMs, nowMs });
+  }
+
+  /** Tells onIssued()'s listeners of a signed leaf, and gives it with its chain. */
+  private recordIssued(
+    leaf: SignedLeaf,
+    active: ActiveSigner,
+    how: { readonly spiffeId: string; readonly caller: Caller | undefined; readonly source: IssuanceSource; readonly startedAtMs: number; readonly nowMs: number },
+  ): IssuedCertificate {
+    const { spiffeId, caller, source, startedAtMs, nowMs } = how;
     const durationSeconds = Math.max(0, performance.now() - startedAtMs) / 1000;
     const event: IssuedEvent = {
       source, durationSeconds, spiffeId, serialHex: leaf.serialHex, notBeforeMs: leaf.notBeforeMs, notAfterMs: leaf.notAfterMs, issuedAtMs: nowMs, rootId: active.rootId, caller,
@@ -375,8 +376,9 @@ export class CertificateAuthority {
     const root = this.state.activeRoot;
     if (root === undefined) throw new CaUnavailableError("the cluster's CA is not created yet; retry once a leader is elected");
     try {
-      const signer = new LeafSigner({ certificatePem: root.intermediateCertificatePem, privateKey: this.opts.sealer.unseal(root.intermediateKeySealed) });
-      this.active = { revision, rootId: root.id, signer, chainPems: this.chainOf(root) };
+      const intermediate = { certificatePem: root.intermediateCertificatePem, privateKey: this.opts.sealer.unseal(root.intermediateKeySealed) };
+      const pooled: PoolSigner = { id: nextPoolSignerId++, signer: new LeafSigner(intermediate), intermediate };
+      this.active = { revision, rootId: root.id, pooled, chainPems: this.chainOf(root) };
       this.activeProblem = undefined;
       this.warnIfNotUnderCurrentKek(root);
       return this.active;
@@ -672,6 +674,16 @@ function normalizePem(pem: string): string {
 }
 
 /** A CSR the caller must fix is a 400 naming the csr field; anything else goes on as it is. */
+/** A CSR's own fault as the caller's 400: a bad signature or key, or SANs no leaf may carry (too many DNS names, one that is no DNS name). */
 function csrInputError(err: unknown): unknown {
-  return err instanceof CsrError ? new CaInputError("csr", err.message) : err;
+  return err instanceof CsrError || err instanceof CertificateError ? new CaInputError("csr", err.message) : err;
+}
+
+function subjectOfCsr(request: { readonly csr: ParsedCsr; readonly spiffeId: string; readonly ttlMs: number }): LeafSubject {
+  return { spiffeId: request.spiffeId, subjectPublicKeyInfoDer: request.csr.subjectPublicKeyInfoDer, ttlMs: request.ttlMs, dnsNames: request.csr.dnsNames, ipAddresses: [] };
+}
+
+function leafRequestOf(subject: LeafSubject, nowMs: number): LeafRequest {
+  const { spiffeId, subjectPublicKeyInfoDer, ttlMs, dnsNames, ipAddresses } = subject;
+  return { subjectPublicKeyInfoDer, spiffeId, dnsNames, ipAddresses, notBeforeMs: nowMs - LEAF_BACKDATE_MS, notAfterMs: nowMs + ttlMs };
 }

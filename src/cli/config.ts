@@ -12,7 +12,7 @@ import { errorMessage } from "../common/errors.js";
 import { driverDefaults } from "../raft/node/settings.js";
 import type { PeerCredentialPaths } from "../tls/files.js";
 import { type BucketLimit, RATE_PER_SECOND_MAX, type RateLimitSettings, rateLimitDefaults } from "../api/rate_limit.js";
-import { INFLIGHT_MAX_LIMIT, VERIFY_WORKERS_MAX, type VerifyPoolSettings, verifyPoolDefaults } from "../ca/verify_pool.js";
+import { CSR_WORKERS_MAX, type CsrPoolSettings, INFLIGHT_MAX_LIMIT, csrPoolDefaults } from "../ca/csr_pool.js";
 
 export interface ServerConfig {
   readonly id: string;
@@ -46,7 +46,7 @@ export interface ServerConfig {
   /** Token buckets per token and per address on writes and on certificate signing. */
   readonly rateLimits: RateLimitSettings;
   /** Where CSR signatures are checked (worker threads) and how many may be in flight. */
-  readonly csrVerify: VerifyPoolSettings;
+  readonly csrPool: CsrPoolSettings;
   /** Bounds on what an HTTP client may send and hold; each absent one takes its default. */
   readonly httpLimits: Partial<HttpLimits>;
   /** The audit log's file; undefined: audit.log in the data directory. */
@@ -160,8 +160,8 @@ const SETTINGS: readonly Setting[] = [
   { flag: "--rate-limit-sign-token", env: "CAIRN_RATE_LIMIT_SIGN_TOKEN", key: "rateLimitSignToken", help: `certificates per second each token may ask for (POST /v1/ca/sign, Consul's leaf): RATE[,BURST] (default ${bucketText(rateLimitDefaults.sign.perToken)})` },
   { flag: "--rate-limit-sign-address", env: "CAIRN_RATE_LIMIT_SIGN_ADDRESS", key: "rateLimitSignAddress", help: `certificates per second from each remote address: RATE[,BURST] (default ${bucketText(rateLimitDefaults.sign.perAddress)})` },
   { flag: "--rate-limit-buckets", env: "CAIRN_RATE_LIMIT_BUCKETS", key: "rateLimitBuckets", help: `rate-limit buckets kept per class for tokens and for addresses, least recently used dropped first (default ${rateLimitDefaults.bucketsMax})` },
-  { flag: "--csr-verify-workers", env: "CAIRN_CSR_VERIFY_WORKERS", key: "csrVerifyWorkers", help: `worker threads that check CSR signatures off the event loop; 0 checks on it (default ${verifyPoolDefaults.workers} here: the cores but one, at most 4)` },
-  { flag: "--csr-inflight-max", env: "CAIRN_CSR_INFLIGHT_MAX", key: "csrInflightMax", help: `CSRs being checked at once, at most; past it 503 with Retry-After (default ${verifyPoolDefaults.inflightMax})` },
+  { flag: "--csr-verify-workers", env: "CAIRN_CSR_VERIFY_WORKERS", key: "csrVerifyWorkers", help: `worker threads that check CSR signatures and sign their certificates off the event loop; 0 does both on it (default ${csrPoolDefaults.workers} here: the cores but one, at most 4)` },
+  { flag: "--csr-inflight-max", env: "CAIRN_CSR_INFLIGHT_MAX", key: "csrInflightMax", help: `CSRs being checked at once, at most; past it 503 with Retry-After (default ${csrPoolDefaults.inflightMax})` },
   { flag: "--http-max-header-bytes", env: "CAIRN_HTTP_MAX_HEADER_BYTES", key: "httpMaxHeaderBytes", help: `largest request line and headers, in bytes; larger is answered 431 (default ${httpLimitDefaults.headerBytesMax})` },
   { flag: "--http-headers-timeout", env: "CAIRN_HTTP_HEADERS_TIMEOUT", key: "httpHeadersTimeout", help: `a request's headers must arrive within this, or 408 (Go duration, default ${formatGoDuration(httpLimitDefaults.headersTimeoutMs)})` },
   { flag: "--http-request-timeout", env: "CAIRN_HTTP_REQUEST_TIMEOUT", key: "httpRequestTimeout", help: `a whole request, headers and body, must arrive within this, or 408; answers are not bounded (Go duration, default ${formatGoDuration(httpLimitDefaults.requestReceiveTimeoutMs)})` },
@@ -321,7 +321,7 @@ export function parseServerConfig(
   if (peerTls !== undefined && peerInsecure) throw new ConfigError("give either peer credentials (--peer-cert-file, --peer-key-file, --peer-ca-file) or --peer-insecure, not both");
   const publicTls = parsePublicTls(get, parseSwitch(get, "tlsVerifyClient"));
   const rateLimits = parseRateLimits(get);
-  const csrVerify = parseCsrVerify(get);
+  const csrPool = parseCsrPool(get);
   const httpLimits = parseHttpLimits(get);
   const aclText = get("acl") ?? "on";
   if (aclText !== "on" && aclText !== "off") throw new ConfigError(`--acl must be on or off, not "${aclText}"`);
@@ -355,7 +355,7 @@ export function parseServerConfig(
     peerInsecure,
     publicTls,
     rateLimits,
-    csrVerify,
+    csrPool,
     httpLimits,
     auditLog: get("auditLog"),
     acl,
@@ -447,12 +447,12 @@ function parseRateLimits(get: (key: string) => string | undefined): RateLimitSet
   };
 }
 
-function parseCsrVerify(get: (key: string) => string | undefined): VerifyPoolSettings {
+function parseCsrPool(get: (key: string) => string | undefined): CsrPoolSettings {
   const workersText = get("csrVerifyWorkers");
-  const workers = workersText === undefined ? verifyPoolDefaults.workers : wholeNumber("--csr-verify-workers", workersText);
-  if (workers > VERIFY_WORKERS_MAX) throw new ConfigError(`--csr-verify-workers must be at most ${VERIFY_WORKERS_MAX}, not ${workers}`);
+  const workers = workersText === undefined ? csrPoolDefaults.workers : wholeNumber("--csr-verify-workers", workersText);
+  if (workers > CSR_WORKERS_MAX) throw new ConfigError(`--csr-verify-workers must be at most ${CSR_WORKERS_MAX}, not ${workers}`);
   const inflightText = get("csrInflightMax");
-  const inflightMax = inflightText === undefined ? verifyPoolDefaults.inflightMax : positiveInt("--csr-inflight-max", inflightText);
+  const inflightMax = inflightText === undefined ? csrPoolDefaults.inflightMax : positiveInt("--csr-inflight-max", inflightText);
   if (inflightMax > INFLIGHT_MAX_LIMIT) throw new ConfigError(`--csr-inflight-max must be at most ${INFLIGHT_MAX_LIMIT}, not ${inflightMax}`);
   return { workers, inflightMax };
 }

@@ -10,7 +10,7 @@ import { buildHttpServer } from "../api/http.js";
 import { grpcMetricsInterceptor } from "../api/metrics.js";
 import { NodeMetrics, registryMetrics, streamMetrics } from "../metrics/metrics.js";
 import { RateLimiter } from "../api/rate_limit.js";
-import { CsrVerifyPool } from "../ca/verify_pool.js";
+import { CsrIssuePool } from "../ca/csr_pool.js";
 import { type JoinReply } from "../api/cluster/routes.js";
 import { startPublicGrpc } from "../api/grpc.js";
 import { type PublicTlsMaterial, grpcServerCredentials, httpsSecureContext, rotatingGrpcServerCredentials } from "../api/tls.js";
@@ -195,7 +195,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
   // --tls auto: the public ports open once the cluster's CA has signed this node's certificate.
   const autoTls = cfg.publicTls.mode === "auto" ? startAutoTls(cfg, ca, logger) : undefined;
   const publicTls = autoTls === undefined ? fileTls : await firstAutoTlsOrExit(autoTls, driver, logger);
-  const csrVerifier = new CsrVerifyPool(cfg.csrVerify, logger.child({ component: "csr-verify" }));
+  const csrIssuer = new CsrIssuePool(cfg.csrPool, logger.child({ component: "csr-pool" }));
   const rateLimiter = new RateLimiter(cfg.rateLimits);
   metrics.api.readRateLimits(rateLimiter.refusals);
   const snapshots = new SnapshotService({ driver, state: clusterState, clusterId, ca, logger: logger.child({ component: "snapshot" }) });
@@ -207,12 +207,12 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     rateLimiter,
     metrics,
     metricsOpen: cfg.metricsOpen,
-    csrVerifier,
+    csrIssuer,
     limits: cfg.httpLimits,
     audit,
     ...(publicTls === undefined ? {} : { tls: publicTls }),
   });
-  logger.info({ rateLimits: cfg.rateLimits, csrVerify: cfg.csrVerify }, "rate limits on writes and signing, and where CSR signatures are checked");
+  logger.info({ rateLimits: cfg.rateLimits, csrPool: cfg.csrPool }, "rate limits on writes and signing, and how many workers check CSRs and sign their leaves");
   await http.listen({ host: cfg.http.host, port: cfg.http.port });
   logger.info({ url: `${publicTls === undefined ? "http" : "https"}://${formatHostPort(cfg.http)}/ui/` }, "web dashboard");
   // Renewals and root rotations reach the running HTTPS server: new handshakes get the new certificate and client CA.
@@ -256,7 +256,7 @@ export async function runServer(cfg: ServerConfig): Promise<void> {
     void (async () => {
       await http.close();
       autoTls?.stop();
-      await csrVerifier.close();
+      await csrIssuer.close();
       await workload?.close();
       ca.stop();
       registry.stop();

@@ -10,6 +10,8 @@ import { waitFor } from "../support/cluster.js";
 import { type OneNodeCa, startOneNodeCa } from "../support/one_node_ca.js";
 import { CaForbiddenError, CaInputError, CaUnavailableError, CertificateAuthority, TRUSTED_ROOTS_MAX, caDefaults } from "../../src/ca/authority.js";
 import type { Authorizer } from "../../src/ca/authorizer.js";
+import { CsrIssuePool, inlineIssuer } from "../../src/ca/csr_pool.js";
+import { LEAF_DNS_NAMES_MAX } from "../../src/ca/leaf.js";
 import { KEK_BYTES, KeySealer } from "../../src/ca/seal.js";
 import { CaState } from "../../src/ca/state.js";
 import { RaftDriver } from "../../src/raft/node/driver.js";
@@ -17,8 +19,9 @@ import { TooManyWatchersError } from "../../src/common/errors.js";
 
 const logger = pino({ level: "silent" });
 
-function csr(uri: string): string {
-  const r = spawnSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null", "-subj", "/", "-addext", `subjectAltName=URI:${uri}`], { encoding: "utf8" });
+function csr(uri: string, dnsNames: readonly string[] = []): string {
+  const sans = [`URI:${uri}`, ...dnsNames.map((d) => `DNS:${d}`)].join(",");
+  const r = spawnSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null", "-subj", "/", "-addext", `subjectAltName=${sans}`], { encoding: "utf8" });
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
 }
@@ -52,16 +55,34 @@ void describe("the certificate authority on a one-node cluster", () => {
     await node.close();
   });
 
-  void test("the authorizer decides: an identity it denies gets CaForbiddenError (HTTP 403)", () => {
+  void test("the authorizer decides: an identity it denies gets CaForbiddenError (HTTP 403)", async () => {
     const caller = { token: undefined, origin: "test" };
-    assert.equal(ca.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/web") }, caller).spiffeId, "spiffe://cairn.local/ns/default/svc/web");
-    assert.throws(() => ca.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/secret") }, caller), CaForbiddenError);
+    assert.equal((await ca.signWith(inlineIssuer, { csr: csr("spiffe://cairn.local/ns/default/svc/web") }, caller)).spiffeId, "spiffe://cairn.local/ns/default/svc/web");
+    await assert.rejects(ca.signWith(inlineIssuer, { csr: csr("spiffe://cairn.local/ns/default/svc/secret") }, caller), CaForbiddenError);
   });
 
-  void test("a node given another KEK cannot sign, and says why", () => {
+  void test("a CSR asking for SANs no leaf may carry is the caller's 400 naming the csr, on the event loop and on a worker", async () => {
+    const caller = { token: undefined, origin: "test" };
+    const pool = new CsrIssuePool({ workers: 1, inflightMax: 8 }, logger);
+    try {
+      const web = "spiffe://cairn.local/ns/default/svc/web";
+      const tooMany = csr(web, Array.from({ length: LEAF_DNS_NAMES_MAX + 1 }, (_, i) => `n${i}.web.internal`));
+      const notADnsName = csr(web, ["-web.internal"]);
+      for (const issuer of [inlineIssuer, pool]) {
+        await assert.rejects(ca.signWith(issuer, { csr: tooMany }, caller), (err: unknown) => err instanceof CaInputError && err.field === "csr" && /at most 32 DNS names/.test(err.message));
+        await assert.rejects(ca.signWith(issuer, { csr: notADnsName }, caller), (err: unknown) => err instanceof CaInputError && err.field === "csr" && /is not a DNS name/.test(err.message));
+        const issued = await ca.signWith(issuer, { csr: csr(web, ["web.internal"]) }, caller);
+        assert.equal(issued.spiffeId, web);
+      }
+    } finally {
+      await pool.close();
+    }
+  });
+
+  void test("a node given another KEK cannot sign, and says why", async () => {
     const stranger = new CertificateAuthority({ driver, state, sealer: new KeySealer(randomBytes(KEK_BYTES)), authorizer: denySecret, settings: { ...caDefaults }, logger });
-    assert.throws(
-      () => stranger.sign({ csr: csr("spiffe://cairn.local/ns/default/svc/web") }, { token: undefined, origin: "test" }),
+    await assert.rejects(
+      stranger.signWith(inlineIssuer, { csr: csr("spiffe://cairn.local/ns/default/svc/web") }, { token: undefined, origin: "test" }),
       (err: Error) => err instanceof CaUnavailableError && /every node needs the same KEK/.test(err.message),
     );
   });

@@ -6,7 +6,7 @@ import { X509Certificate } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Caller } from "../../ca/authorizer.js";
 import type { CertificateAuthority } from "../../ca/authority.js";
-import type { CsrVerifier } from "../../ca/verify_pool.js";
+import type { CsrIssuer } from "../../ca/csr_pool.js";
 import { CA_KEY_TYPES, type CaKeyType } from "../../ca/keys.js";
 import { type CaRoot, intermediatesOf } from "../../ca/state.js";
 import { RECENT_ISSUANCES_MAX } from "../../ca/recent_issuances.js";
@@ -103,8 +103,8 @@ export interface CaRouteDeps {
   readonly ca: CertificateAuthority;
   readonly driver: RaftDriver;
   readonly random?: () => number;
-  /** Checks CSR signatures: a worker pool, bounded in flight. */
-  readonly verifier: CsrVerifier;
+  /** Checks CSR signatures and signs their leaves: a worker pool, bounded in flight. */
+  readonly issuer: CsrIssuer;
 }
 
 export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
@@ -119,7 +119,7 @@ export function caRoutes(app: FastifyInstance, deps: CaRouteDeps): void {
     schema: { summary: "Sign a workload's CSR: an X.509-SVID for the SPIFFE ID in it, signed locally", body: signBody, response: { 200: signAnswer } },
   }, async (req, reply) => {
     try {
-      const issued = await ca.signWith(deps.verifier, req.body, callerOf(req));
+      const issued = await ca.signWith(deps.issuer, req.body, callerOf(req));
       return reply.send({
         certificate: issued.certificatePem,
         chain: issued.chainPems,
