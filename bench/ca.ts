@@ -24,6 +24,7 @@
 //   BENCH_CSRS           distinct CSRs in the pool            (default 1000, 10-20000)
 //   BENCH_NAIVE          1 runs the @peculiar/x509 path       (default 1, 0-1)
 //   BENCH_HTTP           1 runs the HTTP path with wrk          (default 1, 0-1)
+//   BENCH_HTTP_WARMUP_SECONDS  wrk's warm-up of each fresh server (default 3, 0-30)
 //
 // The HTTP path: a one-node `cairn server` (its rate limits set far above the load by flag) and
 // wrk (1 thread, 16 connections) posting the pool's CSRs to POST /v1/ca/sign, once with CSRs
@@ -60,6 +61,8 @@ const WARMUP_SECONDS = envInt("BENCH_WARMUP_SECONDS", 1, 0, 30);
 const POOL_CSRS = envInt("BENCH_CSRS", 1000, 10, 20_000);
 const RUN_NAIVE = envInt("BENCH_NAIVE", 1, 0, 1) === 1;
 const RUN_HTTP = envInt("BENCH_HTTP", 1, 0, 1) === 1;
+/** A fresh server process warms up (JIT, caches) for longer than the in-process paths need. */
+const HTTP_WARMUP_SECONDS = envInt("BENCH_HTTP_WARMUP_SECONDS", 3, 0, 30);
 /** wrk's load, as the issue measured it. */
 const WRK_THREADS = 1;
 const WRK_CONNECTIONS = 16;
@@ -483,7 +486,7 @@ async function httpPaths(f: Fixtures, limitOp: (i: number) => void): Promise<Htt
         if (Date.now() > deadline) throw new Error("the bench's cairn server signed nothing within 30 s");
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
-      if (WARMUP_SECONDS > 0) await wrkRound(url, script, WARMUP_SECONDS);
+      if (HTTP_WARMUP_SECONDS > 0) await wrkRound(url, script, HTTP_WARMUP_SECONDS);
       const rounds: { http: number; limit: number; cores: number }[] = [];
       const counter = { i: 0 };
       for (let round = 1; round <= ROUNDS; round++) {
