@@ -16,7 +16,7 @@ const BAD_KEY = 2;
 const CURVE_BITS: Record<EcCurve, number> = { "P-256": 256, "P-384": 384 };
 const HASH_BITS: Record<SignatureHash, number> = { sha256: 256, sha384: 384, sha512: 512 };
 
-interface EcVerifyAddon {
+export interface EcVerifyAddon {
   verifyEcdsa(curveBits: number, hashBits: number, point: Uint8Array, message: Uint8Array, signature: Uint8Array): unknown;
 }
 
@@ -45,7 +45,16 @@ export class EcKeyError extends Error {
  * is no key on `curve`.
  */
 export function verifyEcdsa(curve: EcCurve, hash: SignatureHash, point: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
-  const answer = loadAddon().verifyEcdsa(CURVE_BITS[curve], HASH_BITS[hash], point, message, signature);
+  return verifyThrough(loadAddon(), curve, hash, point, message, signature);
+}
+
+/** verifyEcdsa through another build of the addon: the tests hold copies with planted bugs to it. */
+export function verifyEcdsaWith(addon: EcVerifyAddon): typeof verifyEcdsa {
+  return (curve, hash, point, message, signature) => verifyThrough(addon, curve, hash, point, message, signature);
+}
+
+function verifyThrough(addon: EcVerifyAddon, curve: EcCurve, hash: SignatureHash, point: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  const answer = addon.verifyEcdsa(CURVE_BITS[curve], HASH_BITS[hash], point, message, signature);
   if (answer === VERIFIED) return true;
   if (answer === NOT_VERIFIED) return false;
   if (answer === BAD_KEY) throw new EcKeyError(curve);
