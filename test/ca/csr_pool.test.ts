@@ -99,6 +99,19 @@ void describe("the CSR pool's intermediates", () => {
     assertSignedBy((await pool.issue(again.proof, again.leaf, signers[0])).pem, signers[0], key.spkiDer);
   });
 
+  test("a batch that needs the oldest intermediate a full worker holds, beside a new one, keeps the old one and retires another", async () => {
+    const signers = Array.from({ length: WORKER_SIGNERS_MAX + 1 }, (_, i) => poolSigner(`full${i}`));
+    // One at a time, so the worker holds the first WORKER_SIGNERS_MAX, oldest first.
+    for (const [i, signer] of signers.slice(0, WORKER_SIGNERS_MAX).entries()) {
+      const r = request(csrPem(key, WEB, `fill${i}.web`));
+      assertSignedBy((await pool.issue(r.proof, r.leaf, signer)).pem, signer, key.spkiDer);
+    }
+    // Together, so in one batch: the oldest it holds, and one it must install.
+    const asked = [signers[0], signers[WORKER_SIGNERS_MAX]].map((signer, i) => ({ signer, ...request(csrPem(key, WEB, `both${i}.web`)) }));
+    const leaves = await Promise.all(asked.map((a) => pool.issue(a.proof, a.leaf, a.signer)));
+    leaves.forEach((leaf, i) => assertSignedBy(leaf.pem, asked[i].signer, key.spkiDer));
+  });
+
   test("CSRs that arrive together are answered in small batches, so the event loop has answers while the worker works on the rest", async () => {
     const signer = poolSigner("batches");
     const count = 16;
