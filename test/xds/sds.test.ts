@@ -80,11 +80,15 @@ void describe("SDS secrets on a one-node server with ACLs on", { timeout: 60_000
     return out;
   };
 
+  /** Every version_info each stream was sent, in order. */
+  const versionsSent = new Map<RawAdsStream<SotwResponse>, string[]>();
+
   /** Reads SotW responses (ACKing each) until every name in `names` has come; returns the last of each and the last response. */
   const collect = async (s: RawAdsStream<SotwResponse>, names: readonly string[], ack = true): Promise<{ secrets: Map<string, DecodedSecret>; last: SotwResponse }> => {
     const secrets = new Map<string, DecodedSecret>();
     for (;;) {
       const r = await s.next(5000);
+      versionsSent.set(s, [...(versionsSent.get(s) ?? []), r.version_info]);
       assert.equal(r.type_url, SECRET_TYPE.typeUrl, `only secrets were asked for, got a ${r.type_url} response`);
       for (const [name, secret] of secretsOf(r.resources)) secrets.set(name, secret);
       if (names.every((n) => secrets.has(n))) return { secrets, last: r };
@@ -211,6 +215,10 @@ void describe("SDS secrets on a one-node server with ACLs on", { timeout: 60_000
     assert.ok(newRoot !== undefined);
     checkCertificate(web, newRoot, "new-root-only");
     assert.ok(pushMs < 5000, `pushed ${pushMs} ms after the rotation was answered`);
+    // A rotation leaves the registry's revision as it was, yet its pushes carry versions of their own.
+    const versions = versionsSent.get(adsStream) ?? [];
+    assert.ok(versions.length >= 2);
+    assert.equal(new Set(versions).size, versions.length, `a version_info was sent twice on one stream: ${versions.join(", ")}`);
     // The NACKed version is never sent again: the SDS stream's next response is the new leaf.
     const next = await sdsStream.next(5000);
     const sdsWeb = secretsOf(next.resources).get("web");

@@ -21,6 +21,9 @@ interface SotwRequest {
 const shapeOf = (type: ResourceType): ResponseShape => (type.fullStateInSotw ? "full-state" : "incremental");
 
 export class SotwSession extends XdsSession {
+  /** Per type URL, the revision of the last version_info sent and how often it was sent already. */
+  private readonly lastVersions = new Map<string, { revision: number; repeat: number }>();
+
   constructor(hub: XdsHub, call: XdsCall, onClose: (session: XdsSession) => void) {
     super(hub, call, "sotw", onClose);
   }
@@ -42,12 +45,27 @@ export class SotwSession extends XdsSession {
 
   protected encodeResponse(type: ResourceType, plan: ResponsePlan<EncodedResource>, nonce: string): Buffer {
     const head = encodeMessage(this.hub.protos.DiscoveryResponse, {
-      version_info: String(this.hub.cache.builtRevision),
+      version_info: this.versionFor(type.typeUrl),
       type_url: type.typeUrl,
       nonce,
       control_plane: { identifier: this.hub.controlPlaneId },
     });
     return Buffer.concat([head, ...plan.resources.map((r) => r.sotwField)]);
+  }
+
+  /**
+   * The response's version_info: the registry revision the node had built its resources up to,
+   * with ".N" when this stream already sent a response of the type at that revision. Resources
+   * can change while that revision stands (a rebuild held back or built in slices is published
+   * later at the revision already announced; secrets and server listeners follow the CA and the
+   * intentions, not the registry), and no two responses on a stream may carry one version.
+   */
+  private versionFor(typeUrl: string): string {
+    const revision = this.hub.cache.builtRevision;
+    const last = this.lastVersions.get(typeUrl);
+    const repeat = last?.revision === revision ? last.repeat + 1 : 0;
+    this.lastVersions.set(typeUrl, { revision, repeat });
+    return repeat === 0 ? String(revision) : `${revision}.${repeat}`;
   }
 
   private decode(bytes: Buffer): SotwRequest {
