@@ -28,9 +28,11 @@
 //      with a revision (only a deregister deletes: the workload sets no deregister-after).
 // Events of a service the record does not watch are anomalies too (an empty list watches all).
 //
-// xDS records: on one stream, the consecutive version_info strings of the ACKed assignments never
-// repeat (a version once ACKed is not sent again; a new stream, on any node, starts with the full
-// state, which may carry the version the client already held, as the protocol allows), and the last assignment's endpoints ("address:port",
+// xDS records: on one stream, consecutive ACKed assignments never repeat, neither their
+// version_info nor their endpoints (what is ACKed is not sent again, under any version: the
+// watched services have no checks and EDS carries nothing else of them that changes; a new
+// stream, on any node, starts with the full state, which may carry what the client already
+// held, as the protocol allows), and the last assignment's endpoints ("address:port",
 // from the RegisterOps) are exactly those of the final read of the watched services. EDS carries
 // only passing endpoints; the workload's services watched over xDS have no checks, so every one
 // of their instances is passing and the final read is the expected set.
@@ -283,6 +285,10 @@ function checkCovered(who: string, m: Extract<WatchMessage, { kind: "events" | "
   }
 }
 
+function sameEndpoints(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((e, i) => e === b[i]);
+}
+
 function checkConverged(who: string, lastRevision: number | undefined, held: Map<string, Set<string>>, facts: Facts, anomalies: AnomalyLog): void {
   for (const [service, set] of held) {
     const final = facts.finalByService.get(service);
@@ -315,6 +321,11 @@ function checkXds(record: WatchRecord, facts: Facts, anomalies: AnomalyLog): voi
     if (m.kind !== "xds") continue;
     if (previousOnStream !== undefined && previousOnStream.version === m.version) {
       anomalies.add({ message: `${who}: version ${m.version} was sent again on the same stream at ${m.atMs} ms after it was ACKed at ${previousOnStream.atMs} ms`, atMs: m.atMs });
+    } else if (previousOnStream !== undefined && sameEndpoints(previousOnStream.endpoints, m.endpoints)) {
+      anomalies.add({
+        message: `${who}: the assignment ACKed at ${previousOnStream.atMs} ms (version ${previousOnStream.version}) was sent again on the same stream at ${m.atMs} ms as version ${m.version}, with the same endpoints`,
+        atMs: m.atMs,
+      });
     }
     previous = m;
     previousOnStream = m;

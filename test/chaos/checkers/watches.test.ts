@@ -103,7 +103,7 @@ describe("watches checker", () => {
     assert.match(checkWatches(withStream(writes(), messages).build()).anomalies[0].message, /service db, which it does not watch/);
   });
 
-  test("xDS: accepts new versions ending at the final endpoints; flags a re-sent version and wrong endpoints", () => {
+  test("xDS: accepts new versions ending at the final endpoints; flags a re-sent version, a re-sent assignment and wrong endpoints", () => {
     const xds = (atMs: number, version: string, endpoints: readonly string[]): WatchMessage => ({ atMs, kind: "xds", version, endpoints });
     const record = (messages: readonly WatchMessage[]): HistoryBuilder => {
       const h = writes();
@@ -113,6 +113,9 @@ describe("watches checker", () => {
     assert.equal(checkWatches(record([xds(1, "5", ["10.0.0.1:80"]), xds(2, "9", ["10.0.0.2:81"])]).build()).ok, true);
     const resent = checkWatches(record([xds(1, "9", ["10.0.0.2:81"]), xds(2, "9", ["10.0.0.2:81"])]).build());
     assert.match(resent.anomalies[0].message, /version 9 was sent again on the same stream/);
+    // The same assignment under a new version is sent again all the same.
+    const renamed = checkWatches(record([xds(1, "9", ["10.0.0.2:81"]), xds(2, "9.1", ["10.0.0.2:81"])]).build());
+    assert.match(renamed.anomalies[0].message, /ACKed at 1 ms \(version 9\) was sent again on the same stream at 2 ms as version 9.1, with the same endpoints/);
     // A new stream (here on another node) starts with the full state, whatever version it carries.
     const reconnected = checkWatches(record([xds(1, "9", ["10.0.0.2:81"]), { atMs: 2, kind: "disconnected", error: "reset" },
       { atMs: 3, kind: "connected", node: "n2", sinceRevision: 0 }, xds(4, "9", ["10.0.0.2:81"])]).build());
