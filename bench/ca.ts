@@ -1,7 +1,7 @@
 // npm run bench:ca: X.509-SVID issuance per second on one core, against the crypto it cannot avoid.
 //   - cairn: the full pipeline per certificate: parseCsr of a PEM CSR (strict DER read, key checks,
-//     ECDSA P-256 verify of its self-signature, natively), LeafSigner.sign with an ECDSA P-256 intermediate,
-//     PEM encoding. CSRs come from a pool of distinct P-256 CSRs (URI SAN
+//     ECDSA P-256 verify of its self-signature, natively), LeafSigner.sign with an ECDSA P-256
+//     intermediate, PEM encoding. CSRs come from a pool of distinct P-256 CSRs (URI SAN
 //     spiffe://cairn.local/ns/default/svc/web) made by @peculiar/x509 before any timing.
 //   - limit: raw node:crypto, one ECDSA P-256 sign of a 300-byte message with the CA key plus one
 //     verify of a CSR's signature with its key already loaded. The goal is cairn >= 0.5 of it.
@@ -40,9 +40,9 @@ import { cpus, loadavg } from "node:os";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { createIntermediateCertificate, createRootCertificate, decodeCertificate, inspectCertificate } from "../src/ca/certificates.js";
-import { parseCsr } from "../src/ca/csr.js";
+import { parseCsr, readCsrUnverified } from "../src/ca/csr.js";
 import { verifyEcdsa } from "../src/ca/ec_verify.js";
-import { DerReader, Tag, elementBytes, pemDecodeBlocks, readBitStringOctets } from "../src/common/der.js";
+import { pemDecodeBlocks } from "../src/common/der.js";
 import { generateCaKey } from "../src/ca/keys.js";
 import { type LeafRequest, LeafSigner } from "../src/ca/leaf.js";
 import { x509 } from "../test/ca/x509_support.js";
@@ -114,21 +114,14 @@ async function makeFixtures(): Promise<Fixtures> {
     const request = await x509.Pkcs10CertificateRequestGenerator.create({ keys, signingAlgorithm: { name: "ECDSA", hash: "SHA-256" }, extensions: [san] });
     const pem = request.toString("pem");
     csrPems.push(pem);
-    const spki = parseCsr(pem).subjectPublicKeyInfoDer;
-    const key = createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
-    // A P-256 SPKI ends with its 65-byte uncompressed point.
-    csrSignatures.push({ ...signedParts(pemDecodeBlocks(pem)[0].der), key, jwk: key.export({ format: "jwk" }), point: spki.slice(spki.length - 65) });
+    // The parts parseCsr checks: what was signed, the signature and the key, read by its own reader.
+    const { parsed, proof } = readCsrUnverified(pem);
+    if (!("point" in proof.key)) throw new Error("a pool CSR's key is not an EC point");
+    const key = createPublicKey({ key: Buffer.from(parsed.subjectPublicKeyInfoDer), format: "der", type: "spki" });
+    csrSignatures.push({ data: proof.signed, signature: proof.signature, key, jwk: key.export({ format: "jwk" }), point: proof.key.point });
   }
   const signer = new LeafSigner({ certificatePem: intermediatePem, privateKey: intermediate.privateKey });
   return { signer, intermediatePem, intermediateKey: intermediate.privateKey, csrPems, csrSignatures };
-}
-
-/** A CertificationRequest's signed info and signature bits: SEQUENCE { info, algorithm, BIT STRING }. */
-function signedParts(der: Uint8Array): { data: Uint8Array; signature: Uint8Array } {
-  const r = DerReader.inside(der, new DerReader(der).read("a CSR", Tag.sequence));
-  const info = r.read("the CSR info", Tag.sequence);
-  r.read("the CSR signature algorithm", Tag.sequence);
-  return { data: elementBytes(der, info), signature: readBitStringOctets(der, r.read("the CSR signature", Tag.bitString), "the CSR signature") };
 }
 
 // ---------------------------------------------------------------- the paths

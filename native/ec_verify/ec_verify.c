@@ -2,7 +2,7 @@
 // asks here instead of node:crypto because importing a fresh key costs node:crypto more than the
 // verification itself. Node builds an EVP_PKEY for every key (EC_KEY_new_by_curve_name, which
 // creates the curve's group anew, plus a full EC_KEY_check_key scalar multiplication, plus a copy
-// into OpenSSL 3's provider on first use): bench:ca measured ~130 µs for that against ~100 µs
+// into OpenSSL 3's provider on first use): bench:ca measured 83-128 µs for that against 74-104 µs
 // for the verify. Here each thread keeps its curves' groups, decodes the point against them and
 // verifies with OpenSSL's ECDSA directly, so a fresh key costs ~2 µs beyond the verify.
 //

@@ -673,8 +673,10 @@ function normalizePem(pem: string): string {
   return new X509Certificate(pem).toString();
 }
 
-/** A CSR the caller must fix is a 400 naming the csr field; anything else goes on as it is. */
-/** A CSR's own fault as the caller's 400: a bad signature or key, or SANs no leaf may carry (too many DNS names, one that is no DNS name). */
+/**
+ * A CSR the caller must fix is a 400 naming the csr field: a bad signature or key, or SANs no
+ * leaf may carry (too many DNS names, one that is no DNS name). Anything else goes on as it is.
+ */
 function csrInputError(err: unknown): unknown {
   return err instanceof CsrError || err instanceof CertificateError ? new CaInputError("csr", err.message) : err;
 }

@@ -1,7 +1,8 @@
 // PKCS#10 certificate signing requests (RFC 2986), on the issuance hot path. A strict reader over
 // the CSR's DER: it finds the public key, the requested SANs and the signed bytes without
 // copying, accepts only the key types Cairn issues for, and verifies the self-signature (EC
-// natively, see ec_verify.ts; RSA and Ed25519 with node:crypto). Every failure is a CsrError whose reason says what kind of problem it is.
+// natively, see ec_verify.ts; RSA and Ed25519 with node:crypto). Every failure is a CsrError
+// whose reason says what kind of problem it is.
 
 import { type JsonWebKey, verify } from "node:crypto";
 import {
